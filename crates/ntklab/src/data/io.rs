@@ -1,0 +1,315 @@
+//! Array files: .npy, .npz and .csv readers, .npy/.npz writers. Writes go to a temporary file in the
+//! destination folder and are renamed into place, so a failed write never leaves a partial file.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use faer::{Mat, MatRef};
+use npyz::WriterBuilder;
+
+use crate::{Error, Result};
+
+/// A dense n-dimensional array of f64 in row-major (C) order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    /// Dimensions, slowest first.
+    pub shape: Vec<usize>,
+    /// Values in C order; `data.len() == shape.iter().product()`.
+    pub data: Vec<f64>,
+}
+
+impl Array {
+    /// A 2-D view as a faer matrix (1-D arrays become N x 1 columns); errors for other ranks.
+    pub fn to_mat(&self, what: &str) -> Result<Mat<f64>> {
+        let (r, c) = match self.shape.as_slice() {
+            [n] => (*n, 1),
+            [n, d] => (*n, *d),
+            s => return Err(Error::Shape(format!("{what} must be 1-D or 2-D, got shape {s:?}"))),
+        };
+        Ok(Mat::from_fn(r, c, |i, j| self.data[i * c + j]))
+    }
+
+    /// Row-major array from a matrix.
+    pub fn from_mat(m: MatRef<'_, f64>) -> Array {
+        let (r, c) = (m.nrows(), m.ncols());
+        let mut data = Vec::with_capacity(r * c);
+        for i in 0..r {
+            for j in 0..c {
+                data.push(m[(i, j)]);
+            }
+        }
+        Array { shape: vec![r, c], data }
+    }
+}
+
+fn npy_to_array<R: Read>(npy: npyz::NpyFile<R>, path: &Path) -> Result<Array> {
+    let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
+    let order = npy.order();
+    let descr = match npy.dtype() {
+        npyz::DType::Plain(ts) => ts.to_string(),
+        other => return Err(Error::file(path, format!("unsupported structured dtype {other:?}"))),
+    };
+    let bad = |e: std::io::Error| Error::file(path, format!("corrupt .npy data: {e}"));
+    let kind = &descr[1..];
+    let data: Vec<f64> = match kind {
+        "f8" => npy.into_vec::<f64>().map_err(bad)?,
+        "f4" => npy.into_vec::<f32>().map_err(bad)?.into_iter().map(f64::from).collect(),
+        "i8" => npy.into_vec::<i64>().map_err(bad)?.into_iter().map(|v| v as f64).collect(),
+        "i4" => npy.into_vec::<i32>().map_err(bad)?.into_iter().map(f64::from).collect(),
+        "i2" => npy.into_vec::<i16>().map_err(bad)?.into_iter().map(f64::from).collect(),
+        "i1" => npy.into_vec::<i8>().map_err(bad)?.into_iter().map(f64::from).collect(),
+        "u8" => npy.into_vec::<u64>().map_err(bad)?.into_iter().map(|v| v as f64).collect(),
+        "u4" => npy.into_vec::<u32>().map_err(bad)?.into_iter().map(f64::from).collect(),
+        "u1" => npy.into_vec::<u8>().map_err(bad)?.into_iter().map(f64::from).collect(),
+        "b1" => npy.into_vec::<bool>().map_err(bad)?.into_iter().map(|b| if b { 1.0 } else { 0.0 }).collect(),
+        _ => return Err(Error::file(path, format!("unsupported dtype `{descr}` (expected float or integer)"))),
+    };
+    let n: usize = shape.iter().product();
+    if data.len() != n {
+        return Err(Error::file(path, format!("holds {} values but its header says shape {shape:?}", data.len())));
+    }
+    let data = match order {
+        npyz::Order::C => data,
+        npyz::Order::Fortran => fortran_to_c(&data, &shape),
+    };
+    Ok(Array { shape, data })
+}
+
+fn fortran_to_c(data: &[f64], shape: &[usize]) -> Vec<f64> {
+    let n = data.len();
+    let rank = shape.len();
+    let mut out = vec![0.0; n];
+    let mut idx = vec![0usize; rank];
+    for (k, o) in out.iter_mut().enumerate() {
+        // k is the C-order linear index; decompose into multi-index, recompose in Fortran order.
+        let mut rem = k;
+        for ax in (0..rank).rev() {
+            idx[ax] = rem % shape[ax];
+            rem /= shape[ax];
+        }
+        let mut f = 0usize;
+        for ax in (0..rank).rev() {
+            f = f * shape[ax] + idx[ax];
+        }
+        *o = data[f];
+    }
+    out
+}
+
+/// Read a .npy file (any float/integer dtype, C or Fortran order) as f64.
+pub fn read_npy(path: &Path) -> Result<Array> {
+    let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let npy = npyz::NpyFile::new(BufReader::new(f)).map_err(|e| Error::file(path, format!("not a valid .npy file: {e}")))?;
+    npy_to_array(npy, path)
+}
+
+/// Read every array of a .npz archive, in archive order.
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
+    let mut ar = npyz::npz::NpzArchive::open(path).map_err(|e| Error::file(path, format!("not a valid .npz archive: {e}")))?;
+    let names: Vec<String> = ar.array_names().map(|s| s.to_string()).collect();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let npy = ar
+            .by_name(&name)
+            .map_err(|e| Error::file(path, format!("array `{name}`: {e}")))?
+            .ok_or_else(|| Error::file(path, format!("array `{name}` listed but missing")))?;
+        let a = npy_to_array(npy, path).map_err(|e| Error::file(path, format!("array `{name}`: {e}")))?;
+        out.push((name, a));
+    }
+    Ok(out)
+}
+
+/// Read a numeric CSV: comma-separated, one row per line; a first line that is not all numbers is a header.
+pub fn read_csv(path: &Path) -> Result<Array> {
+    let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).trim(csv::Trim::All).from_reader(BufReader::new(f));
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    for (lineno, rec) in rdr.records().enumerate() {
+        let rec = rec.map_err(|e| Error::file(path, format!("line {}: {e}", lineno + 1)))?;
+        if rec.iter().all(|s| s.is_empty()) {
+            continue;
+        }
+        let parsed: std::result::Result<Vec<f64>, _> = rec.iter().map(|s| s.parse::<f64>()).collect();
+        match parsed {
+            Ok(v) => rows.push(v),
+            Err(_) if lineno == 0 => continue, // header
+            Err(_) => {
+                let bad = rec.iter().find(|s| s.parse::<f64>().is_err()).unwrap_or("");
+                return Err(Error::file(path, format!("line {}: `{bad}` is not a number", lineno + 1)));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::file(path, "no numeric rows"));
+    }
+    let d = rows[0].len();
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != d) {
+        return Err(Error::file(path, format!("row {} has {} columns but the first row has {d}", i + 1, r.len())));
+    }
+    let n = rows.len();
+    Ok(Array { shape: vec![n, d], data: rows.into_iter().flatten().collect() })
+}
+
+/// Read a data matrix (N x d) from .npy or .csv, chosen by extension; 1-D arrays become N x 1.
+pub fn read_matrix(path: &Path) -> Result<Mat<f64>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase();
+    let arr = match ext.as_str() {
+        "npy" => read_npy(path)?,
+        "csv" | "txt" => read_csv(path)?,
+        _ => return Err(Error::file(path, "unknown data format (expected .npy or .csv)")),
+    };
+    arr.to_mat("data").map_err(|e| Error::file(path, e))
+}
+
+/// A temporary sibling path for atomic writes.
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let tmp = format!(".{name}.tmp-{}", std::process::id());
+    path.with_file_name(tmp)
+}
+
+/// Write a file atomically: `fill` writes into a temporary sibling which is renamed to `path` on success
+/// and removed on failure.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
+    let tmp = temp_sibling(path);
+    let res = (|| -> std::io::Result<()> {
+        let f = File::create(&tmp)?;
+        let mut w = BufWriter::new(f);
+        fill(&mut w)?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        Ok(())
+    })();
+    match res {
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::file(path, format!("cannot write: {e}"))
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(Error::file(path, format!("cannot write: {e}")))
+        }
+    }
+}
+
+/// Element types written to .npy.
+pub trait NpyElem: npyz::Serialize + npyz::AutoSerialize + Copy {}
+impl NpyElem for f64 {}
+impl NpyElem for f32 {}
+
+fn write_npy_to<W: Write, T: NpyElem>(w: W, shape: &[usize], values: impl Iterator<Item = T>) -> std::io::Result<()> {
+    let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
+    let mut wr = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+    for v in values {
+        wr.push(&v)?;
+    }
+    wr.finish()
+}
+
+/// Write a matrix (rows x cols) as a C-order .npy, atomically.
+pub fn write_npy_mat<T: NpyElem>(path: &Path, m: MatRef<'_, T>) -> Result<()> {
+    let (r, c) = (m.nrows(), m.ncols());
+    write_atomic(path, |w| write_npy_to(w, &[r, c], (0..r).flat_map(|i| (0..c).map(move |j| m[(i, j)]))))
+}
+
+/// Write an f64 array as .npy, atomically.
+pub fn write_npy(path: &Path, a: &Array) -> Result<()> {
+    write_atomic(path, |w| write_npy_to(w, &a.shape, a.data.iter().copied()))
+}
+
+/// Write named f64 arrays as an uncompressed .npz archive, atomically.
+pub fn write_npz(path: &Path, arrays: &[(&str, &Array)]) -> Result<()> {
+    write_atomic(path, |w| {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        {
+            let mut npz = npyz::npz::NpzWriter::new(&mut buf);
+            for (name, a) in arrays {
+                let shape: Vec<u64> = a.shape.iter().map(|&s| s as u64).collect();
+                let mut wr = npz.array::<f64>(name, Default::default())?.default_dtype().shape(&shape).begin_nd()?;
+                wr.extend(a.data.iter().copied())?;
+                wr.finish()?;
+            }
+        }
+        buf.rewind()?;
+        w.write_all(buf.get_ref())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ntklab-io-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn npy_roundtrip_and_fortran() {
+        let d = tmpdir("npy");
+        let m = Mat::from_fn(3, 4, |i, j| (i * 10 + j) as f64 + 0.5);
+        let p = d.join("m.npy");
+        write_npy_mat(&p, m.as_ref()).unwrap();
+        let back = read_matrix(&p).unwrap();
+        assert_eq!(back, m);
+        // f32 output reads back as the rounded values.
+        let m32 = Mat::from_fn(2, 2, |i, j| (i + 2 * j) as f32 * 0.1);
+        let p32 = d.join("m32.npy");
+        write_npy_mat(&p32, m32.as_ref()).unwrap();
+        let b = read_matrix(&p32).unwrap();
+        assert_eq!(b[(1, 1)], (3.0f32 * 0.1) as f64);
+        // Fortran order: element (i, j) at i + rows * j.
+        let data: Vec<f64> = (0..6).map(|v| v as f64).collect();
+        assert_eq!(fortran_to_c(&data, &[2, 3]), vec![0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn npz_roundtrip() {
+        let d = tmpdir("npz");
+        let a = Array { shape: vec![2, 3], data: (0..6).map(|v| v as f64).collect() };
+        let b = Array { shape: vec![4], data: vec![1.0, -2.0, 3.0, 4.5] };
+        let p = d.join("w.npz");
+        write_npz(&p, &[("0.weight", &a), ("0.bias", &b)]).unwrap();
+        let back = read_npz(&p).unwrap();
+        let get = |n: &str| back.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("0.weight"), a);
+        assert_eq!(get("0.bias"), b);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn csv_header_and_errors() {
+        let d = tmpdir("csv");
+        let p = d.join("a.csv");
+        std::fs::write(&p, "x1,x2\n1,2\n3.5,-4\n").unwrap();
+        let m = read_matrix(&p).unwrap();
+        assert_eq!((m.nrows(), m.ncols()), (2, 2));
+        assert_eq!(m[(1, 0)], 3.5);
+        std::fs::write(&p, "1,2\n3,oops\n").unwrap();
+        let e = read_matrix(&p).unwrap_err().to_string();
+        assert!(e.contains("oops") && e.contains("line 2"), "{e}");
+        std::fs::write(&p, "1,2\n3\n").unwrap();
+        assert!(read_matrix(&p).is_err());
+        let e = read_matrix(&d.join("missing.npy")).unwrap_err().to_string();
+        assert!(e.contains("missing.npy"), "{e}");
+        std::fs::write(d.join("junk.npy"), "not numpy").unwrap();
+        assert!(read_matrix(&d.join("junk.npy")).is_err());
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing() {
+        let d = tmpdir("atomic");
+        let p = d.join("out.npy");
+        let r = write_atomic(&p, |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("boom"))
+        });
+        assert!(r.is_err());
+        assert!(std::fs::read_dir(&d).unwrap().next().is_none(), "no file may remain");
+        std::fs::remove_dir_all(&d).ok();
+    }
+}

@@ -1,0 +1,270 @@
+//! Evaluation of the layer recursions on data: one GEMM for Sigma0, then one fused elementwise pass that
+//! carries each (i, j) entry through every layer in registers (only per-row variances are precomputed).
+
+use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
+use faer::prelude::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use super::activation::Dual;
+use super::arch::{Architecture, Layer, Parameterization};
+use crate::{Error, Result};
+
+/// NNGP and NTK matrices between two input sets: `nngp`, `ntk` are N1 x N2.
+#[derive(Debug, Clone)]
+pub struct Kernel<T> {
+    /// Output-layer NNGP covariance, N1 x N2.
+    pub nngp: Mat<T>,
+    /// Output-layer neural tangent kernel, N1 x N2.
+    pub ntk: Mat<T>,
+}
+
+/// One step of the per-entry recursion on (K, Theta).
+#[derive(Debug, Clone)]
+enum Stage {
+    /// K' = w2 K + b2; Theta' = tk K + tc + w2 Theta (with tk, tc chosen per parameterization).
+    Affine { w2: f64, b2: f64, tk: f64, tc: f64, ntk_uses_new_k: bool },
+    /// K' = T(q1_l[i], K, q2_l[j]); Theta' = Theta Tdot. `slot` indexes the per-row variance tables.
+    Nonlin { dual: Dual, slot: usize },
+}
+
+impl Stage {
+    /// Apply to an entry (k, theta) whose row/column variances at this stage are (q1, q2).
+    #[inline(always)]
+    fn step(&self, k: f64, theta: f64, q1: f64, q2: f64) -> (f64, f64) {
+        match self {
+            Stage::Affine { w2, b2, tk, tc, ntk_uses_new_k } => {
+                let kn = w2 * k + b2;
+                let base = if *ntk_uses_new_k { kn } else { tk * k + tc };
+                (kn, base + w2 * theta)
+            }
+            Stage::Nonlin { dual, .. } => {
+                let (t, td) = dual.eval(q1, k, q2);
+                (t, theta * td)
+            }
+        }
+    }
+}
+
+/// Turn the layer list into stages, checking what the infinite-width limit needs.
+fn plan(arch: &Architecture, d: usize) -> Result<Vec<Stage>> {
+    arch.validate()?;
+    match arch.parameterization {
+        Parameterization::Ntk | Parameterization::Standard => {}
+        p => {
+            return Err(Error::Config(format!(
+                "the infinite-width kernel is defined here for the 'ntk' and 'standard' parameterizations, not '{p}'"
+            )))
+        }
+    }
+    let mut stages = Vec::new();
+    let mut n_in = d;
+    let mut slots = 0usize;
+    let mut prev_was_act = false;
+    for (pos, layer) in arch.layers.iter().enumerate() {
+        match layer {
+            Layer::Dense { width, w_std, b_std } => {
+                let w2 = w_std * w_std;
+                let b2 = b_std.map(|b| b * b).unwrap_or(0.0);
+                let st = match arch.parameterization {
+                    Parameterization::Ntk => Stage::Affine { w2, b2, tk: 0.0, tc: 0.0, ntk_uses_new_k: true },
+                    _ => Stage::Affine {
+                        w2,
+                        b2,
+                        tk: n_in as f64,
+                        tc: if b_std.is_some() { 1.0 } else { 0.0 },
+                        ntk_uses_new_k: false,
+                    },
+                };
+                stages.push(st);
+                n_in = *width;
+                prev_was_act = false;
+            }
+            Layer::Activation(a) => {
+                if prev_was_act {
+                    return Err(Error::Config(format!(
+                        "layer {} (`{a}`) follows another activation: its input is not Gaussian in the infinite-width \
+                         limit, so no kernel rule applies; put a dense layer between them",
+                        pos + 1
+                    )));
+                }
+                stages.push(Stage::Nonlin { dual: a.dual(), slot: slots });
+                slots += 1;
+                prev_was_act = true;
+            }
+        }
+    }
+    Ok(stages)
+}
+
+/// Per-row variance before each nonlinearity: `out[slot][i]`, starting from q0 = |x_i|^2/d.
+fn diag_tables(stages: &[Stage], q0: &[f64]) -> Vec<Vec<f64>> {
+    let nslots = stages.iter().filter(|s| matches!(s, Stage::Nonlin { .. })).count();
+    let mut tables = vec![Vec::with_capacity(q0.len()); nslots];
+    for &q in q0 {
+        let mut k = q;
+        for st in stages {
+            if let Stage::Nonlin { slot, .. } = st {
+                tables[*slot].push(k);
+            }
+            k = st.step(k, 0.0, k, k).0;
+        }
+    }
+    tables
+}
+
+/// Scalar types the kernel can be computed in (storage and GEMM precision; the recursion runs in f64).
+pub trait KernelScalar: Copy + Send + Sync + 'static {
+    /// Widen to f64.
+    fn to_f64(self) -> f64;
+    /// Narrow from f64.
+    fn from_f64(x: f64) -> Self;
+    /// dst = alpha * a b^T (only the lower triangle when `lower_only`).
+    fn gram(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64, lower_only: bool);
+}
+
+macro_rules! impl_scalar {
+    ($t:ty) => {
+        impl KernelScalar for $t {
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            fn gram(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64, lower_only: bool) {
+                let par = Par::rayon(0);
+                if lower_only {
+                    triangular::matmul(
+                        dst,
+                        BlockStructure::TriangularLower,
+                        Accum::Replace,
+                        a,
+                        BlockStructure::Rectangular,
+                        b.transpose(),
+                        BlockStructure::Rectangular,
+                        alpha as $t,
+                        par,
+                    );
+                } else {
+                    matmul(dst, Accum::Replace, a, b.transpose(), alpha as $t, par);
+                }
+            }
+        }
+    };
+}
+impl_scalar!(f64);
+impl_scalar!(f32);
+
+fn check_finite<T: KernelScalar>(x: MatRef<'_, T>, name: &str) -> Result<()> {
+    for j in 0..x.ncols() {
+        for i in 0..x.nrows() {
+            let v = x[(i, j)].to_f64();
+            if !v.is_finite() {
+                return Err(Error::InvalidInput(format!("{name} has a non-finite value ({v}) at row {i}, column {j}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn row_sq_norms<T: KernelScalar>(x: MatRef<'_, T>, d: usize) -> Vec<f64> {
+    (0..x.nrows())
+        .into_par_iter()
+        .map(|i| (0..x.ncols()).map(|j| x[(i, j)].to_f64().powi(2)).sum::<f64>() / d as f64)
+        .collect()
+}
+
+/// Generic driver behind [`kernel`] and [`kernel_f32`].
+pub fn kernel_generic<T: KernelScalar>(arch: &Architecture, x1: MatRef<'_, T>, x2: Option<MatRef<'_, T>>) -> Result<Kernel<T>> {
+    let d = x1.ncols();
+    if x1.nrows() == 0 || d == 0 {
+        return Err(Error::Shape(format!("x1 must be a non-empty N x d matrix, got {} x {}", x1.nrows(), d)));
+    }
+    if let Some(x2) = x2 {
+        if x2.ncols() != d {
+            return Err(Error::Shape(format!(
+                "x1 has {} features per row but x2 has {}; both must be N x d with the same d",
+                d,
+                x2.ncols()
+            )));
+        }
+        if x2.nrows() == 0 {
+            return Err(Error::Shape("x2 has no rows".into()));
+        }
+    }
+    check_finite(x1, "x1")?;
+    if let Some(x2) = x2 {
+        check_finite(x2, "x2")?;
+    }
+    let stages = plan(arch, d)?;
+    let symmetric = x2.is_none();
+    let x2m = x2.unwrap_or(x1);
+    let (n1, n2) = (x1.nrows(), x2m.nrows());
+
+    let mut nngp = Mat::<T>::from_fn(n1, n2, |_, _| T::from_f64(0.0));
+    T::gram(nngp.as_mut(), x1, x2m, 1.0 / d as f64, symmetric);
+
+    // Row variances: in the symmetric case take them from the Gram diagonal so that the
+    // diagonal entries see exactly s12 == s11 == s22.
+    let q1: Vec<f64> = if symmetric { (0..n1).map(|i| nngp[(i, i)].to_f64()).collect() } else { row_sq_norms(x1, d) };
+    let t1 = diag_tables(&stages, &q1);
+    let t2 = if symmetric { t1.clone() } else { diag_tables(&stages, &row_sq_norms(x2m, d)) };
+
+    let mut ntk = Mat::<T>::from_fn(n1, n2, |_, _| T::from_f64(0.0));
+    let chunk = 8usize;
+    nngp.as_mut()
+        .par_col_chunks_mut(chunk)
+        .zip(ntk.as_mut().par_col_chunks_mut(chunk))
+        .enumerate()
+        .for_each(|(c, (mut kblk, mut tblk))| {
+            for jj in 0..kblk.ncols() {
+                let j = c * chunk + jj;
+                let i0 = if symmetric { j } else { 0 };
+                let kcol = kblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
+                let tcol = tblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
+                for i in i0..n1 {
+                    let mut k = kcol[i].to_f64();
+                    let mut th = 0.0;
+                    for st in &stages {
+                        let (qa, qb) = match st {
+                            Stage::Nonlin { slot, .. } => (t1[*slot][i], t2[*slot][j]),
+                            _ => (0.0, 0.0),
+                        };
+                        (k, th) = st.step(k, th, qa, qb);
+                    }
+                    kcol[i] = T::from_f64(k);
+                    tcol[i] = T::from_f64(th);
+                }
+            }
+        });
+    if symmetric {
+        mirror_lower(&mut nngp);
+        mirror_lower(&mut ntk);
+    }
+    Ok(Kernel { nngp, ntk })
+}
+
+/// Copy the strict lower triangle onto the upper one.
+fn mirror_lower<T: KernelScalar>(m: &mut Mat<T>) {
+    let n = m.nrows();
+    for j in 0..n {
+        for i in 0..j {
+            m[(i, j)] = m[(j, i)];
+        }
+    }
+}
+
+/// Infinite-width NNGP and NTK of `arch` between the rows of `x1` (N1 x d) and `x2` (N2 x d), in f64.
+/// With `x2 = None` the symmetric kernel of `x1` with itself is computed (one triangle, then mirrored).
+pub fn kernel(arch: &Architecture, x1: MatRef<'_, f64>, x2: Option<MatRef<'_, f64>>) -> Result<Kernel<f64>> {
+    kernel_generic(arch, x1, x2)
+}
+
+/// As [`kernel`] with f32 storage and GEMM (the per-entry recursion still runs in f64 registers).
+pub fn kernel_f32(arch: &Architecture, x1: MatRef<'_, f32>, x2: Option<MatRef<'_, f32>>) -> Result<Kernel<f32>> {
+    kernel_generic(arch, x1, x2)
+}

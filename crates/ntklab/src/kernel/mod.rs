@@ -1,0 +1,17 @@
+//! Infinite-width NNGP and NTK of deep fully-connected networks, in neural-tangents' conventions.
+//!
+//! Inputs X (N x d), Sigma0(x, x') = x.x'/d. Layer rules (see shared/DESIGN.md):
+//! * Dense, 'ntk': `Sigma' = W_std^2 K + b_std^2`, `Theta' = Sigma' + W_std^2 Theta`.
+//! * Dense, 'standard': `Theta' = n_in K + [bias] 1 + W_std^2 Theta`, `Sigma' = W_std^2 K + b_std^2`.
+//! * Activation: `K = T(Sigma)`, `Theta <- Theta * Tdot(Sigma)`.
+
+pub mod activation;
+pub mod arch;
+pub mod compute;
+pub mod quadrature;
+pub mod spec;
+
+pub use activation::{Activation, Dual};
+pub use arch::{Architecture, Layer, Parameterization};
+pub use compute::{kernel, kernel_f32, Kernel};
+pub use quadrature::GaussHermite;
