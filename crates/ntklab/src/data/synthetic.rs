@@ -10,6 +10,15 @@ pub fn rng(seed: u64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(seed)
 }
 
+/// A child seed for task `index` of a run seeded with `seed` (SplitMix64 finalizer of the pair), so
+/// parallel or per-layer streams are independent of scheduling and thread count.
+pub fn derive_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// N points uniformly on the unit sphere in R^d, scaled to norm sqrt(d) (so x.x/d = 1).
 pub fn sphere(n: usize, d: usize, seed: u64) -> Mat<f64> {
     let mut r = rng(seed);
