@@ -1,1 +1,56 @@
-fn main() {}
+//! `ntklab`: the command-line front end. Parses arguments, shows progress, writes files and plots;
+//! all mathematics lives in the `ntklab` library crate.
+
+mod cmd_kernel;
+mod cmd_net;
+mod plot;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// ntklab: exact infinite-width kernels, finite networks with exact derivatives, and training diagnostics.
+#[derive(Parser, Debug)]
+#[command(name = "ntklab", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Infinite-width NNGP and NTK of a fully-connected architecture on data (or `--demo`).
+    Kernel(cmd_kernel::KernelArgs),
+    /// Initialize a finite network and save its weights (safetensors or npz, PyTorch nn.Sequential names).
+    Init(cmd_net::InitArgs),
+    /// Empirical NTK of a saved network on data.
+    Ntk(cmd_net::NtkArgs),
+    /// Top eigenvalues of the loss Hessian (Lanczos on exact Hessian-vector products) with its Gauss-Newton part.
+    Hessian(cmd_net::HessianArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            eprintln!("error: --threads must be at least 1");
+            std::process::exit(2);
+        }
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global() {
+            eprintln!("error: cannot set up {t} threads: {e}");
+            std::process::exit(2);
+        }
+    }
+    let res = match cli.cmd {
+        Cmd::Kernel(a) => cmd_kernel::run(a),
+        Cmd::Init(a) => cmd_net::run_init(a),
+        Cmd::Ntk(a) => cmd_net::run_ntk(a),
+        Cmd::Hessian(a) => cmd_net::run_hessian(a),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -15,3 +15,6 @@ pub use activation::{Activation, Dual};
 pub use arch::{Architecture, Layer, Parameterization};
 pub use compute::{kernel, kernel_f32, Kernel};
 pub use quadrature::GaussHermite;
+
+#[cfg(test)]
+mod tests;

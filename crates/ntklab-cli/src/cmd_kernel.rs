@@ -1,0 +1,149 @@
+//! `ntklab kernel`: infinite-width NNGP and NTK on data files, or a demo on built-in data.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use faer::Mat;
+use ntklab::kernel::{kernel, kernel_f32, Architecture, Parameterization};
+
+use crate::plot::{self, Chart, Series};
+use crate::util::{ensure_dir, load_matrix, spinner};
+
+const DEMO_ARCH: &str = "dense(512,w_std=1.5,b_std=0.1),relu,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,w_std=1.5,b_std=0.1)";
+
+/// Arguments of `ntklab kernel`.
+#[derive(Args, Debug)]
+pub struct KernelArgs {
+    /// Architecture, e.g. "dense(512,w_std=1.5,b_std=0.1),relu,dense(512),relu,dense(1)".
+    #[arg(long, conflicts_with = "arch_file")]
+    pub arch: Option<String>,
+    /// Architecture as a TOML file (`arch = "..."` or `layers = [...]`, optional `parameterization`).
+    #[arg(long)]
+    pub arch_file: Option<PathBuf>,
+    /// Dense-layer parameterization: ntk or standard (a TOML file's own setting wins).
+    #[arg(long, default_value = "ntk")]
+    pub parameterization: String,
+    /// Inputs, N1 x d (.npy or .csv).
+    #[arg(long, required_unless_present = "demo")]
+    pub x1: Option<PathBuf>,
+    /// Second inputs, N2 x d; without it the symmetric kernel of x1 is computed.
+    #[arg(long)]
+    pub x2: Option<PathBuf>,
+    /// Output folder: nngp.npy and ntk.npy (N1 x N2) are written there.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute and store in f32 (default f64).
+    #[arg(long)]
+    pub f32: bool,
+    /// Run a demo on built-in data (points on a circle) and plot the kernels against the angle.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+fn resolve_arch(a: &KernelArgs, default_arch: Option<&str>) -> Result<Architecture> {
+    let p = Parameterization::parse(&a.parameterization)?;
+    match (&a.arch, &a.arch_file, default_arch) {
+        (Some(s), None, _) => Ok(Architecture::parse(s, p).context("in --arch")?),
+        (None, Some(f), _) => Ok(Architecture::from_toml_file(f, p)?),
+        (None, None, Some(s)) => Ok(Architecture::parse(s, p)?),
+        (None, None, None) => bail!("give the architecture with --arch \"dense(512),relu,dense(1)\" or --arch-file arch.toml"),
+        (Some(_), Some(_), _) => bail!("give only one of --arch and --arch-file"),
+    }
+}
+
+fn to_f32(m: &Mat<f64>) -> Mat<f32> {
+    Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32)
+}
+
+/// Compute and write nngp.npy / ntk.npy; returns the seconds spent computing.
+fn compute_and_write(arch: &Architecture, x1: &Mat<f64>, x2: Option<&Mat<f64>>, out: &Path, f32: bool) -> Result<(f64, Mat<f64>, Mat<f64>)> {
+    let pb = spinner(&format!("computing NNGP and NTK ({} x {})", x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows())));
+    let t0 = Instant::now();
+    let (nngp, ntk, secs) = if f32 {
+        let a = to_f32(x1);
+        let b = x2.map(to_f32);
+        let k = kernel_f32(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()));
+        let secs = t0.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let k = k?;
+        ensure_dir(out)?;
+        ntklab::data::write_npy_mat(&out.join("nngp.npy"), k.nngp.as_ref())?;
+        ntklab::data::write_npy_mat(&out.join("ntk.npy"), k.ntk.as_ref())?;
+        let up = |m: &Mat<f32>| Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f64);
+        (up(&k.nngp), up(&k.ntk), secs)
+    } else {
+        let k = kernel(arch, x1.as_ref(), x2.map(|m| m.as_ref()));
+        let secs = t0.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let k = k?;
+        ensure_dir(out)?;
+        ntklab::data::write_npy_mat(&out.join("nngp.npy"), k.nngp.as_ref())?;
+        ntklab::data::write_npy_mat(&out.join("ntk.npy"), k.ntk.as_ref())?;
+        (k.nngp, k.ntk, secs)
+    };
+    Ok((secs, nngp, ntk))
+}
+
+/// Run `ntklab kernel`.
+pub fn run(a: KernelArgs) -> Result<()> {
+    if a.demo {
+        return demo(&a);
+    }
+    let arch = resolve_arch(&a, None)?;
+    let out = a.out.clone().context("--out DIR is required (nngp.npy and ntk.npy are written there)")?;
+    let x1 = load_matrix(a.x1.as_ref().expect("clap requires --x1 without --demo"), "--x1")?;
+    let x2 = match &a.x2 {
+        Some(p) => Some(load_matrix(p, "--x2")?),
+        None => None,
+    };
+    let (secs, nngp, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, a.f32)?;
+    eprintln!("compute: {secs:.4} s");
+    println!(
+        "wrote {} and {} ({} x {}, {})",
+        out.join("nngp.npy").display(),
+        out.join("ntk.npy").display(),
+        nngp.nrows(),
+        nngp.ncols(),
+        if a.f32 { "f32" } else { "f64" }
+    );
+    Ok(())
+}
+
+fn demo(a: &KernelArgs) -> Result<()> {
+    let arch = resolve_arch(a, Some(DEMO_ARCH))?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("ntklab-demo"));
+    let n = 181;
+    // Points on the unit circle scaled to norm sqrt(2) so that Sigma0(x, x) = 1; angles 0..pi from x_0.
+    let x = Mat::from_fn(n, 2, |i, j| {
+        let t = std::f64::consts::PI * i as f64 / (n - 1) as f64;
+        2f64.sqrt() * if j == 0 { t.cos() } else { t.sin() }
+    });
+    println!("ntklab kernel demo: {n} points on a circle (angles 0..180 deg), architecture");
+    println!("  {arch}  [{}]", arch.parameterization);
+    let (secs, nngp, ntk) = compute_and_write(&arch, &x, None, &out, a.f32)?;
+    ntklab::data::write_npy_mat(&out.join("x.npy"), x.as_ref())?;
+    println!("computed the {n} x {n} NNGP and NTK in {secs:.4} s");
+    println!("{:>8} {:>14} {:>14}", "angle", "NNGP(x0, x)", "NTK(x0, x)");
+    for i in (0..n).step_by(30) {
+        println!("{:>7}° {:>14.6} {:>14.6}", i, nngp[(0, i)], ntk[(0, i)]);
+    }
+    let deg = |i: usize| 180.0 * i as f64 / (n - 1) as f64;
+    let chart = Chart {
+        title: "Infinite-width kernels vs angle".into(),
+        x_label: "angle between inputs (degrees)".into(),
+        y_label: "kernel value".into(),
+        series: vec![
+            Series::line("NNGP", (0..n).map(|i| (deg(i), nngp[(0, i)])).collect()),
+            Series::line("NTK", (0..n).map(|i| (deg(i), ntk[(0, i)])).collect()),
+        ],
+        ..Default::default()
+    };
+    plot::save(&chart, &out.join("kernel_vs_angle"))?;
+    println!(
+        "wrote {}/{{nngp,ntk,x}}.npy and kernel_vs_angle.{{svg,png}}",
+        out.display()
+    );
+    Ok(())
+}

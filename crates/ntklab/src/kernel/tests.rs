@@ -1,0 +1,294 @@
+//! Reference-route tests for the infinite-width kernels: Monte Carlo over wide random finite networks,
+//! quadrature against closed forms, hand-checked values, symmetry/PSD, precision and bad input.
+
+use faer::Mat;
+use rayon::prelude::*;
+
+use super::*;
+use crate::data::synthetic::{derive_seed, gaussian};
+use crate::net::Mlp;
+
+/// Per-draw (NNGP, NTK) estimates of a random finite network on the rows of x (N x d):
+/// NNGP = w_L^2 H_{L-1} H_{L-1}^T + b_L^2 (exact expectation over the readout), and the empirical NTK
+/// sum_l (G_l G_l^T) .* (c_l^2 H_{l-1} H_{l-1}^T + b_l^2) with G_l = df/dZ_l, all by explicit loops here
+/// (an independent route from the kernel recursion and from the `net` module's derivatives).
+fn finite_kernels(net: &Mlp, x: &Mat<f64>) -> (Mat<f64>, Mat<f64>) {
+    let n = x.nrows();
+    let gram = |h: &Mat<f64>| {
+        Mat::from_fn(n, n, |i, j| (0..h.ncols()).map(|k| h[(i, k)] * h[(j, k)]).sum::<f64>())
+    };
+    // Forward, keeping layer inputs H_{l-1} and pre-activations Z_l.
+    let mut hs = vec![x.clone()];
+    let mut zs = Vec::new();
+    for d in &net.dense {
+        let z = crate::net::mlp::dense_forward(d, hs.last().unwrap().as_ref());
+        let h = match &d.activation {
+            Some(a) => Mat::from_fn(z.nrows(), z.ncols(), |i, j| a.apply(z[(i, j)])),
+            None => z.clone(),
+        };
+        zs.push(z);
+        hs.push(h);
+    }
+    let last = net.dense.len() - 1;
+    let dl = &net.dense[last];
+    let gl = gram(&hs[last]);
+    let bias2 = |d: &crate::net::DenseParams| if d.bias.is_some() { d.b_mult * d.b_mult } else { 0.0 };
+    // Readout weights/bias have effective variances (w_mult w_init)^2 and (b_mult b_init)^2.
+    let (cw, cb) = (dl.w_mult * dl.w_init, if dl.bias.is_some() { dl.b_mult * dl.b_init } else { 0.0 });
+    let nngp = Mat::from_fn(n, n, |i, j| cw * cw * gl[(i, j)] + cb * cb);
+    // Backward: G = df/dZ_l (N x n_out), starting from alpha at the readout.
+    let mut g = Mat::from_fn(n, 1, |_, _| net.alpha);
+    let mut ntk = Mat::<f64>::zeros(n, n);
+    for l in (0..=last).rev() {
+        let d = &net.dense[l];
+        let hh = gram(&hs[l]);
+        let gg = gram(&g);
+        for i in 0..n {
+            for j in 0..n {
+                ntk[(i, j)] += gg[(i, j)] * (d.w_mult * d.w_mult * hh[(i, j)] + bias2(d));
+            }
+        }
+        if l > 0 {
+            let prev = &net.dense[l - 1];
+            let act = prev.activation.clone();
+            let z = &zs[l - 1];
+            g = Mat::from_fn(n, d.n_in(), |i, k| {
+                let back: f64 = (0..d.n_out()).map(|o| g[(i, o)] * d.weight[(o, k)]).sum::<f64>() * d.w_mult;
+                back * act.as_ref().map_or(1.0, |a| a.derivative(z[(i, k)]))
+            });
+        }
+    }
+    (nngp, ntk)
+}
+
+/// Mean and standard error over `draws` seeded networks.
+fn monte_carlo(arch: &Architecture, x: &Mat<f64>, draws: usize, seed: u64) -> [(Mat<f64>, Mat<f64>); 2] {
+    let n = x.nrows();
+    let samples: Vec<(Mat<f64>, Mat<f64>)> = (0..draws)
+        .into_par_iter()
+        .map(|k| {
+            let net = Mlp::init(arch, x.ncols(), 1.0, derive_seed(seed, k as u64)).unwrap();
+            finite_kernels(&net, x)
+        })
+        .collect();
+    let stats = |pick: &dyn Fn(&(Mat<f64>, Mat<f64>)) -> f64| {
+        let m = samples.iter().map(pick).sum::<f64>() / draws as f64;
+        let v = samples.iter().map(|s| (pick(s) - m).powi(2)).sum::<f64>() / (draws as f64 - 1.0);
+        (m, (v / draws as f64).sqrt())
+    };
+    let mut out = [(Mat::zeros(n, n), Mat::zeros(n, n)), (Mat::zeros(n, n), Mat::zeros(n, n))];
+    for i in 0..n {
+        for j in 0..n {
+            let (m, se) = stats(&|s| s.0[(i, j)]);
+            out[0].0[(i, j)] = m;
+            out[0].1[(i, j)] = se;
+            let (m, se) = stats(&|s| s.1[(i, j)]);
+            out[1].0[(i, j)] = m;
+            out[1].1[(i, j)] = se;
+        }
+    }
+    out
+}
+
+/// Analytic kernel within 5 standard errors (CLT over draws: a false alarm has probability < 1e-6 per
+/// entry) plus a finite-width bias allowance of 4/width relative (the NNGP/NTK of a width-n net differ
+/// from the limit by O(1/n) in expectation, with a depth-dependent constant of order one).
+fn check_mc(spec: &str, param: Parameterization, width: usize, draws: usize) {
+    let arch = Architecture::parse(spec, param).unwrap();
+    let x = Mat::from_fn(4, 6, |i, j| gaussian(4, 6, 11)[(i, j)] * 0.9);
+    let k = kernel(&arch, x.as_ref(), None).unwrap();
+    let [(mn, sn), (mt, st)] = monte_carlo(&arch, &x, draws, 99);
+    for i in 0..4 {
+        for j in 0..4 {
+            for (name, an, m, se) in [("nngp", k.nngp[(i, j)], mn[(i, j)], sn[(i, j)]), ("ntk", k.ntk[(i, j)], mt[(i, j)], st[(i, j)])] {
+                let tol = 5.0 * se + 4.0 / width as f64 * an.abs() + 1e-12;
+                assert!((an - m).abs() <= tol, "{spec} [{param}] {name}[{i},{j}]: analytic {an}, MC {m} +- {se} (tol {tol})");
+            }
+        }
+    }
+}
+
+#[test]
+fn monte_carlo_relu_depth_1_to_3() {
+    check_mc("dense(2048,w_std=1.4,b_std=0.3),relu,dense(1,w_std=1.2,b_std=0.2)", Parameterization::Ntk, 2048, 120);
+    check_mc("dense(1024,w_std=1.5,b_std=0.1),relu,dense(1024,w_std=1.5,b_std=0.1),relu,dense(1,b_std=0.1)", Parameterization::Ntk, 1024, 100);
+    check_mc(
+        "dense(512,w_std=1.3),relu,dense(512,w_std=1.3,b_std=0.2),relu,dense(512,w_std=1.3),relu,dense(1,w_std=1.3)",
+        Parameterization::Ntk,
+        512,
+        150,
+    );
+}
+
+#[test]
+fn monte_carlo_erf_and_standard_parameterization() {
+    check_mc("dense(2048,w_std=1.7,b_std=0.2),erf,dense(1,b_std=0.5)", Parameterization::Ntk, 2048, 120);
+    check_mc("dense(1024,w_std=2.0),erf(1.5,0.8,0.1),dense(1024,w_std=1.2,b_std=0.3),erf,dense(1)", Parameterization::Ntk, 1024, 100);
+    check_mc("dense(1024,w_std=1.4,b_std=0.2),relu,dense(1,w_std=1.1,b_std=0.3)", Parameterization::Standard, 1024, 120);
+    check_mc("dense(512,w_std=1.3),erf,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,b_std=0.1)", Parameterization::Standard, 512, 120);
+}
+
+#[test]
+fn monte_carlo_quadrature_activations() {
+    check_mc("dense(2048,w_std=1.5,b_std=0.2),tanh,dense(1)", Parameterization::Ntk, 2048, 120);
+    check_mc("dense(1024,w_std=1.2),softplus,dense(1024,b_std=0.4),silu,dense(1,b_std=0.1)", Parameterization::Ntk, 1024, 100);
+    check_mc("dense(2048,w_std=1.1,b_std=0.3),gelu,dense(1,b_std=0.1)", Parameterization::Ntk, 2048, 120);
+}
+
+#[test]
+fn closed_forms_agree_with_quadrature() {
+    // Smooth activations: the Gauss-Hermite product rule converges spectrally; 64 nodes give ~1e-10.
+    // Piecewise-linear ones have a kink, so the rule converges only algebraically: a looser 2e-3 relative.
+    let gh = GaussHermite::new(64);
+    let gh_fine = GaussHermite::new(200);
+    let covs = [(1.0, 0.3, 1.2), (0.5, -0.4, 0.9), (2.0, 1.9, 2.0), (1.0, 0.0, 1.0), (0.7, 0.7, 0.7), (1.5, -1.2, 1.1)];
+    for act in Activation::catalogue() {
+        if !act.has_closed_form() || act == Activation::Sign {
+            // Sign is a step function: quadrature converges too slowly; see `sign_dual_by_sampling`.
+            continue;
+        }
+        for &(s11, s12, s22) in &covs {
+            let (t, td) = act.closed_dual(s11, s12, s22).unwrap();
+            let (rule, tol) = if act.is_piecewise_linear() { (&gh_fine, 2e-3) } else { (&gh, 1e-9) };
+            let (qt, qtd) = rule.dual(&act, s11, s12, s22);
+            let scale = 1.0 + t.abs();
+            assert!((t - qt).abs() < tol * scale, "{act} T({s11},{s12},{s22}): closed {t} vs quadrature {qt}");
+            if !act.is_piecewise_linear() {
+                // Piecewise-linear activations have step-function derivatives, on which Gauss-Hermite converges
+                // too slowly to be a useful check; their Tdot is checked by Price's theorem below instead.
+                let scale = 1.0 + td.abs();
+                let tol_d = tol;
+                assert!((td - qtd).abs() < tol_d * scale, "{act} Tdot({s11},{s12},{s22}): closed {td} vs quadrature {qtd}");
+            }
+        }
+    }
+}
+
+#[test]
+fn sign_dual_by_sampling() {
+    // E[sign(u) sign(v)] by 400k seeded Gaussian pairs: standard error <= 1/sqrt(4e5) = 1.6e-3; allow 5 SE.
+    use rand_distr::{Distribution, StandardNormal};
+    let mut r = crate::data::synthetic::rng(4);
+    for &(s11, s12, s22) in &[(1.0, 0.3, 1.2), (0.5, -0.4, 0.9), (2.0, 1.9, 2.0)] {
+        let (a, b) = (f64::sqrt(s11), s12 / f64::sqrt(s11));
+        let c = (s22 - b * b).sqrt();
+        let m = 400_000;
+        let mut acc = 0.0;
+        for _ in 0..m {
+            let z1: f64 = StandardNormal.sample(&mut r);
+            let z2: f64 = StandardNormal.sample(&mut r);
+            acc += Activation::Sign.apply(a * z1) * Activation::Sign.apply(b * z1 + c * z2);
+        }
+        let t = Activation::Sign.closed_dual(s11, s12, s22).unwrap().0;
+        assert!((acc / m as f64 - t).abs() < 8e-3, "sign T: sampled {} vs closed {t}", acc / m as f64);
+    }
+}
+
+#[test]
+fn tdot_is_the_derivative_of_t() {
+    // Price's theorem: dT/ds12 = E[phi'(u) phi'(v)] = Tdot, for every closed form with a derivative.
+    let h = 1e-6;
+    for act in Activation::catalogue() {
+        if !act.has_closed_form() || act == Activation::Sign {
+            continue;
+        }
+        for &(s11, s12, s22) in &[(1.0, 0.3, 1.2), (0.5, -0.2, 0.9), (2.0, 0.5, 1.0)] {
+            let fd = (act.closed_dual(s11, s12 + h, s22).unwrap().0 - act.closed_dual(s11, s12 - h, s22).unwrap().0) / (2.0 * h);
+            let td = act.closed_dual(s11, s12, s22).unwrap().1;
+            assert!((fd - td).abs() < 1e-6 * (1.0 + td.abs()), "{act}: dT/ds12 {fd} vs Tdot {td}");
+        }
+    }
+}
+
+#[test]
+fn depth_one_relu_is_the_arc_cosine_kernel() {
+    // dense(w) -> relu -> dense(1), ntk parameterization, no bias: NNGP = w^2 * T_relu(w^2 Sigma0),
+    // NTK = NNGP + w^2 * (w^2 Sigma0) * Tdot. Hand-checked pairs in d = 2 with Sigma0 = x.x'/2.
+    let arch = Architecture::parse("dense(100),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let x = Mat::from_fn(3, 2, |i, j| [[2f64.sqrt(), 0.0], [0.0, 2f64.sqrt()], [1.0, 1.0]][i][j]);
+    let k = kernel(&arch, x.as_ref(), None).unwrap();
+    let pi = std::f64::consts::PI;
+    // x0 . x0 / 2 = 1: NNGP = 1/2, NTK = 1/2 + 1 * 1/2 = 1.
+    assert!((k.nngp[(0, 0)] - 0.5).abs() < 1e-15 && (k.ntk[(0, 0)] - 1.0).abs() < 1e-15);
+    // Orthogonal x0, x1: NNGP = 1/(2 pi), NTK = 1/(2 pi) + 0.
+    assert!((k.nngp[(0, 1)] - 1.0 / (2.0 * pi)).abs() < 1e-15 && (k.ntk[(0, 1)] - 1.0 / (2.0 * pi)).abs() < 1e-15);
+    // x0, x2 at 45 degrees, both unit variance: NNGP = (sin + (pi - pi/4) cos)/(2 pi); Tdot = 3/8.
+    let c = 0.5f64.sqrt();
+    let nngp = (c + 0.75 * pi * c) / (2.0 * pi);
+    assert!((k.nngp[(0, 2)] - nngp).abs() < 1e-15);
+    assert!((k.ntk[(0, 2)] - (nngp + c * 0.375)).abs() < 1e-15);
+}
+
+#[test]
+fn symmetric_psd_and_consistent_with_cross_kernel() {
+    let arch = Architecture::parse("dense(64,w_std=1.4,b_std=0.1),gelu,dense(64,w_std=1.3),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let x = gaussian(40, 7, 5);
+    let k = kernel(&arch, x.as_ref(), None).unwrap();
+    let kx = kernel(&arch, x.as_ref(), Some(x.as_ref())).unwrap();
+    for m in [&k.nngp, &k.ntk] {
+        for i in 0..40 {
+            for j in 0..40 {
+                assert_eq!(m[(i, j)], m[(j, i)]);
+            }
+        }
+        let ev = m.self_adjoint_eigenvalues(faer::Side::Lower).unwrap();
+        assert!(ev[0] > -1e-10 * ev[39], "min eigenvalue {} (max {})", ev[0], ev[39]);
+    }
+    // The cross kernel with x2 = x takes row norms instead of the Gram diagonal: equal up to rounding,
+    // except that on the diagonal acos(1 - eps) ~ sqrt(2 eps) turns 1e-16 into ~1e-8 in the ReLU's Tdot.
+    for i in 0..40 {
+        for j in 0..40 {
+            let tol = if i == j { 1e-7 } else { 1e-11 };
+            assert!((k.nngp[(i, j)] - kx.nngp[(i, j)]).abs() < tol * (1.0 + k.nngp[(i, j)].abs()), "nngp {i},{j}: {} vs {}", k.nngp[(i, j)], kx.nngp[(i, j)]);
+            assert!((k.ntk[(i, j)] - kx.ntk[(i, j)]).abs() < tol * (1.0 + k.ntk[(i, j)].abs()), "ntk {i},{j}: {} vs {}", k.ntk[(i, j)], kx.ntk[(i, j)]);
+        }
+    }
+    // Cross kernel between two sets equals the block of the joint kernel.
+    let a = gaussian(5, 7, 8);
+    let b = gaussian(6, 7, 9);
+    let ab = Mat::from_fn(11, 7, |i, j| if i < 5 { a[(i, j)] } else { b[(i - 5, j)] });
+    let joint = kernel(&arch, ab.as_ref(), None).unwrap();
+    let cross = kernel(&arch, a.as_ref(), Some(b.as_ref())).unwrap();
+    for i in 0..5 {
+        for j in 0..6 {
+            assert!((joint.ntk[(i, 5 + j)] - cross.ntk[(i, j)]).abs() < 1e-10 * (1.0 + cross.ntk[(i, j)].abs()));
+        }
+    }
+}
+
+#[test]
+fn f32_close_to_f64_and_deterministic_across_threads() {
+    let arch = Architecture::parse("dense(8,w_std=1.5,b_std=0.1),relu,dense(8,w_std=1.5,b_std=0.1),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let x = gaussian(70, 30, 1);
+    let x32 = Mat::from_fn(70, 30, |i, j| x[(i, j)] as f32);
+    let k = kernel(&arch, x.as_ref(), None).unwrap();
+    let k32 = kernel_f32(&arch, x32.as_ref(), None).unwrap();
+    let max = (0..70).flat_map(|i| (0..70).map(move |j| (i, j))).map(|(i, j)| k.ntk[(i, j)].abs()).fold(0.0, f64::max);
+    for i in 0..70 {
+        for j in 0..70 {
+            // f32 storage of inputs and Gram (eps 6e-8, d = 30 terms) then f64 recursion: ~1e-6 relative.
+            assert!((k.ntk[(i, j)] - k32.ntk[(i, j)] as f64).abs() < 1e-5 * max);
+        }
+    }
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let k1 = one.install(|| kernel(&arch, x.as_ref(), None).unwrap());
+    assert_eq!(k1.ntk, k.ntk);
+    assert_eq!(k1.nngp, k.nngp);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let arch = Architecture::parse("dense(8),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let a = gaussian(3, 4, 1);
+    let b = gaussian(3, 5, 1);
+    let e = kernel(&arch, a.as_ref(), Some(b.as_ref())).unwrap_err().to_string();
+    assert!(e.contains("4") && e.contains("5") && e.contains("features"), "{e}");
+    let mut n = a.clone();
+    n[(2, 1)] = f64::NAN;
+    let e = kernel(&arch, n.as_ref(), None).unwrap_err().to_string();
+    assert!(e.contains("non-finite") && e.contains("row 2"), "{e}");
+    let two = Architecture::parse("dense(8),relu,tanh,dense(1)", Parameterization::Ntk).unwrap();
+    assert!(kernel(&two, a.as_ref(), None).unwrap_err().to_string().contains("follows another activation"));
+    let mf = Architecture::parse("dense(8),relu,dense(1)", Parameterization::MeanField).unwrap();
+    assert!(kernel(&mf, a.as_ref(), None).is_err());
+}
