@@ -194,9 +194,26 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> std:
 }
 
 /// Element types written to .npy.
-pub trait NpyElem: npyz::Serialize + npyz::AutoSerialize + Copy {}
-impl NpyElem for f64 {}
-impl NpyElem for f32 {}
+pub trait NpyElem: npyz::Serialize + npyz::AutoSerialize + Copy {
+    /// numpy dtype descriptor, e.g. `<f8`.
+    const DESCR: &'static str;
+    /// Append the little-endian bytes of `v`.
+    fn put(v: Self, out: &mut Vec<u8>);
+}
+impl NpyElem for f64 {
+    const DESCR: &'static str = "<f8";
+    #[inline]
+    fn put(v: Self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&v.to_le_bytes())
+    }
+}
+impl NpyElem for f32 {
+    const DESCR: &'static str = "<f4";
+    #[inline]
+    fn put(v: Self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&v.to_le_bytes())
+    }
+}
 
 fn write_npy_to<W: Write, T: NpyElem>(w: W, shape: &[usize], values: impl Iterator<Item = T>) -> std::io::Result<()> {
     let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
@@ -207,10 +224,39 @@ fn write_npy_to<W: Write, T: NpyElem>(w: W, shape: &[usize], values: impl Iterat
     wr.finish()
 }
 
-/// Write a matrix (rows x cols) as a C-order .npy, atomically.
+/// The .npy v1.0 preamble for a 2-D array (header padded so data starts on a 64-byte boundary).
+fn npy_header_2d(descr: &str, rows: usize, cols: usize, fortran: bool) -> Vec<u8> {
+    let dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': ({rows}, {cols}), }}",
+        if fortran { "True" } else { "False" }
+    );
+    let unpadded = 10 + dict.len() + 1;
+    let total = unpadded.div_ceil(64) * 64;
+    let mut h = Vec::with_capacity(total);
+    h.extend_from_slice(b"\x93NUMPY\x01\x00");
+    h.extend_from_slice(&((total - 10) as u16).to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h.resize(total - 1, b' ');
+    h.push(b'\n');
+    h
+}
+
+/// Write a matrix (rows x cols) as .npy, atomically. The data are stored column by column with
+/// `fortran_order: True` (faer's native layout, so no transpose pass); `np.load` returns the same array.
 pub fn write_npy_mat<T: NpyElem>(path: &Path, m: MatRef<'_, T>) -> Result<()> {
     let (r, c) = (m.nrows(), m.ncols());
-    write_atomic(path, |w| write_npy_to(w, &[r, c], (0..r).flat_map(|i| (0..c).map(move |j| m[(i, j)]))))
+    write_atomic(path, |w| {
+        w.write_all(&npy_header_2d(T::DESCR, r, c, true))?;
+        let mut buf = Vec::with_capacity(r * std::mem::size_of::<T>());
+        for j in 0..c {
+            buf.clear();
+            for i in 0..r {
+                T::put(m[(i, j)], &mut buf);
+            }
+            w.write_all(&buf)?;
+        }
+        Ok(())
+    })
 }
 
 /// Write an f64 array as .npy, atomically.

@@ -125,6 +125,9 @@ struct ArchToml {
 impl Architecture {
     /// Parse the comma-separated text form.
     pub fn parse(text: &str, parameterization: Parameterization) -> Result<Architecture> {
+        if text.trim().is_empty() {
+            return Err(Error::Config("the architecture is empty (e.g. \"dense(512),relu,dense(1)\")".into()));
+        }
         let items = split_top(text, ',')?;
         let mut layers = Vec::with_capacity(items.len());
         for item in items {

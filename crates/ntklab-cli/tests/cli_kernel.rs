@@ -1,0 +1,119 @@
+//! End-to-end tests of `ntklab kernel` on tiny data: outputs, agreement with the library, bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use faer::Mat;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ntklab"))
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ntklab-cli-kernel-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_x(path: &Path, m: &Mat<f64>) {
+    ntklab::data::write_npy_mat(path, m.as_ref()).unwrap();
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    v.sort();
+    v
+}
+
+const ARCH: &str = "dense(16,w_std=1.5,b_std=0.1),relu,dense(16,w_std=1.5),erf,dense(1)";
+
+#[test]
+fn writes_kernels_equal_to_the_library() {
+    let d = tmp("ok");
+    let x1 = ntklab::data::synthetic::gaussian(7, 3, 1);
+    let x2 = ntklab::data::synthetic::gaussian(5, 3, 2);
+    write_x(&d.join("a.npy"), &x1);
+    // x2 as CSV with a header, to exercise the CSV route.
+    let mut csv = String::from("f0,f1,f2\n");
+    for i in 0..5 {
+        csv.push_str(&format!("{:.17e},{:.17e},{:.17e}\n", x2[(i, 0)], x2[(i, 1)], x2[(i, 2)]));
+    }
+    std::fs::write(d.join("b.csv"), csv).unwrap();
+    let out = d.join("out");
+    let st = bin()
+        .args(["kernel", "--arch", ARCH, "--parameterization", "standard", "--x1"])
+        .arg(d.join("a.npy"))
+        .arg("--x2")
+        .arg(d.join("b.csv"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let arch = ntklab::kernel::Architecture::parse(ARCH, ntklab::kernel::Parameterization::Standard).unwrap();
+    let k = ntklab::kernel::kernel(&arch, x1.as_ref(), Some(x2.as_ref())).unwrap();
+    let nngp = ntklab::data::read_matrix(&out.join("nngp.npy")).unwrap();
+    let ntk = ntklab::data::read_matrix(&out.join("ntk.npy")).unwrap();
+    assert_eq!((ntk.nrows(), ntk.ncols()), (7, 5));
+    for i in 0..7 {
+        for j in 0..5 {
+            assert!((nngp[(i, j)] - k.nngp[(i, j)]).abs() < 1e-12 * (1.0 + k.nngp[(i, j)].abs()));
+            assert!((ntk[(i, j)] - k.ntk[(i, j)]).abs() < 1e-12 * (1.0 + k.ntk[(i, j)].abs()));
+        }
+    }
+    // f32 output and TOML architecture.
+    std::fs::write(d.join("arch.toml"), format!("arch = \"{ARCH}\"\nparameterization = \"ntk\"\n")).unwrap();
+    let out32 = d.join("out32");
+    let st = bin().args(["kernel", "--f32", "--arch-file"]).arg(d.join("arch.toml")).arg("--x1").arg(d.join("a.npy")).arg("--out").arg(&out32).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let bytes = std::fs::read(out32.join("ntk.npy")).unwrap();
+    assert!(String::from_utf8_lossy(&bytes[..128]).contains("<f4"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn demo_writes_kernels_and_plots() {
+    let d = tmp("demo");
+    let st = bin().args(["kernel", "--demo", "--out"]).arg(&d).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert_eq!(files_in(&d), vec!["kernel_vs_angle.png", "kernel_vs_angle.svg", "nngp.npy", "ntk.npy", "x.npy"]);
+    let png = std::fs::read(d.join("kernel_vs_angle.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// Run a failing command: non-zero exit, the message contains `needle`, and `out` stays empty.
+fn fails_cleanly(args: &[&str], extra: &[&Path], out: &Path, needle: &str) {
+    let mut c = bin();
+    c.args(args);
+    for e in extra {
+        c.arg(e);
+    }
+    c.arg("--out").arg(out);
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure for {args:?}");
+    assert!(err.contains(needle), "stderr for {args:?} lacks `{needle}`: {err}");
+    assert!(!out.exists() || files_in(out).is_empty(), "partial output left in {}: {:?}", out.display(), files_in(out));
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_error_and_no_output() {
+    let d = tmp("bad");
+    write_x(&d.join("a.npy"), &ntklab::data::synthetic::gaussian(4, 3, 1));
+    write_x(&d.join("b.npy"), &ntklab::data::synthetic::gaussian(4, 5, 1));
+    let mut nan = ntklab::data::synthetic::gaussian(4, 3, 1);
+    nan[(2, 1)] = f64::NAN;
+    write_x(&d.join("nan.npy"), &nan);
+    std::fs::write(d.join("junk.npy"), b"definitely not numpy").unwrap();
+    let out = d.join("out");
+    let a = d.join("a.npy");
+    fails_cleanly(&["kernel", "--arch", ARCH, "--x1"], &[&a, Path::new("--x2"), &d.join("b.npy")], &out, "features");
+    fails_cleanly(&["kernel", "--arch", ARCH, "--x1"], &[&d.join("nan.npy")], &out, "non-finite");
+    fails_cleanly(&["kernel", "--arch", "dense(8),swish2,dense(1)", "--x1"], &[&a], &out, "swish2");
+    fails_cleanly(&["kernel", "--arch", ARCH, "--x1"], &[&d.join("missing.npy")], &out, "missing.npy");
+    fails_cleanly(&["kernel", "--arch", ARCH, "--x1"], &[&d.join("junk.npy")], &out, "junk.npy");
+    fails_cleanly(&["kernel", "--arch", ARCH, "--parameterization", "lazy", "--x1"], &[&a], &out, "lazy");
+    std::fs::remove_dir_all(&d).ok();
+}
