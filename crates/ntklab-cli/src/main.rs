@@ -3,6 +3,9 @@
 
 mod cmd_kernel;
 mod cmd_net;
+mod cmd_predict;
+mod cmd_run;
+mod cmd_train;
 mod plot;
 mod util;
 
@@ -29,6 +32,12 @@ enum Cmd {
     Ntk(cmd_net::NtkArgs),
     /// Top eigenvalues of the loss Hessian (Lanczos on exact Hessian-vector products) with its Gauss-Newton part.
     Hessian(cmd_net::HessianArgs),
+    /// Train a finite network with per-step diagnostics (`--config run.toml`).
+    Train(cmd_train::TrainArgs),
+    /// Closed-form infinite-width predictions: kernel regression, GP inference, gradient flow / GD at time t.
+    Predict(cmd_predict::PredictArgs),
+    /// Run a named reproduction (e.g. `linearity`, `catapult`) and write a report folder.
+    Run(cmd_run::RunArgs),
 }
 
 fn main() {
@@ -48,6 +57,9 @@ fn main() {
         Cmd::Init(a) => cmd_net::run_init(a),
         Cmd::Ntk(a) => cmd_net::run_ntk(a),
         Cmd::Hessian(a) => cmd_net::run_hessian(a),
+        Cmd::Train(a) => cmd_train::run(a),
+        Cmd::Predict(a) => cmd_predict::run(a),
+        Cmd::Run(a) => cmd_run::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
