@@ -103,16 +103,21 @@ fn monomial_moment(k: u32, s11: f64, s12: f64, s22: f64) -> f64 {
 }
 
 /// Degree-1 arc-cosine kernel (Cho & Saul 2009): E[relu(u) relu(v)] and E[1{u>0} 1{v>0}].
+///
+/// T = sqrt(s11 s22) (sin theta + (pi - theta) cos theta) / (2 pi) with sin theta taken from the same clamped
+/// cos theta as theta itself: near identical inputs (cos -> 1) the two terms then cancel to O(theta^3), so
+/// rounding noise in cos theta does not leak into T (it would at O(theta) if sin theta came from s11 s22 - s12^2).
 #[inline]
 pub fn relu_dual(s11: f64, s12: f64, s22: f64) -> (f64, f64) {
     let q = s11 * s22;
     if q <= 0.0 {
         return (0.0, 0.25);
     }
-    let cos = (s12 / q.sqrt()).clamp(-1.0, 1.0);
+    let sq = q.sqrt();
+    let cos = (s12 / sq).clamp(-1.0, 1.0);
     let theta = cos.acos();
-    let sin_part = (q - s12 * s12).max(0.0).sqrt();
-    let t = (sin_part + (PI - theta) * s12) / (2.0 * PI);
+    let sin = ((1.0 - cos) * (1.0 + cos)).sqrt();
+    let t = sq * (sin + (PI - theta) * cos) / (2.0 * PI);
     let tdot = (PI - theta) / (2.0 * PI);
     (t, tdot)
 }

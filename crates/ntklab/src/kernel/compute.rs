@@ -205,7 +205,14 @@ pub fn kernel_generic<T: KernelScalar>(arch: &Architecture, x1: MatRef<'_, T>, x
     let x2m = x2.unwrap_or(x1);
     let (n1, n2) = (x1.nrows(), x2m.nrows());
 
-    let mut nngp = Mat::<T>::from_fn(n1, n2, |_, _| T::from_f64(0.0));
+    // The Gram buffer is zeroed (in parallel, so first-touch page faults spread over threads): GEMM kernels
+    // may read the destination even with `Accum::Replace`.
+    let mut nngp = uninit_mat::<T>(n1, n2);
+    nngp.as_mut().par_col_chunks_mut(16).for_each(|mut blk| {
+        for jj in 0..blk.ncols() {
+            blk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut().fill(T::from_f64(0.0));
+        }
+    });
     T::gram(nngp.as_mut(), x1, x2m, 1.0 / d as f64, symmetric);
 
     // Row variances: in the symmetric case take them from the Gram diagonal so that the
@@ -214,38 +221,188 @@ pub fn kernel_generic<T: KernelScalar>(arch: &Architecture, x1: MatRef<'_, T>, x
     let t1 = diag_tables(&stages, &q1);
     let t2 = if symmetric { t1.clone() } else { diag_tables(&stages, &row_sq_norms(x2m, d)) };
 
-    let mut ntk = Mat::<T>::from_fn(n1, n2, |_, _| T::from_f64(0.0));
+    let mut ntk = uninit_mat::<T>(n1, n2);
     let chunk = 8usize;
+    let simd = simd_available();
     nngp.as_mut()
         .par_col_chunks_mut(chunk)
         .zip(ntk.as_mut().par_col_chunks_mut(chunk))
         .enumerate()
-        .for_each(|(c, (mut kblk, mut tblk))| {
-            for jj in 0..kblk.ncols() {
-                let j = c * chunk + jj;
-                let i0 = if symmetric { j } else { 0 };
-                let kcol = kblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
-                let tcol = tblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
-                for i in i0..n1 {
-                    let mut k = kcol[i].to_f64();
-                    let mut th = 0.0;
-                    for st in &stages {
-                        let (qa, qb) = match st {
-                            Stage::Nonlin { slot, .. } => (t1[*slot][i], t2[*slot][j]),
-                            _ => (0.0, 0.0),
-                        };
-                        (k, th) = st.step(k, th, qa, qb);
+        .for_each_init(
+            || (vec![0.0f64; BLOCK], vec![0.0f64; BLOCK], vec![0.0f64; t1.len()]),
+            |(kb, tb, q2), (c, (mut kblk, mut tblk))| {
+                for jj in 0..kblk.ncols() {
+                    let j = c * chunk + jj;
+                    let i0 = if symmetric { j } else { 0 };
+                    for (slot, q) in q2.iter_mut().enumerate() {
+                        *q = t2[slot][j];
                     }
-                    kcol[i] = T::from_f64(k);
-                    tcol[i] = T::from_f64(th);
+                    let kcol = kblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
+                    let tcol = tblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
+                    let mut i = i0;
+                    while i < n1 {
+                        let len = BLOCK.min(n1 - i);
+                        let (kb, tb) = (&mut kb[..len], &mut tb[..len]);
+                        for (d, s) in kb.iter_mut().zip(&kcol[i..i + len]) {
+                            *d = s.to_f64();
+                        }
+                        tb.fill(0.0);
+                        run_block(simd, &stages, &t1, q2, i, kb, tb);
+                        for (d, s) in kcol[i..i + len].iter_mut().zip(kb.iter()) {
+                            *d = T::from_f64(*s);
+                        }
+                        for (d, s) in tcol[i..i + len].iter_mut().zip(tb.iter()) {
+                            *d = T::from_f64(*s);
+                        }
+                        i += len;
+                    }
                 }
-            }
-        });
+            },
+        );
     if symmetric {
         mirror_lower(&mut nngp);
         mirror_lower(&mut ntk);
     }
     Ok(Kernel { nngp, ntk })
+}
+
+/// An n1 x n2 matrix with unspecified contents, for outputs whose every entry is written before it is read
+/// (the fused pass, then the mirror), which saves a serial zero-fill of hundreds of MB.
+fn uninit_mat<T: KernelScalar>(n1: usize, n2: usize) -> Mat<T> {
+    let mut m = Mat::<T>::with_capacity(n1, n2);
+    // SAFETY: T is f32 or f64 (Copy, no drop glue, every bit pattern valid) and all callers write each entry
+    // before reading it.
+    unsafe { m.set_dims(n1, n2) };
+    m
+}
+
+/// Rows processed together per stage (fits comfortably in L1 with its three f64 streams).
+const BLOCK: usize = 256;
+
+/// Whether the AVX2+FMA build of the block kernels can run on this CPU.
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Carry a block of entries (rows i0.., one column) through every stage. `q2[slot]` is the column's
+/// variance before nonlinearity `slot`, `t1[slot][i]` the rows'.
+fn run_block(simd: bool, stages: &[Stage], t1: &[Vec<f64>], q2: &[f64], i0: usize, kb: &mut [f64], tb: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd {
+            // SAFETY: only taken when the CPU reports AVX2 and FMA.
+            unsafe { run_block_avx2(stages, t1, q2, i0, kb, tb) };
+            return;
+        }
+    }
+    let _ = simd;
+    run_block_generic(stages, t1, q2, i0, kb, tb)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_block_avx2(stages: &[Stage], t1: &[Vec<f64>], q2: &[f64], i0: usize, kb: &mut [f64], tb: &mut [f64]) {
+    run_block_generic(stages, t1, q2, i0, kb, tb)
+}
+
+#[inline(always)]
+fn run_block_generic(stages: &[Stage], t1: &[Vec<f64>], q2: &[f64], i0: usize, kb: &mut [f64], tb: &mut [f64]) {
+    let len = kb.len();
+    for st in stages {
+        match st {
+            Stage::Affine { w2, b2, tk, tc, ntk_uses_new_k } => {
+                let (w2, b2, tk, tc) = (*w2, *b2, *tk, *tc);
+                if *ntk_uses_new_k {
+                    for (k, t) in kb.iter_mut().zip(tb.iter_mut()) {
+                        let kn = w2 * *k + b2;
+                        *t = kn + w2 * *t;
+                        *k = kn;
+                    }
+                } else {
+                    for (k, t) in kb.iter_mut().zip(tb.iter_mut()) {
+                        *t = tk * *k + tc + w2 * *t;
+                        *k = w2 * *k + b2;
+                    }
+                }
+            }
+            Stage::Nonlin { dual, slot } => {
+                nonlin_block(dual, &t1[*slot][i0..i0 + len], q2[*slot], kb, tb);
+            }
+        }
+    }
+}
+
+/// Apply one nonlinearity to a block: vectorizable closed forms for the ReLU family and erf, the
+/// scalar dual otherwise.
+#[inline(always)]
+fn nonlin_block(dual: &Dual, q1: &[f64], q2: f64, kb: &mut [f64], tb: &mut [f64]) {
+    use super::activation::Activation as A;
+    match dual {
+        Dual::Closed(A::Relu) => relu_family_block(0.0, 1.0, q1, q2, kb, tb),
+        Dual::Closed(A::LeakyRelu { a }) => relu_family_block(*a, 1.0, q1, q2, kb, tb),
+        Dual::Closed(A::AbRelu { a, b }) => relu_family_block(*a, *b, q1, q2, kb, tb),
+        Dual::Closed(A::Abs) => relu_family_block(-1.0, 1.0, q1, q2, kb, tb),
+        Dual::Closed(A::Identity) => {}
+        Dual::Closed(A::Erf { a, b, c }) => erf_block(*a, *b, *c, q1, q2, kb, tb),
+        _ => {
+            for ((k, t), &qa) in kb.iter_mut().zip(tb.iter_mut()).zip(q1) {
+                let (tv, td) = dual.eval(qa, *k, q2);
+                *k = tv;
+                *t *= td;
+            }
+        }
+    }
+}
+
+/// ABReLU(a, b) dual on a block: `T = a b s12 + (b-a)^2 T_relu`, `Tdot = a b + (b-a)^2 (pi - theta)/(2 pi)`.
+#[inline(always)]
+fn relu_family_block(a: f64, b: f64, q1: &[f64], q2: f64, kb: &mut [f64], tb: &mut [f64]) {
+    use std::f64::consts::PI;
+    let ab = a * b;
+    let d = (b - a) * (b - a);
+    let inv2pi = 1.0 / (2.0 * PI);
+    for ((k, t), &qa) in kb.iter_mut().zip(tb.iter_mut()).zip(q1) {
+        // As `relu_dual`: sin(theta) from the same clamped cos(theta). cos = s12 / sqrt(q1 q2) (not via
+        // reciprocal square roots) so that identical inputs give cos = 1 exactly (sqrt(q*q) == q in IEEE
+        // arithmetic) and the ill-conditioned theta = acos(cos) near 1 sees no rounding noise.
+        let s12 = *k;
+        let q = qa * q2;
+        let pos = q > 0.0;
+        let sq = if pos { q.sqrt() } else { 1.0 };
+        let cos = (s12 / sq).clamp(-1.0, 1.0);
+        let pm = PI - super::fastmath::acos(cos);
+        let sin = ((1.0 - cos) * (1.0 + cos)).sqrt();
+        let tr = if pos { sq * (sin + pm * cos) * inv2pi } else { 0.0 };
+        let tdr = if pos { pm * inv2pi } else { 0.25 };
+        *k = ab * s12 + d * tr;
+        *t *= ab + d * tdr;
+    }
+}
+
+/// Erf(a, b, c) dual on a block (Williams 1997), see [`super::activation::Activation::closed_dual`].
+#[inline(always)]
+fn erf_block(a: f64, b: f64, c: f64, q1: &[f64], q2: f64, kb: &mut [f64], tb: &mut [f64]) {
+    use std::f64::consts::PI;
+    let b2 = b * b;
+    let p2 = 1.0 + 2.0 * b2 * q2;
+    let ct = a * a * 2.0 / PI;
+    let cd = 4.0 * a * a * b2 / PI;
+    for ((k, t), &qa) in kb.iter_mut().zip(tb.iter_mut()).zip(q1) {
+        let s12 = *k;
+        let p1 = 1.0 + 2.0 * b2 * qa;
+        let pp = p1 * p2;
+        let arg = (2.0 * b2 * s12 / pp.sqrt()).clamp(-1.0, 1.0);
+        let det = (pp - 4.0 * b2 * b2 * s12 * s12).max(f64::MIN_POSITIVE);
+        *k = ct * super::fastmath::asin(arg) + c * c;
+        *t *= cd / det.sqrt();
+    }
 }
 
 /// Copy the strict lower triangle onto the upper one, in 64 x 64 tiles so reads and writes stay in cache.

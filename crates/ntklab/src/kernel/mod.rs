@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod arch;
 pub mod compute;
+pub mod fastmath;
 pub mod quadrature;
 pub mod spec;
 
