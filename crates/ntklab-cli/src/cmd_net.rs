@@ -1,49 +1,358 @@
 //! `ntklab init`, `ntklab ntk`, `ntklab hessian` (finite networks).
+//!
+//! Models are safetensors or .npz files with PyTorch `nn.Sequential` names holding effective weights (see
+//! `ntklab::net::io`); files made by PyTorch load with `--activation` (or `--arch`) and `--parameterization`.
 
-use std::path::PathBuf;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use faer::Mat;
+use ntklab::kernel::{Activation, Architecture, Parameterization};
+use ntklab::net::{load_mlp, save_mlp, LoadOptions, LossCurvature, Mlp, NtkOutputs, Precision};
+use ntklab::spectrum::{lanczos, FnOp, LanczosOptions, LanczosResult, SymOp, Which};
+use ntklab::train::loss::Loss;
+
+use crate::util::{load_matrix, spinner};
 
 /// Arguments of `ntklab init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Architecture, e.g. "dense(512),relu,dense(1)".
+    /// Architecture, e.g. "dense(512,w_std=1.5,b_std=0.1),relu,dense(1)" (no b_std: no bias).
     #[arg(long)]
     pub arch: String,
     /// Input dimension d.
     #[arg(long)]
     pub input_dim: usize,
+    /// Parameterization: ntk, standard, mean-field or mup.
+    #[arg(long, default_value = "ntk")]
+    pub parameterization: String,
+    /// Output scale alpha: f(x) = alpha z_L(x) (lazy training for large alpha).
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f64,
+    /// Seed of the initialization (same seed, same weights, whatever the thread count).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Output file (.safetensors or .npz).
     #[arg(long)]
     pub out: PathBuf,
+    /// Store float32 weights (default float64).
+    #[arg(long)]
+    pub f32: bool,
+}
+
+/// How to read a model file (flattened into `ntk` and `hessian`).
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Saved model (.safetensors or .npz; ntklab's own or a PyTorch nn.Sequential state dict).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture of a file without ntklab metadata (overrides the file's own), e.g. "dense(512,b_std=1),relu,dense(1,b_std=1)".
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// For a file without ntklab metadata: the activation between its Linear layers (e.g. relu); widths come
+    /// from the tensor shapes.
+    #[arg(long)]
+    pub activation: Option<String>,
+    /// Parameterization used to read the stored (effective) weights; default: the file's, else standard. The
+    /// function is the same under all; the raw coordinates (and so Hessian and empirical NTK) differ.
+    #[arg(long)]
+    pub parameterization: Option<String>,
+    /// Output scale alpha (default: the file's, else 1).
+    #[arg(long)]
+    pub alpha: Option<f64>,
 }
 
 /// Arguments of `ntklab ntk`.
 #[derive(Args, Debug)]
 pub struct NtkArgs {
-    /// Saved model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Inputs, N1 x d (.npy or .csv).
     #[arg(long)]
-    pub model: PathBuf,
+    pub x: PathBuf,
+    /// Second inputs, N2 x d; without it the symmetric kernel of --x.
+    #[arg(long)]
+    pub x2: Option<PathBuf>,
+    /// Output .npy: N1 x N2 (trace over the k outputs), or (N1 k) x (N2 k) with --full.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// All output blocks: entry (i k + a, j k + b) = <dF_a(x_i)/dtheta, dF_b(x'_j)/dtheta>.
+    #[arg(long)]
+    pub full: bool,
+    /// Store the kernel as float32 (computed in float64).
+    #[arg(long)]
+    pub f32: bool,
 }
 
 /// Arguments of `ntklab hessian`.
 #[derive(Args, Debug)]
 pub struct HessianArgs {
-    /// Saved model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Inputs, N x d (.npy or .csv).
     #[arg(long)]
-    pub model: PathBuf,
+    pub x: PathBuf,
+    /// Targets, N x k (.npy or .csv; a 1-D array is N x 1).
+    #[arg(long)]
+    pub y: PathBuf,
+    /// Loss: mse (1/(2N) sum (f - y)^2), logistic (labels +-1) or ce (softmax cross-entropy, probability rows).
+    #[arg(long, default_value = "mse")]
+    pub loss: String,
+    /// Number of top eigenvalues (largest algebraic).
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Maximum Lanczos steps (= Hessian-vector products) per matrix.
+    #[arg(long, default_value_t = 300)]
+    pub max_iter: usize,
+    /// Relative residual tolerance of Lanczos.
+    #[arg(long, default_value_t = 1e-8)]
+    pub tol: f64,
+    /// Seed of the Lanczos start vector.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Run `init`.
-pub fn run_init(_a: InitArgs) -> Result<()> {
-    bail!("`ntklab init` is not implemented yet")
+pub fn run_init(a: InitArgs) -> Result<()> {
+    ntklab::net::ModelFormat::from_path(&a.out)?;
+    let p = Parameterization::parse(&a.parameterization).context("in --parameterization")?;
+    let arch = Architecture::parse(&a.arch, p).context("in --arch")?;
+    let net = Mlp::init(&arch, a.input_dim, a.alpha, a.seed)?;
+    let precision = if a.f32 { Precision::F32 } else { Precision::F64 };
+    save_mlp(&net, &a.out, precision)?;
+    println!(
+        "wrote {}: {arch} [{p}], input dim {}, {} parameters, alpha = {}, seed {} ({})",
+        a.out.display(),
+        net.input_dim,
+        net.num_params(),
+        net.alpha,
+        a.seed,
+        if a.f32 { "f32" } else { "f64" }
+    );
+    if net.alpha != 1.0 {
+        println!(
+            "note: the file holds z_L's effective weights; a PyTorch nn.Sequential loaded from it computes f / alpha \
+             (alpha = {} is in the metadata)",
+            net.alpha
+        );
+    }
+    Ok(())
 }
+
+/// Load the model described by `m`, naming the file in errors.
+fn load_model(m: &ModelArgs) -> Result<Mlp> {
+    let parameterization =
+        m.parameterization.as_deref().map(Parameterization::parse).transpose().context("in --parameterization")?;
+    let layers = match &m.arch {
+        // The parameterization is resolved by the loader; parse only the layer list here.
+        Some(s) => Some(Architecture::parse(s, Parameterization::Ntk).context("in --arch")?.layers),
+        None => None,
+    };
+    let activation = m.activation.as_deref().map(Activation::parse).transpose().context("in --activation")?;
+    if m.arch.is_some() && activation.is_some() {
+        bail!("give either --arch or --activation, not both");
+    }
+    let opts = LoadOptions { layers, parameterization, activation, alpha: m.alpha };
+    load_mlp(&m.model, &opts).context("loading --model")
+}
+
+/// Load an input matrix and check it against the network.
+fn load_inputs(net: &Mlp, path: &Path, what: &str) -> Result<Mat<f64>> {
+    let x = load_matrix(path, what)?;
+    net.check_input(x.as_ref()).with_context(|| format!("{what} {}", path.display()))?;
+    Ok(x)
+}
+
 /// Run `ntk`.
-pub fn run_ntk(_a: NtkArgs) -> Result<()> {
-    bail!("`ntklab ntk` is not implemented yet")
+pub fn run_ntk(a: NtkArgs) -> Result<()> {
+    let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase();
+    if ext != "npy" {
+        bail!("--out {}: the kernel is written as .npy; give a file name ending in .npy", a.out.display());
+    }
+    let net = load_model(&a.model)?;
+    let x = load_inputs(&net, &a.x, "--x")?;
+    let x2 = a.x2.as_ref().map(|p| load_inputs(&net, p, "--x2")).transpose()?;
+    let outputs = if a.full { NtkOutputs::Full } else { NtkOutputs::Trace };
+    let k = net.output_dim();
+    let (n1, n2) = (x.nrows(), x2.as_ref().map_or(x.nrows(), |m| m.nrows()));
+    let pb = spinner(&format!("empirical NTK ({n1} x {n2}, {} parameters)", net.num_params()));
+    let t0 = Instant::now();
+    let res = net.empirical_ntk(x.as_ref(), x2.as_ref().map(|m| m.as_ref()), outputs);
+    let secs = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let ntk = res?;
+    eprintln!("compute: {secs:.4} s");
+    if a.f32 {
+        let m = Mat::from_fn(ntk.nrows(), ntk.ncols(), |i, j| ntk[(i, j)] as f32);
+        ntklab::data::write_npy_mat(&a.out, m.as_ref())?;
+    } else {
+        ntklab::data::write_npy_mat(&a.out, ntk.as_ref())?;
+    }
+    let what = if a.full {
+        format!("all {k} x {k} output blocks, row i*{k}+a")
+    } else if k > 1 {
+        format!("trace over {k} outputs")
+    } else {
+        "1 output".to_string()
+    };
+    println!(
+        "wrote {} ({} x {}, {what}, {})",
+        a.out.display(),
+        ntk.nrows(),
+        ntk.ncols(),
+        if a.f32 { "f32" } else { "f64" }
+    );
+    Ok(())
 }
+
+/// One spectrum in the JSON report.
+#[derive(serde::Serialize)]
+struct SpectrumJson {
+    /// Top eigenvalues, descending.
+    eigenvalues: Vec<f64>,
+    /// Lanczos residual norms ||A y - theta y|| (an eigenvalue lies within each of its Ritz value).
+    residuals: Vec<f64>,
+    /// Operator products used.
+    products: usize,
+    /// Whether every residual met the tolerance.
+    converged: bool,
+}
+
+impl SpectrumJson {
+    fn new(r: &LanczosResult, products: usize) -> Self {
+        SpectrumJson { eigenvalues: r.values.clone(), residuals: r.residuals.clone(), products, converged: r.converged }
+    }
+}
+
+/// The JSON report of `ntklab hessian` (no timings, so equal inputs give equal bytes).
+#[derive(serde::Serialize)]
+struct HessianJson {
+    model: String,
+    loss: String,
+    loss_value: f64,
+    gradient_norm: f64,
+    num_params: usize,
+    num_examples: usize,
+    num_outputs: usize,
+    parameterization: String,
+    hessian: SpectrumJson,
+    gauss_newton: SpectrumJson,
+}
+
+/// Lanczos on `op`, counting products and showing the count on the spinner.
+fn top_eigs(
+    op: &impl SymOp,
+    opts: &LanczosOptions,
+    pb: &indicatif::ProgressBar,
+    what: &str,
+) -> Result<(LanczosResult, usize)> {
+    let count = Cell::new(0usize);
+    let counted = FnOp::new(op.dim(), |v: &[f64], out: &mut [f64]| {
+        op.apply(v, out);
+        count.set(count.get() + 1);
+        if count.get().is_multiple_of(5) {
+            pb.set_message(format!("Lanczos on the {what}: {} products", count.get()));
+        }
+    });
+    pb.set_message(format!("Lanczos on the {what}"));
+    let r = lanczos(&counted, opts).with_context(|| format!("Lanczos on the {what}"))?;
+    Ok((r, count.get()))
+}
+
 /// Run `hessian`.
-pub fn run_hessian(_a: HessianArgs) -> Result<()> {
-    bail!("`ntklab hessian` is not implemented yet")
+pub fn run_hessian(a: HessianArgs) -> Result<()> {
+    let loss = Loss::parse(&a.loss).context("in --loss")?;
+    if let Some(j) = &a.json {
+        if j.extension().and_then(|e| e.to_str()).map(|e| e.to_lowercase()).as_deref() != Some("json") {
+            bail!("--json {}: give a file name ending in .json", j.display());
+        }
+    }
+    let net = load_model(&a.model)?;
+    let x = load_inputs(&net, &a.x, "--x")?;
+    let y = load_matrix(&a.y, "--y")?;
+    let (n, k, p) = (x.nrows(), net.output_dim(), net.num_params());
+    if y.nrows() != n {
+        bail!(
+            "--y {} has {} rows but --x {} has {n}: one target row per example",
+            a.y.display(),
+            y.nrows(),
+            a.x.display()
+        );
+    }
+    if y.ncols() != k {
+        bail!("--y {} has {} columns but the network has {k} output(s)", a.y.display(), y.ncols());
+    }
+    if loss == Loss::SoftmaxCrossEntropy && k < 2 {
+        bail!("--loss {loss} needs a network with at least 2 outputs; this one has {k} (use logistic for one output)");
+    }
+    if a.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    if a.top > p {
+        bail!("--top {} exceeds the number of parameters ({p})", a.top);
+    }
+    if a.max_iter < a.top {
+        bail!("--max-iter {} is smaller than --top {}", a.max_iter, a.top);
+    }
+    let opts = LanczosOptions::new(a.top).which(Which::LargestAlgebraic).max_iter(a.max_iter).tol(a.tol).seed(a.seed);
+
+    let pb = spinner(&format!("loss, gradient and curvature caches ({n} examples, {p} parameters)"));
+    let t0 = Instant::now();
+    let res = (|| -> Result<_> {
+        let lc = LossCurvature::new(&net, x.as_ref(), y.as_ref(), loss).context("--y does not fit the loss")?;
+        let (h, nh) = top_eigs(&lc.hessian_op(), &opts, &pb, "Hessian")?;
+        let (g, ng) = top_eigs(&lc.gauss_newton_op(), &opts, &pb, "Gauss-Newton matrix")?;
+        let gnorm = lc.gradient().iter().map(|v| v * v).sum::<f64>().sqrt();
+        Ok((lc.value(), gnorm, h, nh, g, ng))
+    })();
+    let secs = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let (value, gnorm, h, nh, g, ng) = res?;
+    eprintln!("compute: {secs:.4} s");
+    eprintln!("Hessian-vector products: {nh} (+ {ng} Gauss-Newton products)");
+    for (r, what) in [(&h, "Hessian"), (&g, "Gauss-Newton")] {
+        if !r.converged {
+            let worst = r.residuals.iter().cloned().fold(0.0, f64::max);
+            eprintln!(
+                "warning: {what} Lanczos did not reach tol {} in {} steps (largest residual {worst:.3e}); raise --max-iter",
+                a.tol, r.iterations
+            );
+        }
+    }
+
+    println!("model: {} ({}, {p} parameters), data: {n} examples", a.model.model.display(), net.arch.parameterization);
+    println!("loss ({loss}): {value:.10e}");
+    println!("gradient norm: {gnorm:.10e}");
+    println!("{:>4}  {:>20}  {:>20}", "i", "Hessian", "Gauss-Newton");
+    for i in 0..a.top {
+        println!("{:>4}  {:>20.12e}  {:>20.12e}", i + 1, h.values[i], g.values[i]);
+    }
+    if let Some(path) = &a.json {
+        let report = HessianJson {
+            model: a.model.model.display().to_string(),
+            loss: loss.to_string(),
+            loss_value: value,
+            gradient_norm: gnorm,
+            num_params: p,
+            num_examples: n,
+            num_outputs: k,
+            parameterization: net.arch.parameterization.to_string(),
+            hessian: SpectrumJson::new(&h, nh),
+            gauss_newton: SpectrumJson::new(&g, ng),
+        };
+        let text = serde_json::to_string_pretty(&report)?;
+        ntklab::data::io::write_atomic(path, |w| {
+            use std::io::Write;
+            w.write_all(text.as_bytes())?;
+            w.write_all(b"\n")
+        })?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }

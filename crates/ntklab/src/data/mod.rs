@@ -1,6 +1,8 @@
 //! Data: array file formats (.npy, .npz, .csv; safetensors lives with the networks) and synthetic data sets.
 
+pub mod datasets;
 pub mod io;
 pub mod synthetic;
 
+pub use datasets::{Builtin, Dataset, SyntheticSpec};
 pub use io::{read_matrix, read_npy, read_npz, write_npy, write_npy_mat, write_npz, Array};

@@ -1,0 +1,176 @@
+//! End-to-end tests of `ntklab train` on tiny configs: the run folder, parseable records that match the
+//! library, divergence as a normal outcome, and clean failures on bad configs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ntklab::train::Record;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ntklab"))
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ntklab-cli-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    v.sort();
+    v
+}
+
+const TINY: &str = r#"
+seed = 1
+
+[data]
+name = "teacher"
+n = 16
+d = 3
+n_test = 8
+noise = 0.05
+
+[model]
+arch = "dense(32,b_std=0.1),relu,dense(1)"
+
+[optimizer]
+kind = "gd"
+lr = 1.0
+steps = 30
+
+[probes]
+every = 10
+which = ["all"]
+hessian_top_k = 2
+ntk_subset = 16
+"#;
+
+fn train(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    bin().args(["train", "--config"]).arg(cfg).arg("--out").arg(out).args(extra).output().unwrap()
+}
+
+fn records(out: &Path) -> Vec<Record> {
+    std::fs::read_to_string(out.join("records.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn writes_a_complete_run_folder() {
+    let d = tmp("ok");
+    let cfg = d.join("run.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let out = d.join("run");
+    let o = train(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = [
+        "config.toml",
+        "linearized.png",
+        "linearized.svg",
+        "loss.png",
+        "loss.svg",
+        "model.safetensors",
+        "model_init.safetensors",
+        "model_linearized.safetensors",
+        "ntk_change.png",
+        "ntk_change.svg",
+        "records.jsonl",
+        "sharpness.png",
+        "sharpness.svg",
+        "summary.json",
+    ];
+    assert_eq!(files_in(&out), want);
+    assert!(!d.join("run.partial").exists());
+    assert_eq!(std::fs::read_to_string(out.join("config.toml")).unwrap(), TINY);
+    let recs = records(&out);
+    assert_eq!(recs.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 10, 20, 30]);
+    assert!(recs.iter().all(|r| r.sharpness.is_some() && r.ntk_max.is_some() && r.lin_distance.is_some() && r.test_loss.is_some()));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"]["kind"], "completed");
+    assert_eq!(summary["steps"], 30);
+    // The saved final model reproduces the last recorded loss.
+    let net = ntklab::net::load_mlp(&out.join("model.safetensors"), &Default::default()).unwrap();
+    let run = ntklab::train::RunConfig::from_toml_str(TINY).unwrap().resolve(Path::new(".")).unwrap();
+    let f = net.forward(run.data.x.as_ref()).unwrap();
+    let l = ntklab::train::Loss::Mse.value(f.as_ref(), run.data.y.as_ref()).unwrap();
+    assert!((l - recs[3].loss).abs() < 1e-10 * l, "{l} vs {}", recs[3].loss);
+    // Same config, same records (byte for byte), whatever the thread count; an existing folder needs --force.
+    let o = train(&cfg, &out, &[]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--force"));
+    let out1 = d.join("run1");
+    let o = bin().args(["--threads", "1", "train", "--config"]).arg(&cfg).arg("--out").arg(&out1).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(out.join("records.jsonl")).unwrap(), std::fs::read(out1.join("records.jsonl")).unwrap());
+    let o = train(&cfg, &out, &["--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn divergence_is_reported_not_a_crash() {
+    let d = tmp("div");
+    let cfg = d.join("run.toml");
+    std::fs::write(&cfg, TINY.replace("lr = 1.0", "lr = 1e6").replace("which = [\"all\"]", "which = [\"sharpness\"]")).unwrap();
+    let out = d.join("run");
+    let o = train(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("diverged at step"));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"]["kind"], "diverged");
+    assert!(!records(&out).is_empty());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn sgd_and_flow_runs_from_array_files() {
+    let d = tmp("arrays");
+    let x = ntklab::data::synthetic::gaussian(12, 2, 1);
+    let y = faer::Mat::from_fn(12, 1, |i, _| x[(i, 0)].sin());
+    ntklab::data::write_npy_mat(&d.join("x.npy"), x.as_ref()).unwrap();
+    ntklab::data::write_npy_mat(&d.join("y.npy"), y.as_ref()).unwrap();
+    for (tag, opt) in [
+        ("sgd", "kind = \"sgd\"\nbatch = 4\nlr = 0.5\nsteps = 24\nschedule = \"step\"\nstep_every = 12\nstep_factor = 0.5"),
+        ("flow", "kind = \"flow\"\nlr = 0.5\nsteps = 20\nrtol = 1e-8"),
+    ] {
+        let text = format!(
+            "[data]\nx = \"x.npy\"\ny = \"y.npy\"\n[model]\narch = \"dense(16,b_std=0.1),tanh,dense(1)\"\n[optimizer]\n{opt}\n[probes]\nevery = 4\nwhich = [\"linearized\", \"pl\"]\n"
+        );
+        let cfg = d.join(format!("{tag}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let out = d.join(tag);
+        let o = train(&cfg, &out, &[]);
+        assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
+        let recs = records(&out);
+        assert!(recs.last().unwrap().loss < recs[0].loss, "{tag}");
+        assert_eq!(recs.iter().any(|r| r.ode.is_some()), tag == "flow");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn bad_configs_fail_clearly_without_a_run_folder() {
+    let d = tmp("bad");
+    let cases = [
+        (TINY.replace("lr = 1.0", "lr = 0.0"), "optimizer.lr"),
+        (TINY.replace("lr = 1.0", "learning_rate = 1.0"), "learning_rate"),
+        (TINY.replace("kind = \"gd\"", "kind = \"sgd\"\nbatch = 17"), "optimizer.batch"),
+        (TINY.replace("\"teacher\"", "\"imagenet\""), "imagenet"),
+        (TINY.replace("which = [\"all\"]", "which = [\"curvature\"]"), "curvature"),
+        (TINY.replace("[model]", "[modle]"), "modle"),
+        (TINY.replace("name = \"teacher\"\nn = 16\nd = 3\nn_test = 8\nnoise = 0.05", "x = \"missing.npy\"\ny = \"y.npy\""), "missing.npy"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let cfg = d.join(format!("bad{i}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let out = d.join(format!("out{i}"));
+        let o = train(&cfg, &out, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "case {i} should fail");
+        assert!(err.contains(needle), "case {i}: stderr lacks `{needle}`: {err}");
+        assert!(!out.exists() && !d.join(format!("out{i}.partial")).exists(), "case {i} left a folder");
+    }
+    let o = train(&d.join("nope.toml"), &d.join("x"), &[]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope.toml"));
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -1,0 +1,352 @@
+//! The catapult mechanism (Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari 2020): phases of full-batch GD on a
+//! wide two-layer ReLU network (NTK parameterization, MSE) as the learning rate grows.
+//!
+//! Conventions (DESIGN.md): L = 1/(2N) sum_i (f(x_i) - y_i)^2, lambda0 = lambda_max(Theta_0) / N with Theta_0
+//! the empirical NTK on the N training points, so the linearized model is GD-stable exactly for
+//! eta < eta_crit = 2 / lambda0. Learning rates are given as factors c of eta_crit (eta = c * 2 / lambda0).
+//!
+//! Phases, read off the loss curve L_0, L_1, ..., L_T of each run ([`classify`]):
+//! * lazy: the loss never exceeds L_0 (to a relative 1e-9) and ends below it (the NTK barely moves);
+//! * catapult: the loss rises above L_0, then comes back below L_0 by step T (the NTK's top eigenvalue then
+//!   typically ends lower than at initialization: the run was thrown to a flatter region);
+//! * divergent: the loss or gradient became non-finite or exceeded `divergence_factor` * L_0;
+//! * unresolved: finite, but still at or above L_0 after T steps (neither converged nor diverged yet).
+//!
+//! The uv model of the paper (a two-layer linear network) has eta_max = 4 / lambda0, i.e. c = 2; the paper
+//! reports larger maximal rates for ReLU networks. This experiment measures c_max as the largest swept factor that
+//! converges below the first divergent one, refined by bisection.
+
+use faer::Mat;
+use serde::{Deserialize, Serialize};
+
+use crate::data::datasets::{synthetic, Builtin, Dataset, SyntheticSpec};
+use crate::data::synthetic::derive_seed;
+use crate::kernel::{Activation, Parameterization};
+use crate::net::{Mlp, NtkOutputs};
+use crate::spectrum::max_eigenvalue;
+use crate::train::{train, Probe, ProbeConfig, Status, TrainConfig};
+use crate::{Error, Result};
+
+/// What to run; see the module docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatapultConfig {
+    /// Hidden width m of f(x) = (1/sqrt(m)) sum_i a_i relu(w_i . x / sqrt(d)).
+    pub width: usize,
+    /// Training points N (the `teacher` set: inputs on the sphere of radius sqrt(d), a random ReLU teacher).
+    pub n_train: usize,
+    /// Input dimension d.
+    pub input_dim: usize,
+    /// GD steps per learning rate.
+    pub steps: u64,
+    /// Learning rates as factors c of eta_crit = 2 / lambda0.
+    pub lr_factors: Vec<f64>,
+    /// Bisection steps refining c_max between the last converging and the first divergent factor.
+    pub refine: usize,
+    /// A run diverges when its loss exceeds this multiple of L_0 (or is not finite).
+    pub divergence_factor: f64,
+    /// Master seed (data and initialization; every run starts from the same network).
+    pub seed: u64,
+}
+
+impl Default for CatapultConfig {
+    fn default() -> Self {
+        CatapultConfig::full()
+    }
+}
+
+impl CatapultConfig {
+    /// The full run: m = 4096, N = 32, d = 10, 300 steps, c in {0.5, ..., 6}, 4 bisection steps.
+    pub fn full() -> CatapultConfig {
+        CatapultConfig {
+            width: 4096,
+            n_train: 32,
+            input_dim: 10,
+            steps: 300,
+            lr_factors: vec![0.5, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0, 3.5, 4.5, 6.0],
+            refine: 4,
+            divergence_factor: 1e10,
+            seed: 0,
+        }
+    }
+
+    /// A small instance for tests and CI (about a second): m = 512, N = 16, 150 steps, no refinement.
+    pub fn quick() -> CatapultConfig {
+        CatapultConfig { width: 512, n_train: 16, input_dim: 8, steps: 150, refine: 0, ..CatapultConfig::full() }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("catapult: {m}")));
+        if self.width == 0 || self.n_train == 0 || self.input_dim == 0 || self.steps == 0 {
+            return bad("width, n_train, input_dim and steps must be positive".into());
+        }
+        if self.lr_factors.is_empty() || self.lr_factors.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
+            return bad(format!("lr_factors must be non-empty, finite and > 0, got {:?}", self.lr_factors));
+        }
+        if !(self.divergence_factor > 1.0) {
+            return bad(format!("divergence_factor must be > 1, got {}", self.divergence_factor));
+        }
+        Ok(())
+    }
+}
+
+/// The phase of one GD run (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The loss never rose above L_0.
+    Lazy,
+    /// The loss rose above L_0, then came back below it.
+    Catapult,
+    /// The loss blew up (non-finite or above the divergence threshold).
+    Divergent,
+    /// Still at or above L_0 after all steps.
+    Unresolved,
+}
+
+impl Phase {
+    /// Lazy or catapult: the run converged below its initial loss.
+    pub fn converged(self) -> bool {
+        matches!(self, Phase::Lazy | Phase::Catapult)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Lazy => "lazy",
+            Phase::Catapult => "catapult",
+            Phase::Divergent => "divergent",
+            Phase::Unresolved => "unresolved",
+        })
+    }
+}
+
+/// Relative tolerance for "the loss rose": L_t > L_0 (1 + RISE_TOL).
+const RISE_TOL: f64 = 1e-9;
+
+/// The phase of a run from its loss curve (L_0 first) and whether training reported divergence.
+pub fn classify(losses: &[f64], diverged: bool) -> Phase {
+    if diverged || losses.iter().any(|l| !l.is_finite()) {
+        return Phase::Divergent;
+    }
+    let (l0, last) = match (losses.first(), losses.last()) {
+        (Some(a), Some(b)) => (*a, *b),
+        _ => return Phase::Unresolved,
+    };
+    let rose = losses.iter().any(|&l| l > l0 * (1.0 + RISE_TOL));
+    if last >= l0 {
+        Phase::Unresolved
+    } else if rose {
+        Phase::Catapult
+    } else {
+        Phase::Lazy
+    }
+}
+
+/// Whether L_{t+1} <= L_t (to a relative 1e-9) at every step.
+pub fn is_monotone(losses: &[f64]) -> bool {
+    losses.windows(2).all(|w| w[1] <= w[0] * (1.0 + RISE_TOL))
+}
+
+/// One GD run at eta = lr_factor * 2 / lambda0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatapultRun {
+    /// c in eta = c * 2 / lambda0.
+    pub lr_factor: f64,
+    /// The learning rate eta.
+    pub lr: f64,
+    /// The phase.
+    pub phase: Phase,
+    /// Whether the loss decreased at every step.
+    pub monotone: bool,
+    /// How training ended (e.g. "completed", "diverged at step 7: ...").
+    pub status: String,
+    /// Steps taken.
+    pub steps: u64,
+    /// L_0.
+    pub loss_initial: f64,
+    /// max_t L_t over the recorded steps.
+    pub loss_peak: f64,
+    /// The step of the peak.
+    pub peak_step: u64,
+    /// The last recorded loss.
+    pub loss_final: f64,
+    /// lambda_max(Theta) at initialization.
+    pub ntk_max_initial: f64,
+    /// lambda_max(Theta) at the last record.
+    pub ntk_max_final: f64,
+    /// Loss at every step until the end (or divergence).
+    pub losses: Vec<f64>,
+    /// lambda_max of the empirical NTK at every step.
+    pub ntk_max: Vec<f64>,
+}
+
+/// The outcome of [`run`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatapultResult {
+    /// The configuration that produced it.
+    pub config: CatapultConfig,
+    /// lambda_max(Theta_0) of the train NTK at initialization.
+    pub ntk_max0: f64,
+    /// lambda0 = lambda_max(Theta_0) / N, the top eigenvalue of the loss Hessian's Gauss–Newton part.
+    pub lambda0: f64,
+    /// The linearized stability edge eta_crit = 2 / lambda0.
+    pub eta_crit: f64,
+    /// The swept runs in order of `lr_factors`.
+    pub runs: Vec<CatapultRun>,
+    /// Runs of the bisection for c_max, in the order run.
+    pub refinement: Vec<CatapultRun>,
+    /// Largest factor c (swept or bisected) that converged below the first divergent or unresolved one
+    /// (None when even the smallest factor failed to converge).
+    pub max_converging_factor: Option<f64>,
+    /// Smallest factor c above it that did not converge (None when every swept factor converged).
+    pub first_failing_factor: Option<f64>,
+}
+
+impl CatapultResult {
+    /// eta_max in units of eta_crit = 2 / lambda0: the midpoint of the bracket when both ends are known.
+    pub fn eta_max_factor(&self) -> Option<f64> {
+        match (self.max_converging_factor, self.first_failing_factor) {
+            (Some(a), Some(b)) => Some(0.5 * (a + b)),
+            (Some(a), None) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// The data set and initial network of a config.
+pub fn setup(cfg: &CatapultConfig) -> Result<(Dataset, Mlp)> {
+    let mut spec = SyntheticSpec::new(Builtin::Teacher, cfg.n_train, cfg.input_dim, derive_seed(cfg.seed, 0));
+    spec.noise = Some(0.0);
+    let data = synthetic(&spec)?;
+    let net = Mlp::two_layer(cfg.input_dim, cfg.width, Activation::Relu, Parameterization::Ntk, 1.0, derive_seed(cfg.seed, 1))?;
+    Ok((data, net))
+}
+
+/// One GD run from `net0` at eta = factor * eta_crit, recording loss and lambda_max(Theta) every step.
+fn gd_run(net0: &Mlp, data: &Dataset, cfg: &CatapultConfig, eta_crit: f64, factor: f64) -> Result<CatapultRun> {
+    let mut net = net0.clone();
+    let eta = factor * eta_crit;
+    let mut tc = TrainConfig::gd(eta, cfg.steps);
+    tc.divergence_factor = cfg.divergence_factor;
+    let probes = ProbeConfig::loss_only(1).with(Probe::NtkMax);
+    let res = train(&mut net, data, &tc, &probes, |_| Ok(()))?;
+    let losses: Vec<f64> = res.records.iter().map(|r| r.loss).collect();
+    let ntk_max: Vec<f64> = res.records.iter().map(|r| r.ntk_max.unwrap_or(f64::NAN)).collect();
+    let diverged = matches!(res.status, Status::Diverged { .. });
+    let (peak_step, loss_peak) =
+        losses.iter().enumerate().fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
+    Ok(CatapultRun {
+        lr_factor: factor,
+        lr: eta,
+        phase: classify(&losses, diverged),
+        monotone: is_monotone(&losses),
+        status: res.status.to_string(),
+        steps: res.steps,
+        loss_initial: res.initial_loss,
+        loss_peak,
+        peak_step: res.records.get(peak_step).map_or(0, |r| r.step),
+        loss_final: losses.last().copied().unwrap_or(f64::NAN),
+        ntk_max_initial: ntk_max.first().copied().unwrap_or(f64::NAN),
+        ntk_max_final: ntk_max.last().copied().unwrap_or(f64::NAN),
+        losses,
+        ntk_max,
+    })
+}
+
+/// Runs the sweep and the bisection; `progress(done, total)` is called after each GD run.
+pub fn run(cfg: &CatapultConfig, mut progress: impl FnMut(usize, usize)) -> Result<CatapultResult> {
+    cfg.validate()?;
+    let (data, net) = setup(cfg)?;
+    let theta0 = net.empirical_ntk(data.x.as_ref(), None, NtkOutputs::Trace)?;
+    let sym = Mat::from_fn(theta0.nrows(), theta0.ncols(), |i, j| 0.5 * (theta0[(i, j)] + theta0[(j, i)]));
+    let ntk_max0 = max_eigenvalue(sym.as_ref())?;
+    let lambda0 = ntk_max0 / cfg.n_train as f64;
+    let eta_crit = 2.0 / lambda0;
+    let mut factors = cfg.lr_factors.clone();
+    factors.sort_by(|a, b| a.total_cmp(b));
+    factors.dedup();
+    let total = factors.len() + cfg.refine;
+    progress(0, total);
+    let mut runs = Vec::with_capacity(factors.len());
+    for (i, &c) in factors.iter().enumerate() {
+        runs.push(gd_run(&net, &data, cfg, eta_crit, c)?);
+        progress(i + 1, total);
+    }
+    // Bracket: the first failing factor, and the largest converging one below it.
+    let first_fail = runs.iter().position(|r| !r.phase.converged());
+    let (mut lo, mut hi) = match first_fail {
+        Some(0) => (None, Some(runs[0].lr_factor)),
+        Some(k) => (Some(runs[k - 1].lr_factor), Some(runs[k].lr_factor)),
+        None => (runs.last().map(|r| r.lr_factor), None),
+    };
+    let mut refinement = Vec::new();
+    for j in 0..cfg.refine {
+        if let (Some(a), Some(b)) = (lo, hi) {
+            let mid = 0.5 * (a + b);
+            let r = gd_run(&net, &data, cfg, eta_crit, mid)?;
+            if r.phase.converged() {
+                lo = Some(mid);
+            } else {
+                hi = Some(mid);
+            }
+            refinement.push(r);
+        }
+        progress(factors.len() + j + 1, total);
+    }
+    Ok(CatapultResult {
+        config: cfg.clone(),
+        ntk_max0,
+        lambda0,
+        eta_crit,
+        runs,
+        refinement,
+        max_converging_factor: lo,
+        first_failing_factor: hi,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_reads_the_loss_curve() {
+        assert_eq!(classify(&[1.0, 0.5, 0.2], false), Phase::Lazy);
+        assert_eq!(classify(&[1.0, 0.5, 0.6, 0.2], false), Phase::Lazy);
+        assert!(!is_monotone(&[1.0, 0.5, 0.6, 0.2]));
+        assert!(is_monotone(&[1.0, 0.5, 0.2]));
+        assert_eq!(classify(&[1.0, 3.0, 50.0, 0.4], false), Phase::Catapult);
+        assert_eq!(classify(&[1.0, 3.0, 50.0, 2.0], false), Phase::Unresolved);
+        assert_eq!(classify(&[1.0, 3.0, f64::INFINITY], false), Phase::Divergent);
+        assert_eq!(classify(&[1.0, 3.0], true), Phase::Divergent);
+    }
+
+    #[test]
+    fn quick_sweep_shows_lazy_catapult_and_divergent_phases() {
+        let cfg = CatapultConfig { lr_factors: vec![0.5, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0, 6.0], ..CatapultConfig::quick() };
+        let res = run(&cfg, |_, _| {}).unwrap();
+        for r in &res.runs {
+            eprintln!(
+                "c = {:.2}: {} (peak {:.3e} at {}, final {:.3e}, lambda {:.3} -> {:.3})",
+                r.lr_factor, r.phase, r.loss_peak / r.loss_initial, r.peak_step, r.loss_final / r.loss_initial,
+                r.ntk_max_initial, r.ntk_max_final
+            );
+        }
+        // Below the edge: monotone, lazy.
+        for r in res.runs.iter().filter(|r| r.lr_factor < 1.0) {
+            assert_eq!(r.phase, Phase::Lazy, "c = {}", r.lr_factor);
+            assert!(r.monotone, "c = {} is not monotone", r.lr_factor);
+        }
+        let cmax = res.max_converging_factor.expect("something converges");
+        // A catapult between the edge and c_max, ending at a smaller NTK top eigenvalue.
+        let cat: Vec<&CatapultRun> =
+            res.runs.iter().filter(|r| r.lr_factor > 1.0 && r.lr_factor <= cmax && r.phase == Phase::Catapult).collect();
+        assert!(!cat.is_empty(), "no catapult between 1 and {cmax}");
+        assert!(cat.iter().any(|r| r.ntk_max_final < r.ntk_max_initial));
+        // The largest rate diverges, without a panic.
+        assert_eq!(res.runs.last().unwrap().phase, Phase::Divergent);
+        assert!(res.first_failing_factor.is_some());
+    }
+}
