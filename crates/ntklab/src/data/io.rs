@@ -272,7 +272,12 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &Array)]) -> Result<()> {
             let mut npz = npyz::npz::NpzWriter::new(&mut buf);
             for (name, a) in arrays {
                 let shape: Vec<u64> = a.shape.iter().map(|&s| s as u64).collect();
-                let mut wr = npz.array::<f64>(name, Default::default())?.default_dtype().shape(&shape).begin_nd()?;
+                // Fixed time stamp (1980-01-01): the same arrays always give the same bytes.
+                let opts = npyz::zip::write::FileOptions::default()
+                    .compression_method(npyz::zip::CompressionMethod::Stored)
+                    .last_modified_time(npyz::zip::DateTime::default())
+                    .large_file(true);
+                let mut wr = npz.array::<f64>(name, opts)?.default_dtype().shape(&shape).begin_nd()?;
                 wr.extend(a.data.iter().copied())?;
                 wr.finish()?;
             }
@@ -320,6 +325,9 @@ mod tests {
         let p = d.join("w.npz");
         write_npz(&p, &[("0.weight", &a), ("0.bias", &b)]).unwrap();
         let back = read_npz(&p).unwrap();
+        let first = std::fs::read(&p).unwrap();
+        write_npz(&p, &[("0.weight", &a), ("0.bias", &b)]).unwrap();
+        assert_eq!(first, std::fs::read(&p).unwrap(), "same arrays must give the same bytes");
         let get = |n: &str| back.iter().find(|(k, _)| k == n).unwrap().1.clone();
         assert_eq!(get("0.weight"), a);
         assert_eq!(get("0.bias"), b);

@@ -11,6 +11,8 @@ mod dynamics;
 mod gp;
 mod jitter;
 mod krr;
+#[cfg(test)]
+mod wide_net_tests;
 
 pub use dynamics::{predict_linearized, LinearizedDynamics, Time};
 pub use gp::{gp_posterior, GpPosterior};
