@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use faer::Mat;
-use ntklab::kernel::{kernel, kernel_f32, Architecture, Parameterization};
+use ntklab::kernel::{kernel, kernel_f32, Architecture, Kernel, Parameterization};
 
 use crate::plot::{self, Chart, Series};
 use crate::util::{ensure_dir, load_matrix, spinner};
@@ -57,33 +57,44 @@ fn to_f32(m: &Mat<f64>) -> Mat<f32> {
     Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32)
 }
 
-/// Compute and write nngp.npy / ntk.npy; returns the seconds spent computing.
-fn compute_and_write(arch: &Architecture, x1: &Mat<f64>, x2: Option<&Mat<f64>>, out: &Path, f32: bool) -> Result<(f64, Mat<f64>, Mat<f64>)> {
+/// Write `out/nngp.npy` and `out/ntk.npy` in the kernel's own precision.
+fn write_kernel<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar>(out: &Path, k: &Kernel<T>) -> Result<()> {
+    ensure_dir(out)?;
+    ntklab::data::write_npy_mat(&out.join("nngp.npy"), k.nngp.as_ref())?;
+    ntklab::data::write_npy_mat(&out.join("ntk.npy"), k.ntk.as_ref())?;
+    Ok(())
+}
+
+/// Compute and write nngp.npy / ntk.npy; returns the seconds spent computing and, when `values` is set,
+/// the two matrices widened to f64 (only the demo needs them, so the hot path skips the copy).
+fn compute_and_write(
+    arch: &Architecture,
+    x1: &Mat<f64>,
+    x2: Option<&Mat<f64>>,
+    out: &Path,
+    f32: bool,
+    values: bool,
+) -> Result<(f64, Option<(Mat<f64>, Mat<f64>)>)> {
     let pb = spinner(&format!("computing NNGP and NTK ({} x {})", x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows())));
     let t0 = Instant::now();
-    let (nngp, ntk, secs) = if f32 {
+    if f32 {
         let a = to_f32(x1);
         let b = x2.map(to_f32);
         let k = kernel_f32(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()));
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let k = k?;
-        ensure_dir(out)?;
-        ntklab::data::write_npy_mat(&out.join("nngp.npy"), k.nngp.as_ref())?;
-        ntklab::data::write_npy_mat(&out.join("ntk.npy"), k.ntk.as_ref())?;
+        write_kernel(out, &k)?;
         let up = |m: &Mat<f32>| Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f64);
-        (up(&k.nngp), up(&k.ntk), secs)
+        Ok((secs, values.then(|| (up(&k.nngp), up(&k.ntk)))))
     } else {
         let k = kernel(arch, x1.as_ref(), x2.map(|m| m.as_ref()));
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let k = k?;
-        ensure_dir(out)?;
-        ntklab::data::write_npy_mat(&out.join("nngp.npy"), k.nngp.as_ref())?;
-        ntklab::data::write_npy_mat(&out.join("ntk.npy"), k.ntk.as_ref())?;
-        (k.nngp, k.ntk, secs)
-    };
-    Ok((secs, nngp, ntk))
+        write_kernel(out, &k)?;
+        Ok((secs, values.then_some((k.nngp, k.ntk))))
+    }
 }
 
 /// Run `ntklab kernel`.
@@ -98,14 +109,14 @@ pub fn run(a: KernelArgs) -> Result<()> {
         Some(p) => Some(load_matrix(p, "--x2")?),
         None => None,
     };
-    let (secs, nngp, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, a.f32)?;
+    let (secs, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, a.f32, false)?;
     eprintln!("compute: {secs:.4} s");
     println!(
         "wrote {} and {} ({} x {}, {})",
         out.join("nngp.npy").display(),
         out.join("ntk.npy").display(),
-        nngp.nrows(),
-        nngp.ncols(),
+        x1.nrows(),
+        x2.as_ref().map_or(x1.nrows(), |m| m.nrows()),
         if a.f32 { "f32" } else { "f64" }
     );
     Ok(())
@@ -122,7 +133,8 @@ fn demo(a: &KernelArgs) -> Result<()> {
     });
     println!("ntklab kernel demo: {n} points on a circle (angles 0..180 deg), architecture");
     println!("  {arch}  [{}]", arch.parameterization);
-    let (secs, nngp, ntk) = compute_and_write(&arch, &x, None, &out, a.f32)?;
+    let (secs, values) = compute_and_write(&arch, &x, None, &out, a.f32, true)?;
+    let (nngp, ntk) = values.expect("requested");
     ntklab::data::write_npy_mat(&out.join("x.npy"), x.as_ref())?;
     println!("computed the {n} x {n} NNGP and NTK in {secs:.4} s");
     println!("{:>8} {:>14} {:>14}", "angle", "NNGP(x0, x)", "NTK(x0, x)");

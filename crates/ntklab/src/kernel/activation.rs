@@ -61,8 +61,9 @@ pub enum Activation {
     Quad { inner: Box<Activation>, deg: usize },
 }
 
+/// The logistic function 1 / (1 + e^-x), without overflow for large |x|.
 #[inline]
-fn sigmoid(x: f64) -> f64 {
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

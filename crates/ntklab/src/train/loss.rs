@@ -35,16 +35,7 @@ fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
-/// 1 / (1 + e^-x) without overflow.
-#[inline]
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
+use crate::kernel::activation::sigmoid;
 
 /// Softmax of row i of f into p, returning logsumexp(f_i).
 #[inline]
