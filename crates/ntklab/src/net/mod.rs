@@ -20,7 +20,7 @@ mod ops;
 mod rop;
 mod tape;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use entk::NtkOutputs;
 pub use io::{load_mlp, save_mlp, LoadOptions, ModelFormat, Precision};

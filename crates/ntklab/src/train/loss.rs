@@ -242,23 +242,9 @@ mod tests {
     use super::*;
     use crate::data::synthetic::gaussian;
 
+    /// The shared test targets of `net::testutil` (Gaussian, +-1 with soft labels, probability rows).
     fn targets(loss: Loss, n: usize, k: usize) -> Mat<f64> {
-        let g = gaussian(n, k, 77);
-        match loss {
-            Loss::Mse => g,
-            Loss::Logistic => Mat::from_fn(n, k, |i, a| if g[(i, a)] > 0.0 { 1.0 } else if (i + a) % 3 == 0 { -0.4 } else { -1.0 }),
-            Loss::SoftmaxCrossEntropy => {
-                // Mix of one-hot rows and soft probability rows.
-                let mut y = Mat::from_fn(n, k, |i, a| if i % 2 == 0 { g[(i, a)].exp() } else if a == i % k { 1.0 } else { 0.0 });
-                for i in 0..n {
-                    let s: f64 = (0..k).map(|a| y[(i, a)]).sum();
-                    for a in 0..k {
-                        y[(i, a)] /= s;
-                    }
-                }
-                y
-            }
-        }
+        crate::net::testutil::targets(loss, n, k, 77)
     }
 
     const ALL: [Loss; 3] = [Loss::Mse, Loss::Logistic, Loss::SoftmaxCrossEntropy];
