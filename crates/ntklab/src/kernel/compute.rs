@@ -8,6 +8,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::activation::Dual;
+use super::fastmath::{self, Real};
 use super::arch::{Architecture, Layer, Parameterization};
 use crate::{Error, Result};
 
@@ -114,8 +115,9 @@ fn diag_tables(stages: &[Stage], q0: &[f64]) -> Vec<Vec<f64>> {
     tables
 }
 
-/// Scalar types the kernel can be computed in (storage and GEMM precision; the recursion runs in f64).
-pub trait KernelScalar: Copy + Send + Sync + 'static {
+/// Scalar types the kernel can be computed in: storage, GEMM and the per-entry recursion (its row tables
+/// and the exact diagonal of a symmetric kernel are computed in f64).
+pub trait KernelScalar: Real {
     /// Widen to f64.
     fn to_f64(self) -> f64;
     /// Narrow from f64.
@@ -180,6 +182,16 @@ fn row_sq_norms<T: KernelScalar>(x: MatRef<'_, T>, d: usize) -> Vec<f64> {
 
 /// Generic driver behind [`kernel`] and [`kernel_f32`].
 pub fn kernel_generic<T: KernelScalar>(arch: &Architecture, x1: MatRef<'_, T>, x2: Option<MatRef<'_, T>>) -> Result<Kernel<T>> {
+    kernel_with(arch, x1, x2, simd_level())
+}
+
+/// [`kernel_generic`] with a chosen build of the block kernels (tests compare them).
+pub(crate) fn kernel_with<T: KernelScalar>(
+    arch: &Architecture,
+    x1: MatRef<'_, T>,
+    x2: Option<MatRef<'_, T>>,
+    simd: Simd,
+) -> Result<Kernel<T>> {
     let d = x1.ncols();
     if x1.nrows() == 0 || d == 0 {
         return Err(Error::Shape(format!("x1 must be a non-empty N x d matrix, got {} x {}", x1.nrows(), d)));
@@ -207,118 +219,298 @@ pub fn kernel_generic<T: KernelScalar>(arch: &Architecture, x1: MatRef<'_, T>, x
 
     // The Gram buffer is zeroed (in parallel, so first-touch page faults spread over threads): GEMM kernels
     // may read the destination even with `Accum::Replace`.
-    let mut nngp = uninit_mat::<T>(n1, n2);
+    let prof = Profile::start();
+    let mut nngp = alloc_mat::<T>(n1, n2);
     nngp.as_mut().par_col_chunks_mut(16).for_each(|mut blk| {
         for jj in 0..blk.ncols() {
             blk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut().fill(T::from_f64(0.0));
         }
     });
+    prof.mark("zero-fill");
     T::gram(nngp.as_mut(), x1, x2m, 1.0 / d as f64, symmetric);
+    prof.mark("gram");
 
     // Row variances: in the symmetric case take them from the Gram diagonal so that the
     // diagonal entries see exactly s12 == s11 == s22.
     let q1: Vec<f64> = if symmetric { (0..n1).map(|i| nngp[(i, i)].to_f64()).collect() } else { row_sq_norms(x1, d) };
-    let t1 = diag_tables(&stages, &q1);
-    let t2 = if symmetric { t1.clone() } else { diag_tables(&stages, &row_sq_norms(x2m, d)) };
+    let t1 = RowTables::<T>::new(&stages, &q1);
+    let t2 = if symmetric { None } else { Some(RowTables::<T>::new(&stages, &row_sq_norms(x2m, d))) };
+    let t2 = t2.as_ref().unwrap_or(&t1);
 
-    let mut ntk = uninit_mat::<T>(n1, n2);
-    let chunk = 8usize;
-    let simd = simd_available();
-    nngp.as_mut()
-        .par_col_chunks_mut(chunk)
-        .zip(ntk.as_mut().par_col_chunks_mut(chunk))
-        .enumerate()
-        .for_each_init(
-            || (vec![0.0f64; BLOCK], vec![0.0f64; BLOCK], vec![0.0f64; t1.len()]),
-            |(kb, tb, q2), (c, (mut kblk, mut tblk))| {
-                for jj in 0..kblk.ncols() {
-                    let j = c * chunk + jj;
-                    let i0 = if symmetric { j } else { 0 };
-                    for (slot, q) in q2.iter_mut().enumerate() {
-                        *q = t2[slot][j];
-                    }
-                    let kcol = kblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
-                    let tcol = tblk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
-                    let mut i = i0;
-                    while i < n1 {
-                        let len = BLOCK.min(n1 - i);
-                        let (kb, tb) = (&mut kb[..len], &mut tb[..len]);
-                        for (d, s) in kb.iter_mut().zip(&kcol[i..i + len]) {
-                            *d = s.to_f64();
-                        }
-                        tb.fill(0.0);
-                        run_block(simd, &stages, &t1, q2, i, kb, tb);
-                        for (d, s) in kcol[i..i + len].iter_mut().zip(kb.iter()) {
-                            *d = T::from_f64(*s);
-                        }
-                        for (d, s) in tcol[i..i + len].iter_mut().zip(tb.iter()) {
-                            *d = T::from_f64(*s);
-                        }
-                        i += len;
+    let mut ntk = alloc_mat::<T>(n1, n2);
+    let kout = OutMat::new(&mut nngp);
+    let tout = OutMat::new(&mut ntk);
+    let nslots = t1.q.len();
+    let scratch = || ColVars::<T>::new(nslots);
+    if symmetric {
+        // Lower-triangle tiles; each finished tile is copied onto its mirror image while it is still in cache.
+        let nb = n1.div_ceil(TILE);
+        (0..nb).into_par_iter().with_max_len(1).for_each_init(scratch, |col, jb| {
+            let (j0, j1) = (jb * TILE, ((jb + 1) * TILE).min(n1));
+            for ib in jb..nb {
+                let (i0, i1) = (ib * TILE, ((ib + 1) * TILE).min(n1));
+                for j in j0..j1 {
+                    let a = if ib == jb { j } else { i0 };
+                    if a < i1 {
+                        col.load(t2, j);
+                        // SAFETY: entries (a..i1, j) of the lower triangle belong to this tile only.
+                        unsafe { segment(simd, &stages, &t1, col, j, a, i1 - a, kout, tout) };
                     }
                 }
-            },
-        );
-    if symmetric {
-        mirror_lower(&mut nngp);
-        mirror_lower(&mut ntk);
+                for i in i0..i1 {
+                    for j in j0..j1.min(i) {
+                        // SAFETY: (j, i) with j < i is the mirror of this tile's (i, j); no other task touches it.
+                        unsafe {
+                            kout.set(j, i, kout.get(i, j));
+                            tout.set(j, i, tout.get(i, j));
+                        }
+                    }
+                }
+            }
+        });
+        // The diagonal by the exact scalar recursion (s12 == s11 == s22, so cos(theta) is exactly 1 there).
+        for (i, &q) in q1.iter().enumerate() {
+            let (mut k, mut t) = (q, 0.0);
+            for st in &stages {
+                (k, t) = st.step(k, t, k, k);
+            }
+            // SAFETY: single-threaded here; (i, i) is in bounds.
+            unsafe {
+                kout.set(i, i, T::from_f64(k));
+                tout.set(i, i, T::from_f64(t));
+            }
+        }
+    } else {
+        (0..n2).into_par_iter().with_min_len(4).for_each_init(scratch, |col, j| {
+            col.load(t2, j);
+            let mut i = 0;
+            while i < n1 {
+                let len = TILE.min(n1 - i);
+                // SAFETY: column j belongs to this task only.
+                unsafe { segment(simd, &stages, &t1, col, j, i, len, kout, tout) };
+                i += len;
+            }
+        });
     }
+    prof.mark("fused pass");
     Ok(Kernel { nngp, ntk })
 }
 
+/// Per-slot tables over rows: variance q before nonlinearity `slot`, r = sqrt(q) and 1/r (0 where q = 0).
+struct RowTables<R> {
+    q: Vec<Vec<R>>,
+    r: Vec<Vec<R>>,
+    ri: Vec<Vec<R>>,
+}
+
+impl<R: Real> RowTables<R> {
+    fn new(stages: &[Stage], q0: &[f64]) -> Self {
+        let q = diag_tables(stages, q0);
+        let map = |f: fn(f64) -> f64| -> Vec<Vec<R>> {
+            q.iter().map(|t| t.iter().map(|&v| R::of(if v > 0.0 { f(v) } else { 0.0 })).collect()).collect()
+        };
+        RowTables { q: map(|v| v), r: map(f64::sqrt), ri: map(|v| 1.0 / v.sqrt()) }
+    }
+}
+
+/// One column's variance, root and reciprocal root before each nonlinearity.
+struct ColVars<R> {
+    q: Vec<R>,
+    r: Vec<R>,
+    ri: Vec<R>,
+}
+
+impl<R: Real> ColVars<R> {
+    fn new(n: usize) -> Self {
+        ColVars { q: vec![R::ZERO; n], r: vec![R::ZERO; n], ri: vec![R::ZERO; n] }
+    }
+    fn load(&mut self, t: &RowTables<R>, j: usize) {
+        for s in 0..self.q.len() {
+            self.q[s] = t.q[s][j];
+            self.r[s] = t.r[s][j];
+            self.ri[s] = t.ri[s][j];
+        }
+    }
+}
+
+/// A column-major output matrix shared by the tile tasks, which write disjoint entries.
+#[derive(Clone, Copy)]
+struct OutMat<T> {
+    ptr: *mut T,
+    cs: usize,
+}
+
+// SAFETY: the tasks write disjoint entries (see the callers); T is f32 or f64.
+unsafe impl<T: Send> Send for OutMat<T> {}
+unsafe impl<T: Sync> Sync for OutMat<T> {}
+
+impl<T: KernelScalar> OutMat<T> {
+    fn new(m: &mut Mat<T>) -> Self {
+        let cs = m.col_stride();
+        assert!(cs >= m.nrows() as isize && m.row_stride() == 1, "column-major storage");
+        OutMat { ptr: m.as_ptr_mut(), cs: cs as usize }
+    }
+    /// # Safety
+    /// In bounds, and no other thread touches the entry now.
+    #[inline(always)]
+    unsafe fn get(self, i: usize, j: usize) -> T {
+        *self.ptr.add(j * self.cs + i)
+    }
+    /// # Safety
+    /// As [`Self::get`].
+    #[inline(always)]
+    unsafe fn set(self, i: usize, j: usize, v: T) {
+        *self.ptr.add(j * self.cs + i) = v
+    }
+    /// # Safety
+    /// As [`Self::get`], for rows i0..i0+len of column j.
+    #[inline(always)]
+    unsafe fn col<'a>(self, j: usize, i0: usize, len: usize) -> &'a mut [T] {
+        std::slice::from_raw_parts_mut(self.ptr.add(j * self.cs + i0), len)
+    }
+}
+
+/// Carry rows i0..i0+len of column j (Gram values in `kout`) through every stage, in place, writing the NNGP
+/// over the Gram values and the NTK into `tout`.
+///
+/// # Safety
+/// Those entries are in bounds and no other thread touches them now.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn segment<T: KernelScalar>(
+    simd: Simd,
+    stages: &[Stage],
+    rows: &RowTables<T>,
+    col: &ColVars<T>,
+    j: usize,
+    i0: usize,
+    len: usize,
+    kout: OutMat<T>,
+    tout: OutMat<T>,
+) {
+    let kb = kout.col(j, i0, len);
+    let tb = tout.col(j, i0, len);
+    tb.fill(T::ZERO);
+    run_block(simd, stages, rows, col, i0, kb, tb);
+}
+
+/// Phase timings on stderr when the environment variable `NTKLAB_PROFILE` is set (for the benchmarks).
+struct Profile(Option<std::cell::Cell<std::time::Instant>>);
+
+impl Profile {
+    fn start() -> Self {
+        Profile(std::env::var_os("NTKLAB_PROFILE").map(|_| std::cell::Cell::new(std::time::Instant::now())))
+    }
+    fn mark(&self, what: &str) {
+        if let Some(t) = &self.0 {
+            let now = std::time::Instant::now();
+            eprintln!("[profile] kernel {what}: {:.4} s", (now - t.get()).as_secs_f64());
+            t.set(now);
+        }
+    }
+}
+
 /// An n1 x n2 matrix with unspecified contents, for outputs whose every entry is written before it is read
-/// (the fused pass, then the mirror), which saves a serial zero-fill of hundreds of MB.
-fn uninit_mat<T: KernelScalar>(n1: usize, n2: usize) -> Mat<T> {
+/// (the fused pass and its mirror copies). Its pages are pre-faulted from all threads at once
+/// (`MADV_POPULATE_WRITE` on Linux), which is cheaper than taking a fault per 4 KiB page inside the passes.
+fn alloc_mat<T: KernelScalar>(n1: usize, n2: usize) -> Mat<T> {
     let mut m = Mat::<T>::with_capacity(n1, n2);
     // SAFETY: T is f32 or f64 (Copy, no drop glue, every bit pattern valid) and all callers write each entry
     // before reading it.
     unsafe { m.set_dims(n1, n2) };
+    let bytes = (m.col_stride().max(1) as usize) * n2 * std::mem::size_of::<T>();
+    prefault(m.as_ptr_mut().cast(), bytes);
     m
 }
 
-/// Rows processed together per stage (fits comfortably in L1 with its three f64 streams).
-const BLOCK: usize = 256;
-
-/// Whether the AVX2+FMA build of the block kernels can run on this CPU.
-fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+#[cfg(target_os = "linux")]
+fn prefault(ptr: *mut u8, bytes: usize) {
+    const PAGE: usize = 4096;
+    const CHUNK: usize = 8 << 20;
+    if bytes < CHUNK {
+        return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    let start = (ptr as usize).div_ceil(PAGE) * PAGE;
+    let end = (ptr as usize + bytes) / PAGE * PAGE;
+    (start..end).into_par_iter().step_by(CHUNK).for_each(|a| {
+        let len = CHUNK.min(end - a);
+        // SAFETY: the range lies inside our own live, writable allocation; MADV_POPULATE_WRITE only faults
+        // its pages in (contents are unchanged). Kernels before 5.14 answer EINVAL, which is harmless: the
+        // pages then fault in on first write as usual.
+        unsafe { libc::madvise(a as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
+    });
 }
 
-/// Carry a block of entries (rows i0.., one column) through every stage. `q2[slot]` is the column's
-/// variance before nonlinearity `slot`, `t1[slot][i]` the rows'.
-fn run_block(simd: bool, stages: &[Stage], t1: &[Vec<f64>], q2: &[f64], i0: usize, kb: &mut [f64], tb: &mut [f64]) {
+#[cfg(not(target_os = "linux"))]
+fn prefault(_ptr: *mut u8, _bytes: usize) {}
+
+/// Rows and columns per tile of the fused pass (two 128 x 128 f64 tiles fit in L2 for the mirror copy).
+const TILE: usize = 128;
+
+/// Which build of the block kernels runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Simd {
+    /// Portable code, no fused multiply-add.
+    Generic,
+    /// AVX2 + FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512 (F, VL) + FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The widest build of the block kernels this CPU can run (`NTKLAB_SIMD=avx2|generic` caps it, for
+/// benchmarks).
+pub(crate) fn simd_level() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd {
-            // SAFETY: only taken when the CPU reports AVX2 and FMA.
-            unsafe { run_block_avx2(stages, t1, q2, i0, kb, tb) };
-            return;
+        let cap = std::env::var("NTKLAB_SIMD").unwrap_or_default();
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let avx512 = avx2 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl");
+        if cap != "generic" {
+            if avx512 && cap != "avx2" {
+                return Simd::Avx512;
+            }
+            if avx2 {
+                return Simd::Avx2;
+            }
         }
     }
-    let _ = simd;
-    run_block_generic(stages, t1, q2, i0, kb, tb)
+    Simd::Generic
+}
+
+/// Carry a block of entries (rows i0.., one column) through every stage.
+fn run_block<R: Real>(simd: Simd, stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+    match simd {
+        // SAFETY: each arm is only taken when the CPU reports the features it was built for.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { run_block_avx512(stages, rows, col, i0, kb, tb) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { run_block_avx2(stages, rows, col, i0, kb, tb) },
+        Simd::Generic => run_block_generic::<R, false>(stages, rows, col, i0, kb, tb),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_block_avx2(stages: &[Stage], t1: &[Vec<f64>], q2: &[f64], i0: usize, kb: &mut [f64], tb: &mut [f64]) {
-    run_block_generic(stages, t1, q2, i0, kb, tb)
+unsafe fn run_block_avx2<R: Real>(stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+    run_block_generic::<R, true>(stages, rows, col, i0, kb, tb)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn run_block_avx512<R: Real>(stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+    run_block_generic::<R, true>(stages, rows, col, i0, kb, tb)
 }
 
 #[inline(always)]
-fn run_block_generic(stages: &[Stage], t1: &[Vec<f64>], q2: &[f64], i0: usize, kb: &mut [f64], tb: &mut [f64]) {
+fn run_block_generic<R: Real, const FMA: bool>(stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
     let len = kb.len();
     for st in stages {
         match st {
             Stage::Affine { w2, b2, tk, tc, ntk_uses_new_k } => {
-                let (w2, b2, tk, tc) = (*w2, *b2, *tk, *tc);
+                let (w2, b2, tk, tc) = (R::of(*w2), R::of(*b2), R::of(*tk), R::of(*tc));
                 if *ntk_uses_new_k {
                     for (k, t) in kb.iter_mut().zip(tb.iter_mut()) {
                         let kn = w2 * *k + b2;
@@ -333,90 +525,87 @@ fn run_block_generic(stages: &[Stage], t1: &[Vec<f64>], q2: &[f64], i0: usize, k
                 }
             }
             Stage::Nonlin { dual, slot } => {
-                nonlin_block(dual, &t1[*slot][i0..i0 + len], q2[*slot], kb, tb);
+                let s = *slot;
+                let r = i0..i0 + len;
+                let row = RowVars { q: &rows.q[s][r.clone()], r: &rows.r[s][r.clone()], ri: &rows.ri[s][r] };
+                nonlin_block::<R, FMA>(dual, row, (col.q[s], col.r[s], col.ri[s]), kb, tb);
             }
         }
     }
 }
 
+/// A block's row variances, roots and reciprocal roots before one nonlinearity.
+struct RowVars<'a, R> {
+    q: &'a [R],
+    r: &'a [R],
+    ri: &'a [R],
+}
+
 /// Apply one nonlinearity to a block: vectorizable closed forms for the ReLU family and erf, the
-/// scalar dual otherwise.
+/// scalar f64 dual otherwise. `c` is the column's (variance, root, reciprocal root).
 #[inline(always)]
-fn nonlin_block(dual: &Dual, q1: &[f64], q2: f64, kb: &mut [f64], tb: &mut [f64]) {
+fn nonlin_block<R: Real, const FMA: bool>(dual: &Dual, row: RowVars<'_, R>, c: (R, R, R), kb: &mut [R], tb: &mut [R]) {
     use super::activation::Activation as A;
     match dual {
-        Dual::Closed(A::Relu) => relu_family_block(0.0, 1.0, q1, q2, kb, tb),
-        Dual::Closed(A::LeakyRelu { a }) => relu_family_block(*a, 1.0, q1, q2, kb, tb),
-        Dual::Closed(A::AbRelu { a, b }) => relu_family_block(*a, *b, q1, q2, kb, tb),
-        Dual::Closed(A::Abs) => relu_family_block(-1.0, 1.0, q1, q2, kb, tb),
+        Dual::Closed(A::Relu) => relu_family_block::<R, FMA>(0.0, 1.0, &row, c, kb, tb),
+        Dual::Closed(A::LeakyRelu { a }) => relu_family_block::<R, FMA>(*a, 1.0, &row, c, kb, tb),
+        Dual::Closed(A::AbRelu { a, b }) => relu_family_block::<R, FMA>(*a, *b, &row, c, kb, tb),
+        Dual::Closed(A::Abs) => relu_family_block::<R, FMA>(-1.0, 1.0, &row, c, kb, tb),
         Dual::Closed(A::Identity) => {}
-        Dual::Closed(A::Erf { a, b, c }) => erf_block(*a, *b, *c, q1, q2, kb, tb),
+        Dual::Closed(A::Erf { a, b, c: cc }) => erf_block::<R, FMA>(*a, *b, *cc, row.q, c.0, kb, tb),
         _ => {
-            for ((k, t), &qa) in kb.iter_mut().zip(tb.iter_mut()).zip(q1) {
-                let (tv, td) = dual.eval(qa, *k, q2);
-                *k = tv;
-                *t *= td;
+            let q2 = c.0.wide();
+            for ((k, t), &qa) in kb.iter_mut().zip(tb.iter_mut()).zip(row.q) {
+                let (tv, td) = dual.eval(qa.wide(), k.wide(), q2);
+                *k = R::of(tv);
+                *t = R::of(t.wide() * td);
             }
         }
     }
 }
 
 /// ABReLU(a, b) dual on a block: `T = a b s12 + (b-a)^2 T_relu`, `Tdot = a b + (b-a)^2 (pi - theta)/(2 pi)`.
+///
+/// cos(theta) = s12 / (r1 r2) uses the precomputed reciprocal roots; off the diagonal that costs an ulp or two
+/// of cos, well inside the conditioning of theta itself. Diagonal entries of a symmetric kernel, where
+/// theta = 0 is ill-conditioned, are recomputed exactly (in f64) by the caller.
 #[inline(always)]
-fn relu_family_block(a: f64, b: f64, q1: &[f64], q2: f64, kb: &mut [f64], tb: &mut [f64]) {
-    use std::f64::consts::PI;
-    let ab = a * b;
-    let d = (b - a) * (b - a);
-    let inv2pi = 1.0 / (2.0 * PI);
-    for ((k, t), &qa) in kb.iter_mut().zip(tb.iter_mut()).zip(q1) {
-        // As `relu_dual`: sin(theta) from the same clamped cos(theta). cos = s12 / sqrt(q1 q2) (not via
-        // reciprocal square roots) so that identical inputs give cos = 1 exactly (sqrt(q*q) == q in IEEE
-        // arithmetic) and the ill-conditioned theta = acos(cos) near 1 sees no rounding noise.
+fn relu_family_block<R: Real, const FMA: bool>(a: f64, b: f64, row: &RowVars<'_, R>, c: (R, R, R), kb: &mut [R], tb: &mut [R]) {
+    let ab = R::of(a * b);
+    let d = R::of((b - a) * (b - a));
+    let inv2pi = R::of(1.0 / (2.0 * std::f64::consts::PI));
+    let quarter = R::of(0.25);
+    let (_, r2, ri2) = c;
+    for (((k, t), &ra), &ria) in kb.iter_mut().zip(tb.iter_mut()).zip(row.r).zip(row.ri) {
         let s12 = *k;
-        let q = qa * q2;
-        let pos = q > 0.0;
-        let sq = if pos { q.sqrt() } else { 1.0 };
-        let cos = (s12 / sq).clamp(-1.0, 1.0);
-        let pm = PI - super::fastmath::acos(cos);
-        let sin = ((1.0 - cos) * (1.0 + cos)).sqrt();
-        let tr = if pos { sq * (sin + pm * cos) * inv2pi } else { 0.0 };
-        let tdr = if pos { pm * inv2pi } else { 0.25 };
+        let sq = ra * r2;
+        let pos = sq > R::ZERO;
+        let cos = (s12 * (ria * ri2)).max(-R::ONE).min(R::ONE);
+        let pm = R::PI - fastmath::acos::<R, FMA>(cos);
+        let sin = ((R::ONE - cos) * (R::ONE + cos)).sqrt();
+        let tr = if pos { sq * (sin + pm * cos) * inv2pi } else { R::ZERO };
+        let tdr = if pos { pm * inv2pi } else { quarter };
         *k = ab * s12 + d * tr;
-        *t *= ab + d * tdr;
+        *t = *t * (ab + d * tdr);
     }
 }
 
 /// Erf(a, b, c) dual on a block (Williams 1997), see [`super::activation::Activation::closed_dual`].
 #[inline(always)]
-fn erf_block(a: f64, b: f64, c: f64, q1: &[f64], q2: f64, kb: &mut [f64], tb: &mut [f64]) {
+fn erf_block<R: Real, const FMA: bool>(a: f64, b: f64, c: f64, q1: &[R], q2: R, kb: &mut [R], tb: &mut [R]) {
     use std::f64::consts::PI;
     let b2 = b * b;
-    let p2 = 1.0 + 2.0 * b2 * q2;
-    let ct = a * a * 2.0 / PI;
-    let cd = 4.0 * a * a * b2 / PI;
+    let p2 = R::of(1.0) + R::of(2.0 * b2) * q2;
+    let (ct, cd, cc) = (R::of(a * a * 2.0 / PI), R::of(4.0 * a * a * b2 / PI), R::of(c * c));
+    let (two_b2, four_b4) = (R::of(2.0 * b2), R::of(4.0 * b2 * b2));
     for ((k, t), &qa) in kb.iter_mut().zip(tb.iter_mut()).zip(q1) {
         let s12 = *k;
-        let p1 = 1.0 + 2.0 * b2 * qa;
+        let p1 = R::ONE + two_b2 * qa;
         let pp = p1 * p2;
-        let arg = (2.0 * b2 * s12 / pp.sqrt()).clamp(-1.0, 1.0);
-        let det = (pp - 4.0 * b2 * b2 * s12 * s12).max(f64::MIN_POSITIVE);
-        *k = ct * super::fastmath::asin(arg) + c * c;
-        *t *= cd / det.sqrt();
-    }
-}
-
-/// Copy the strict lower triangle onto the upper one, in 64 x 64 tiles so reads and writes stay in cache.
-fn mirror_lower<T: KernelScalar>(m: &mut Mat<T>) {
-    const B: usize = 64;
-    let n = m.nrows();
-    for jb in (0..n).step_by(B) {
-        for ib in (0..=jb).step_by(B) {
-            for j in jb..(jb + B).min(n) {
-                for i in ib..(ib + B).min(j) {
-                    m[(i, j)] = m[(j, i)];
-                }
-            }
-        }
+        let arg = (two_b2 * s12).div(pp.sqrt()).max(-R::ONE).min(R::ONE);
+        let det = (pp - four_b4 * s12 * s12).max(R::MIN_POSITIVE);
+        *k = ct * fastmath::asin::<R, FMA>(arg) + cc;
+        *t = *t * cd.div(det.sqrt());
     }
 }
 
@@ -426,7 +615,8 @@ pub fn kernel(arch: &Architecture, x1: MatRef<'_, f64>, x2: Option<MatRef<'_, f6
     kernel_generic(arch, x1, x2)
 }
 
-/// As [`kernel`] with f32 storage and GEMM (the per-entry recursion still runs in f64 registers).
+/// As [`kernel`] in f32: storage, GEMM and the per-entry recursion run in f32 lanes (the row tables and the
+/// diagonal of a symmetric kernel are computed in f64, so the diagonal is exact to f32 rounding).
 pub fn kernel_f32(arch: &Architecture, x1: MatRef<'_, f32>, x2: Option<MatRef<'_, f32>>) -> Result<Kernel<f32>> {
     kernel_generic(arch, x1, x2)
 }
