@@ -113,6 +113,9 @@ pub struct HessianArgs {
     /// Seed of the Lanczos start vector.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Skip the Gauss-Newton part (only the Hessian's eigenvalues are computed and reported).
+    #[arg(long)]
+    pub no_gauss_newton: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -242,7 +245,8 @@ struct HessianJson {
     num_outputs: usize,
     parameterization: String,
     hessian: SpectrumJson,
-    gauss_newton: SpectrumJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gauss_newton: Option<SpectrumJson>,
 }
 
 /// Lanczos on `op`, counting products and showing the count on the spinner.
@@ -304,19 +308,29 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
 
     let pb = spinner(&format!("loss, gradient and curvature caches ({n} examples, {p} parameters)"));
     let t0 = Instant::now();
+    let mut times = [0.0f64; 3];
     let res = (|| -> Result<_> {
         let lc = LossCurvature::new(&net, x.as_ref(), y.as_ref(), loss).context("--y does not fit the loss")?;
+        times[0] = t0.elapsed().as_secs_f64();
         let (h, nh) = top_eigs(&lc.hessian_op(), &opts, &pb, "Hessian")?;
-        let (g, ng) = top_eigs(&lc.gauss_newton_op(), &opts, &pb, "Gauss-Newton matrix")?;
+        times[1] = t0.elapsed().as_secs_f64() - times[0];
+        let g = if a.no_gauss_newton { None } else { Some(top_eigs(&lc.gauss_newton_op(), &opts, &pb, "Gauss-Newton matrix")?) };
+        times[2] = t0.elapsed().as_secs_f64() - times[0] - times[1];
         let gnorm = lc.gradient().iter().map(|v| v * v).sum::<f64>().sqrt();
-        Ok((lc.value(), gnorm, h, nh, g, ng))
+        Ok((lc.value(), gnorm, h, nh, g))
     })();
     let secs = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    let (value, gnorm, h, nh, g, ng) = res?;
-    eprintln!("compute: {secs:.4} s");
+    let (value, gnorm, h, nh, g) = res?;
+    let ng = g.as_ref().map_or(0, |g| g.1);
+    eprintln!(
+        "compute: {secs:.4} s (loss, gradient and caches {:.4} s; Hessian {:.4} s; Gauss-Newton {:.4} s)",
+        times[0], times[1], times[2]
+    );
     eprintln!("Hessian-vector products: {nh} (+ {ng} Gauss-Newton products)");
-    for (r, what) in [(&h, "Hessian"), (&g, "Gauss-Newton")] {
+    let g = g.map(|g| g.0);
+    for (r, what) in [(Some(&h), "Hessian"), (g.as_ref(), "Gauss-Newton")] {
+        let Some(r) = r else { continue };
         if !r.converged {
             let worst = r.residuals.iter().cloned().fold(0.0, f64::max);
             eprintln!(
@@ -329,9 +343,19 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
     println!("model: {} ({}, {p} parameters), data: {n} examples", a.model.model.display(), net.arch.parameterization);
     println!("loss ({loss}): {value:.10e}");
     println!("gradient norm: {gnorm:.10e}");
-    println!("{:>4}  {:>20}  {:>20}", "i", "Hessian", "Gauss-Newton");
-    for i in 0..a.top {
-        println!("{:>4}  {:>20.12e}  {:>20.12e}", i + 1, h.values[i], g.values[i]);
+    match &g {
+        Some(g) => {
+            println!("{:>4}  {:>20}  {:>20}", "i", "Hessian", "Gauss-Newton");
+            for i in 0..a.top {
+                println!("{:>4}  {:>20.12e}  {:>20.12e}", i + 1, h.values[i], g.values[i]);
+            }
+        }
+        None => {
+            println!("{:>4}  {:>20}", "i", "Hessian");
+            for i in 0..a.top {
+                println!("{:>4}  {:>20.12e}", i + 1, h.values[i]);
+            }
+        }
     }
     if let Some(path) = &a.json {
         let report = HessianJson {
@@ -344,7 +368,7 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
             num_outputs: k,
             parameterization: net.arch.parameterization.to_string(),
             hessian: SpectrumJson::new(&h, nh),
-            gauss_newton: SpectrumJson::new(&g, ng),
+            gauss_newton: g.as_ref().map(|g| SpectrumJson::new(g, ng)),
         };
         let text = serde_json::to_string_pretty(&report)?;
         ntklab::data::io::write_atomic(path, |w| {

@@ -185,6 +185,18 @@ fn hessian_top_eigenvalues_match_the_dense_hessian() {
             &[("--model", &model), ("--x", &d.join("x.npy")), ("--y", &d.join("y.npy")), ("--json", &json)],
         ));
         assert_eq!(std::fs::read(&json).unwrap(), first);
+        // Hessian only: the same eigenvalues, no Gauss-Newton column or JSON entry.
+        let json2 = d.join("h2.json");
+        let o = run(
+            &["hessian", "--loss", loss, "--top", "3", "--no-gauss-newton"],
+            &[("--model", &model), ("--x", &d.join("x.npy")), ("--y", &d.join("y.npy")), ("--json", &json2)],
+        );
+        let stdout = ok(&o);
+        assert!(stdout.contains("Hessian") && !stdout.contains("Gauss-Newton"), "{stdout}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("(+ 0 Gauss-Newton products)"));
+        let rep2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json2).unwrap()).unwrap();
+        assert!(rep2.get("gauss_newton").is_none());
+        assert_eq!(rep2["hessian"], rep["hessian"]);
     }
     std::fs::remove_dir_all(&d).ok();
 }

@@ -30,7 +30,7 @@ const P64: [f64; 14] = [
 ];
 
 /// Economized P(z) for f32, lowest degree first.
-const P32: [f32; 6] = [0.16666666, 0.07500099, 0.044598032, 0.031116156, 0.01707786, 0.03380575];
+const P32: [f32; 6] = [0.16666666, 0.07500099, 0.04459803, 0.031116156, 0.01707786, 0.03380575];
 
 /// The float operations the kernel's per-entry recursion needs, for f64 and f32 lanes.
 pub trait Real:

@@ -302,12 +302,10 @@ pub fn dense_forward(d: &DenseParams, h: MatRef<'_, f64>) -> Mat<f64> {
     let mut z = Mat::<f64>::zeros(h.nrows(), d.n_out());
     faer::linalg::matmul::matmul(z.as_mut(), faer::Accum::Replace, h, d.weight.transpose(), d.w_mult, faer::Par::rayon(0));
     if let Some(b) = &d.bias {
-        for j in 0..z.ncols() {
+        super::ops::for_each_col(&mut z, |j, c| {
             let bj = d.b_mult * b[j];
-            for i in 0..z.nrows() {
-                z[(i, j)] += bj;
-            }
-        }
+            c.iter_mut().for_each(|v| *v += bj);
+        });
     }
     z
 }

@@ -5,7 +5,7 @@
 use faer::{Mat, MatRef};
 
 use super::mlp::{dense_forward, DenseParams, Mlp};
-use super::ops::{map, scale_in_place};
+use super::ops::{for_each_col, map, scale_in_place};
 use crate::kernel::Activation;
 use crate::Result;
 
@@ -41,6 +41,29 @@ pub(crate) fn nonlinearity(d: &DenseParams) -> Option<&Activation> {
     d.activation.as_ref().filter(|a| !is_identity(a))
 }
 
+/// z <- phi(z), returning phi'(z) (one pass; ReLU has its own branch-free loop).
+fn activate_in_place(z: &mut Mat<f64>, a: &Activation) -> Mat<f64> {
+    fn pass(z: &mut Mat<f64>, f: impl Fn(f64) -> (f64, f64) + Sync + Send) -> Mat<f64> {
+        let mut slope = Mat::<f64>::zeros(z.nrows(), z.ncols());
+        let zr = &*z;
+        for_each_col(&mut slope, |j, o| {
+            for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
+                *o = f(t).1;
+            }
+        });
+        for_each_col(z, |_, c| {
+            for t in c.iter_mut() {
+                *t = f(*t).0;
+            }
+        });
+        slope
+    }
+    match a {
+        Activation::Relu => pass(z, |t| if t > 0.0 { (t, 1.0) } else { (0.0, 0.0) }),
+        _ => pass(z, |t| (a.apply(t), a.derivative(t))),
+    }
+}
+
 impl Mlp {
     /// Forward pass keeping the caches for first-order passes: H_{l-1} and phi'(Z_l) per layer; F = alpha z_L.
     pub fn tape(&self, x: MatRef<'_, f64>) -> Result<Tape> {
@@ -64,13 +87,12 @@ impl Mlp {
             inputs.push(h);
             match nonlinearity(d) {
                 Some(a) => {
-                    slope.push(Some(map(&z, |t| a.derivative(t))));
                     curv.push(if curvature && !a.is_piecewise_linear() {
                         Some(map(&z, |t| a.second_derivative(t)))
                     } else {
                         None
                     });
-                    z = map(&z, |t| a.apply(t));
+                    slope.push(Some(activate_in_place(&mut z, a)));
                 }
                 None => {
                     slope.push(None);
