@@ -104,12 +104,18 @@ pub fn run(a: KernelArgs) -> Result<()> {
     }
     let arch = resolve_arch(&a, None)?;
     let out = a.out.clone().context("--out DIR is required (nngp.npy and ntk.npy are written there)")?;
+    let t_load = Instant::now();
     let x1 = load_matrix(a.x1.as_ref().expect("clap requires --x1 without --demo"), "--x1")?;
     let x2 = match &a.x2 {
         Some(p) => Some(load_matrix(p, "--x2")?),
         None => None,
     };
+    let load_secs = t_load.elapsed().as_secs_f64();
+    let t_all = Instant::now();
     let (secs, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, a.f32, false)?;
+    if std::env::var_os("NTKLAB_PROFILE").is_some() {
+        eprintln!("[profile] read inputs: {load_secs:.4} s; write outputs: {:.4} s", t_all.elapsed().as_secs_f64() - secs);
+    }
     eprintln!("compute: {secs:.4} s");
     println!(
         "wrote {} and {} ({} x {}, {})",

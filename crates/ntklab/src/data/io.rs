@@ -27,7 +27,15 @@ impl Array {
             [n, d] => (*n, *d),
             s => return Err(Error::Shape(format!("{what} must be 1-D or 2-D, got shape {s:?}"))),
         };
-        Ok(Mat::from_fn(r, c, |i, j| self.data[i * c + j]))
+        // Column by column from the row-major data (a strided gather, but no per-entry bounds checks).
+        let mut m = Mat::<f64>::zeros(r, c);
+        for j in 0..c {
+            let col = m.col_mut(j).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
+            for (i, o) in col.iter_mut().enumerate() {
+                *o = self.data[i * c + j];
+            }
+        }
+        Ok(m)
     }
 
     /// Row-major array from a matrix.
@@ -99,9 +107,75 @@ fn fortran_to_c(data: &[f64], shape: &[usize]) -> Vec<f64> {
 
 /// Read a .npy file (any float/integer dtype, C or Fortran order) as f64.
 pub fn read_npy(path: &Path) -> Result<Array> {
+    if let Some(a) = read_npy_plain_float(path)? {
+        return Ok(a);
+    }
+    read_npy_general(path)
+}
+
+/// [`read_npy`] through npyz, for every dtype.
+fn read_npy_general(path: &Path) -> Result<Array> {
     let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let npy = npyz::NpyFile::new(BufReader::new(f)).map_err(|e| Error::file(path, format!("not a valid .npy file: {e}")))?;
     npy_to_array(npy, path)
+}
+
+/// Fast path of [`read_npy`] for the common case, a little-endian f8/f4 array: the header is parsed here and the
+/// data are decoded straight from the file's bytes. Returns None for anything else (other dtypes, version-3
+/// headers, odd layouts), which the general reader then handles or rejects with its own message.
+fn read_npy_plain_float(path: &Path) -> Result<Option<Array>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Ok(None);
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        _ => return Ok(None),
+    };
+    let Some(header) = bytes.get(start..start + hlen).and_then(|h| std::str::from_utf8(h).ok()) else {
+        return Ok(None);
+    };
+    let header: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    let elem = if header.contains("'descr':'<f8'") {
+        8
+    } else if header.contains("'descr':'<f4'") {
+        4
+    } else {
+        return Ok(None);
+    };
+    let fortran = if header.contains("'fortran_order':False") {
+        false
+    } else if header.contains("'fortran_order':True") {
+        true
+    } else {
+        return Ok(None);
+    };
+    let Some(shape_txt) = header.split("'shape':(").nth(1).and_then(|r| r.split(')').next()) else {
+        return Ok(None);
+    };
+    let mut shape = Vec::new();
+    for part in shape_txt.split(',').filter(|p| !p.is_empty()) {
+        match part.parse::<usize>() {
+            Ok(v) => shape.push(v),
+            Err(_) => return Ok(None),
+        }
+    }
+    let n: usize = shape.iter().product();
+    let data_bytes = &bytes[start + hlen..];
+    if data_bytes.len() != n * elem {
+        return Err(Error::file(
+            path,
+            format!("holds {} data bytes but its header says shape {shape:?} of {elem}-byte floats", data_bytes.len()),
+        ));
+    }
+    let data: Vec<f64> = if elem == 8 {
+        data_bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+    } else {
+        data_bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect()
+    };
+    let data = if fortran { fortran_to_c(&data, &shape) } else { data };
+    Ok(Some(Array { shape, data }))
 }
 
 /// Read every array of a .npz archive, in archive order.
@@ -170,7 +244,9 @@ fn temp_sibling(path: &Path) -> PathBuf {
 }
 
 /// Write a file atomically: `fill` writes into a temporary sibling which is renamed to `path` on success
-/// and removed on failure.
+/// and removed on failure, so `path` never holds a partial file. There is no fsync: a crash of the process
+/// (or a failed write) leaves no output, but the data reach the disk when the OS flushes its cache (flushing
+/// 256 MB of kernel matrices synchronously took longer than computing them).
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| -> std::io::Result<()> {
@@ -178,7 +254,6 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> std:
         let mut w = BufWriter::new(f);
         fill(&mut w)?;
         w.flush()?;
-        w.get_ref().sync_all()?;
         Ok(())
     })();
     match res {
@@ -199,8 +274,15 @@ pub trait NpyElem: npyz::Serialize + npyz::AutoSerialize + Copy {
     const DESCR: &'static str;
     /// Append the little-endian bytes of `v`.
     fn put(v: Self, out: &mut Vec<u8>);
+    /// The in-memory bytes of a slice (equal to its little-endian encoding on little-endian hosts).
+    fn le_bytes(s: &[Self]) -> &[u8];
 }
 impl NpyElem for f64 {
+    #[inline]
+    fn le_bytes(s: &[Self]) -> &[u8] {
+        // SAFETY: f64 has no padding and every byte pattern is a valid u8; the length is exact.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
+    }
     const DESCR: &'static str = "<f8";
     #[inline]
     fn put(v: Self, out: &mut Vec<u8>) {
@@ -208,6 +290,11 @@ impl NpyElem for f64 {
     }
 }
 impl NpyElem for f32 {
+    #[inline]
+    fn le_bytes(s: &[Self]) -> &[u8] {
+        // SAFETY: f32 has no padding and every byte pattern is a valid u8; the length is exact.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
+    }
     const DESCR: &'static str = "<f4";
     #[inline]
     fn put(v: Self, out: &mut Vec<u8>) {
@@ -249,11 +336,18 @@ pub fn write_npy_mat<T: NpyElem>(path: &Path, m: MatRef<'_, T>) -> Result<()> {
         w.write_all(&npy_header_2d(T::DESCR, r, c, true))?;
         let mut buf = Vec::with_capacity(r * std::mem::size_of::<T>());
         for j in 0..c {
-            buf.clear();
-            for i in 0..r {
-                T::put(m[(i, j)], &mut buf);
+            let colj = m.col(j);
+            match colj.try_as_col_major() {
+                // Contiguous column: its bytes as they are (little-endian hosts).
+                Some(sl) if cfg!(target_endian = "little") => w.write_all(T::le_bytes(sl.as_slice()))?,
+                _ => {
+                    buf.clear();
+                    for i in 0..r {
+                        T::put(m[(i, j)], &mut buf);
+                    }
+                    w.write_all(&buf)?;
+                }
             }
-            w.write_all(&buf)?;
         }
         Ok(())
     })
@@ -295,6 +389,31 @@ mod tests {
         let d = std::env::temp_dir().join(format!("ntklab-io-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn fast_npy_reader_agrees_with_the_general_one() {
+        let d = tmpdir("fastnpy");
+        let m = Mat::from_fn(5, 3, |i, j| (i as f64 - 1.7) * 0.3 + j as f64 * 1e-3);
+        let m32 = Mat::from_fn(5, 3, |i, j| m[(i, j)] as f32);
+        let (pf, pc, p32) = (d.join("f.npy"), d.join("c.npy"), d.join("s.npy"));
+        write_npy_mat(&pf, m.as_ref()).unwrap(); // Fortran order
+        write_npy(&pc, &Array::from_mat(m.as_ref())).unwrap(); // C order
+        write_npy_mat(&p32, m32.as_ref()).unwrap();
+        for p in [&pf, &pc, &p32] {
+            let fast = read_npy_plain_float(p).unwrap().expect("plain float file takes the fast path");
+            let general = read_npy_general(p).unwrap();
+            assert_eq!(fast.shape, general.shape);
+            assert_eq!(fast.data, general.data);
+            assert_eq!(read_matrix(p).unwrap().nrows(), 5);
+        }
+        // A truncated data section is an error naming the file, not a short matrix.
+        let bytes = std::fs::read(&pf).unwrap();
+        let cut = d.join("cut.npy");
+        std::fs::write(&cut, &bytes[..bytes.len() - 8]).unwrap();
+        let e = read_npy(&cut).unwrap_err().to_string();
+        assert!(e.contains("cut.npy") && e.contains("shape"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
     }
 
     #[test]
