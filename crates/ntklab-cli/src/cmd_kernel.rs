@@ -54,7 +54,14 @@ fn resolve_arch(a: &KernelArgs, default_arch: Option<&str>) -> Result<Architectu
 }
 
 fn to_f32(m: &Mat<f64>) -> Mat<f32> {
-    Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32)
+    let mut out = Mat::<f32>::zeros(m.nrows(), m.ncols());
+    for j in 0..m.ncols() {
+        let dst = out.col_mut(j).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
+        for (d, &s) in dst.iter_mut().zip(m.col_as_slice(j)) {
+            *d = s as f32;
+        }
+    }
+    out
 }
 
 /// Write `out/nngp.npy` and `out/ntk.npy` in the kernel's own precision.

@@ -27,12 +27,20 @@ impl Array {
             [n, d] => (*n, *d),
             s => return Err(Error::Shape(format!("{what} must be 1-D or 2-D, got shape {s:?}"))),
         };
-        // Column by column from the row-major data (a strided gather, but no per-entry bounds checks).
+        // Row-major data to column-major storage in blocks of 32 columns, so each row's values are read
+        // contiguously and the 32 destination columns stay in cache.
         let mut m = Mat::<f64>::zeros(r, c);
-        for j in 0..c {
-            let col = m.col_mut(j).try_as_col_major_mut().expect("column-major storage").as_slice_mut();
-            for (i, o) in col.iter_mut().enumerate() {
-                *o = self.data[i * c + j];
+        let cs = m.col_stride() as usize;
+        let out = m.as_mut();
+        // SAFETY: the view covers the whole r x c matrix, column-major with column stride cs >= r.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.as_ptr_mut(), if c == 0 { 0 } else { cs * (c - 1) + r }) };
+        for j0 in (0..c).step_by(32) {
+            let j1 = (j0 + 32).min(c);
+            for i in 0..r {
+                let row = &self.data[i * c + j0..i * c + j1];
+                for (jj, &v) in row.iter().enumerate() {
+                    dst[(j0 + jj) * cs + i] = v;
+                }
             }
         }
         Ok(m)

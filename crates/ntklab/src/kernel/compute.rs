@@ -1,8 +1,8 @@
-//! Evaluation of the layer recursions on data: one GEMM for Sigma0, then one fused elementwise pass that
-//! carries each (i, j) entry through every layer in registers (only per-row variances are precomputed).
+//! Evaluation of the layer recursions on data, fused per output tile: a GEMM for the tile of Sigma0, then an
+//! elementwise pass that carries each (i, j) entry through every layer in cache (only per-row variances are
+//! precomputed), then the copy onto the mirror tile in the symmetric case.
 
 use faer::linalg::matmul::matmul;
-use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -122,8 +122,8 @@ pub trait KernelScalar: Real {
     fn to_f64(self) -> f64;
     /// Narrow from f64.
     fn from_f64(x: f64) -> Self;
-    /// dst = alpha * a b^T (only the lower triangle when `lower_only`).
-    fn gram(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64, lower_only: bool);
+    /// dst = alpha * a b^T on the calling thread.
+    fn gemm_seq(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64);
 }
 
 macro_rules! impl_scalar {
@@ -137,23 +137,8 @@ macro_rules! impl_scalar {
             fn from_f64(x: f64) -> Self {
                 x as $t
             }
-            fn gram(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64, lower_only: bool) {
-                let par = Par::rayon(0);
-                if lower_only {
-                    triangular::matmul(
-                        dst,
-                        BlockStructure::TriangularLower,
-                        Accum::Replace,
-                        a,
-                        BlockStructure::Rectangular,
-                        b.transpose(),
-                        BlockStructure::Rectangular,
-                        alpha as $t,
-                        par,
-                    );
-                } else {
-                    matmul(dst, Accum::Replace, a, b.transpose(), alpha as $t, par);
-                }
+            fn gemm_seq(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64) {
+                matmul(dst, Accum::Replace, a, b.transpose(), alpha as $t, Par::Seq);
             }
         }
     };
@@ -217,46 +202,49 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     let x2m = x2.unwrap_or(x1);
     let (n1, n2) = (x1.nrows(), x2m.nrows());
 
-    // The Gram buffer is zeroed (in parallel, so first-touch page faults spread over threads): GEMM kernels
-    // may read the destination even with `Accum::Replace`.
+    // One pass over output tiles: each task computes a TILE x TILE block of the Gram matrix with a
+    // single-threaded GEMM into its place in the NNGP buffer, carries it through every layer while it is
+    // in cache, writes the NTK block, and (symmetric case) copies both onto the mirror tile.
     let prof = Profile::start();
     let mut nngp = alloc_mat::<T>(n1, n2);
-    nngp.as_mut().par_col_chunks_mut(16).for_each(|mut blk| {
-        for jj in 0..blk.ncols() {
-            blk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major storage").as_slice_mut().fill(T::from_f64(0.0));
-        }
-    });
-    prof.mark("zero-fill");
-    T::gram(nngp.as_mut(), x1, x2m, 1.0 / d as f64, symmetric);
-    prof.mark("gram");
-
-    // Row variances: in the symmetric case take them from the Gram diagonal so that the
-    // diagonal entries see exactly s12 == s11 == s22.
-    let q1: Vec<f64> = if symmetric { (0..n1).map(|i| nngp[(i, i)].to_f64()).collect() } else { row_sq_norms(x1, d) };
+    let mut ntk = alloc_mat::<T>(n1, n2);
+    prof.mark("alloc + prefault");
+    let q1 = row_sq_norms(x1, d);
     let t1 = RowTables::<T>::new(&stages, &q1);
     let t2 = if symmetric { None } else { Some(RowTables::<T>::new(&stages, &row_sq_norms(x2m, d))) };
     let t2 = t2.as_ref().unwrap_or(&t1);
-
-    let mut ntk = alloc_mat::<T>(n1, n2);
     let kout = OutMat::new(&mut nngp);
     let tout = OutMat::new(&mut ntk);
     let nslots = t1.q.len();
-    let scratch = || ColVars::<T>::new(nslots);
-    if symmetric {
-        // Lower-triangle tiles; each finished tile is copied onto its mirror image while it is still in cache.
-        let nb = n1.div_ceil(TILE);
-        (0..nb).into_par_iter().with_max_len(1).for_each_init(scratch, |col, jb| {
-            let (j0, j1) = (jb * TILE, ((jb + 1) * TILE).min(n1));
-            for ib in jb..nb {
-                let (i0, i1) = (ib * TILE, ((ib + 1) * TILE).min(n1));
-                for j in j0..j1 {
-                    let a = if ib == jb { j } else { i0 };
-                    if a < i1 {
-                        col.load(t2, j);
-                        // SAFETY: entries (a..i1, j) of the lower triangle belong to this tile only.
-                        unsafe { segment(simd, &stages, &t1, col, j, a, i1 - a, kout, tout) };
-                    }
+    let (nb1, nb2) = (n1.div_ceil(TILE), n2.div_ceil(TILE));
+    let tiles: Vec<(usize, usize)> = if symmetric {
+        (0..nb2).flat_map(|jb| (jb..nb1).map(move |ib| (ib, jb))).collect()
+    } else {
+        (0..nb2).flat_map(|jb| (0..nb1).map(move |ib| (ib, jb))).collect()
+    };
+    let inv_d = 1.0 / d as f64;
+    tiles.par_iter().with_max_len(1).for_each_init(
+        || ColVars::<T>::new(nslots),
+        |col, &(ib, jb)| {
+            let (i0, i1) = (ib * TILE, ((ib + 1) * TILE).min(n1));
+            let (j0, j1) = (jb * TILE, ((jb + 1) * TILE).min(n2));
+            // SAFETY: the block rows i0..i1 x columns j0..j1 belongs to this task only (tiles are disjoint;
+            // in the symmetric case the mirror copies below go to the strict upper triangle, which no tile
+            // covers).
+            let mut blk = unsafe { kout.block(i0, i1 - i0, j0, j1 - j0) };
+            for jj in 0..blk.ncols() {
+                blk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major block").as_slice_mut().fill(T::ZERO);
+            }
+            T::gemm_seq(blk, x1.subrows(i0, i1 - i0), x2m.subrows(j0, j1 - j0), inv_d);
+            for j in j0..j1 {
+                let a = if symmetric && ib == jb { j } else { i0 };
+                if a < i1 {
+                    col.load(t2, j);
+                    // SAFETY: entries (a..i1, j) are in this task's tile.
+                    unsafe { segment(simd, &stages, &t1, col, j, a, i1 - a, kout, tout) };
                 }
+            }
+            if symmetric {
                 for i in i0..i1 {
                     for j in j0..j1.min(i) {
                         // SAFETY: (j, i) with j < i is the mirror of this tile's (i, j); no other task touches it.
@@ -267,7 +255,9 @@ pub(crate) fn kernel_with<T: KernelScalar>(
                     }
                 }
             }
-        });
+        },
+    );
+    if symmetric {
         // The diagonal by the exact scalar recursion (s12 == s11 == s22, so cos(theta) is exactly 1 there).
         for (i, &q) in q1.iter().enumerate() {
             let (mut k, mut t) = (q, 0.0);
@@ -280,17 +270,6 @@ pub(crate) fn kernel_with<T: KernelScalar>(
                 tout.set(i, i, T::from_f64(t));
             }
         }
-    } else {
-        (0..n2).into_par_iter().with_min_len(4).for_each_init(scratch, |col, j| {
-            col.load(t2, j);
-            let mut i = 0;
-            while i < n1 {
-                let len = TILE.min(n1 - i);
-                // SAFETY: column j belongs to this task only.
-                unsafe { segment(simd, &stages, &t1, col, j, i, len, kout, tout) };
-                i += len;
-            }
-        });
     }
     prof.mark("fused pass");
     Ok(Kernel { nngp, ntk })
@@ -361,6 +340,14 @@ impl<T: KernelScalar> OutMat<T> {
     #[inline(always)]
     unsafe fn set(self, i: usize, j: usize, v: T) {
         *self.ptr.add(j * self.cs + i) = v
+    }
+    /// The block rows i0..i0+r x columns j0..j0+c as a matrix view.
+    ///
+    /// # Safety
+    /// In bounds, and no other thread touches the block while the view lives.
+    #[inline(always)]
+    unsafe fn block<'a>(self, i0: usize, r: usize, j0: usize, c: usize) -> MatMut<'a, T> {
+        MatMut::from_raw_parts_mut(self.ptr.add(j0 * self.cs + i0), r, c, 1, self.cs as isize)
     }
     /// # Safety
     /// As [`Self::get`], for rows i0..i0+len of column j.
@@ -444,8 +431,9 @@ fn prefault(ptr: *mut u8, bytes: usize) {
 #[cfg(not(target_os = "linux"))]
 fn prefault(_ptr: *mut u8, _bytes: usize) {}
 
-/// Rows and columns per tile of the fused pass (two 128 x 128 f64 tiles fit in L2 for the mirror copy).
-const TILE: usize = 128;
+/// Rows and columns per output tile: a 256 x 256 Gram block is a GEMM big enough to run near peak on one
+/// thread, and its NNGP and NTK blocks (2 x 512 KiB in f64) stay in L2 for the layer pass and the mirror copy.
+const TILE: usize = 256;
 
 /// Which build of the block kernels runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

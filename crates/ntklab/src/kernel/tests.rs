@@ -299,7 +299,7 @@ fn bad_input_is_a_clear_error() {
 #[test]
 fn tiled_symmetric_pass_matches_rectangular_pass_on_every_simd_build() {
     use super::compute::{kernel_with, simd_level, Simd};
-    let n = 300; // > 2 tiles of 128
+    let n = 300; // two tile rows of 256: diagonal tiles, one off-diagonal tile and its mirror
     let x = gaussian(n, 12, 7);
     let x32 = Mat::from_fn(n, 12, |i, j| x[(i, j)] as f32);
     let mut builds = vec![Simd::Generic];
