@@ -1,5 +1,5 @@
-//! Branch-free arcsine / arccosine that the compiler can vectorize (std's call into libm cannot be), in f64
-//! and in f32 lanes.
+//! Branch-free arcsine / arccosine (f64 and f32 lanes), tanh and exp (f64) that the compiler can vectorize
+//! (std's calls into libm cannot be).
 //!
 //! asin(s) = s + s z P(z) with z = s^2 for s in [0, 1/2]. P is the Maclaurin series of the arcsine,
 //! sum_k c_(k+1) z^k with c_k = (2k)! / (4^k (k!)^2 (2k+1)), economized on z in [0, 1/4] by Chebyshev
