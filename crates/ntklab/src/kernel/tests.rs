@@ -133,6 +133,11 @@ fn monte_carlo_quadrature_activations() {
     check_mc("dense(2048,w_std=1.5,b_std=0.2),tanh,dense(1)", Parameterization::Ntk, 2048, 120);
     check_mc("dense(1024,w_std=1.2),softplus,dense(1024,b_std=0.4),silu,dense(1,b_std=0.1)", Parameterization::Ntk, 1024, 100);
     check_mc("dense(2048,w_std=1.1,b_std=0.3),gelu,dense(1,b_std=0.1)", Parameterization::Ntk, 2048, 120);
+    // Large pre-activation variances (q ~ 4-6): the variance-adapted trapezoidal rule (tanh, two layers) and the
+    // semi-analytic ELU dual. With `quad(tanh, 48)` in place of `tanh` this check fails (NTK[0,0] 2.933 against
+    // MC 3.054 +- 0.022).
+    check_mc("dense(1024,w_std=2.5,b_std=0.2),tanh,dense(1024,w_std=2.0),tanh,dense(1)", Parameterization::Ntk, 1024, 120);
+    check_mc("dense(1024,w_std=2.2),elu(0.5),dense(1024,w_std=1.8,b_std=0.1),elu,dense(1)", Parameterization::Ntk, 1024, 120);
 }
 
 #[test]
@@ -356,4 +361,3 @@ fn tiled_symmetric_pass_matches_rectangular_pass_on_every_simd_build() {
         }
     }
 }
-
