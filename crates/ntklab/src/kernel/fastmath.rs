@@ -238,6 +238,30 @@ pub fn tanh<const FMA: bool>(x: f64) -> f64 {
     }
 }
 
+/// log(1 + u) for 0 <= u <= 1, branch-free: 2 atanh(s) with s = u / (2 + u) in [0, 1/3], by the series
+/// 2 (s + s^3/3 + s^5/5 + ...) to s^35 (remainder < 1e-18 relative).
+#[inline(always)]
+pub fn log1p_unit<const FMA: bool>(u: f64) -> f64 {
+    const INV_ODD: [f64; 18] = {
+        let mut t = [0.0f64; 18];
+        let mut k = 0;
+        while k < 18 {
+            t[k] = 1.0 / (2 * k + 1) as f64;
+            k += 1;
+        }
+        t
+    };
+    let s = u / (2.0 + u);
+    let z = s * s;
+    let mut p = INV_ODD[17];
+    let mut i = 17;
+    while i > 0 {
+        i -= 1;
+        p = mad::<FMA>(p, z, INV_ODD[i]);
+    }
+    2.0 * s * p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +314,18 @@ mod tests {
                 assert!((got - want).abs() <= 4.0 * f64::EPSILON * want, "exp({y}) = {got}, libm {want}");
             }
         }
+    }
+
+    #[test]
+    fn log1p_on_the_unit_interval_within_a_few_ulp() {
+        for i in 0..=100_000 {
+            let u = i as f64 / 100_000.0;
+            let want = u.ln_1p();
+            for got in [log1p_unit::<false>(u), log1p_unit::<true>(u)] {
+                assert!((got - want).abs() <= 4.0 * f64::EPSILON * want, "log1p({u}) = {got}, libm {want}");
+            }
+        }
+        assert_eq!(log1p_unit::<false>(1e-300), 1e-300);
     }
 
     #[test]

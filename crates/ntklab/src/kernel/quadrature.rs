@@ -197,6 +197,12 @@ impl StripTrapezoid {
         // For odd phi both integrands are even under (z1, z2) -> (-z1, -z2), and the grids are symmetric, so
         // the half z1 > 0 counts twice and the row z1 = 0 once.
         let odd = matches!(act, Activation::Tanh);
+        let kind = match act {
+            Activation::Tanh => Some(Kind::Tanh),
+            Activation::Silu => Some(Kind::Silu),
+            Activation::Softplus => Some(Kind::Softplus),
+            _ => None,
+        };
         let mid = outer.nodes.len() / 2; // the node z1 = 0
         let mut t = 0.0;
         let mut td = 0.0;
@@ -214,7 +220,7 @@ impl StripTrapezoid {
             let base = b * zi;
             let (st, std) = if c == 0.0 {
                 pd(act, base)
-            } else if odd {
+            } else if let Some(kind) = kind {
                 // Inner nodes with wi * wj >= 1e-21 form a centred run (weights fall off symmetrically).
                 let cut = 1e-21 / wi;
                 let skip = inner.weights.iter().take_while(|&&w| w < cut).count();
@@ -222,7 +228,7 @@ impl StripTrapezoid {
                 if skip >= end {
                     (0.0, 0.0)
                 } else {
-                    tanh_sums(self.simd, base, c, &inner.nodes[skip..end], &inner.weights[skip..end])
+                    strip_sums(self.simd, kind, base, c, &inner.nodes[skip..end], &inner.weights[skip..end])
                 }
             } else {
                 let (mut st, mut std) = (0.0, 0.0);
@@ -337,48 +343,89 @@ impl EluDual {
     }
 }
 
-/// (sum_j w_j tanh(base + c z_j), sum_j w_j (1 - tanh^2)) with the vectorizable tanh, eight lanes of partial
-/// sums at a time (a fixed order, so the result does not depend on the thread count).
-fn tanh_sums(simd: Simd, base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
+/// Activations with a vectorized inner loop in [`StripTrapezoid::dual`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tanh,
+    Silu,
+    Softplus,
+}
+
+/// (phi(x), phi'(x)) branch-free, from the vectorizable exp/tanh of [`fastmath`].
+#[inline(always)]
+fn phi_dphi<const FMA: bool>(kind: Kind, x: f64) -> (f64, f64) {
+    match kind {
+        Kind::Tanh => {
+            let t = fastmath::tanh::<FMA>(x);
+            (t, 1.0 - t * t)
+        }
+        Kind::Silu | Kind::Softplus => {
+            // e = e^-|x| in (0, 1]; sigmoid(x) = 1/(1+e) for x >= 0, e/(1+e) for x < 0.
+            let ax = x.abs().min(700.0);
+            let e = 1.0 / fastmath::exp_nonneg::<FMA>(ax);
+            let inv = 1.0 / (1.0 + e);
+            let sig = if x >= 0.0 { inv } else { e * inv };
+            if kind == Kind::Silu {
+                (x * sig, sig + x * sig * (1.0 - sig))
+            } else {
+                // softplus(x) = max(x, 0) + log1p(e^-|x|).
+                (x.max(0.0) + fastmath::log1p_unit::<FMA>(e), sig)
+            }
+        }
+    }
+}
+
+/// (sum_j w_j phi(base + c z_j), sum_j w_j phi'(base + c z_j)), vectorized, eight lanes of partial sums at a
+/// time (a fixed order, so the result does not depend on the thread count).
+fn strip_sums(simd: Simd, kind: Kind, base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
     match simd {
         // SAFETY: each arm is only taken when the CPU reports the features it was built for.
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { tanh_sums_avx512(base, c, zs, ws) },
+        Simd::Avx512 => unsafe { strip_sums_avx512(kind, base, c, zs, ws) },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { tanh_sums_avx2(base, c, zs, ws) },
-        Simd::Generic => tanh_sums_generic::<false>(base, c, zs, ws),
+        Simd::Avx2 => unsafe { strip_sums_avx2(kind, base, c, zs, ws) },
+        Simd::Generic => strip_sums_generic::<false>(kind, base, c, zs, ws),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn tanh_sums_avx512(base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
-    tanh_sums_generic::<true>(base, c, zs, ws)
+unsafe fn strip_sums_avx512(kind: Kind, base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
+    strip_sums_generic::<true>(kind, base, c, zs, ws)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tanh_sums_avx2(base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
-    tanh_sums_generic::<true>(base, c, zs, ws)
+unsafe fn strip_sums_avx2(kind: Kind, base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
+    strip_sums_generic::<true>(kind, base, c, zs, ws)
 }
 
 #[inline(always)]
-fn tanh_sums_generic<const FMA: bool>(base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
-    // A vectorizable map into a block buffer, then eight fixed partial sums.
-    let mut acc_t = [0.0f64; 8];
+fn strip_sums_generic<const FMA: bool>(kind: Kind, base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
+    match kind {
+        Kind::Tanh => strip_sums_kind::<FMA>(Kind::Tanh, base, c, zs, ws),
+        Kind::Silu => strip_sums_kind::<FMA>(Kind::Silu, base, c, zs, ws),
+        Kind::Softplus => strip_sums_kind::<FMA>(Kind::Softplus, base, c, zs, ws),
+    }
+}
+
+#[inline(always)]
+fn strip_sums_kind<const FMA: bool>(kind: Kind, base: f64, c: f64, zs: &[f64], ws: &[f64]) -> (f64, f64) {
+    // A vectorizable map into block buffers, then eight fixed partial sums.
+    let mut acc_p = [0.0f64; 8];
     let mut acc_d = [0.0f64; 8];
-    let mut buf = [0.0f64; 64];
+    let (mut pb, mut db) = ([0.0f64; 64], [0.0f64; 64]);
     for (zb, wb) in zs.chunks(64).zip(ws.chunks(64)) {
-        let tb = &mut buf[..zb.len()];
-        for (t, &z) in tb.iter_mut().zip(zb) {
-            *t = fastmath::tanh::<FMA>(base + c * z);
+        let (pb, db) = (&mut pb[..zb.len()], &mut db[..zb.len()]);
+        for ((p, d), &z) in pb.iter_mut().zip(db.iter_mut()).zip(zb) {
+            (*p, *d) = phi_dphi::<FMA>(kind, base + c * z);
         }
-        for (k, (&t, &w)) in tb.iter().zip(wb).enumerate() {
-            acc_t[k % 8] += w * t;
-            acc_d[k % 8] += w * (1.0 - t * t);
+        for (k, ((&p, &d), &w)) in pb.iter().zip(db.iter()).zip(wb).enumerate() {
+            acc_p[k % 8] += w * p;
+            acc_d[k % 8] += w * d;
         }
     }
-    (acc_t.iter().sum(), acc_d.iter().sum())
+    (acc_p.iter().sum(), acc_d.iter().sum())
 }
 
 /// (a, b, c) with u = a z1, v = b z1 + c z2 distributed as N(0, [[s11, s12], [s12, s22]]).
