@@ -608,7 +608,7 @@ pub enum Dual {
 }
 
 impl Dual {
-    /// (T, Tdot) = (E[phi(u)phi(v)], E[phi'(u)phi'(v)]) for (u,v) ~ N(0, [[s11,s12],[s12,s22]]).
+    /// (T, Tdot) = (E[phi(u)phi(v)], E[phi'(u)phi'(v)]) for (u,v) ~ N(0, `[[s11, s12], [s12, s22]]`).
     #[inline]
     pub fn eval(&self, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
         match self {

@@ -63,7 +63,7 @@ impl GaussHermite {
         self.nodes.iter().zip(&self.weights).map(|(&x, &w)| w * f(x)).sum()
     }
 
-    /// (E[phi(u)phi(v)], E[phi'(u)phi'(v)]) for (u,v) ~ N(0, [[s11,s12],[s12,s22]]), by the product rule
+    /// (E[phi(u)phi(v)], E[phi'(u)phi'(v)]) for (u,v) ~ N(0, `[[s11, s12], [s12, s22]]`), by the product rule
     /// over u = sqrt(s11) z1, v = (s12/sqrt(s11)) z1 + sqrt(s22 - s12^2/s11) z2. Node pairs whose weight
     /// product is below 1e-20 are skipped (their contribution is below rounding for bounded growth).
     pub fn dual(&self, act: &Activation, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
@@ -173,7 +173,7 @@ impl StripTrapezoid {
         self.ladder.iter().find(|g| g.h <= want).unwrap_or_else(|| self.ladder.last().expect("non-empty ladder"))
     }
 
-    /// (E[phi(u)phi(v)], E[phi'(u)phi'(v)]) for (u,v) ~ N(0, [[s11,s12],[s12,s22]]), by the product rule over
+    /// (E[phi(u)phi(v)], E[phi'(u)phi'(v)]) for (u,v) ~ N(0, `[[s11, s12], [s12, s22]]`), by the product rule over
     /// u = sqrt(s11) z1, v = (s12/sqrt(s11)) z1 + sqrt(s22 - s12^2/s11) z2, with each axis's step chosen from
     /// the largest coefficient on it.
     pub fn dual(&self, act: &Activation, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
@@ -326,7 +326,7 @@ impl EluDual {
         (m * pt + c * pdf + self.alpha * (e - pmt), pt + self.alpha * e)
     }
 
-    /// (E[elu(u) elu(v)], E[elu'(u) elu'(v)]) for (u,v) ~ N(0, [[s11,s12],[s12,s22]]).
+    /// (E[elu(u) elu(v)], E[elu'(u) elu'(v)]) for (u,v) ~ N(0, `[[s11, s12], [s12, s22]]`).
     pub fn dual(&self, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
         let (a, b, c) = cholesky_2x2(s11, s12, s22);
         let (mut t, mut td) = (0.0, 0.0);

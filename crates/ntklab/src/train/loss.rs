@@ -1,5 +1,5 @@
 //! Losses on network outputs F (N x k) against targets Y (N x k), averaged over the N examples: the value,
-//! the gradient dL/dF (N x k) and the output-Hessian-vector product (d^2L/dF^2)[V] (N x k).
+//! the gradient dL/dF (N x k) and the output-Hessian-vector product `(d^2L/dF^2)[V]` (N x k).
 //!
 //! * MSE: L = 1/(2N) sum_{i,a} (f_ia - y_ia)^2 (shared/DESIGN.md: the GD edge of stability is then 2/lambda_max).
 //! * Logistic: L = 1/N sum_{i,a} log(1 + exp(-y_ia f_ia)) with margin labels y in {-1, +1}; each of the k
@@ -126,7 +126,7 @@ impl Loss {
         Ok(self.gradient_unchecked(f, y))
     }
 
-    /// The output-Hessian-vector product (d^2L/dF^2)[V] (N x k): V/N, sigmoid'(F) ⊙ V/N, or per row
+    /// The output-Hessian-vector product `(d^2L/dF^2)[V]` (N x k): V/N, sigmoid'(F) ⊙ V/N, or per row
     /// (diag(p) - p p^T) v / N with p = softmax(f_i).
     pub fn hessian_vp(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>, v: MatRef<'_, f64>) -> Result<Mat<f64>> {
         self.check(f, y)?;
@@ -229,7 +229,7 @@ impl fmt::Display for Loss {
     }
 }
 
-/// One-hot targets for class labels: an N x k matrix with 1 at (i, labels[i]).
+/// One-hot targets for class labels: an N x k matrix with 1 at `(i, labels[i])`.
 pub fn one_hot(labels: &[usize], k: usize) -> Result<Mat<f64>> {
     if let Some((i, &c)) = labels.iter().enumerate().find(|(_, &c)| c >= k) {
         return Err(Error::InvalidInput(format!("label {c} at index {i} is out of range for {k} classes")));
