@@ -28,7 +28,7 @@ use crate::util::bar;
 /// Arguments of `ntklab train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Run description (TOML: [data], [model], [optimizer], [probes]; see examples/train_basic.toml).
+    /// Run description (TOML: `[data]`, `[model]`, `[optimizer]`, `[probes]`; see examples/train_basic.toml).
     #[arg(long)]
     pub config: PathBuf,
     /// Run folder (overrides `out` in the config; default runs/<config file name>).
