@@ -118,10 +118,6 @@ fn diag_tables(stages: &[Stage], q0: &[f64]) -> Vec<Vec<f64>> {
 /// Scalar types the kernel can be computed in: storage, GEMM and the per-entry recursion (its row tables
 /// and the exact diagonal of a symmetric kernel are computed in f64).
 pub trait KernelScalar: Real {
-    /// Widen to f64.
-    fn to_f64(self) -> f64;
-    /// Narrow from f64.
-    fn from_f64(x: f64) -> Self;
     /// dst = alpha * a b^T on the calling thread.
     fn gemm_seq(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64);
 }
@@ -129,14 +125,6 @@ pub trait KernelScalar: Real {
 macro_rules! impl_scalar {
     ($t:ty) => {
         impl KernelScalar for $t {
-            #[inline(always)]
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            #[inline(always)]
-            fn from_f64(x: f64) -> Self {
-                x as $t
-            }
             fn gemm_seq(dst: MatMut<'_, Self>, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64) {
                 matmul(dst, Accum::Replace, a, b.transpose(), alpha as $t, Par::Seq);
             }
@@ -149,7 +137,7 @@ impl_scalar!(f32);
 fn check_finite<T: KernelScalar>(x: MatRef<'_, T>, name: &str) -> Result<()> {
     for j in 0..x.ncols() {
         for i in 0..x.nrows() {
-            let v = x[(i, j)].to_f64();
+            let v = x[(i, j)].wide();
             if !v.is_finite() {
                 return Err(Error::InvalidInput(format!("{name} has a non-finite value ({v}) at row {i}, column {j}")));
             }
@@ -161,7 +149,7 @@ fn check_finite<T: KernelScalar>(x: MatRef<'_, T>, name: &str) -> Result<()> {
 fn row_sq_norms<T: KernelScalar>(x: MatRef<'_, T>, d: usize) -> Vec<f64> {
     (0..x.nrows())
         .into_par_iter()
-        .map(|i| (0..x.ncols()).map(|j| x[(i, j)].to_f64().powi(2)).sum::<f64>() / d as f64)
+        .map(|i| (0..x.ncols()).map(|j| x[(i, j)].wide().powi(2)).sum::<f64>() / d as f64)
         .collect()
 }
 
@@ -266,8 +254,8 @@ pub(crate) fn kernel_with<T: KernelScalar>(
             }
             // SAFETY: single-threaded here; (i, i) is in bounds.
             unsafe {
-                kout.set(i, i, T::from_f64(k));
-                tout.set(i, i, T::from_f64(t));
+                kout.set(i, i, T::of(k));
+                tout.set(i, i, T::of(t));
             }
         }
     }

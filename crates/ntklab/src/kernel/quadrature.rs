@@ -20,24 +20,7 @@ impl GaussHermite {
     /// The rule with `deg` nodes.
     pub fn new(deg: usize) -> GaussHermite {
         assert!(deg >= 1, "Gauss–Hermite degree must be at least 1");
-        let jac = faer::Mat::<f64>::from_fn(deg, deg, |i, j| {
-            if i + 1 == j {
-                (j as f64).sqrt()
-            } else if j + 1 == i {
-                (i as f64).sqrt()
-            } else {
-                0.0
-            }
-        });
-        let evd = jac.self_adjoint_eigen(faer::Side::Lower).expect("symmetric tridiagonal eigenproblem converges");
-        let s = evd.S();
-        let u = evd.U();
-        let mut nodes = Vec::with_capacity(deg);
-        let mut weights = Vec::with_capacity(deg);
-        for i in 0..deg {
-            nodes.push(s[i]);
-            weights.push(u[(0, i)] * u[(0, i)]);
-        }
+        let (mut nodes, mut weights) = golub_welsch(deg, |k| k.sqrt());
         // Symmetrize to remove rounding asymmetry (the exact rule is symmetric about 0).
         for i in 0..deg / 2 {
             let j = deg - 1 - i;
@@ -67,15 +50,7 @@ impl GaussHermite {
     /// over u = sqrt(s11) z1, v = (s12/sqrt(s11)) z1 + sqrt(s22 - s12^2/s11) z2. Node pairs whose weight
     /// product is below 1e-20 are skipped (their contribution is below rounding for bounded growth).
     pub fn dual(&self, act: &Activation, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
-        let s11 = s11.max(0.0);
-        let s22 = s22.max(0.0);
-        let (a, b, c) = if s11 > 0.0 {
-            let r = s11.sqrt();
-            let b = s12 / r;
-            (r, b, (s22 - b * b).max(0.0).sqrt())
-        } else {
-            (0.0, 0.0, s22.sqrt())
-        };
+        let (a, b, c) = cholesky_2x2(s11, s12, s22);
         let n = self.nodes.len();
         let wmax = self.weights.iter().cloned().fold(0.0, f64::max);
         let mut t = 0.0;
@@ -177,32 +152,19 @@ impl StripTrapezoid {
     /// u = sqrt(s11) z1, v = (s12/sqrt(s11)) z1 + sqrt(s22 - s12^2/s11) z2, with each axis's step chosen from
     /// the largest coefficient on it.
     pub fn dual(&self, act: &Activation, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
-        // phi and phi' in one call (tanh: one tanh for both).
-        fn pd(act: &Activation, x: f64) -> (f64, f64) {
-            match act {
-                Activation::Tanh => {
-                    let t = x.tanh();
-                    (t, 1.0 - t * t)
-                }
-                Activation::Silu => {
-                    let s = super::activation::sigmoid(x);
-                    (x * s, s + x * s * (1.0 - s))
-                }
-                a => (a.apply(x), a.derivative(x)),
-            }
-        }
+        let pd = |x: f64| (act.apply(x), act.derivative(x));
         let (a, b, c) = cholesky_2x2(s11, s12, s22);
         let outer = self.grid(a.max(b.abs()));
         let inner = self.grid(c);
         // For odd phi both integrands are even under (z1, z2) -> (-z1, -z2), and the grids are symmetric, so
         // the half z1 > 0 counts twice and the row z1 = 0 once.
-        let odd = matches!(act, Activation::Tanh);
         let kind = match act {
             Activation::Tanh => Some(Kind::Tanh),
             Activation::Silu => Some(Kind::Silu),
             Activation::Softplus => Some(Kind::Softplus),
             _ => None,
         };
+        let odd = kind == Some(Kind::Tanh);
         let mid = outer.nodes.len() / 2; // the node z1 = 0
         let mut t = 0.0;
         let mut td = 0.0;
@@ -216,10 +178,10 @@ impl StripTrapezoid {
             } else {
                 continue;
             };
-            let (pu, du) = pd(act, a * zi);
+            let (pu, du) = pd(a * zi);
             let base = b * zi;
             let (st, std) = if c == 0.0 {
-                pd(act, base)
+                pd(base)
             } else if let Some(kind) = kind {
                 // Inner nodes with wi * wj >= 1e-21 form a centred run (weights fall off symmetrically).
                 let cut = 1e-21 / wi;
@@ -236,7 +198,7 @@ impl StripTrapezoid {
                     if wi * wj < 1e-21 {
                         continue;
                     }
-                    let (p, d) = pd(act, base + c * zj);
+                    let (p, d) = pd(base + c * zj);
                     st += wj * p;
                     std += wj * d;
                 }
@@ -252,19 +214,18 @@ impl StripTrapezoid {
 /// Gauss–Legendre rule on [0, 1] (Golub–Welsch: Jacobi matrix with zero diagonal and off-diagonal
 /// k / sqrt(4k^2 - 1)), as (nodes, weights) summing to 1.
 pub(crate) fn gauss_legendre_unit(n: usize) -> (Vec<f64>, Vec<f64>) {
-    let jac = faer::Mat::<f64>::from_fn(n, n, |i, j| {
-        let k = i.max(j) as f64;
-        if i + 1 == j || j + 1 == i {
-            k / (4.0 * k * k - 1.0).sqrt()
-        } else {
-            0.0
-        }
-    });
+    let (x, w) = golub_welsch(n, |k| k / (4.0 * k * k - 1.0).sqrt());
+    (x.iter().map(|x| 0.5 * (x + 1.0)).collect(), w)
+}
+
+/// Nodes (eigenvalues, ascending) and weights (squared first components of the unit eigenvectors) of the
+/// symmetric tridiagonal Jacobi matrix with zero diagonal and off-diagonal `beta(k)` between rows k-1 and k
+/// (Golub & Welsch 1969); for a normalized weight function the weights sum to 1.
+fn golub_welsch(n: usize, beta: impl Fn(f64) -> f64) -> (Vec<f64>, Vec<f64>) {
+    let jac = faer::Mat::<f64>::from_fn(n, n, |i, j| if i + 1 == j || j + 1 == i { beta(i.max(j) as f64) } else { 0.0 });
     let evd = jac.self_adjoint_eigen(faer::Side::Lower).expect("symmetric tridiagonal eigenproblem converges");
-    let (sv, u) = (evd.S(), evd.U());
-    let nodes = (0..n).map(|i| 0.5 * (sv[i] + 1.0)).collect();
-    let weights = (0..n).map(|i| u[(0, i)] * u[(0, i)]).collect();
-    (nodes, weights)
+    let (s, u) = (evd.S(), evd.U());
+    ((0..n).map(|i| s[i]).collect(), (0..n).map(|i| u[(0, i)] * u[(0, i)]).collect())
 }
 
 /// The ELU(alpha) dual, semi-analytically: the inner Gaussian expectation over z2 in closed form, the outer one
