@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from benchutil import run_timed
+
 # Quiet TensorFlow (imported by neural-tangents) and keep JAX on CPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -97,7 +99,6 @@ def nt_worker(args):
 # --------------------------------------------------------------------------
 # ntklab side
 # --------------------------------------------------------------------------
-COMPUTE_RE = re.compile(r"compute\s*[:=]\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(ms|s)?", re.I)
 
 
 def ntklab_has_kernel(binary):
@@ -119,20 +120,7 @@ def run_ntklab(binary, precision, out_dir, repeats):
            "--x1", x_path, "--out", res_dir]
     if precision == "f32":
         cmd.append("--f32")
-    wall, compute = [], []
-    for i in range(repeats + 1):  # first run is a warm-up (page cache, CPU clocks)
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise RuntimeError(f"ntklab failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
-        if i == 0:
-            continue
-        wall.append(dt)
-        m = COMPUTE_RE.search(r.stderr) or COMPUTE_RE.search(r.stdout)
-        if m:
-            v = float(m.group(1))
-            compute.append(v / 1000.0 if (m.group(2) or "s").lower() == "ms" else v)
+    r, wall, compute = run_timed(cmd, repeats)
     out = {
         "cmd": cmd,
         "wall_times_s": wall,

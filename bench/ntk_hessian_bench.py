@@ -50,6 +50,8 @@ import time
 
 import numpy as np
 
+from benchutil import run_timed
+
 # Quiet TensorFlow (imported by neural-tangents) and keep JAX on CPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -310,26 +312,7 @@ def ntklab_has(binary, sub):
     return r.returncode == 0 and all(re.search(f, text) for f in NEEDED_FLAGS[sub])
 
 
-COMPUTE_RE = re.compile(r"compute\s*[:=]\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(ms|s)?", re.I)
 FLOAT_RE = re.compile(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?")
-
-
-def _run_timed(cmd, repeats):
-    wall, compute, r = [], [], None
-    for i in range(repeats + 1):
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise RuntimeError(f"ntklab failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
-        if i == 0:
-            continue
-        wall.append(dt)
-        m = COMPUTE_RE.search(r.stderr) or COMPUTE_RE.search(r.stdout)
-        if m:
-            v = float(m.group(1))
-            compute.append(v / 1000 if (m.group(2) or "s").lower() == "ms" else v)
-    return r, wall, compute
 
 
 # ---- ntklab: to be finished when `ntklab ntk` / `ntklab hessian` exist ------------------
@@ -340,7 +323,7 @@ def run_ntklab_ntk(binary, model_path, x_path, out_dir, repeats, extra=()):
         return None
     out = os.path.join(out_dir, "ntklab_ntk.npy")
     cmd = [binary, "ntk", "--model", model_path, "--x", x_path, "--out", out, *extra]
-    r, wall, compute = _run_timed(cmd, repeats)
+    r, wall, compute = run_timed(cmd, repeats)
     s = summary("ntklab ntk (process)", float("nan"), wall,
                 compute_median_s=statistics.median(compute) if compute else None, cmd=cmd)
     return np.load(out), s
@@ -361,7 +344,7 @@ def run_ntklab_hessian(binary, model_path, x_path, y_path, repeats, max_iter=Non
     if max_iter is not None:
         cmd += ["--max-iter", str(max_iter)]
     cmd += list(extra)
-    r, wall, compute = _run_timed(cmd, repeats)
+    r, wall, compute = run_timed(cmd, repeats)
     m = HESS_ROW_RE.search(r.stdout)
     lam = float(m.group(1)) if m else None
     gn = float(m.group(2)) if (m and m.group(2)) else None
