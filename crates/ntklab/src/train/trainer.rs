@@ -271,6 +271,35 @@ fn too_large(loss: f64, thr: f64) -> Option<String> {
     (loss > thr).then(|| format!("loss {loss:.3e} exceeds the divergence threshold {thr:.3e}"))
 }
 
+/// The divergence guard of a run: the first full-batch loss L_0 fixes the threshold (see [`threshold`]).
+struct Guard {
+    initial_loss: f64,
+    thr: f64,
+}
+
+impl Guard {
+    fn new() -> Self {
+        Guard { initial_loss: f64::NAN, thr: f64::INFINITY }
+    }
+
+    /// Full-batch evaluation; the `first` one sets L_0 and the threshold. Err: why training must stop.
+    fn eval(
+        &mut self,
+        cfg: &TrainConfig,
+        net: &Mlp,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        first: bool,
+    ) -> std::result::Result<Eval, String> {
+        let e = eval(net, x, y, cfg.loss)?;
+        if first {
+            self.initial_loss = e.loss;
+            self.thr = threshold(cfg, e.loss);
+        }
+        too_large(e.loss, self.thr).map_or(Ok(e), Err)
+    }
+}
+
 /// Trains `net` in place on `data` with optimizer `cfg`, recording diagnostics `probes` every `probes.every`
 /// steps (and at step 0 and the last step); `on_record` sees each record as it is made (e.g. to stream it to
 /// disk) and may abort the run by returning an error.
@@ -354,24 +383,13 @@ fn run_discrete(
     let mut records = Vec::new();
     let mut status = Status::Completed;
     let (mut t, mut done) = (0.0, 0u64);
-    let mut initial_loss = f64::NAN;
-    let mut thr = f64::INFINITY;
+    let mut guard = Guard::new();
     for s in 0..=cfg.steps {
         let is_record = s % probes.every == 0 || s == cfg.steps;
         let full_batch = sampler.is_none();
         let full = if is_record || (full_batch && s < cfg.steps) {
-            match eval(net, x, y, loss) {
-                Ok(e) => {
-                    if s == 0 {
-                        initial_loss = e.loss;
-                        thr = threshold(cfg, e.loss);
-                    }
-                    if let Some(reason) = too_large(e.loss, thr) {
-                        status = Status::Diverged { step: s, reason };
-                        break;
-                    }
-                    Some(e)
-                }
+            match guard.eval(cfg, net, x, y, s == 0) {
+                Ok(e) => Some(e),
                 Err(reason) => {
                     status = Status::Diverged { step: s, reason };
                     break;
@@ -406,7 +424,7 @@ fn run_discrete(
             (Some(e), None, None) => e.grad.clone(),
             (_, Some(xb), Some(yb)) => match eval(net, xb.as_ref(), yb.as_ref(), loss) {
                 Ok(e) => {
-                    if let Some(reason) = too_large(e.loss, thr) {
+                    if let Some(reason) = too_large(e.loss, guard.thr) {
                         status = Status::Diverged { step: s, reason: format!("batch {reason}") };
                         break;
                     }
@@ -427,7 +445,7 @@ fn run_discrete(
                 (Some(xb), Some(yb)) => tg.eval_batch(xb.as_ref(), yb.as_ref(), loss, &delta),
                 _ => tg.eval(&tg.tape_train, y, loss, &delta),
             };
-            match le.and_then(|e| too_large(e.loss, thr).map_or(Ok(e), Err)) {
+            match le.and_then(|e| too_large(e.loss, guard.thr).map_or(Ok(e), Err)) {
                 Ok(e) => lin_stepper.step(&mut delta, &e.grad, eta),
                 Err(_) => {
                     lin_alive = false;
@@ -444,7 +462,7 @@ fn run_discrete(
         status,
         steps: done,
         t,
-        initial_loss,
+        initial_loss: guard.initial_loss,
         last: records.last().cloned(),
         linearized_diverged_at: lin_diverged_at,
         ode: None,
@@ -503,8 +521,7 @@ fn run_flow(
     let mut status = Status::Completed;
     let mut t = 0.0;
     let mut done = 0u64;
-    let mut initial_loss = f64::NAN;
-    let mut thr = f64::INFINITY;
+    let mut guard = Guard::new();
     let n_rec = cfg.steps.div_ceil(probes.every);
     for k in 0..=n_rec {
         let s = (k * probes.every).min(cfg.steps);
@@ -518,21 +535,13 @@ fn run_flow(
         net.set_params(&state[..p])?;
         done = s;
         on_step(s);
-        let full = match eval(net, x, y, loss) {
+        let full = match guard.eval(cfg, net, x, y, k == 0) {
             Ok(e) => e,
             Err(reason) => {
                 status = Status::Diverged { step: s, reason };
                 break;
             }
         };
-        if k == 0 {
-            initial_loss = full.loss;
-            thr = threshold(cfg, full.loss);
-        }
-        if let Some(reason) = too_large(full.loss, thr) {
-            status = Status::Diverged { step: s, reason };
-            break;
-        }
         let lin_arg = tangent.map(|tg| (tg, &state[p..]));
         let mut rec = prober.record(net, &state[..p], &full, s, t, cfg.lr, lin_arg)?;
         rec.ode = Some(ode.stats());
@@ -550,7 +559,7 @@ fn run_flow(
         status,
         steps: done,
         t,
-        initial_loss,
+        initial_loss: guard.initial_loss,
         last: records.last().cloned(),
         linearized_diverged_at: None,
         ode: Some(ode.stats()),
