@@ -378,7 +378,12 @@ fn bad_input_fails_with_a_clear_error_and_no_output() {
         &m2,
         &["swish2"],
     );
-    fails_cleanly(&["init", "--arch", "dense(4),relu", "--input-dim", "3"], &[("--out", &m2)], &m2, &["last layer"]);
+    fails_cleanly(
+        &["init", "--arch", "node(a,dense(4),input),node(b,dense(5),input),node(s,sum,a,b)", "--input-dim", "3"],
+        &[("--out", &m2)],
+        &m2,
+        &["node `s`", "equal width"],
+    );
     fails_cleanly(
         &["init", "--arch", "dense(4),relu,dense(1)", "--input-dim", "0"],
         &[("--out", &m2)],

@@ -209,7 +209,7 @@ pub fn architecture(depth: usize, width: usize, act: &Activation) -> Architectur
         layers.push(Layer::Activation(act.clone()));
     }
     layers.push(Layer::Dense { width: 1, w_std: 1.0, b_std: None });
-    Architecture { layers, parameterization: Parameterization::Ntk }
+    Architecture::sequential(layers, Parameterization::Ntk)
 }
 
 /// The Hessian of a scalar network output at one input, d^2 f(x)/dw^2 (P x P), as a matrix-free operator
@@ -376,11 +376,11 @@ mod tests {
         let xn = (0..x.ncols()).map(|j| x[(0, j)] * x[(0, j)]).sum::<f64>().sqrt();
         let u = l1.w_mult * xn;
         let mut best: f64 = 0.0;
-        for i in 0..l1.n_out() {
-            let z: f64 = (0..x.ncols()).map(|j| l1.w_mult * l1.weight[(i, j)] * x[(0, j)]).sum();
+        for i in 0..l1.n_out {
+            let z: f64 = (0..x.ncols()).map(|j| l1.w_mult * net.weight(0)[(i, j)] * x[(0, j)]).sum();
             let (d1, d2) = (act.derivative(z), act.second_derivative(z));
             let s = net.alpha * l2.w_mult;
-            let (p, q) = (s * d1 * u, s * l2.weight[(0, i)] * d2 * u * u);
+            let (p, q) = (s * d1 * u, s * net.weight(1)[(0, i)] * d2 * u * u);
             let r = (q * q + 4.0 * p * p).sqrt();
             best = best.max(((q + r) / 2.0).abs()).max(((q - r) / 2.0).abs());
         }
@@ -417,7 +417,7 @@ mod tests {
             oh.apply(&v, &mut out).unwrap();
             out
         };
-        let w0 = net.params();
+        let w0 = net.params().to_vec();
         let one = Mat::from_fn(1, 1, |_, _| 1.0);
         let h = 1e-5;
         let mut grad_at = |s: f64| {

@@ -1,7 +1,12 @@
-//! Architecture specification: a typed list of layers parsed once from text or TOML.
+//! Architecture specification: a typed list of layers parsed once from text or TOML (see ARCHITECTURE.md,
+//! "Architecture language").
 //!
 //! Text form: comma-separated items, e.g. `dense(512,w_std=1.5,b_std=0.1),relu,dense(512),relu,dense(1)`.
 //! `dense(width, w_std=1, b_std=none)`: as neural-tangents' `Dense(out_dim, W_std, b_std)`; no `b_std` means no bias.
+//! `residual(<layers>)` is x + block(x) (neural-tangents' `FanOut(2), parallel(Identity(), block), FanInSum()`).
+//! A general DAG is a list of `node(name, op, input, ...)` items (op: a layer, `sum` or `concat`; the graph
+//! input is named `input`; the last node is the output), or the TOML `[[nodes]]` form of
+//! [`Architecture::from_toml_str`]. [`Architecture::graph`] compiles either form into a [`super::graph::Graph`].
 
 use std::fmt;
 use std::path::Path;
@@ -49,19 +54,98 @@ impl fmt::Display for Parameterization {
     }
 }
 
-/// One layer of a fully-connected network.
+/// One item of an architecture: a layer, a residual block, a fan-in, or a named DAG node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
     /// Affine layer with `width` outputs; weight scale `w_std`, bias scale `b_std` (None: no bias).
     Dense { width: usize, w_std: f64, b_std: Option<f64> },
     /// Pointwise nonlinearity.
     Activation(Activation),
+    /// x + block(x): neural-tangents' `FanOut(2), parallel(Identity(), block), FanInSum()`.
+    Residual(Vec<Layer>),
+    /// Sum of the node's inputs (neural-tangents `FanInSum`); only as the op of a [`Layer::Node`].
+    Sum,
+    /// Concatenation of the node's inputs along features (neural-tangents `FanInConcat`); only in a node.
+    Concat,
+    /// A named DAG node: `node(name, op, input, ...)`; the graph input is `input`.
+    Node { name: String, op: Box<Layer>, inputs: Vec<String> },
+}
+
+/// Parse a comma-separated layer list (the body of an architecture or of a `residual(...)`).
+fn parse_list(text: &str) -> Result<Vec<Layer>> {
+    if text.trim().is_empty() {
+        return Err(Error::parse(text, "empty layer list"));
+    }
+    let mut layers = Vec::new();
+    for item in split_top(text, ',')? {
+        if item.is_empty() {
+            return Err(Error::parse(text, "empty layer between commas"));
+        }
+        layers.push(Layer::parse(&item)?);
+    }
+    Ok(layers)
+}
+
+/// A node or reference name: letters, digits, `_`, `.`, `-`.
+fn check_name(name: &str, text: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(Error::parse(text, format!("`{name}` is not a node name (letters, digits, `_`, `.`, `-`)")));
+    }
+    Ok(())
+}
+
+fn write_list(f: &mut fmt::Formatter<'_>, layers: &[Layer]) -> fmt::Result {
+    for (i, l) in layers.iter().enumerate() {
+        if i > 0 {
+            f.write_str(",")?;
+        }
+        write!(f, "{l}")?;
+    }
+    Ok(())
 }
 
 impl Layer {
-    /// Parse one item: `dense(...)` or an activation.
+    /// Parse one item: `dense(...)`, an activation, `residual(...)`, `sum`, `concat` or `node(...)`.
     pub fn parse(text: &str) -> Result<Layer> {
         let call = Call::parse(text)?;
+        match call.name.as_str() {
+            "residual" => {
+                let inner = text.trim();
+                let body = &inner[inner.find('(').map_or(inner.len(), |p| p + 1)..inner.len().saturating_sub(1)];
+                if !inner.contains('(') || body.trim().is_empty() {
+                    return Err(Error::parse(text, "residual needs a block, e.g. residual(relu,dense(64))"));
+                }
+                return Ok(Layer::Residual(parse_list(body)?));
+            }
+            "sum" | "fan_in_sum" | "faninsum" => {
+                call.bind(&[])?;
+                return Ok(Layer::Sum);
+            }
+            "concat" | "fan_in_concat" | "faninconcat" => {
+                call.bind(&[])?;
+                return Ok(Layer::Concat);
+            }
+            "node" => {
+                let args: Vec<&String> = call.args.iter().map(|(k, v)| if k.is_some() { &call.text } else { v }).collect();
+                if call.args.iter().any(|(k, _)| k.is_some()) || args.len() < 3 {
+                    return Err(Error::parse(text, "a node is node(name, op, input, ...), e.g. node(h1, dense(64), input)"));
+                }
+                check_name(args[0], text)?;
+                if args[0] == "input" {
+                    return Err(Error::parse(text, "`input` is the graph input and cannot name a node"));
+                }
+                let op = Layer::parse(args[1])?;
+                if matches!(op, Layer::Node { .. }) {
+                    return Err(Error::parse(text, "nodes cannot be nested"));
+                }
+                let inputs: Vec<String> = args[2..].iter().map(|s| s.trim().to_string()).collect();
+                for i in &inputs {
+                    check_name(i, text)?;
+                }
+                return Ok(Layer::Node { name: args[0].trim().to_string(), op: Box::new(op), inputs });
+            }
+            _ => {}
+        }
         if call.name == "dense" || call.name == "linear_layer" || call.name == "fc" {
             let slots = call.bind(&["width", "w_std", "b_std"])?;
             let width_s = slots[0]
@@ -101,6 +185,14 @@ impl fmt::Display for Layer {
             Layer::Dense { width, w_std, b_std: None } => write!(f, "dense({width},w_std={w_std})"),
             Layer::Dense { width, w_std, b_std: Some(b) } => write!(f, "dense({width},w_std={w_std},b_std={b})"),
             Layer::Activation(a) => write!(f, "{a}"),
+            Layer::Residual(block) => {
+                f.write_str("residual(")?;
+                write_list(f, block)?;
+                f.write_str(")")
+            }
+            Layer::Sum => f.write_str("sum"),
+            Layer::Concat => f.write_str("concat"),
+            Layer::Node { name, op, inputs } => write!(f, "node({name},{op},{})", inputs.join(",")),
         }
     }
 }
@@ -119,7 +211,18 @@ pub struct Architecture {
 struct ArchToml {
     arch: Option<String>,
     layers: Option<Vec<String>>,
+    nodes: Option<Vec<NodeToml>>,
     parameterization: Option<String>,
+}
+
+/// One `[[nodes]]` entry of the TOML graph form.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeToml {
+    name: String,
+    op: String,
+    /// Default: the previous node (the graph input for the first).
+    inputs: Option<Vec<String>>,
 }
 
 impl Architecture {
@@ -128,36 +231,54 @@ impl Architecture {
         if text.trim().is_empty() {
             return Err(Error::Config("the architecture is empty (e.g. \"dense(512),relu,dense(1)\")".into()));
         }
-        let items = split_top(text, ',')?;
-        let mut layers = Vec::with_capacity(items.len());
-        for item in items {
-            if item.is_empty() {
-                return Err(Error::parse(text, "empty layer between commas"));
-            }
-            layers.push(Layer::parse(&item)?);
-        }
+        let layers = parse_list(text)?;
         let arch = Architecture { layers, parameterization };
         arch.validate()?;
         Ok(arch)
     }
 
-    /// Parse a TOML document with `arch = "dense(512),relu,dense(1)"` or `layers = ["dense(512)", "relu", ...]`,
-    /// and optionally `parameterization = "ntk"` (otherwise `default`).
+    /// Parse a TOML document with `arch = "dense(512),relu,dense(1)"`, `layers = ["dense(512)", "relu", ...]`
+    /// or a graph, `[[nodes]]` tables with `name`, `op` (a layer, `sum` or `concat`) and `inputs` (node names,
+    /// `input` for the graph input; default: the previous node), the last node being the output; and
+    /// optionally `parameterization = "ntk"` (otherwise `default`).
     pub fn from_toml_str(doc: &str, default: Parameterization) -> Result<Architecture> {
         let t: ArchToml = toml::from_str(doc).map_err(|e| Error::Config(format!("architecture TOML: {e}")))?;
         let param = match &t.parameterization {
             Some(p) => Parameterization::parse(p)?,
             None => default,
         };
-        match (t.arch, t.layers) {
-            (Some(a), None) => Architecture::parse(&a, param),
-            (None, Some(ls)) => {
+        match (t.arch, t.layers, t.nodes) {
+            (Some(a), None, None) => Architecture::parse(&a, param),
+            (None, Some(ls), None) => {
                 let layers = ls.iter().map(|l| Layer::parse(l)).collect::<Result<Vec<_>>>()?;
                 let arch = Architecture { layers, parameterization: param };
                 arch.validate()?;
                 Ok(arch)
             }
-            _ => Err(Error::Config("architecture TOML needs exactly one of `arch` (string) or `layers` (list)".into())),
+            (None, None, Some(nodes)) => {
+                let mut layers = Vec::with_capacity(nodes.len());
+                let mut prev = "input".to_string();
+                for n in nodes {
+                    let text = format!("node `{}`", n.name);
+                    check_name(&n.name, &text)?;
+                    let op = Layer::parse(&n.op).map_err(|e| Error::parse(&text, e))?;
+                    if matches!(op, Layer::Node { .. }) {
+                        return Err(Error::parse(&text, "nodes cannot be nested"));
+                    }
+                    let inputs = n.inputs.unwrap_or_else(|| vec![prev.clone()]);
+                    for i in &inputs {
+                        check_name(i, &text)?;
+                    }
+                    prev = n.name.clone();
+                    layers.push(Layer::Node { name: n.name, op: Box::new(op), inputs });
+                }
+                let arch = Architecture { layers, parameterization: param };
+                arch.validate()?;
+                Ok(arch)
+            }
+            _ => Err(Error::Config(
+                "architecture TOML needs exactly one of `arch` (string), `layers` (list) or `[[nodes]]` (graph)".into(),
+            )),
         }
     }
 
@@ -167,36 +288,74 @@ impl Architecture {
         Self::from_toml_str(&doc, default).map_err(|e| Error::file(path, e))
     }
 
-    /// Structural checks shared by kernels and finite networks: at least one layer.
+    /// A sequential architecture from its layers.
+    pub fn sequential(layers: Vec<Layer>, parameterization: Parameterization) -> Architecture {
+        Architecture { layers, parameterization }
+    }
+
+    /// Structural checks shared by kernels and finite networks: at least one layer, named nodes either
+    /// everywhere or nowhere, fan-ins only as node ops (the full graph checks are in [`Architecture::graph`]).
     pub fn validate(&self) -> Result<()> {
         if self.layers.is_empty() {
             return Err(Error::Config("architecture has no layers".into()));
         }
+        let nodes = self.layers.iter().filter(|l| matches!(l, Layer::Node { .. })).count();
+        if nodes > 0 && nodes < self.layers.len() {
+            return Err(Error::Config(
+                "an architecture is either a layer list or a list of node(name, op, inputs...) items, not a mix".into(),
+            ));
+        }
+        fn no_fan_in(ls: &[Layer]) -> Result<()> {
+            for l in ls {
+                match l {
+                    Layer::Sum | Layer::Concat => {
+                        return Err(Error::parse(l.to_string(), "`sum` and `concat` need named inputs: use them as the op of a node(...)"))
+                    }
+                    Layer::Residual(b) => no_fan_in(b)?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        no_fan_in(&self.layers)?;
+        for l in &self.layers {
+            if let Layer::Node { op, .. } = l {
+                if let Layer::Residual(b) = op.as_ref() {
+                    no_fan_in(b)?;
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Dense layers' widths in order.
+    /// Whether this is a plain chain of Dense and activation layers (PyTorch `nn.Sequential` names apply and
+    /// the fused kernel engine runs it directly).
+    pub fn is_plain_chain(&self) -> bool {
+        self.layers.iter().all(|l| matches!(l, Layer::Dense { .. } | Layer::Activation(_)))
+    }
+
+    /// Widths of the Dense layers, in parameter order.
     pub fn widths(&self) -> Vec<usize> {
-        self.layers
-            .iter()
-            .filter_map(|l| match l {
-                Layer::Dense { width, .. } => Some(*width),
-                _ => None,
-            })
-            .collect()
+        fn walk(ls: &[Layer], out: &mut Vec<usize>) {
+            for l in ls {
+                match l {
+                    Layer::Dense { width, .. } => out.push(*width),
+                    Layer::Residual(b) => walk(b, out),
+                    Layer::Node { op, .. } => walk(std::slice::from_ref(op.as_ref()), out),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.layers, &mut out);
+        out
     }
 }
 
 impl fmt::Display for Architecture {
     /// Canonical text form (parseable by [`Architecture::parse`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, l) in self.layers.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{l}")?;
-        }
-        Ok(())
+        write_list(f, &self.layers)
     }
 }
 

@@ -9,7 +9,8 @@ use rayon::prelude::*;
 
 use super::activation::Dual;
 use super::fastmath::{self, Real};
-use super::arch::{Architecture, Layer, Parameterization};
+use super::arch::{Architecture, Parameterization};
+use super::graph::Op;
 use crate::{Error, Result};
 
 /// NNGP and NTK matrices between two input sets: `nngp`, `ntk` are N1 x N2.
@@ -21,36 +22,74 @@ pub struct Kernel<T> {
     pub ntk: Mat<T>,
 }
 
-/// One step of the per-entry recursion on (K, Theta).
+/// One step of the per-entry recursion on registers of (K, Theta) values. Register 0 starts as Sigma0 (and
+/// Theta = 0) and ends as the output; a chain uses register 0 only, in place.
 #[derive(Debug, Clone)]
 enum Stage {
-    /// K' = w2 K + b2; Theta' = tk K + tc + w2 Theta (with tk, tc chosen per parameterization).
-    Affine { w2: f64, b2: f64, tk: f64, tc: f64, ntk_uses_new_k: bool },
-    /// K' = T(q1_l[i], K, q2_l[j]); Theta' = Theta Tdot. `slot` indexes the per-row variance tables.
-    Nonlin { dual: Dual, slot: usize },
+    /// K' = w2 K + b2; Theta' = tk K + tc + w2 Theta (with tk, tc chosen per parameterization), on `reg`.
+    Affine { reg: usize, w2: f64, b2: f64, tk: f64, tc: f64, ntk_uses_new_k: bool },
+    /// K' = T(q1_slot[i], K, q2_slot[j]); Theta' = Theta Tdot, on `reg`. `slot` indexes the per-row variance
+    /// tables.
+    Nonlin { reg: usize, dual: Dual, slot: usize },
+    /// (K, Theta)[dst] = (K, Theta)[src] (neural-tangents `FanOut`).
+    Copy { src: usize, dst: usize },
+    /// (K, Theta)[dst] = a (K, Theta)[dst] + b (K, Theta)[src] (`FanInSum`: a = b = 1; `FanInConcat`: the
+    /// width-weighted average).
+    Mix { dst: usize, src: usize, a: f64, b: f64 },
 }
 
-impl Stage {
-    /// Apply to an entry (k, theta) whose row/column variances at this stage are (q1, q2).
-    #[inline(always)]
-    fn step(&self, k: f64, theta: f64, q1: f64, q2: f64) -> (f64, f64) {
-        match self {
-            Stage::Affine { w2, b2, tk, tc, ntk_uses_new_k } => {
-                let kn = w2 * k + b2;
-                let base = if *ntk_uses_new_k { kn } else { tk * k + tc };
-                (kn, base + w2 * theta)
-            }
-            Stage::Nonlin { dual, .. } => {
-                let (t, td) = dual.eval(q1, k, q2);
-                (t, theta * td)
+/// The stages of an architecture and the number of registers they use.
+#[derive(Debug, Clone)]
+struct Plan {
+    stages: Vec<Stage>,
+    regs: usize,
+}
+
+impl Plan {
+    /// Number of nonlinearities (row-table slots).
+    fn slots(&self) -> usize {
+        self.stages.iter().filter(|s| matches!(s, Stage::Nonlin { .. })).count()
+    }
+
+    /// The exact scalar recursion on one diagonal entry (x = x', so q1 = q2 = K before each nonlinearity):
+    /// returns (K, Theta) of the output and calls `seen(slot, K)` before each nonlinearity.
+    fn diagonal(&self, q0: f64, mut seen: impl FnMut(usize, f64)) -> (f64, f64) {
+        let mut k = vec![0.0; self.regs];
+        let mut t = vec![0.0; self.regs];
+        k[0] = q0;
+        for st in &self.stages {
+            match st {
+                Stage::Affine { reg, w2, b2, tk, tc, ntk_uses_new_k } => {
+                    let kn = w2 * k[*reg] + b2;
+                    let base = if *ntk_uses_new_k { kn } else { tk * k[*reg] + tc };
+                    t[*reg] = base + w2 * t[*reg];
+                    k[*reg] = kn;
+                }
+                Stage::Nonlin { reg, dual, slot } => {
+                    seen(*slot, k[*reg]);
+                    let q = k[*reg];
+                    let (tv, td) = dual.eval(q, q, q);
+                    k[*reg] = tv;
+                    t[*reg] *= td;
+                }
+                Stage::Copy { src, dst } => {
+                    k[*dst] = k[*src];
+                    t[*dst] = t[*src];
+                }
+                Stage::Mix { dst, src, a, b } => {
+                    k[*dst] = a * k[*dst] + b * k[*src];
+                    t[*dst] = a * t[*dst] + b * t[*src];
+                }
             }
         }
+        (k[0], t[0])
     }
 }
 
-/// Turn the layer list into stages, checking what the infinite-width limit needs.
-fn plan(arch: &Architecture, d: usize) -> Result<Vec<Stage>> {
-    arch.validate()?;
+/// Compile the architecture into stages over registers, checking what the infinite-width limit needs: every
+/// nonlinearity and fan-in reads Gaussian pre-activations (the input, a Dense output, or sums and
+/// concatenations of those), as in neural-tangents.
+fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
     match arch.parameterization {
         Parameterization::Ntk | Parameterization::Standard => {}
         p => {
@@ -59,58 +98,111 @@ fn plan(arch: &Architecture, d: usize) -> Result<Vec<Stage>> {
             )))
         }
     }
+    let g = arch.graph(d)?;
+    let nn = g.nodes.len();
+    let mut remaining: Vec<usize> = g.consumers().iter().map(|c| c.len()).collect();
+    let mut reg_of = vec![0usize; nn];
+    let mut gaussian = vec![true; nn];
+    let mut free: Vec<usize> = Vec::new();
+    let mut regs = 1usize;
     let mut stages = Vec::new();
-    let mut n_in = d;
     let mut slots = 0usize;
-    let mut prev_was_act = false;
-    for (pos, layer) in arch.layers.iter().enumerate() {
-        match layer {
-            Layer::Dense { width, w_std, b_std } => {
+    for v in 1..nn {
+        let node = &g.nodes[v];
+        let u0 = node.inputs[0];
+        let uses = |u: usize| node.inputs.iter().filter(|&&w| w == u).count();
+        // Work in place on the first input's register when this node is its last reader.
+        let r = if remaining[u0] == 1 {
+            reg_of[u0]
+        } else {
+            let r = free.pop().unwrap_or_else(|| {
+                regs += 1;
+                regs - 1
+            });
+            stages.push(Stage::Copy { src: reg_of[u0], dst: r });
+            r
+        };
+        let what = |v: usize| if g.is_chain() { format!("layer {v}") } else { format!("node `{}`", g.nodes[v].name) };
+        match &node.op {
+            Op::Input => unreachable!("node 0 is the only input"),
+            Op::Dense { w_std, b_std, .. } => {
                 let w2 = w_std * w_std;
                 let b2 = b_std.map(|b| b * b).unwrap_or(0.0);
-                let st = match arch.parameterization {
-                    Parameterization::Ntk => Stage::Affine { w2, b2, tk: 0.0, tc: 0.0, ntk_uses_new_k: true },
+                stages.push(match arch.parameterization {
+                    Parameterization::Ntk => Stage::Affine { reg: r, w2, b2, tk: 0.0, tc: 0.0, ntk_uses_new_k: true },
                     _ => Stage::Affine {
+                        reg: r,
                         w2,
                         b2,
-                        tk: n_in as f64,
+                        tk: g.nodes[u0].width as f64,
                         tc: if b_std.is_some() { 1.0 } else { 0.0 },
                         ntk_uses_new_k: false,
                     },
-                };
-                stages.push(st);
-                n_in = *width;
-                prev_was_act = false;
+                });
             }
-            Layer::Activation(a) => {
-                if prev_was_act {
+            Op::Activation(a) => {
+                if !gaussian[u0] {
                     return Err(Error::Config(format!(
-                        "layer {} (`{a}`) follows another activation: its input is not Gaussian in the infinite-width \
+                        "{} (`{a}`) follows another activation: its input is not Gaussian in the infinite-width \
                          limit, so no kernel rule applies; put a dense layer between them",
-                        pos + 1
+                        what(v)
                     )));
                 }
-                stages.push(Stage::Nonlin { dual: a.dual(), slot: slots });
+                stages.push(Stage::Nonlin { reg: r, dual: a.dual(), slot: slots });
                 slots += 1;
-                prev_was_act = true;
+                gaussian[v] = false;
+            }
+            Op::Sum | Op::Concat => {
+                if let Some(&bad) = node.inputs.iter().find(|&&u| !gaussian[u]) {
+                    return Err(Error::Config(format!(
+                        "{} sums or concatenates `{}`, the output of an activation: the infinite-width kernel of a \
+                         fan-in is defined for Gaussian (pre-activation) inputs only, as in neural-tangents; end \
+                         each branch with a dense layer",
+                        what(v),
+                        g.nodes[bad].name
+                    )));
+                }
+                let widths: Vec<f64> = node.inputs.iter().map(|&u| g.nodes[u].width as f64).collect();
+                let concat = matches!(node.op, Op::Concat);
+                let w: Vec<f64> = if !concat {
+                    vec![1.0; widths.len()]
+                } else if widths.iter().all(|&x| x == widths[0]) {
+                    vec![1.0 / widths.len() as f64; widths.len()]
+                } else {
+                    let total: f64 = widths.iter().sum();
+                    widths.iter().map(|x| x / total).collect()
+                };
+                for (i, &u) in node.inputs.iter().enumerate().skip(1) {
+                    let a = if i == 1 { w[0] } else { 1.0 };
+                    stages.push(Stage::Mix { dst: r, src: reg_of[u], a, b: w[i] });
+                }
+            }
+        }
+        reg_of[v] = r;
+        let mut seen = Vec::new();
+        for &u in &node.inputs {
+            if seen.contains(&u) {
+                continue;
+            }
+            seen.push(u);
+            remaining[u] -= uses(u);
+            if remaining[u] == 0 && reg_of[u] != r {
+                free.push(reg_of[u]);
             }
         }
     }
-    Ok(stages)
+    let out = reg_of[g.output()];
+    if out != 0 {
+        stages.push(Stage::Copy { src: out, dst: 0 });
+    }
+    Ok(Plan { stages, regs })
 }
 
 /// Per-row variance before each nonlinearity: `out[slot][i]`, starting from q0 = |x_i|^2/d.
-fn diag_tables(stages: &[Stage], q0: &[f64]) -> Vec<Vec<f64>> {
-    let nslots = stages.iter().filter(|s| matches!(s, Stage::Nonlin { .. })).count();
-    let mut tables = vec![Vec::with_capacity(q0.len()); nslots];
+fn diag_tables(plan: &Plan, q0: &[f64]) -> Vec<Vec<f64>> {
+    let mut tables = vec![Vec::with_capacity(q0.len()); plan.slots()];
     for &q in q0 {
-        let mut k = q;
-        for st in stages {
-            if let Stage::Nonlin { slot, .. } = st {
-                tables[*slot].push(k);
-            }
-            k = st.step(k, 0.0, k, k).0;
-        }
+        plan.diagonal(q, |slot, k| tables[slot].push(k));
     }
     tables
 }
@@ -186,6 +278,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
         check_finite(x2, "x2")?;
     }
     let stages = plan(arch, d)?;
+    let regs = stages.regs;
     let symmetric = x2.is_none();
     let x2m = x2.unwrap_or(x1);
     let (n1, n2) = (x1.nrows(), x2m.nrows());
@@ -212,7 +305,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     };
     let inv_d = 1.0 / d as f64;
     tiles.par_iter().with_max_len(1).for_each_init(
-        || ColVars::<T>::new(nslots),
+        || ColVars::<T>::new(nslots, regs),
         |col, &(ib, jb)| {
             let (i0, i1) = (ib * TILE, ((ib + 1) * TILE).min(n1));
             let (j0, j1) = (jb * TILE, ((jb + 1) * TILE).min(n2));
@@ -248,10 +341,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     if symmetric {
         // The diagonal by the exact scalar recursion (s12 == s11 == s22, so cos(theta) is exactly 1 there).
         for (i, &q) in q1.iter().enumerate() {
-            let (mut k, mut t) = (q, 0.0);
-            for st in &stages {
-                (k, t) = st.step(k, t, k, k);
-            }
+            let (k, t) = stages.diagonal(q, |_, _| {});
             // SAFETY: single-threaded here; (i, i) is in bounds.
             unsafe {
                 kout.set(i, i, T::of(k));
@@ -271,7 +361,7 @@ struct RowTables<R> {
 }
 
 impl<R: Real> RowTables<R> {
-    fn new(stages: &[Stage], q0: &[f64]) -> Self {
+    fn new(stages: &Plan, q0: &[f64]) -> Self {
         let q = diag_tables(stages, q0);
         let map = |f: fn(f64) -> f64| -> Vec<Vec<R>> {
             q.iter().map(|t| t.iter().map(|&v| R::of(if v > 0.0 { f(v) } else { 0.0 })).collect()).collect()
@@ -280,16 +370,26 @@ impl<R: Real> RowTables<R> {
     }
 }
 
-/// One column's variance, root and reciprocal root before each nonlinearity.
+/// One column's variance, root and reciprocal root before each nonlinearity, and one task's scratch
+/// registers 1.. (TILE entries each; register 0 is the output block itself).
 struct ColVars<R> {
     q: Vec<R>,
     r: Vec<R>,
     ri: Vec<R>,
+    ks: Vec<R>,
+    ts: Vec<R>,
 }
 
 impl<R: Real> ColVars<R> {
-    fn new(n: usize) -> Self {
-        ColVars { q: vec![R::ZERO; n], r: vec![R::ZERO; n], ri: vec![R::ZERO; n] }
+    fn new(n: usize, regs: usize) -> Self {
+        let scratch = (regs - 1) * TILE;
+        ColVars {
+            q: vec![R::ZERO; n],
+            r: vec![R::ZERO; n],
+            ri: vec![R::ZERO; n],
+            ks: vec![R::ZERO; scratch],
+            ts: vec![R::ZERO; scratch],
+        }
     }
     fn load(&mut self, t: &RowTables<R>, j: usize) {
         for s in 0..self.q.len() {
@@ -354,9 +454,9 @@ impl<T: KernelScalar> OutMat<T> {
 #[inline(always)]
 unsafe fn segment<T: KernelScalar>(
     simd: Simd,
-    stages: &[Stage],
+    stages: &Plan,
     rows: &RowTables<T>,
-    col: &ColVars<T>,
+    col: &mut ColVars<T>,
     j: usize,
     i0: usize,
     len: usize,
@@ -457,35 +557,83 @@ pub(crate) fn simd_level() -> Simd {
 }
 
 /// Carry a block of entries (rows i0.., one column) through every stage.
-fn run_block<R: Real>(simd: Simd, stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+fn run_block<R: Real>(simd: Simd, plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
     match simd {
         // SAFETY: each arm is only taken when the CPU reports the features it was built for.
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { run_block_avx512(stages, rows, col, i0, kb, tb) },
+        Simd::Avx512 => unsafe { run_block_avx512(plan, rows, col, i0, kb, tb) },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { run_block_avx2(stages, rows, col, i0, kb, tb) },
-        Simd::Generic => run_block_generic::<R, false>(stages, rows, col, i0, kb, tb),
+        Simd::Avx2 => unsafe { run_block_avx2(plan, rows, col, i0, kb, tb) },
+        Simd::Generic => run_block_generic::<R, false>(plan, rows, col, i0, kb, tb),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_block_avx2<R: Real>(stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
-    run_block_generic::<R, true>(stages, rows, col, i0, kb, tb)
+unsafe fn run_block_avx2<R: Real>(plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+    run_block_generic::<R, true>(plan, rows, col, i0, kb, tb)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn run_block_avx512<R: Real>(stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
-    run_block_generic::<R, true>(stages, rows, col, i0, kb, tb)
+unsafe fn run_block_avx512<R: Real>(plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+    run_block_generic::<R, true>(plan, rows, col, i0, kb, tb)
+}
+
+/// Register `reg` of a block: the output block for 0, else a slice of the scratch.
+#[inline(always)]
+fn reg_mut<'a, R>(kb: &'a mut [R], tb: &'a mut [R], ks: &'a mut [R], ts: &'a mut [R], reg: usize) -> (&'a mut [R], &'a mut [R]) {
+    let len = kb.len();
+    if reg == 0 {
+        (kb, tb)
+    } else {
+        let o = (reg - 1) * TILE;
+        (&mut ks[o..o + len], &mut ts[o..o + len])
+    }
+}
+
+/// Registers `src` (read) and `dst` (written) of a block, `src != dst`.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn reg_pair<'a, R>(
+    kb: &'a mut [R],
+    tb: &'a mut [R],
+    ks: &'a mut [R],
+    ts: &'a mut [R],
+    src: usize,
+    dst: usize,
+) -> ((&'a [R], &'a [R]), (&'a mut [R], &'a mut [R])) {
+    let len = kb.len();
+    if src == 0 {
+        let (dk, dt) = reg_mut(&mut [], &mut [], ks, ts, dst);
+        ((kb, tb), (&mut dk[..len], &mut dt[..len]))
+    } else if dst == 0 {
+        let (so, _) = ((src - 1) * TILE, ());
+        ((&ks[so..so + len], &ts[so..so + len]), (kb, tb))
+    } else {
+        let (so, d0) = ((src - 1) * TILE, (dst - 1) * TILE);
+        let split = |v: &'a mut [R]| -> (&'a [R], &'a mut [R]) {
+            if so < d0 {
+                let (a, b) = v.split_at_mut(d0);
+                (&a[so..so + len], &mut b[..len])
+            } else {
+                let (a, b) = v.split_at_mut(so);
+                (&b[..len], &mut a[d0..d0 + len])
+            }
+        };
+        let ((sk, dk), (st, dt)) = (split(ks), split(ts));
+        ((sk, st), (dk, dt))
+    }
 }
 
 #[inline(always)]
-fn run_block_generic<R: Real, const FMA: bool>(stages: &[Stage], rows: &RowTables<R>, col: &ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+fn run_block_generic<R: Real, const FMA: bool>(plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
     let len = kb.len();
-    for st in stages {
+    let ColVars { q: cq, r: cr, ri: cri, ks, ts } = col;
+    for st in &plan.stages {
         match st {
-            Stage::Affine { w2, b2, tk, tc, ntk_uses_new_k } => {
+            Stage::Affine { reg, w2, b2, tk, tc, ntk_uses_new_k } => {
+                let (kb, tb) = reg_mut(kb, tb, ks, ts, *reg);
                 let (w2, b2, tk, tc) = (R::of(*w2), R::of(*b2), R::of(*tk), R::of(*tc));
                 if *ntk_uses_new_k {
                     for (k, t) in kb.iter_mut().zip(tb.iter_mut()) {
@@ -500,11 +648,27 @@ fn run_block_generic<R: Real, const FMA: bool>(stages: &[Stage], rows: &RowTable
                     }
                 }
             }
-            Stage::Nonlin { dual, slot } => {
+            Stage::Nonlin { reg, dual, slot } => {
+                let (kb, tb) = reg_mut(kb, tb, ks, ts, *reg);
                 let s = *slot;
                 let r = i0..i0 + len;
                 let row = RowVars { q: &rows.q[s][r.clone()], r: &rows.r[s][r.clone()], ri: &rows.ri[s][r] };
-                nonlin_block::<R, FMA>(dual, row, (col.q[s], col.r[s], col.ri[s]), kb, tb);
+                nonlin_block::<R, FMA>(dual, row, (cq[s], cr[s], cri[s]), kb, tb);
+            }
+            Stage::Copy { src, dst } => {
+                let ((sk, st), (dk, dt)) = reg_pair(kb, tb, ks, ts, *src, *dst);
+                dk.copy_from_slice(sk);
+                dt.copy_from_slice(st);
+            }
+            Stage::Mix { dst, src, a, b } => {
+                let ((sk, st), (dk, dt)) = reg_pair(kb, tb, ks, ts, *src, *dst);
+                let (a, b) = (R::of(*a), R::of(*b));
+                for (d, &s) in dk.iter_mut().zip(sk) {
+                    *d = a * *d + b * s;
+                }
+                for (d, &s) in dt.iter_mut().zip(st) {
+                    *d = a * *d + b * s;
+                }
             }
         }
     }

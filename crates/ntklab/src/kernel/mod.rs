@@ -9,11 +9,13 @@ pub mod activation;
 pub mod arch;
 pub mod compute;
 pub mod fastmath;
+pub mod graph;
 pub mod quadrature;
 pub mod spec;
 
 pub use activation::{Activation, Dual};
 pub use arch::{Architecture, Layer, Parameterization};
+pub use graph::{Graph, Node, Op};
 pub use compute::{kernel, kernel_f32, Kernel};
 pub use quadrature::GaussHermite;
 

@@ -20,9 +20,20 @@ fn finite_kernels(net: &Mlp, x: &Mat<f64>) -> (Mat<f64>, Mat<f64>) {
     // Forward, keeping layer inputs H_{l-1} and pre-activations Z_l.
     let mut hs = vec![x.clone()];
     let mut zs = Vec::new();
-    for d in &net.dense {
-        let z = crate::net::mlp::dense_forward(d, hs.last().unwrap().as_ref());
-        let h = match &d.activation {
+    // The activation right after Dense node l (a chain: the next node), if any.
+    let act_after = |l: usize| -> Option<super::Activation> {
+        match net.graph.nodes.get(net.dense[l].node + 1).map(|n| &n.op) {
+            Some(super::Op::Activation(a)) => Some(a.clone()),
+            _ => None,
+        }
+    };
+    for (l, d) in net.dense.iter().enumerate() {
+        let h_in = hs.last().unwrap();
+        let z = Mat::from_fn(n, d.n_out, |i, o| {
+            (0..d.n_in).map(|k| d.w_mult * net.weight(l)[(o, k)] * h_in[(i, k)]).sum::<f64>()
+                + net.bias(l).map_or(0.0, |b| d.b_mult * b[o])
+        });
+        let h = match &act_after(l) {
             Some(a) => Mat::from_fn(z.nrows(), z.ncols(), |i, j| a.apply(z[(i, j)])),
             None => z.clone(),
         };
@@ -32,9 +43,9 @@ fn finite_kernels(net: &Mlp, x: &Mat<f64>) -> (Mat<f64>, Mat<f64>) {
     let last = net.dense.len() - 1;
     let dl = &net.dense[last];
     let gl = gram(&hs[last]);
-    let bias2 = |d: &crate::net::DenseParams| if d.bias.is_some() { d.b_mult * d.b_mult } else { 0.0 };
+    let bias2 = |d: &crate::net::DenseParams| if d.has_bias() { d.b_mult * d.b_mult } else { 0.0 };
     // Readout weights/bias have effective variances (w_mult w_init)^2 and (b_mult b_init)^2.
-    let (cw, cb) = (dl.w_mult * dl.w_init, if dl.bias.is_some() { dl.b_mult * dl.b_init } else { 0.0 });
+    let (cw, cb) = (dl.w_mult * dl.w_init, if dl.has_bias() { dl.b_mult * dl.b_init } else { 0.0 });
     let nngp = Mat::from_fn(n, n, |i, j| cw * cw * gl[(i, j)] + cb * cb);
     // Backward: G = df/dZ_l (N x n_out), starting from alpha at the readout.
     let mut g = Mat::from_fn(n, 1, |_, _| net.alpha);
@@ -49,11 +60,10 @@ fn finite_kernels(net: &Mlp, x: &Mat<f64>) -> (Mat<f64>, Mat<f64>) {
             }
         }
         if l > 0 {
-            let prev = &net.dense[l - 1];
-            let act = prev.activation.clone();
+            let act = act_after(l - 1);
             let z = &zs[l - 1];
-            g = Mat::from_fn(n, d.n_in(), |i, k| {
-                let back: f64 = (0..d.n_out()).map(|o| g[(i, o)] * d.weight[(o, k)]).sum::<f64>() * d.w_mult;
+            g = Mat::from_fn(n, d.n_in, |i, k| {
+                let back: f64 = (0..d.n_out).map(|o| g[(i, o)] * net.weight(l)[(o, k)]).sum::<f64>() * d.w_mult;
                 back * act.as_ref().map_or(1.0, |a| a.derivative(z[(i, k)]))
             });
         }
@@ -391,6 +401,7 @@ fn naive_kernel(arch: &Architecture, x1: &Mat<f64>, x2: &Mat<f64>) -> (Mat<f64>,
                         q1 = dual.eval(q1, q1, q1).0;
                         q2 = dual.eval(q2, q2, q2).0;
                     }
+                    _ => unreachable!("the naive reference handles chains only"),
                 }
             }
             nngp[(i, j)] = k;

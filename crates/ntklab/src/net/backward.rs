@@ -1,26 +1,84 @@
-//! Reverse mode: vector-Jacobian products J^T U and loss gradients, batched with two GEMMs per layer.
+//! Reverse mode over the graph: vector-Jacobian products J^T U and loss gradients, two GEMMs per Dense node.
 //!
-//! With Gamma_L = alpha U (N x k), for l = L..1: Delta_l = Gamma_l ⊙ phi_l'(Z_l),
-//! dW_l = w_mult Delta_l^T H_{l-1}, db_l = b_mult Delta_l^T 1, Gamma_{l-1} = w_mult Delta_l W_l.
+//! Cotangents Gamma_v = dL/dH_v flow from Gamma_out = alpha U back through the nodes in reverse topological
+//! order; a node's cotangent is complete once all its readers are done. Per node type:
+//! * Dense (input u): Delta = Gamma_v, dW = w_mult Delta^T H_u, db = b_mult Delta^T 1, Gamma_u += w_mult Delta W.
+//! * Activation: Gamma_u += Gamma_v ⊙ phi'(Z).
+//! * Sum: Gamma_u += Gamma_v for every input; Concat: each input gets its block of columns.
+//!
+//! The same pass runs on stacks of b cotangents at once ((b N) x width, block a = rows a N .. (a+1) N), which
+//! is how the empirical NTK carries one cotangent per output.
 
 use faer::{Accum, Mat, MatMut, MatRef};
 
-use super::mlp::Mlp;
-use super::ops::{col_sums_into, for_each_col, gemm, hadamard, hadamard_in_place, Pool};
+use super::network::Network;
+use super::ops::{col_sums_into, for_each_col, gemm, hadamard, hadamard_blocks, Pool};
 use super::tape::Tape;
+use crate::kernel::Op;
 use crate::train::loss::Loss;
 use crate::{Error, Result};
 
-/// What an R-op pass needs from the backward pass of the loss gradient, per Dense layer l.
+/// What an R-op pass needs from the backward pass of the loss gradient, per node.
 #[derive(Debug, Clone)]
 pub(crate) struct Backprop {
-    /// Delta_l = dL/dZ_l, N x n_out(l).
-    pub delta: Vec<Mat<f64>>,
-    /// Gamma_l ⊙ phi_l''(Z_l) (Gamma_l = dL/dH_l) where the tape has curvature, else None.
-    pub gamma_curv: Vec<Option<Mat<f64>>>,
+    /// Dense nodes: Delta_v = dL/dZ_v (N x n_out). Activation nodes with curvature: Gamma_v ⊙ phi''(Z).
+    /// Other nodes: None.
+    pub cot: Vec<Option<Mat<f64>>>,
 }
 
-impl Mlp {
+/// acc[u] += m (moving m in when acc[u] is empty).
+pub(crate) fn accumulate(acc: &mut [Option<Mat<f64>>], u: usize, m: Mat<f64>, pool: &mut Pool) {
+    match &mut acc[u] {
+        None => acc[u] = Some(m),
+        Some(a) => {
+            for_each_col(a, |j, c| {
+                for (o, &s) in c.iter_mut().zip(m.col_as_slice(j)) {
+                    *o += s;
+                }
+            });
+            pool.give(m);
+        }
+    }
+}
+
+/// Hand `g` (the cotangent of a fan-in node) to its inputs: all of it for a sum, column blocks for a concat.
+pub(crate) fn fan_in_back(net: &Network, v: usize, g: Mat<f64>, acc: &mut [Option<Mat<f64>>], pool: &mut Pool) {
+    let node = &net.graph.nodes[v];
+    match node.op {
+        Op::Sum => {
+            let last = node.inputs.len() - 1;
+            for (i, &u) in node.inputs.iter().enumerate() {
+                if u == 0 {
+                    continue;
+                }
+                if i == last {
+                    accumulate(acc, u, g, pool);
+                    return;
+                }
+                let mut c = pool.take(g.nrows(), g.ncols());
+                c.copy_from(&g);
+                accumulate(acc, u, c, pool);
+            }
+            pool.give(g);
+        }
+        Op::Concat => {
+            let mut off = 0;
+            for &u in &node.inputs {
+                let w = net.graph.nodes[u].width;
+                if u != 0 {
+                    let mut c = pool.take(g.nrows(), w);
+                    c.copy_from(g.as_ref().subcols(off, w));
+                    accumulate(acc, u, c, pool);
+                }
+                off += w;
+            }
+            pool.give(g);
+        }
+        _ => unreachable!("fan_in_back is for sum and concat nodes"),
+    }
+}
+
+impl Network {
     /// Checks a cotangent U against a tape: N x k and finite.
     pub(crate) fn check_cotangent(&self, tape: &Tape, u: MatRef<'_, f64>, what: &str) -> Result<()> {
         let (n, k) = (tape.batch_size(), self.output_dim());
@@ -37,18 +95,65 @@ impl Mlp {
         Ok(())
     }
 
-    /// g = J^T U written into `g` (length P, [`Mlp::params`] order); with `keep`, also the per-layer caches
-    /// an R-op pass needs. Shapes are the caller's responsibility.
-    pub(crate) fn backprop_into(
+    /// The reverse pass from the output cotangent stack `g_out` ((b N) x k, already scaled by alpha): calls
+    /// `visit(l, Delta_l)` at every Dense node l (parameter order, last first) with its pre-activation
+    /// cotangent ((b N) x n_out). With `keep` (b = 1 only) returns the caches an R-op pass needs.
+    pub(crate) fn reverse(
         &self,
         tape: &Tape,
-        u: MatRef<'_, f64>,
-        g: &mut [f64],
+        g_out: Mat<f64>,
         keep: bool,
         pool: &mut Pool,
+        mut visit: impl FnMut(usize, &Mat<f64>),
     ) -> Option<Backprop> {
-        let layers = self.dense.len();
-        let offs = self.param_offsets();
+        let g = &self.graph;
+        let nn = g.nodes.len();
+        let mut acc: Vec<Option<Mat<f64>>> = vec![None; nn];
+        let mut kept: Vec<Option<Mat<f64>>> = if keep { vec![None; nn] } else { Vec::new() };
+        acc[g.output()] = Some(g_out);
+        for v in (1..nn).rev() {
+            let Some(mut gv) = acc[v].take() else { continue };
+            let node = &g.nodes[v];
+            match &node.op {
+                Op::Input => unreachable!("node 0 is the only input"),
+                Op::Dense { .. } => {
+                    let l = self.dense_of[v].expect("dense node");
+                    visit(l, &gv);
+                    let u = node.inputs[0];
+                    if u != 0 {
+                        let mut next = pool.take(gv.nrows(), self.dense[l].n_in);
+                        gemm(next.as_mut(), Accum::Replace, gv.as_ref(), self.weight_t(l).transpose(), self.dense[l].w_mult);
+                        accumulate(&mut acc, u, next, pool);
+                    }
+                    if keep {
+                        kept[v] = Some(gv);
+                    } else {
+                        pool.give(gv);
+                    }
+                }
+                Op::Activation(_) => {
+                    if keep {
+                        kept[v] = tape.curvature[v].as_ref().map(|c| hadamard(&gv, c));
+                    }
+                    if let Some(s) = &tape.slope[v] {
+                        hadamard_blocks(&mut gv, s);
+                    }
+                    let u = node.inputs[0];
+                    if u != 0 {
+                        accumulate(&mut acc, u, gv, pool);
+                    } else {
+                        pool.give(gv);
+                    }
+                }
+                Op::Sum | Op::Concat => fan_in_back(self, v, gv, &mut acc, pool),
+            }
+        }
+        keep.then_some(Backprop { cot: kept })
+    }
+
+    /// g = J^T U written into `g` (length P, [`Network::params`] order); with `keep`, also the per-node caches
+    /// an R-op pass needs. Shapes are the caller's responsibility.
+    pub(crate) fn backprop_into(&self, tape: &Tape, u: MatRef<'_, f64>, g: &mut [f64], keep: bool, pool: &mut Pool) -> Option<Backprop> {
         let n = tape.batch_size();
         let mut gamma = pool.take(n, u.ncols());
         let alpha = self.alpha;
@@ -57,49 +162,19 @@ impl Mlp {
                 *o = alpha * u[(i, j)];
             }
         });
-        let mut delta_keep: Vec<Mat<f64>> = Vec::new();
-        let mut gc_keep: Vec<Option<Mat<f64>>> = Vec::new();
-        for l in (0..layers).rev() {
+        self.reverse(tape, gamma, keep, pool, |l, delta| {
             let d = &self.dense[l];
-            let (n_in, n_out) = (d.n_in(), d.n_out());
-            let gc = if keep { tape.curvature[l].as_ref().map(|c| hadamard(&gamma, c)) } else { None };
-            let delta = match &tape.slope[l] {
-                Some(s) => {
-                    let mut t = gamma;
-                    hadamard_in_place(&mut t, s);
-                    t
-                }
-                None => gamma,
-            };
-            let (wo, bo) = offs[l];
-            // dW_l^T = w_mult H_{l-1}^T Delta_l (n_in x n_out, column-major) is dW_l row-major: the flat layout.
-            let gw = MatMut::from_column_major_slice_mut(&mut g[wo..wo + n_in * n_out], n_in, n_out);
-            gemm(gw, Accum::Replace, tape.inputs[l].transpose(), delta.as_ref(), d.w_mult);
-            if let Some(bo) = bo {
-                col_sums_into(&delta, d.b_mult, &mut g[bo..bo + n_out]);
+            let h = tape.values[self.graph.nodes[d.node].inputs[0]].as_ref();
+            // dW^T = w_mult H^T Delta (n_in x n_out, column-major) is dW row-major: the flat layout.
+            let gw = MatMut::from_column_major_slice_mut(&mut g[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
+            gemm(gw, Accum::Replace, h.transpose(), delta.as_ref(), d.w_mult);
+            if let Some(bo) = d.b_off {
+                col_sums_into(delta, d.b_mult, &mut g[bo..bo + d.n_out]);
             }
-            gamma = if l > 0 {
-                let mut next = pool.take(n, n_in);
-                gemm(next.as_mut(), Accum::Replace, delta.as_ref(), d.weight.as_ref(), d.w_mult);
-                next
-            } else {
-                Mat::zeros(0, 0)
-            };
-            if keep {
-                delta_keep.push(delta);
-                gc_keep.push(gc);
-            } else {
-                pool.give(delta);
-            }
-        }
-        keep.then(|| {
-            delta_keep.reverse();
-            gc_keep.reverse();
-            Backprop { delta: delta_keep, gamma_curv: gc_keep }
         })
     }
 
-    /// Vector-Jacobian product J(X)^T U = sum_{i,a} U_ia dF_ia/dtheta (length P, [`Mlp::params`] order)
+    /// Vector-Jacobian product J(X)^T U = sum_{i,a} U_ia dF_ia/dtheta (length P, [`Network::params`] order)
     /// at a taped batch; U is N x k.
     pub fn vjp_at(&self, tape: &Tape, u: MatRef<'_, f64>) -> Result<Vec<f64>> {
         self.check_cotangent(tape, u, "cotangent U")?;
@@ -114,7 +189,7 @@ impl Mlp {
         self.vjp_at(&tape, u)
     }
 
-    /// Loss value and gradient dL/dtheta = J^T (dL/dF) w.r.t. the raw parameters ([`Mlp::params`] order).
+    /// Loss value and gradient dL/dtheta = J^T (dL/dF) w.r.t. the raw parameters ([`Network::params`] order).
     pub fn loss_and_gradient(&self, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss) -> Result<(f64, Vec<f64>)> {
         let tape = self.tape(x)?;
         loss.check(tape.output.as_ref(), y)?;
@@ -142,6 +217,8 @@ mod tests {
             ("dense(5,b_std=0.3),gelu,dense(4),erf,dense(2,b_std=1)", Parameterization::Standard, Loss::Logistic),
             ("dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),relu,dense(3)", Parameterization::MeanField, Loss::SoftmaxCrossEntropy),
             ("dense(6,b_std=0.3),tanh,dense(6,b_std=0.1),leaky_relu(a=0.2),dense(3,b_std=0.7)", Parameterization::Mup, Loss::Mse),
+            (RESIDUAL, Parameterization::Ntk, Loss::Mse),
+            (DAG, Parameterization::Mup, Loss::Logistic),
         ];
         for (s, p, loss) in cases {
             let net = net(s, p, 4, 0.7, 11);
@@ -157,17 +234,20 @@ mod tests {
     #[test]
     fn vjp_matches_directional_derivatives() {
         // u.(J v) from central differences of F along v equals (J^T u).v.
-        let net = net("dense(6,b_std=0.3),relu,dense(5,b_std=0.2),tanh,dense(3,b_std=0.5)", Parameterization::Ntk, 4, 1.9, 2);
-        let x = crate::data::synthetic::gaussian(7, 4, 5);
-        let u = crate::data::synthetic::gaussian(7, 3, 6);
-        let g = net.vjp(x.as_ref(), u.as_ref()).unwrap();
-        for seed in 0..3 {
-            let v = random_vec(net.num_params(), 100 + seed);
-            let jv = fd_jvp(&net, x.as_ref(), &v, 1e-6);
-            let lhs: f64 = (0..7).flat_map(|i| (0..3).map(move |a| (i, a))).map(|(i, a)| u[(i, a)] * jv[(i, a)]).sum();
-            let rhs = dot(&g, &v);
-            assert!((lhs - rhs).abs() < 1e-6 * rhs.abs().max(1e-3), "u.Jv {lhs} vs J^T u.v {rhs}");
+        for s in ["dense(6,b_std=0.3),relu,dense(5,b_std=0.2),tanh,dense(3,b_std=0.5)", RESIDUAL, DAG] {
+            let net = net(s, Parameterization::Ntk, 4, 1.9, 2);
+            let k = net.output_dim();
+            let x = crate::data::synthetic::gaussian(7, 4, 5);
+            let u = crate::data::synthetic::gaussian(7, k, 6);
+            let g = net.vjp(x.as_ref(), u.as_ref()).unwrap();
+            for seed in 0..3 {
+                let v = random_vec(net.num_params(), 100 + seed);
+                let jv = fd_jvp(&net, x.as_ref(), &v, 1e-6);
+                let lhs: f64 = (0..7).flat_map(|i| (0..k).map(move |a| (i, a))).map(|(i, a)| u[(i, a)] * jv[(i, a)]).sum();
+                let rhs = dot(&g, &v);
+                assert!((lhs - rhs).abs() < 1e-6 * rhs.abs().max(1e-3), "{s}: u.Jv {lhs} vs J^T u.v {rhs}");
+            }
+            assert!(net.vjp(x.as_ref(), Mat::<f64>::zeros(7, k + 1).as_ref()).is_err());
         }
-        assert!(net.vjp(x.as_ref(), Mat::<f64>::zeros(7, 2).as_ref()).is_err());
     }
 }

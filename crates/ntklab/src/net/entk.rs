@@ -1,15 +1,16 @@
-//! The empirical neural tangent kernel Theta(x1, x2) = J(x1) J(x2)^T of a finite MLP, without forming the
-//! N x P Jacobian: with D_l^a = dF_a/dZ_l per example (N x n_l) and H_{l-1} the layer inputs,
+//! The empirical neural tangent kernel Theta(x1, x2) = J(x1) J(x2)^T of a finite network, without forming the
+//! N x P Jacobian: with D_l^a = dF_a/dZ_l per example (N x n_l) at Dense node l and H_u its input,
 //!
-//! Theta_ab = sum_l (D_l^a(x1) D_l^b(x2)^T) ⊙ (w_mult_l^2 H_{l-1}(x1) H_{l-1}(x2)^T + b_mult_l^2 [layer has bias]),
+//! Theta_ab = sum_l (D_l^a(x1) D_l^b(x2)^T) ⊙ (w_mult_l^2 H_u(x1) H_u(x2)^T + b_mult_l^2 [node has bias]),
 //!
-//! where D_L^a = alpha e_a and D_{l-1}^a = (w_mult_l D_l^a W_l) ⊙ phi'(Z_{l-1}). The k output blocks are carried
-//! stacked ((k N) x n_l, row a N + i), so each layer costs one backprop GEMM plus two Gram GEMMs.
+//! where the D_l come from one reverse pass over the graph (`backward`) started from D_out^a = alpha e_a. The
+//! k output blocks are carried stacked ((k N) x n_l, row a N + i), so each Dense node costs one backprop GEMM
+//! plus two Gram GEMMs.
 
 use faer::{Accum, Mat, MatRef};
 
-use super::mlp::Mlp;
-use super::ops::{col, for_each_col, gemm, gemm_lower, hadamard_blocks, mirror_lower};
+use super::network::Mlp;
+use super::ops::{col, for_each_col, gemm, gemm_lower, mirror_lower, Pool};
 use super::tape::Tape;
 use crate::Result;
 
@@ -23,25 +24,10 @@ pub enum NtkOutputs {
     Full,
 }
 
-/// D_L for the readout: the stacked (k N) x k matrix with alpha at (a N + i, a), times phi' if the readout has one.
+/// The output cotangent stack: (k N) x k with alpha at (a N + i, a).
 fn readout_stack(net: &Mlp, tape: &Tape) -> Mat<f64> {
     let (n, k) = (tape.batch_size(), net.output_dim());
-    let mut d = Mat::<f64>::from_fn(k * n, k, |r, a| if r / n == a { net.alpha } else { 0.0 });
-    if let Some(s) = tape.slope.last().and_then(|s| s.as_ref()) {
-        hadamard_blocks(&mut d, s);
-    }
-    d
-}
-
-/// D_{l-1} = (w_mult_l D_l W_l) ⊙ phi'_{l-1}(Z_{l-1}) for the stacked D_l.
-fn backprop_stack(net: &Mlp, tape: &Tape, l: usize, d: &Mat<f64>) -> Mat<f64> {
-    let dl = &net.dense[l];
-    let mut next = Mat::<f64>::zeros(d.nrows(), dl.n_in());
-    gemm(next.as_mut(), Accum::Replace, d.as_ref(), dl.weight.as_ref(), dl.w_mult);
-    if let Some(s) = &tape.slope[l - 1] {
-        hadamard_blocks(&mut next, s);
-    }
-    next
+    Mat::<f64>::from_fn(k * n, k, |r, a| if r / n == a { net.alpha } else { 0.0 })
 }
 
 /// Row block a (N rows) of a stacked matrix.
@@ -51,7 +37,7 @@ fn block(d: &Mat<f64>, a: usize, n: usize) -> MatRef<'_, f64> {
 
 impl Mlp {
     /// Empirical NTK Theta(X1, X2) = J(X1) J(X2)^T (X2 = None: X1 with itself, exploiting symmetry), by the
-    /// layer-wise formula sum_l (D_l D_l^T) ⊙ (w_mult^2 H_{l-1} H_{l-1}^T + b_mult^2); N1 x N2 or (N1 k) x (N2 k).
+    /// per-Dense-node formula sum_l (D_l D_l^T) ⊙ (w_mult^2 H_u H_u^T + b_mult^2); N1 x N2 or (N1 k) x (N2 k).
     pub fn empirical_ntk(&self, x1: MatRef<'_, f64>, x2: Option<MatRef<'_, f64>>, outputs: NtkOutputs) -> Result<Mat<f64>> {
         let t1 = self.tape(x1)?;
         let t2 = x2.map(|x| self.tape(x)).transpose()?;
@@ -71,13 +57,18 @@ impl Mlp {
         let mut gram = Mat::<f64>::zeros(n1, n2);
         // The triangular trick needs a symmetric accumulator in its own index order, which Trace mode has.
         let lower = sym && !full;
-        let mut d1 = readout_stack(self, t1);
-        let mut d2 = if sym { None } else { Some(readout_stack(self, t2r)) };
-        for l in (0..self.dense.len()).rev() {
+        let mut pool = Pool::default();
+        // The cross kernel needs both sides' D_l at once: the second side's are collected first.
+        let mut d2s: Vec<Option<Mat<f64>>> = vec![None; self.dense.len()];
+        if !sym {
+            self.reverse(t2r, readout_stack(self, t2r), false, &mut pool, |l, d| d2s[l] = Some(d.clone()));
+        }
+        self.reverse(t1, readout_stack(self, t1), false, &mut pool, |l, d1| {
             let dl = &self.dense[l];
-            let (h1, h2) = (t1.inputs[l].as_ref(), t2r.inputs[l].as_ref());
+            let u = self.graph.nodes[dl.node].inputs[0];
+            let (h1, h2) = (t1.values[u].as_ref(), t2r.values[u].as_ref());
             let c2 = dl.w_mult * dl.w_mult;
-            let b2 = if dl.bias.is_some() { dl.b_mult * dl.b_mult } else { 0.0 };
+            let b2 = if dl.has_bias() { dl.b_mult * dl.b_mult } else { 0.0 };
             // gram = w_mult^2 H1 H2^T + b_mult^2
             if lower {
                 gemm_lower(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
@@ -85,13 +76,13 @@ impl Mlp {
                 gemm(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
             }
             // dd = D1 D2^T (Full: all blocks at once; Trace: sum over the k diagonal blocks)
-            let d2r = d2.as_ref().unwrap_or(&d1);
+            let d2r = d2s[l].as_ref().unwrap_or(d1);
             if full {
                 gemm(dd.as_mut(), Accum::Replace, d1.as_ref(), d2r.as_ref().transpose(), 1.0);
             } else {
                 for a in 0..k {
                     let acc_mode = if a == 0 { Accum::Replace } else { Accum::Add };
-                    let (p, q) = (block(&d1, a, n1), block(d2r, a, n2).transpose());
+                    let (p, q) = (block(d1, a, n1), block(d2r, a, n2).transpose());
                     if lower {
                         gemm_lower(dd.as_mut(), acc_mode, p, q, 1.0);
                     } else {
@@ -117,14 +108,7 @@ impl Mlp {
                     }
                 }
             });
-            if l > 0 {
-                let nd1 = backprop_stack(self, t1, l, &d1);
-                if let Some(d2m) = d2.as_ref() {
-                    d2 = Some(backprop_stack(self, t2r, l, d2m));
-                }
-                d1 = nd1;
-            }
-        }
+        });
         if lower {
             mirror_lower(&mut acc);
         }
@@ -140,24 +124,21 @@ impl Mlp {
     pub fn jacobian(&self, x: MatRef<'_, f64>) -> Result<Mat<f64>> {
         let tape = self.tape(x)?;
         let (n, k) = (tape.batch_size(), self.output_dim());
-        let offs = self.param_offsets();
+        crate::data::memory::check_alloc(n.saturating_mul(k).saturating_mul(self.num_params()).saturating_mul(8), "the explicit Jacobian")?;
         let mut j = Mat::<f64>::zeros(n * k, self.num_params());
-        let mut d = readout_stack(self, &tape);
-        for l in (0..self.dense.len()).rev() {
+        self.reverse(&tape, readout_stack(self, &tape), false, &mut Pool::default(), |l, d| {
             let dl = &self.dense[l];
-            let (n_in, n_out) = (dl.n_in(), dl.n_out());
-            let h = &tape.inputs[l];
-            let (wo, bo) = offs[l];
-            for m in 0..n_out {
-                for q in 0..n_in {
-                    let cidx = wo + m * n_in + q;
+            let h = &tape.values[self.graph.nodes[dl.node].inputs[0]];
+            for m in 0..dl.n_out {
+                for q in 0..dl.n_in {
+                    let cidx = dl.w_off + m * dl.n_in + q;
                     for a in 0..k {
                         for i in 0..n {
                             j[(i * k + a, cidx)] = dl.w_mult * d[(a * n + i, m)] * h[(i, q)];
                         }
                     }
                 }
-                if let Some(bo) = bo {
+                if let Some(bo) = dl.b_off {
                     for a in 0..k {
                         for i in 0..n {
                             j[(i * k + a, bo + m)] = dl.b_mult * d[(a * n + i, m)];
@@ -165,10 +146,7 @@ impl Mlp {
                     }
                 }
             }
-            if l > 0 {
-                d = backprop_stack(self, &tape, l, &d);
-            }
-        }
+        });
         Ok(j)
     }
 }
@@ -201,6 +179,8 @@ mod tests {
             ("dense(7,b_std=0.3),sin,dense(6,b_std=0.1),relu,dense(3)", Parameterization::MeanField, 0.3),
             ("dense(6,b_std=0.3),relu,dense(6,b_std=0.1),abs,dense(3,b_std=0.7)", Parameterization::Mup, 4.0),
             ("dense(8,b_std=0.2),relu,dense(1,b_std=0.1)", Parameterization::Ntk, 1.7),
+            (RESIDUAL, Parameterization::Ntk, 1.3),
+            (DAG, Parameterization::Mup, 0.6),
         ];
         for (s, p, alpha) in cases {
             let net = net(s, p, 4, alpha, 17);

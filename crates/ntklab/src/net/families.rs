@@ -1,6 +1,6 @@
 //! Named special cases of [`Mlp`] that the theory literature studies on their own.
 
-use super::mlp::Mlp;
+use super::network::Mlp;
 use crate::kernel::{Activation, Architecture, Layer, Parameterization};
 use crate::{Error, Result};
 
@@ -21,7 +21,7 @@ impl Mlp {
         }
         let mut layers: Vec<Layer> = (1..depth).map(|_| Layer::Dense { width, w_std: 1.0, b_std: None }).collect();
         layers.push(Layer::Dense { width: output_dim, w_std: 1.0, b_std: None });
-        Mlp::init(&Architecture { layers, parameterization: param }, input_dim, 1.0, seed)
+        Mlp::init(&Architecture::sequential(layers, param), input_dim, 1.0, seed)
     }
 
     /// Two-layer network f(x) = alpha c_2 sum_{i<m} a_i phi(c_1 w_i . x) (no biases, w_std = 1), with
@@ -40,7 +40,7 @@ impl Mlp {
             Layer::Activation(act),
             Layer::Dense { width: 1, w_std: 1.0, b_std: None },
         ];
-        Mlp::init(&Architecture { layers, parameterization: param }, input_dim, alpha, seed)
+        Mlp::init(&Architecture::sequential(layers, param), input_dim, alpha, seed)
     }
 }
 
@@ -54,10 +54,11 @@ mod tests {
         // f(x) = (c_3 W_3)(c_2 W_2)(c_1 W_1) x, multiplied out explicitly.
         let net = Mlp::deep_linear(4, 6, 3, 2, Parameterization::Ntk, 5).unwrap();
         assert_eq!(net.dense.len(), 3);
-        assert!(net.dense.iter().all(|d| d.bias.is_none() && d.activation.is_none()));
+        assert!(net.dense.iter().all(|d| !d.has_bias()));
+        assert_eq!(net.graph.nodes.len(), 4, "no activation nodes");
         let mut prod = faer::Mat::<f64>::identity(4, 4);
-        for d in &net.dense {
-            prod = d.w_mult * &d.weight * &prod;
+        for (l, d) in net.dense.iter().enumerate() {
+            prod = faer::Scale(d.w_mult) * net.weight(l) * &prod;
         }
         let x = gaussian(3, 4, 1);
         let f = net.forward(x.as_ref()).unwrap();
@@ -73,7 +74,7 @@ mod tests {
         for (p, c2) in [(Parameterization::Ntk, 1.0 / (m as f64).sqrt()), (Parameterization::MeanField, 1.0 / m as f64)] {
             let net = Mlp::two_layer(d, m, Activation::Tanh, p, 2.0, 9).unwrap();
             let f = net.forward(x.as_ref()).unwrap();
-            let (w, a) = (&net.dense[0].weight, &net.dense[1].weight);
+            let (w, a) = (net.weight(0), net.weight(1));
             for n in 0..4 {
                 let s: f64 = (0..m)
                     .map(|i| a[(0, i)] * ((0..d).map(|j| w[(i, j)] * x[(n, j)]).sum::<f64>() / (d as f64).sqrt()).tanh())

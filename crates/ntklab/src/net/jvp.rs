@@ -1,27 +1,29 @@
-//! Forward mode: Jacobian-vector products J v by tangent propagation, two GEMMs per layer.
+//! Forward mode over the graph: Jacobian-vector products J v by tangent propagation, two GEMMs per Dense node.
 //!
-//! For a tangent v = (V_l, v_b,l) of the raw variables: dZ_l = w_mult (H_{l-1} V_l^T + dH_{l-1} W_l^T) + b_mult 1 v_b,l^T,
-//! dH_l = phi_l'(Z_l) ⊙ dZ_l (dH_0 = 0), and J v = dF = alpha dH_L.
+//! For a tangent v = (V_l, v_b,l) of the raw variables, dH_input = 0 and per node:
+//! * Dense (input u): dZ = w_mult (H_u V^T + dH_u W^T) + b_mult 1 v_b^T;
+//! * Activation (input u): dH = phi'(Z) ⊙ dH_u; Sum: the sum of the inputs' tangents; Concat: their columns;
+//!
+//! and J v = dF = alpha dH_out. A tangent that is identically zero is carried as None.
 
 use faer::{Accum, Mat, MatRef};
 
-use super::mlp::Mlp;
+use super::network::Network;
 use super::ops::{for_each_col, gemm, hadamard_into, scale_in_place, Pool};
 use super::tape::Tape;
+use crate::kernel::Op;
 use crate::{Error, Result};
 
 /// Tangents of one forward-mode pass.
 #[derive(Debug, Clone)]
 pub(crate) struct Tangent {
-    /// `hdot[l]` = dH_{l-1}, the tangent of Dense layer l's input (None for l = 0, or when not kept).
-    pub hdot: Vec<Option<Mat<f64>>>,
-    /// `zdot[l]` = dZ_l where the tape has curvature for layer l (and tangents were kept), else None.
-    pub zdot: Vec<Option<Mat<f64>>>,
+    /// `dot[v]` = dH_v for every node (None: zero), when kept; otherwise empty.
+    pub dot: Vec<Option<Mat<f64>>>,
     /// dF = J v, N x k.
     pub fdot: Mat<f64>,
 }
 
-impl Mlp {
+impl Network {
     /// Checks a parameter-space vector: length P and finite.
     pub(crate) fn check_param_vec(&self, v: &[f64], what: &str) -> Result<()> {
         if v.len() != self.num_params() {
@@ -33,58 +35,89 @@ impl Mlp {
         Ok(())
     }
 
-    /// Tangent propagation of v (length P, unchecked); with `keep`, the intermediate tangents R-op needs.
+    /// Tangent propagation of v (length P, unchecked); with `keep`, every node's tangent (R-op needs them).
     pub(crate) fn tangent(&self, tape: &Tape, v: &[f64], keep: bool, pool: &mut Pool) -> Tangent {
+        let g = &self.graph;
+        let nn = g.nodes.len();
         let n = tape.batch_size();
-        let offs = self.param_offsets();
-        let mut hdot_in: Option<Mat<f64>> = None;
-        let mut hdots = Vec::new();
-        let mut zdots = Vec::new();
-        for (l, d) in self.dense.iter().enumerate() {
-            let (n_in, n_out) = (d.n_in(), d.n_out());
-            let (wo, bo) = offs[l];
-            // The row-major n_out x n_in block of v is V_l^T in column-major n_in x n_out.
-            let vwt = MatRef::from_column_major_slice(&v[wo..wo + n_in * n_out], n_in, n_out);
-            let mut zd = pool.take(n, n_out);
-            gemm(zd.as_mut(), Accum::Replace, tape.inputs[l].as_ref(), vwt, d.w_mult);
-            if let Some(hd) = &hdot_in {
-                gemm(zd.as_mut(), Accum::Add, hd.as_ref(), d.weight.transpose(), d.w_mult);
-            }
-            if let Some(bo) = bo {
-                let vb = &v[bo..bo + n_out];
-                let bm = d.b_mult;
-                for_each_col(&mut zd, |j, c| {
-                    let add = bm * vb[j];
-                    c.iter_mut().for_each(|x| *x += add);
-                });
-            }
-            let hd_out = match &tape.slope[l] {
-                Some(s) => {
-                    let mut h = pool.take(n, n_out);
-                    hadamard_into(&mut h, &zd, s);
-                    if keep && tape.curvature[l].is_some() {
-                        zdots.push(Some(zd));
-                    } else {
-                        zdots.push(None);
-                        pool.give(zd);
+        let mut dot: Vec<Option<Mat<f64>>> = vec![None; nn];
+        for w in 1..nn {
+            let node = &g.nodes[w];
+            let out = match &node.op {
+                Op::Input => unreachable!("node 0 is the only input"),
+                Op::Dense { .. } => {
+                    let l = self.dense_of[w].expect("dense node");
+                    let d = &self.dense[l];
+                    let u = node.inputs[0];
+                    // The row-major n_out x n_in block of v is V^T in column-major n_in x n_out.
+                    let vwt = MatRef::from_column_major_slice(&v[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
+                    let mut zd = pool.take(n, d.n_out);
+                    gemm(zd.as_mut(), Accum::Replace, tape.values[u].as_ref(), vwt, d.w_mult);
+                    if let Some(hd) = &dot[u] {
+                        gemm(zd.as_mut(), Accum::Add, hd.as_ref(), self.weight_t(l), d.w_mult);
+                    }
+                    if let Some(bo) = d.b_off {
+                        let (vb, bm) = (&v[bo..bo + d.n_out], d.b_mult);
+                        for_each_col(&mut zd, |j, c| {
+                            let add = bm * vb[j];
+                            c.iter_mut().for_each(|x| *x += add);
+                        });
+                    }
+                    Some(zd)
+                }
+                Op::Activation(_) => dot[node.inputs[0]].as_ref().map(|hd| {
+                    let mut h = pool.take(n, node.width);
+                    match &tape.slope[w] {
+                        Some(s) => hadamard_into(&mut h, hd, s),
+                        None => h.copy_from(hd),
                     }
                     h
+                }),
+                Op::Sum => {
+                    let mut acc: Option<Mat<f64>> = None;
+                    for &u in &node.inputs {
+                        if let Some(t) = &dot[u] {
+                            match &mut acc {
+                                None => {
+                                    let mut c = pool.take(n, node.width);
+                                    c.copy_from(t);
+                                    acc = Some(c);
+                                }
+                                Some(a) => *a += t,
+                            }
+                        }
+                    }
+                    acc
                 }
-                None => {
-                    zdots.push(None);
-                    zd
-                }
+                Op::Concat => node.inputs.iter().any(|&u| dot[u].is_some()).then(|| {
+                    let mut c = Mat::<f64>::zeros(n, node.width);
+                    let mut off = 0;
+                    for &u in &node.inputs {
+                        let wu = g.nodes[u].width;
+                        if let Some(t) = &dot[u] {
+                            c.as_mut().subcols_mut(off, wu).copy_from(t);
+                        }
+                        off += wu;
+                    }
+                    c
+                }),
             };
-            let prev = hdot_in.replace(hd_out);
-            if keep {
-                hdots.push(prev);
-            } else if let Some(p) = prev {
-                pool.give(p);
+            dot[w] = out;
+            if !keep {
+                for &u in &node.inputs {
+                    if self.last_use[u] == w {
+                        if let Some(m) = dot[u].take() {
+                            pool.give(m);
+                        }
+                    }
+                }
             }
         }
-        let mut fdot = hdot_in.expect("at least one dense layer");
+        let out = g.output();
+        let mut fdot = if keep { dot[out].clone() } else { dot[out].take() }
+            .unwrap_or_else(|| Mat::zeros(n, self.output_dim()));
         scale_in_place(&mut fdot, self.alpha);
-        Tangent { hdot: hdots, zdot: zdots, fdot }
+        Tangent { dot: if keep { dot } else { Vec::new() }, fdot }
     }
 
     /// Jacobian-vector product J(X) v = dF/dtheta . v (N x k) at a taped batch; v has length P.
@@ -114,6 +147,8 @@ mod tests {
             ("dense(5,b_std=0.3),gelu,dense(4),dense(4),erf,dense(2,b_std=1)", Parameterization::Standard, 3.0),
             ("dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),relu,dense(1)", Parameterization::MeanField, 0.5),
             ("dense(6,b_std=0.3),sin,dense(6,b_std=0.1),abs,dense(3,b_std=0.7)", Parameterization::Mup, 2.0),
+            (RESIDUAL, Parameterization::Standard, 1.5),
+            (DAG, Parameterization::MeanField, 0.8),
         ];
         for (s, p, alpha) in cases {
             let net = net(s, p, 4, alpha, 21);

@@ -1,21 +1,24 @@
 //! Finite networks with exact derivatives: forward, backward, JVP, Hessian-vector products (Pearlmutter's
-//! R-operator), Gauss–Newton products and the empirical NTK, for MLPs in several parameterizations.
+//! R-operator), Gauss–Newton products, the output Hessian and the empirical NTK, for any DAG of Dense,
+//! activation and fan-in nodes ([`crate::kernel::Graph`]) in several parameterizations.
 //!
-//! All passes are batched: each Dense layer costs a few GEMMs on N x n matrices, never a per-example loop.
-//! Derivatives are w.r.t. the raw variables (`weight`, `bias`), flattened in [`Mlp::params`] order.
+//! Every algorithm is one generic traversal of the graph over one flat parameter vector. All passes are
+//! batched: each Dense node costs a few GEMMs on N x n matrices, never a per-example loop. Derivatives are
+//! w.r.t. the raw variables (`weight`, `bias`), flattened in [`Network::params`] order.
 //!
-//! * [`Mlp::tape`]: the forward pass with caches; [`Mlp::vjp`], [`Mlp::loss_and_gradient`]: reverse mode;
-//!   [`Mlp::jvp`]: forward mode.
-//! * [`LossCurvature`]: loss value, gradient, Hessian- and Gauss–Newton-vector products at fixed data.
-//! * [`Mlp::empirical_ntk`]: J(X1) J(X2)^T without the Jacobian; [`Mlp::jacobian`] for small nets.
-//! * [`Mlp::deep_linear`], [`Mlp::two_layer`]: named special architectures.
+//! * [`Network::tape`]: the forward pass with caches; [`Network::vjp`], [`Network::loss_and_gradient`]:
+//!   reverse mode; [`Network::jvp`]: forward mode.
+//! * [`LossCurvature`]: loss value, gradient, Hessian- and Gauss–Newton-vector products at fixed data;
+//!   [`OutputCurvature`]: the Hessian of the outputs themselves.
+//! * [`Network::empirical_ntk`]: J(X1) J(X2)^T without the Jacobian; [`Network::jacobian`] for small nets.
+//! * [`Network::deep_linear`], [`Network::two_layer`]: named special architectures.
 
 mod backward;
 mod entk;
 mod families;
 pub mod io;
 mod jvp;
-pub mod mlp;
+pub mod network;
 mod ops;
 mod rop;
 mod tape;
@@ -24,6 +27,6 @@ pub(crate) mod testutil;
 
 pub use entk::NtkOutputs;
 pub use io::{load_mlp, save_mlp, LoadOptions, ModelFormat, Precision};
-pub use mlp::{DenseParams, Mlp};
-pub use rop::LossCurvature;
+pub use network::{DenseParams, Mlp, Network};
+pub use rop::{LossCurvature, OutputCurvature};
 pub use tape::Tape;

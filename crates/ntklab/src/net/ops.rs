@@ -117,15 +117,6 @@ pub(crate) fn hadamard(a: &Mat<f64>, b: &Mat<f64>) -> Mat<f64> {
     out
 }
 
-/// a ⊙= b (same shapes).
-pub(crate) fn hadamard_in_place(a: &mut Mat<f64>, b: &Mat<f64>) {
-    for_each_col(a, |j, o| {
-        for (o, &y) in o.iter_mut().zip(col(b, j)) {
-            *o *= y;
-        }
-    });
-}
-
 /// Row-block broadcast product: `stack` is (k N) x n, made of k blocks of N rows; each block ⊙= `s` (N x n).
 pub(crate) fn hadamard_blocks(stack: &mut Mat<f64>, s: &Mat<f64>) {
     let n = s.nrows();

@@ -2,23 +2,28 @@
 //! R-operator, and Gauss–Newton products J^T H_L J v.
 //!
 //! R{.} is the directional derivative along v = (V_l, v_b,l) (raw variables). Forward: the tangent pass of
-//! `jvp` gives R{Z_l}, R{H_l} and R{F}. Backward, from R{Gamma_L} = alpha (d^2L/dF^2)[R{F}]:
-//! * R{Delta_l} = R{Gamma_l} ⊙ phi'(Z_l) + Gamma_l ⊙ phi''(Z_l) ⊙ R{Z_l}
-//! * R{dW_l} = w_mult (R{Delta_l}^T H_{l-1} + Delta_l^T R{H_{l-1}}),  R{db_l} = b_mult R{Delta_l}^T 1
-//! * R{Gamma_{l-1}} = w_mult (R{Delta_l} W_l + Delta_l V_l)
+//! `jvp` gives R{H_v} for every node and R{F}. Backward over the graph, from R{Gamma_out} = alpha
+//! (d^2L/dF^2)[R{F}] (zero for the output Hessian, whose cotangent is fixed):
+//! * Activation (input u): R{Gamma_u} += R{Gamma_v} ⊙ phi'(Z) + Gamma_v ⊙ phi''(Z) ⊙ R{H_u}
+//! * Dense l (input u): R{dW_l} = w_mult (R{Delta}^T H_u + Delta^T R{H_u}), R{db_l} = b_mult R{Delta}^T 1,
+//!   R{Gamma_u} += w_mult (R{Delta} W_l + Delta V_l)
+//! * Sum / Concat: R{Gamma} is handed to the inputs as Gamma is.
 //!
 //! so Hv = R{dL/dtheta}. [`LossCurvature`] runs the forward pass and the gradient's backward pass once, then
-//! each product costs about three times a gradient (six GEMMs per hidden layer).
+//! each product costs about three times a gradient (six GEMMs per hidden layer). [`OutputCurvature`] does
+//! the same for the output Hessian d^2(u.F)/dtheta^2 in one R-op pass per product.
 
 use std::sync::Mutex;
 
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef};
 
-use super::backward::Backprop;
-use super::mlp::Mlp;
+use super::backward::{accumulate, fan_in_back, Backprop};
+use super::jvp::Tangent;
+use super::network::Network as Mlp;
 use super::ops::{col, col_sums_into, for_each_col, gemm, hadamard_into, scale_in_place, Pool};
 use super::tape::Tape;
+use crate::kernel::Op;
 use crate::spectrum::{FnOp, SymOp};
 use crate::train::loss::Loss;
 use crate::{Error, Result};
@@ -116,63 +121,10 @@ impl<'a> LossCurvature<'a> {
 
     fn hvp_with(&self, v: &[f64], out: &mut [f64], pool: &mut Pool) {
         let net = self.net;
-        let tape = &self.tape;
-        let n = tape.batch_size();
-        let offs = net.param_offsets();
-        let t = net.tangent(tape, v, true, pool);
-        let mut rgamma = self.loss.hessian_vp_unchecked(tape.output.as_ref(), self.targets.as_ref(), t.fdot.as_ref());
+        let t = net.tangent(&self.tape, v, true, pool);
+        let mut rgamma = self.loss.hessian_vp_unchecked(self.tape.output.as_ref(), self.targets.as_ref(), t.fdot.as_ref());
         scale_in_place(&mut rgamma, net.alpha);
-        for l in (0..net.dense.len()).rev() {
-            let d = &net.dense[l];
-            let (n_in, n_out) = (d.n_in(), d.n_out());
-            let (wo, bo) = offs[l];
-            let delta = &self.back.delta[l];
-            let rdelta = match &tape.slope[l] {
-                Some(s) => match (&self.back.gamma_curv[l], &t.zdot[l]) {
-                    (Some(gc), Some(zd)) => {
-                        let mut r = pool.take(n, n_out);
-                        for_each_col(&mut r, |j, o| {
-                            let (rg, s, gc, zd) = (col(&rgamma, j), col(s, j), col(gc, j), col(zd, j));
-                            for i in 0..o.len() {
-                                o[i] = rg[i] * s[i] + gc[i] * zd[i];
-                            }
-                        });
-                        r
-                    }
-                    _ => {
-                        let mut r = pool.take(n, n_out);
-                        hadamard_into(&mut r, &rgamma, s);
-                        r
-                    }
-                },
-                None => std::mem::replace(&mut rgamma, Mat::zeros(0, 0)),
-            };
-            pool.give(std::mem::replace(&mut rgamma, Mat::zeros(0, 0)));
-            {
-                let mut ow = MatMut::from_column_major_slice_mut(&mut out[wo..wo + n_in * n_out], n_in, n_out);
-                gemm(ow.rb_mut(), Accum::Replace, tape.inputs[l].transpose(), rdelta.as_ref(), d.w_mult);
-                if let Some(hd) = &t.hdot[l] {
-                    gemm(ow, Accum::Add, hd.transpose(), delta.as_ref(), d.w_mult);
-                }
-            }
-            if let Some(bo) = bo {
-                col_sums_into(&rdelta, d.b_mult, &mut out[bo..bo + n_out]);
-            }
-            rgamma = if l > 0 {
-                let vwt = MatRef::from_column_major_slice(&v[wo..wo + n_in * n_out], n_in, n_out);
-                let mut next = pool.take(n, n_in);
-                gemm(next.as_mut(), Accum::Replace, rdelta.as_ref(), d.weight.as_ref(), d.w_mult);
-                gemm(next.as_mut(), Accum::Add, delta.as_ref(), vwt.transpose(), d.w_mult);
-                next
-            } else {
-                Mat::zeros(0, 0)
-            };
-            pool.give(rdelta);
-        }
-        for m in t.hdot.into_iter().chain(t.zdot).flatten() {
-            pool.give(m);
-        }
-        pool.give(t.fdot);
+        rop_backward(net, &self.tape, &self.back, t, Some(rgamma), v, out, pool);
     }
 
     /// Hessian-vector product H v = d^2L/dtheta^2 v (exact, R-operator; Pearlmutter 1994).
@@ -227,6 +179,176 @@ impl Mlp {
     }
 }
 
+/// The R-op backward pass (see the module docs): writes R{dL/dtheta} into `out` from the kept gradient caches
+/// `back`, the kept tangents `t` and R{Gamma_out} (None: zero).
+#[allow(clippy::too_many_arguments)]
+fn rop_backward(net: &Mlp, tape: &Tape, back: &Backprop, t: Tangent, rg_out: Option<Mat<f64>>, v: &[f64], out: &mut [f64], pool: &mut Pool) {
+    let g = &net.graph;
+    let nn = g.nodes.len();
+    let n = tape.batch_size();
+    let mut rg: Vec<Option<Mat<f64>>> = vec![None; nn];
+    rg[g.output()] = rg_out;
+    for w in (1..nn).rev() {
+        let node = &g.nodes[w];
+        let rgw = rg[w].take();
+        match &node.op {
+            Op::Input => unreachable!("node 0 is the only input"),
+            Op::Dense { .. } => {
+                let l = net.dense_of[w].expect("dense node");
+                let d = &net.dense[l];
+                let u = node.inputs[0];
+                let delta = back.cot[w].as_ref().expect("kept Delta");
+                {
+                    let mut ow = MatMut::from_column_major_slice_mut(&mut out[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
+                    match &rgw {
+                        Some(rd) => gemm(ow.rb_mut(), Accum::Replace, tape.values[u].transpose(), rd.as_ref(), d.w_mult),
+                        None => ow.fill(0.0),
+                    }
+                    if let Some(hd) = &t.dot[u] {
+                        gemm(ow, Accum::Add, hd.transpose(), delta.as_ref(), d.w_mult);
+                    }
+                }
+                if let Some(bo) = d.b_off {
+                    match &rgw {
+                        Some(rd) => col_sums_into(rd, d.b_mult, &mut out[bo..bo + d.n_out]),
+                        None => out[bo..bo + d.n_out].fill(0.0),
+                    }
+                }
+                if u != 0 {
+                    let vwt = MatRef::from_column_major_slice(&v[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
+                    let mut next = pool.take(n, d.n_in);
+                    let mut mode = Accum::Replace;
+                    if let Some(rd) = &rgw {
+                        gemm(next.as_mut(), Accum::Replace, rd.as_ref(), net.weight_t(l).transpose(), d.w_mult);
+                        mode = Accum::Add;
+                    }
+                    gemm(next.as_mut(), mode, delta.as_ref(), vwt.transpose(), d.w_mult);
+                    accumulate(&mut rg, u, next, pool);
+                }
+                if let Some(rd) = rgw {
+                    pool.give(rd);
+                }
+            }
+            Op::Activation(_) => {
+                let u = node.inputs[0];
+                let curv_term = match (&back.cot[w], &t.dot[u]) {
+                    (Some(gc), Some(hd)) => Some((gc, hd)),
+                    _ => None,
+                };
+                let r = match (rgw, &tape.slope[w], curv_term) {
+                    (None, _, None) => None,
+                    (Some(r), None, None) => Some(r),
+                    (Some(r), Some(s), None) => {
+                        let mut o = pool.take(n, node.width);
+                        hadamard_into(&mut o, &r, s);
+                        pool.give(r);
+                        Some(o)
+                    }
+                    (None, _, Some((gc, hd))) => {
+                        let mut o = pool.take(n, node.width);
+                        hadamard_into(&mut o, gc, hd);
+                        Some(o)
+                    }
+                    (Some(r), s, Some((gc, hd))) => {
+                        let mut o = pool.take(n, node.width);
+                        for_each_col(&mut o, |j, oc| {
+                            let (rg, gc, hd) = (col(&r, j), col(gc, j), col(hd, j));
+                            match s {
+                                Some(s) => {
+                                    let s = col(s, j);
+                                    for i in 0..oc.len() {
+                                        oc[i] = rg[i] * s[i] + gc[i] * hd[i];
+                                    }
+                                }
+                                None => {
+                                    for i in 0..oc.len() {
+                                        oc[i] = rg[i] + gc[i] * hd[i];
+                                    }
+                                }
+                            }
+                        });
+                        pool.give(r);
+                        Some(o)
+                    }
+                };
+                if let Some(r) = r {
+                    if u != 0 {
+                        accumulate(&mut rg, u, r, pool);
+                    } else {
+                        pool.give(r);
+                    }
+                }
+            }
+            Op::Sum | Op::Concat => {
+                if let Some(r) = rgw {
+                    fan_in_back(net, w, r, &mut rg, pool);
+                }
+            }
+        }
+    }
+    for m in t.dot.into_iter().flatten() {
+        pool.give(m);
+    }
+    pool.give(t.fdot);
+}
+
+/// The output Hessian d^2 (U . F(X; theta)) / dtheta^2 at fixed data X (N x d) and cotangent U (N x k), as
+/// matrix-free products by one R-op pass each (for a single input and U = 1: the Hessian of f(x)).
+#[derive(Debug)]
+pub struct OutputCurvature<'a> {
+    net: &'a Mlp,
+    tape: Tape,
+    back: Backprop,
+    pool: Mutex<Pool>,
+}
+
+impl<'a> OutputCurvature<'a> {
+    /// Forward pass with curvature caches and the backward pass of U.
+    pub fn new(net: &'a Mlp, x: MatRef<'_, f64>, u: MatRef<'_, f64>) -> Result<OutputCurvature<'a>> {
+        let tape = net.tape_with_curvature(x)?;
+        net.check_cotangent(&tape, u, "output cotangent U")?;
+        let mut scratch = vec![0.0; net.num_params()];
+        let back = net.backprop_into(&tape, u, &mut scratch, true, &mut Pool::default()).expect("kept caches");
+        Ok(OutputCurvature { net, tape, back, pool: Mutex::new(Pool::default()) })
+    }
+
+    /// Number of parameters P.
+    pub fn dim(&self) -> usize {
+        self.net.num_params()
+    }
+
+    /// H v with H = d^2 (U . F) / dtheta^2, written into `out` (length P).
+    pub fn hvp_into(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
+        self.net.check_param_vec(v, "vector v")?;
+        if out.len() != v.len() {
+            return Err(Error::Shape(format!("output buffer has {} entries, expected {}", out.len(), v.len())));
+        }
+        let mut guard = self.pool.try_lock();
+        let mut fresh = Pool::default();
+        let pool = match guard.as_mut() {
+            Ok(p) => &mut **p,
+            Err(_) => &mut fresh,
+        };
+        let t = self.net.tangent(&self.tape, v, true, pool);
+        rop_backward(self.net, &self.tape, &self.back, t, None, v, out, pool);
+        Ok(())
+    }
+
+    /// H v (see [`OutputCurvature::hvp_into`]).
+    pub fn hvp(&self, v: &[f64]) -> Result<Vec<f64>> {
+        let mut out = vec![0.0; self.dim()];
+        self.hvp_into(v, &mut out)?;
+        Ok(out)
+    }
+
+    /// The output Hessian as a matrix-free symmetric operator.
+    pub fn op(&self) -> impl SymOp + '_ {
+        FnOp::new(self.dim(), move |v: &[f64], out: &mut [f64]| {
+            self.hvp_into(v, out).expect("SymOp::apply receives finite vectors of length dim()")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -239,7 +361,40 @@ mod tests {
             ("dense(5,b_std=0.3),gelu,dense(4),dense(4,b_std=0.2),softplus,dense(2,b_std=1)", Parameterization::Standard, 2.5, Loss::Logistic),
             ("dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),tanh,dense(3)", Parameterization::MeanField, 0.7, Loss::SoftmaxCrossEntropy),
             ("dense(6,b_std=0.3),silu,dense(6,b_std=0.1),sin,dense(3,b_std=0.7)", Parameterization::Mup, 1.3, Loss::Mse),
+            (RESIDUAL, Parameterization::Ntk, 1.1, Loss::Mse),
+            (DAG, Parameterization::Standard, 0.9, Loss::SoftmaxCrossEntropy),
         ]
+    }
+
+    #[test]
+    fn output_hessian_matches_differences_of_the_vjp() {
+        // d/dt J(theta + t v)^T U at t = 0 is the output Hessian of U.F along v: central differences of the
+        // VJP (h = 1e-5, error ~1e-10) against one R-op pass.
+        for (s, p, alpha, _) in smooth_cases() {
+            let net = net(s, p, 4, alpha, 3);
+            let x = crate::data::synthetic::gaussian(3, 4, 2);
+            let u = crate::data::synthetic::gaussian(3, net.output_dim(), 7);
+            let oc = OutputCurvature::new(&net, x.as_ref(), u.as_ref()).unwrap();
+            let v = random_vec(net.num_params(), 8);
+            let hv = oc.hvp(&v).unwrap();
+            let fd = fd_directional(&net, &v, 1e-5, |m| m.vjp(x.as_ref(), u.as_ref()).unwrap());
+            let e = rel_err(&hv, &fd);
+            assert!(e < 1e-6, "{s}: output Hessian relative error {e:e}");
+        }
+        // With MSE at zero residual, L = |F - Y|^2 / 2N has Hessian J^T J / N + sum_i r_i H_fi / N: shifting Y
+        // by c along U adds -c/N times the output Hessian of U.F.
+        let net = net(RESIDUAL, Parameterization::Ntk, 4, 1.0, 5);
+        let x = crate::data::synthetic::gaussian(4, 4, 1);
+        let f = net.forward(x.as_ref()).unwrap();
+        let u = crate::data::synthetic::gaussian(4, 3, 2);
+        let c = 0.7;
+        let y = &f - &u * faer::Scale(c);
+        let v = random_vec(net.num_params(), 3);
+        let h_shift = LossCurvature::new(&net, x.as_ref(), y.as_ref(), Loss::Mse).unwrap().hvp(&v).unwrap();
+        let h_zero = LossCurvature::new(&net, x.as_ref(), f.as_ref(), Loss::Mse).unwrap().hvp(&v).unwrap();
+        let ho = OutputCurvature::new(&net, x.as_ref(), u.as_ref()).unwrap().hvp(&v).unwrap();
+        let want: Vec<f64> = h_zero.iter().zip(&ho).map(|(a, b)| a + c / 4.0 * b).collect();
+        assert!(rel_err(&h_shift, &want) < 1e-10, "{:e}", rel_err(&h_shift, &want));
     }
 
     #[test]

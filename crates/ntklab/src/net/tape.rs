@@ -1,24 +1,25 @@
-//! The forward pass with caches: per Dense layer l the input H_{l-1} (N x n_in), the slope phi'(Z_l) and, on
-//! request, the curvature phi''(Z_l) (N x n_out). Backward, JVP, R-op passes and the empirical NTK all start
-//! from a [`Tape`], so one forward pass serves any number of derivative products at the same batch.
+//! The forward pass over the graph with caches: per node v its output H_v (N x width_v), kept only where a
+//! later pass reads it (inputs of Dense nodes, and the output); per activation node the slope phi'(Z) and,
+//! on request, the curvature phi''(Z). Backward, JVP, R-op passes and the empirical NTK all start from a
+//! [`Tape`], so one forward pass serves any number of derivative products at the same batch.
 
-use faer::{Mat, MatRef};
+use faer::{Accum, Mat, MatRef};
 
-use super::mlp::{dense_forward, DenseParams, Mlp};
-use super::ops::{for_each_col, map, scale_in_place};
-use crate::kernel::Activation;
+use super::network::Network;
+use super::ops::{for_each_col, gemm, map, scale_in_place};
+use crate::kernel::{Activation, Op};
 use crate::Result;
 
-/// Forward caches of [`Mlp::forward`] on one batch X (N x d).
+/// Forward caches of [`Network::forward`] on one batch X (N x d).
 #[derive(Debug, Clone)]
 pub struct Tape {
-    /// `inputs[l]` = H_{l-1}, the input of Dense layer l (N x n_in(l)); `inputs[0]` = X.
-    pub inputs: Vec<Mat<f64>>,
-    /// `slope[l]` = phi_l'(Z_l) (N x n_out(l)) for layers followed by a (non-identity) activation, else None.
+    /// `values[v]` = H_v (N x width_v) where a Dense node reads it; an empty 0 x 0 matrix elsewhere.
+    pub values: Vec<Mat<f64>>,
+    /// `slope[v]` = phi'(Z) (N x width_v) for (non-identity) activation nodes, else None.
     pub slope: Vec<Option<Mat<f64>>>,
-    /// `curvature[l]` = phi_l''(Z_l) (N x n_out(l)) when requested and phi_l is not piecewise linear, else None.
+    /// `curvature[v]` = phi''(Z) for activation nodes when requested and phi is not piecewise linear.
     pub curvature: Vec<Option<Mat<f64>>>,
-    /// Network outputs F = alpha z_L (N x k).
+    /// Network outputs F = alpha H_out (N x k).
     pub output: Mat<f64>,
 }
 
@@ -29,8 +30,19 @@ impl Tape {
     }
 }
 
-/// The activation that follows a Dense layer, None for none or the identity (which the passes skip).
-pub(crate) fn nonlinearity(d: &DenseParams) -> Option<&Activation> {
+/// Which caches a forward pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caches {
+    /// Outputs only (plain forward).
+    None,
+    /// Values and slopes (first-order passes).
+    First,
+    /// Also curvatures (second-order passes).
+    Second,
+}
+
+/// The activation of an activation node, None for the identity (which the passes skip).
+pub(crate) fn nonlinearity(a: &Activation) -> Option<&Activation> {
     fn is_identity(a: &Activation) -> bool {
         match a {
             Activation::Identity => true,
@@ -38,71 +50,139 @@ pub(crate) fn nonlinearity(d: &DenseParams) -> Option<&Activation> {
             _ => false,
         }
     }
-    d.activation.as_ref().filter(|a| !is_identity(a))
+    (!is_identity(a)).then_some(a)
 }
 
-/// z <- phi(z), returning phi'(z) (one pass; ReLU has its own branch-free loop).
-fn activate_in_place(z: &mut Mat<f64>, a: &Activation) -> Mat<f64> {
-    fn pass(z: &mut Mat<f64>, f: impl Fn(f64) -> (f64, f64) + Sync + Send) -> Mat<f64> {
-        let mut slope = Mat::<f64>::zeros(z.nrows(), z.ncols());
-        let zr = &*z;
-        for_each_col(&mut slope, |j, o| {
-            for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
-                *o = f(t).1;
-            }
+/// z <- phi(z), returning phi'(z) when `slope` (one pass; ReLU has its own branch-free loop).
+fn activate_in_place(z: &mut Mat<f64>, a: &Activation, slope: bool) -> Option<Mat<f64>> {
+    fn pass(z: &mut Mat<f64>, slope: bool, f: impl Fn(f64) -> (f64, f64) + Sync + Send) -> Option<Mat<f64>> {
+        let s = slope.then(|| {
+            let mut s = Mat::<f64>::zeros(z.nrows(), z.ncols());
+            let zr = &*z;
+            for_each_col(&mut s, |j, o| {
+                for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
+                    *o = f(t).1;
+                }
+            });
+            s
         });
         for_each_col(z, |_, c| {
             for t in c.iter_mut() {
                 *t = f(*t).0;
             }
         });
-        slope
+        s
     }
     match a {
-        Activation::Relu => pass(z, |t| if t > 0.0 { (t, 1.0) } else { (0.0, 0.0) }),
-        _ => pass(z, |t| (a.apply(t), a.derivative(t))),
+        Activation::Relu => pass(z, slope, |t| if t > 0.0 { (t, 1.0) } else { (0.0, 0.0) }),
+        _ => pass(z, slope, |t| (a.apply(t), a.derivative(t))),
     }
 }
 
-impl Mlp {
-    /// Forward pass keeping the caches for first-order passes: H_{l-1} and phi'(Z_l) per layer; F = alpha z_L.
+/// Pre-activation of Dense node l: `Z = w_mult H W^T + b_mult 1 b^T` (N x n_out), by GEMM.
+pub(crate) fn dense_forward(net: &Network, l: usize, h: MatRef<'_, f64>) -> Mat<f64> {
+    let d = &net.dense[l];
+    let mut z = Mat::<f64>::zeros(h.nrows(), d.n_out);
+    gemm(z.as_mut(), Accum::Replace, h, net.weight_t(l), d.w_mult);
+    if let Some(b) = net.bias(l) {
+        let bm = d.b_mult;
+        for_each_col(&mut z, |j, c| {
+            let bj = bm * b[j];
+            c.iter_mut().for_each(|v| *v += bj);
+        });
+    }
+    z
+}
+
+impl Network {
+    /// Forward pass keeping the caches for first-order passes: node values and phi'(Z) per activation.
     pub fn tape(&self, x: MatRef<'_, f64>) -> Result<Tape> {
-        self.build_tape(x, false)
+        self.build_tape(x, Caches::First)
     }
 
-    /// As [`Mlp::tape`], also caching phi''(Z_l) for second-order (R-op) passes.
+    /// As [`Network::tape`], also caching phi''(Z) for second-order (R-op) passes.
     pub fn tape_with_curvature(&self, x: MatRef<'_, f64>) -> Result<Tape> {
-        self.build_tape(x, true)
+        self.build_tape(x, Caches::Second)
     }
 
-    fn build_tape(&self, x: MatRef<'_, f64>, curvature: bool) -> Result<Tape> {
+    /// Whether a later pass reads node v's value: a Dense node reads it, or it is the output.
+    fn value_needed(&self, v: usize) -> bool {
+        v == self.graph.output() || self.graph.nodes.iter().any(|n| matches!(n.op, Op::Dense { .. }) && n.inputs[0] == v)
+    }
+
+    pub(crate) fn build_tape(&self, x: MatRef<'_, f64>, caches: Caches) -> Result<Tape> {
         self.check_input(x)?;
-        let layers = self.dense.len();
-        let mut inputs = Vec::with_capacity(layers);
-        let mut slope = Vec::with_capacity(layers);
-        let mut curv = Vec::with_capacity(layers);
-        let mut h = x.to_owned();
-        for d in &self.dense {
-            let mut z = dense_forward(d, h.as_ref());
-            inputs.push(h);
-            match nonlinearity(d) {
-                Some(a) => {
-                    curv.push(if curvature && !a.is_piecewise_linear() {
-                        Some(map(&z, |t| a.second_derivative(t)))
-                    } else {
-                        None
-                    });
-                    slope.push(Some(activate_in_place(&mut z, a)));
+        let g = &self.graph;
+        let nn = g.nodes.len();
+        let keep = caches != Caches::None;
+        let needed: Vec<bool> = (0..nn).map(|v| keep && self.value_needed(v)).collect();
+        let mut values: Vec<Mat<f64>> = (0..nn).map(|_| Mat::zeros(0, 0)).collect();
+        let mut slope: Vec<Option<Mat<f64>>> = vec![None; nn];
+        let mut curv: Vec<Option<Mat<f64>>> = vec![None; nn];
+        values[0] = x.to_owned();
+        // Take node u's value for a consumer v that overwrites it: moved when v is its last reader and no
+        // later pass needs it, else copied.
+        let take = |values: &mut Vec<Mat<f64>>, u: usize, v: usize| -> Mat<f64> {
+            let once = g.nodes[v].inputs.iter().filter(|&&w| w == u).count() == 1;
+            if self.last_use[u] == v && !needed[u] && once {
+                std::mem::replace(&mut values[u], Mat::zeros(0, 0))
+            } else {
+                values[u].clone()
+            }
+        };
+        for v in 1..nn {
+            let node = &g.nodes[v];
+            let out = match &node.op {
+                Op::Input => unreachable!("node 0 is the only input"),
+                Op::Dense { .. } => {
+                    let l = self.dense_of[v].expect("dense node");
+                    dense_forward(self, l, values[node.inputs[0]].as_ref())
                 }
-                None => {
-                    slope.push(None);
-                    curv.push(None);
+                Op::Activation(a) => {
+                    let mut z = take(&mut values, node.inputs[0], v);
+                    if let Some(a) = nonlinearity(a) {
+                        if caches == Caches::Second && !a.is_piecewise_linear() {
+                            curv[v] = Some(map(&z, |t| a.second_derivative(t)));
+                        }
+                        slope[v] = activate_in_place(&mut z, a, keep);
+                    }
+                    z
+                }
+                Op::Sum => {
+                    let mut acc = take(&mut values, node.inputs[0], v);
+                    for &u in &node.inputs[1..] {
+                        let src = &values[u];
+                        for_each_col(&mut acc, |j, c| {
+                            for (o, &s) in c.iter_mut().zip(src.col_as_slice(j)) {
+                                *o += s;
+                            }
+                        });
+                    }
+                    acc
+                }
+                Op::Concat => {
+                    let n = x.nrows();
+                    let mut out = Mat::<f64>::zeros(n, node.width);
+                    let mut off = 0;
+                    for &u in &node.inputs {
+                        let w = g.nodes[u].width;
+                        out.as_mut().subcols_mut(off, w).copy_from(values[u].as_ref());
+                        off += w;
+                    }
+                    out
+                }
+            };
+            values[v] = out;
+            // Free inputs no later node or pass reads.
+            for &u in &node.inputs {
+                if self.last_use[u] == v && !needed[u] {
+                    values[u] = Mat::zeros(0, 0);
                 }
             }
-            h = z;
         }
-        scale_in_place(&mut h, self.alpha);
-        Ok(Tape { inputs, slope, curvature: curv, output: h })
+        let mut output = if keep { values[g.output()].clone() } else { std::mem::replace(&mut values[g.output()], Mat::zeros(0, 0)) };
+        scale_in_place(&mut output, self.alpha);
+        Ok(Tape { values, slope, curvature: curv, output })
     }
 }
 
@@ -116,14 +196,15 @@ mod tests {
         // Same arithmetic in the same order: agreement to rounding.
         let a = Architecture::parse("dense(7,b_std=0.3),tanh,dense(5),dense(4,b_std=1),relu,dense(2)", Parameterization::Ntk)
             .unwrap();
-        let net = Mlp::init(&a, 3, 1.7, 5).unwrap();
+        let net = Network::init(&a, 3, 1.7, 5).unwrap();
         let x = crate::data::synthetic::gaussian(6, 3, 1);
         let t = net.tape_with_curvature(x.as_ref()).unwrap();
         let f = net.forward(x.as_ref()).unwrap();
         assert!((&t.output - &f).norm_max() < 1e-14 * f.norm_max());
-        assert_eq!(t.inputs.len(), 4);
-        assert!(t.slope[0].is_some() && t.slope[1].is_none() && t.slope[2].is_some() && t.slope[3].is_none());
-        assert!(t.curvature[0].is_some() && t.curvature[2].is_none());
-        assert_eq!(t.inputs[2].ncols(), 5);
+        // Node 2 (tanh) has slope and curvature, node 5 (relu) a slope only; Dense inputs are kept.
+        assert!(t.slope[2].is_some() && t.curvature[2].is_some());
+        assert!(t.slope[5].is_some() && t.curvature[5].is_none());
+        assert_eq!(t.values[3].ncols(), 5);
+        assert_eq!(t.values[1].nrows(), 0, "a Dense output read only by its activation is not kept");
     }
 }

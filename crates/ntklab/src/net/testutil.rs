@@ -2,7 +2,7 @@
 
 use faer::{Mat, MatRef};
 
-use super::mlp::Mlp;
+use super::network::Mlp;
 use crate::data::synthetic::gaussian;
 use crate::kernel::{Architecture, Parameterization};
 use crate::train::loss::Loss;
@@ -97,3 +97,12 @@ pub(crate) fn jacobian_by_vjp(net: &Mlp, x: MatRef<'_, f64>) -> Mat<f64> {
     }
     j
 }
+
+/// A residual network with smooth activations (two residual blocks, one of them deeper).
+pub(crate) const RESIDUAL: &str =
+    "dense(5,w_std=1.2,b_std=0.3),residual(tanh,dense(5,b_std=0.2)),residual(gelu,dense(7),erf,dense(5)),softplus,dense(3,b_std=0.5)";
+
+/// A DAG with a skip connection from the input, a node read twice, a concatenation and smooth activations.
+pub(crate) const DAG: &str = "node(h1,dense(6,b_std=0.2),input),node(a1,tanh,h1),node(h2,dense(6),a1),\
+node(skip,dense(6,b_std=0.1),input),node(s,sum,h2,skip),node(a2,gelu,s),node(c,concat,a1,a2),node(a3,sin,c),\
+node(out,dense(3,b_std=0.3),a3)";

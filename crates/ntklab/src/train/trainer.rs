@@ -165,7 +165,7 @@ impl<'a> Prober<'a> {
     fn new(cfg: &'a ProbeConfig, data: &'a Dataset, loss: Loss, seed: u64, net: &Mlp) -> Result<Prober<'a>> {
         let m = cfg.ntk_subset.unwrap_or(data.n_train());
         let subset = data.x.as_ref().subrows(0, m).to_owned();
-        let w0 = net.params();
+        let w0 = net.params().to_vec();
         let w0_norm = norm(&w0);
         let k0 = if cfg.has(Probe::NtkChange) { Some(symmetrized(&net.empirical_ntk(subset.as_ref(), None, NtkOutputs::Full)?)) } else { None };
         Ok(Prober { cfg, data, loss, seed, w0, w0_norm, subset, k0 })
@@ -373,7 +373,7 @@ fn run_discrete(
     let (n, loss) = (data.n_train(), cfg.loss);
     let (x, y) = (data.x.as_ref(), data.y.as_ref());
     let p = net.num_params();
-    let mut w = net.params();
+    let mut w = net.params().to_vec();
     let mut sampler = batch.filter(|&b| b < n).map(|b| BatchSampler::new(n, b, derive_seed(cfg.seed, SHUFFLE_STREAM)));
     let mut stepper = Stepper::new(p, momentum, nesterov);
     let mut lin_stepper = Stepper::new(p, momentum, nesterov);
@@ -488,7 +488,7 @@ fn run_flow(
     let p = net.num_params();
     let lin = tangent.is_some();
     // State: [w; delta] (delta = w_lin - w_0 when the tangent model is trained alongside).
-    let mut state = net.params();
+    let mut state = net.params().to_vec();
     if lin {
         state.extend(std::iter::repeat_n(0.0, p));
     }
