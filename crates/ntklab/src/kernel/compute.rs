@@ -141,6 +141,15 @@ fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
                 });
             }
             Op::Activation(a) => {
+                if matches!(g.nodes[u0].op, Op::Concat) {
+                    return Err(Error::Config(format!(
+                        "{} (`{a}`) reads the concatenation `{}`: its feature blocks have different covariances, so \
+                         no single kernel rule applies (neural-tangents refuses this too); put a dense layer after \
+                         the concatenation",
+                        what(v),
+                        g.nodes[u0].name
+                    )));
+                }
                 if !gaussian[u0] {
                     return Err(Error::Config(format!(
                         "{} (`{a}`) follows another activation: its input is not Gaussian in the infinite-width \
@@ -155,15 +164,17 @@ fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
             Op::Sum | Op::Concat => {
                 if let Some(&bad) = node.inputs.iter().find(|&&u| !gaussian[u]) {
                     return Err(Error::Config(format!(
-                        "{} sums or concatenates `{}`, the output of an activation: the infinite-width kernel of a \
-                         fan-in is defined for Gaussian (pre-activation) inputs only, as in neural-tangents; end \
-                         each branch with a dense layer",
+                        "{} sums or concatenates `{}`, which is not Gaussian (an activation or a concatenation): the \
+                         infinite-width kernel of a fan-in is defined for Gaussian (pre-activation) inputs only, as \
+                         in neural-tangents; end each branch with a dense layer",
                         what(v),
                         g.nodes[bad].name
                     )));
                 }
                 let widths: Vec<f64> = node.inputs.iter().map(|&u| g.nodes[u].width as f64).collect();
                 let concat = matches!(node.op, Op::Concat);
+                // Concatenated features are not identically distributed: only a Dense layer may read them.
+                gaussian[v] = !concat;
                 let w: Vec<f64> = if !concat {
                     vec![1.0; widths.len()]
                 } else if widths.iter().all(|&x| x == widths[0]) {
@@ -605,10 +616,10 @@ fn reg_pair<'a, R>(
 ) -> ((&'a [R], &'a [R]), (&'a mut [R], &'a mut [R])) {
     let len = kb.len();
     if src == 0 {
-        let (dk, dt) = reg_mut(&mut [], &mut [], ks, ts, dst);
-        ((kb, tb), (&mut dk[..len], &mut dt[..len]))
+        let d0 = (dst - 1) * TILE;
+        ((kb, tb), (&mut ks[d0..d0 + len], &mut ts[d0..d0 + len]))
     } else if dst == 0 {
-        let (so, _) = ((src - 1) * TILE, ());
+        let so = (src - 1) * TILE;
         ((&ks[so..so + len], &ts[so..so + len]), (kb, tb))
     } else {
         let (so, d0) = ((src - 1) * TILE, (dst - 1) * TILE);

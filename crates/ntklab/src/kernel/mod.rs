@@ -21,3 +21,5 @@ pub use quadrature::GaussHermite;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod graph_tests;

@@ -331,6 +331,8 @@ fn tiled_symmetric_pass_matches_rectangular_pass_on_every_simd_build() {
         "dense(16,w_std=1.5,b_std=0.1),relu,dense(16,w_std=1.2,b_std=0.2),leaky_relu(0.1),dense(1)",
         "dense(16,w_std=1.3,b_std=0.05),erf,dense(16),abs,dense(1)",
         "dense(16,w_std=1.3,b_std=0.05),quad(tanh,16),dense(1)",
+        &super::graph_tests::spec(super::graph_tests::RESNET, 16),
+        &super::graph_tests::spec(super::graph_tests::DAG, 16),
     ] {
         for p in [Parameterization::Ntk, Parameterization::Standard] {
             let arch = Architecture::parse(spec, p).unwrap();
