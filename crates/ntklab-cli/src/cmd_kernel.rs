@@ -42,6 +42,9 @@ pub struct KernelArgs {
     pub demo: bool,
 }
 
+/// NNGP and NTK matrices.
+type KernelPair = (Mat<f64>, Mat<f64>);
+
 fn resolve_arch(a: &KernelArgs, default_arch: Option<&str>) -> Result<Architecture> {
     let p = Parameterization::parse(&a.parameterization)?;
     match (&a.arch, &a.arch_file, default_arch) {
@@ -81,7 +84,7 @@ fn compute_and_write(
     out: &Path,
     f32: bool,
     values: bool,
-) -> Result<(f64, Option<(Mat<f64>, Mat<f64>)>)> {
+) -> Result<(f64, Option<KernelPair>)> {
     let pb = spinner(&format!("computing NNGP and NTK ({} x {})", x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows())));
     let t0 = Instant::now();
     if f32 {

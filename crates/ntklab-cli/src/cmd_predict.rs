@@ -167,7 +167,7 @@ fn check_flags(a: &PredictArgs) -> Result<()> {
         }
     }
     if let Some(t) = a.time {
-        if !(t >= 0.0) {
+        if t.is_nan() || t < 0.0 {
             bail!("--time must be >= 0 (or `inf`), got {t}");
         }
     }

@@ -1,7 +1,7 @@
 //! The catapult mechanism (Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari 2020): phases of full-batch GD on a
 //! wide two-layer ReLU network (NTK parameterization, MSE) as the learning rate grows.
 //!
-//! Conventions (DESIGN.md): L = 1/(2N) sum_i (f(x_i) - y_i)^2, lambda0 = lambda_max(Theta_0) / N with Theta_0
+//! Conventions (ARCHITECTURE.md): L = 1/(2N) sum_i (f(x_i) - y_i)^2, lambda0 = lambda_max(Theta_0) / N with Theta_0
 //! the empirical NTK on the N training points, so the linearized model is GD-stable exactly for
 //! eta < eta_crit = 2 / lambda0. Learning rates are given as factors c of eta_crit (eta = c * 2 / lambda0).
 //!
@@ -83,7 +83,7 @@ impl CatapultConfig {
         if self.lr_factors.is_empty() || self.lr_factors.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
             return bad(format!("lr_factors must be non-empty, finite and > 0, got {:?}", self.lr_factors));
         }
-        if !(self.divergence_factor > 1.0) {
+        if self.divergence_factor.is_nan() || self.divergence_factor <= 1.0 {
             return bad(format!("divergence_factor must be > 1, got {}", self.divergence_factor));
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! Infinite-width NNGP and NTK of deep fully-connected networks, in neural-tangents' conventions.
 //!
-//! Inputs X (N x d), Sigma0(x, x') = x.x'/d. Layer rules (see shared/DESIGN.md):
+//! Inputs X (N x d), Sigma0(x, x') = x.x'/d. Layer rules (ARCHITECTURE.md, "Math conventions"):
 //! * Dense, 'ntk': `Sigma' = W_std^2 K + b_std^2`, `Theta' = Sigma' + W_std^2 Theta`.
 //! * Dense, 'standard': `Theta' = n_in K + [bias] 1 + W_std^2 Theta`, `Sigma' = W_std^2 K + b_std^2`.
 //! * Activation: `K = T(Sigma)`, `Theta <- Theta * Tdot(Sigma)`.

@@ -81,7 +81,8 @@ fn monte_carlo(arch: &Architecture, x: &Mat<f64>, draws: usize, seed: u64) -> [(
             finite_kernels(&net, x)
         })
         .collect();
-    let stats = |pick: &dyn Fn(&(Mat<f64>, Mat<f64>)) -> f64| {
+    type Pair = (Mat<f64>, Mat<f64>);
+    let stats = |pick: &dyn Fn(&Pair) -> f64| {
         let m = samples.iter().map(pick).sum::<f64>() / draws as f64;
         let v = samples.iter().map(|s| (pick(s) - m).powi(2)).sum::<f64>() / (draws as f64 - 1.0);
         (m, (v / draws as f64).sqrt())
@@ -374,7 +375,7 @@ fn tiled_symmetric_pass_matches_rectangular_pass_on_every_simd_build() {
     }
 }
 
-/// The naive per-entry recursion of shared/DESIGN.md ('ntk' Dense rule), written out independently of the tiled
+/// The naive per-entry recursion of ARCHITECTURE.md ("Math conventions") ('ntk' Dense rule), written out independently of the tiled
 /// pass: Sigma0 = x.x'/d, then per layer K' = w^2 K + b^2, Theta' = K' + w^2 Theta, or K' = T, Theta' = Theta Tdot
 /// with the row and column variances carried alongside.
 fn naive_kernel(arch: &Architecture, x1: &Mat<f64>, x2: &Mat<f64>) -> (Mat<f64>, Mat<f64>) {

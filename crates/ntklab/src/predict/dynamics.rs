@@ -1,6 +1,6 @@
 //! Closed-form training dynamics of an infinitely wide (or linearized) network under MSE loss.
 //!
-//! Convention (DESIGN.md, neural-tangents): loss L = 1/(2N) sum_{i<=N} |f(x_i) - y_i|^2 over N training points,
+//! Convention (ARCHITECTURE.md, neural-tangents): loss L = 1/(2N) sum_{i<=N} |f(x_i) - y_i|^2 over N training points,
 //! parameters follow gradient flow dtheta/dt = -eta grad L (time t counts "steps of size eta", so Flow(t) ~ GD after
 //! t steps for small eta), or gradient descent theta <- theta - eta grad L. In the NTK regime the outputs obey
 //!   d f_train/dt = -(eta/N) Theta (f_train - y),        d f_test/dt = -(eta/N) Theta_*x (f_train - y),

@@ -5,7 +5,7 @@
 //! * [`LinearizedDynamics`]: closed-form outputs of a network trained by gradient flow or gradient descent on
 //!   MSE in the NTK (linearized / infinite-width) regime, at any time including t = infinity.
 //!
-//! Loss convention (DESIGN.md): L = 1/(2N) sum_i (f(x_i) - y_i)^2 over the N training points.
+//! Loss convention (ARCHITECTURE.md): L = 1/(2N) sum_i (f(x_i) - y_i)^2 over the N training points.
 
 mod dynamics;
 mod gp;

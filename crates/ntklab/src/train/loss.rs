@@ -1,7 +1,7 @@
 //! Losses on network outputs F (N x k) against targets Y (N x k), averaged over the N examples: the value,
 //! the gradient dL/dF (N x k) and the output-Hessian-vector product `(d^2L/dF^2)[V]` (N x k).
 //!
-//! * MSE: L = 1/(2N) sum_{i,a} (f_ia - y_ia)^2 (shared/DESIGN.md: the GD edge of stability is then 2/lambda_max).
+//! * MSE: L = 1/(2N) sum_{i,a} (f_ia - y_ia)^2 (ARCHITECTURE.md: the GD edge of stability is then 2/lambda_max).
 //! * Logistic: L = 1/N sum_{i,a} log(1 + exp(-y_ia f_ia)) with margin labels y in {-1, +1}; each of the k
 //!   outputs is an independent binary problem. Soft labels y in [-1, 1] are accepted through t = (1 + y)/2:
 //!   L = 1/N sum softplus(f) - t f (equal to the margin form at y = +-1).

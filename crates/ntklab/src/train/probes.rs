@@ -5,7 +5,7 @@
 //! * `accuracy`: fraction of correct signs (k = 1: sign f = sign y) or argmaxes (k > 1), train and test.
 //! * `ntk-max`, `ntk-min`: extreme eigenvalues of the empirical NTK Theta = J J^T on the first `ntk_subset`
 //!   training points, all k outputs ((m k) x (m k), [`crate::net::NtkOutputs::Full`]). For MSE the linearized
-//!   GD edge is eta = 2N / lambda_max(Theta) (DESIGN.md).
+//!   GD edge is eta = 2N / lambda_max(Theta) (ARCHITECTURE.md).
 //! * `ntk-change`: ||Theta_t - Theta_0||_F / ||Theta_0||_F on the same points.
 //! * `sharpness`: the `hessian_top_k` largest algebraic eigenvalues of the training-loss Hessian, by Lanczos on
 //!   exact Hessian-vector products ([`crate::net::LossCurvature`]); compare the first with 2 / eta
