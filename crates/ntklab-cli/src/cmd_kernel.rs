@@ -11,7 +11,8 @@ use ntklab::kernel::{kernel, kernel_f32, Architecture, Kernel, Parameterization}
 use crate::plot::{self, Chart, Series};
 use crate::util::{ensure_dir, load_matrix, spinner};
 
-const DEMO_ARCH: &str = "dense(512,w_std=1.5,b_std=0.1),relu,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,w_std=1.5,b_std=0.1)";
+const DEMO_ARCH: &str =
+    "dense(512,w_std=1.5,b_std=0.1),relu,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,w_std=1.5,b_std=0.1)";
 
 /// Arguments of `ntklab kernel`.
 #[derive(Args, Debug)]
@@ -51,7 +52,9 @@ fn resolve_arch(a: &KernelArgs, default_arch: Option<&str>) -> Result<Architectu
         (Some(s), None, _) => Ok(Architecture::parse(s, p).context("in --arch")?),
         (None, Some(f), _) => Ok(Architecture::from_toml_file(f, p)?),
         (None, None, Some(s)) => Ok(Architecture::parse(s, p)?),
-        (None, None, None) => bail!("give the architecture with --arch \"dense(512),relu,dense(1)\" or --arch-file arch.toml"),
+        (None, None, None) => {
+            bail!("give the architecture with --arch \"dense(512),relu,dense(1)\" or --arch-file arch.toml")
+        }
         (Some(_), Some(_), _) => bail!("give only one of --arch and --arch-file"),
     }
 }
@@ -68,7 +71,10 @@ fn to_f32(m: &Mat<f64>) -> Mat<f32> {
 }
 
 /// Write `out/nngp.npy` and `out/ntk.npy` in the kernel's own precision.
-fn write_kernel<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar>(out: &Path, k: &Kernel<T>) -> Result<()> {
+fn write_kernel<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar>(
+    out: &Path,
+    k: &Kernel<T>,
+) -> Result<()> {
     ensure_dir(out)?;
     ntklab::data::write_npy_mat(&out.join("nngp.npy"), k.nngp.as_ref())?;
     ntklab::data::write_npy_mat(&out.join("ntk.npy"), k.ntk.as_ref())?;
@@ -124,7 +130,10 @@ pub fn run(a: KernelArgs) -> Result<()> {
     let t_all = Instant::now();
     let (secs, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, a.f32, false)?;
     if std::env::var_os("NTKLAB_PROFILE").is_some() {
-        eprintln!("[profile] read inputs: {load_secs:.4} s; write outputs: {:.4} s", t_all.elapsed().as_secs_f64() - secs);
+        eprintln!(
+            "[profile] read inputs: {load_secs:.4} s; write outputs: {:.4} s",
+            t_all.elapsed().as_secs_f64() - secs
+        );
     }
     eprintln!("compute: {secs:.4} s");
     println!(
@@ -169,9 +178,6 @@ fn demo(a: &KernelArgs) -> Result<()> {
         ..Default::default()
     };
     plot::save(&chart, &out.join("kernel_vs_angle"))?;
-    println!(
-        "wrote {}/{{nngp,ntk,x}}.npy and kernel_vs_angle.{{svg,png}}",
-        out.display()
-    );
+    println!("wrote {}/{{nngp,ntk,x}}.npy and kernel_vs_angle.{{svg,png}}", out.display());
     Ok(())
 }

@@ -314,7 +314,11 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
         times[0] = t0.elapsed().as_secs_f64();
         let (h, nh) = top_eigs(&lc.hessian_op(), &opts, &pb, "Hessian")?;
         times[1] = t0.elapsed().as_secs_f64() - times[0];
-        let g = if a.no_gauss_newton { None } else { Some(top_eigs(&lc.gauss_newton_op(), &opts, &pb, "Gauss-Newton matrix")?) };
+        let g = if a.no_gauss_newton {
+            None
+        } else {
+            Some(top_eigs(&lc.gauss_newton_op(), &opts, &pb, "Gauss-Newton matrix")?)
+        };
         times[2] = t0.elapsed().as_secs_f64() - times[0] - times[1];
         let gnorm = lc.gradient().iter().map(|v| v * v).sum::<f64>().sqrt();
         Ok((lc.value(), gnorm, h, nh, g))

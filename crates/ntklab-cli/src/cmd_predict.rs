@@ -144,7 +144,9 @@ fn check_flags(a: &PredictArgs) -> Result<()> {
     only(a.steps.is_some() && m != Mode::Gd, "--steps", "gd (flow takes --time)")?;
     only(a.kernel_test_test.is_some() && m != Mode::Gp, "--kernel-test-test", "gp")?;
     match m {
-        Mode::Flow if a.time.is_none() => bail!("--mode flow needs --time T (T >= 0, or `inf` for the converged limit)"),
+        Mode::Flow if a.time.is_none() => {
+            bail!("--mode flow needs --time T (T >= 0, or `inf` for the converged limit)")
+        }
         Mode::Gd if a.steps.is_none() => bail!("--mode gd needs --steps S"),
         Mode::Gp if a.arch.is_none() && a.kernel_test_test.is_none() => {
             bail!("--mode gp needs --kernel-test-test (t x t) for the posterior covariance")
@@ -208,7 +210,11 @@ fn kernels_from_arch(a: &PredictArgs) -> Result<Kernels> {
     }
     let kind = a.kernel.unwrap_or(if a.mode == Mode::Gp { KernelKind::Nngp } else { KernelKind::Ntk });
     let pick = |k: ntklab::kernel::Kernel<f64>| if kind == KernelKind::Ntk { k.ntk } else { k.nngp };
-    let pb = spinner(&format!("computing the infinite-width {kind:?} kernel ({} train, {} test points)", xtr.nrows(), xte.nrows()));
+    let pb = spinner(&format!(
+        "computing the infinite-width {kind:?} kernel ({} train, {} test points)",
+        xtr.nrows(),
+        xte.nrows()
+    ));
     let res = (|| -> Result<Kernels> {
         let train = pick(kernel(&arch, xtr.as_ref(), None)?);
         let test_train = pick(kernel(&arch, xte.as_ref(), Some(xtr.as_ref()))?);
@@ -226,7 +232,11 @@ fn kernels_from_arch(a: &PredictArgs) -> Result<Kernels> {
 
 /// Shape checks naming the flags (the library's own errors name the math objects).
 fn check_shapes(k: &Kernels, y: &Mat<f64>, f0: (&Option<Mat<f64>>, &Option<Mat<f64>>), from_arch: bool) -> Result<()> {
-    let (ktr, ktt) = if from_arch { ("the train kernel", "the test-train kernel") } else { ("--kernel-train", "--kernel-test-train") };
+    let (ktr, ktt) = if from_arch {
+        ("the train kernel", "the test-train kernel")
+    } else {
+        ("--kernel-train", "--kernel-test-train")
+    };
     let n = k.train.nrows();
     if k.train.ncols() != n {
         bail!("{ktr} must be square (n x n), got {}", dims(&k.train));
@@ -376,8 +386,15 @@ pub fn run(a: PredictArgs) -> Result<()> {
         println!("jitter added: {j:.3e}");
     }
     if let Some(tl) = summary.get("train_loss").and_then(|v| v.as_f64()) {
-        println!("train loss of the linearized network: {tl:.6e} (critical lr 2N/lambda_max = {:.6e})", summary["critical_lr"].as_f64().unwrap_or(f64::NAN));
+        println!(
+            "train loss of the linearized network: {tl:.6e} (critical lr 2N/lambda_max = {:.6e})",
+            summary["critical_lr"].as_f64().unwrap_or(f64::NAN)
+        );
     }
-    println!("wrote {} in {}", files.iter().chain(std::iter::once(&"summary.json".to_string())).cloned().collect::<Vec<_>>().join(", "), a.out.display());
+    println!(
+        "wrote {} in {}",
+        files.iter().chain(std::iter::once(&"summary.json".to_string())).cloned().collect::<Vec<_>>().join(", "),
+        a.out.display()
+    );
     Ok(())
 }

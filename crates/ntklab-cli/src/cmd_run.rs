@@ -64,7 +64,11 @@ fn resolve<C: Serialize + DeserializeOwned>(base: C, file: Option<&Path>, seed: 
         for (k, val) in over {
             if !table.contains_key(&k) {
                 let known: Vec<&String> = table.keys().collect();
-                anyhow::bail!("{}: unknown key `{k}` (known: {})", p.display(), known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                anyhow::bail!(
+                    "{}: unknown key `{k}` (known: {})",
+                    p.display(),
+                    known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                );
             }
             table.insert(k, val);
         }
@@ -127,7 +131,10 @@ fn run_linearity(cfg: &LinearityConfig, out: &Path) -> Result<()> {
     linearity_plots(&res, out)?;
     let report = linearity_report(&res, secs);
     write_text(&out.join("report.md"), &report)?;
-    println!("transition to linearity ({:.1} s): {} activation, ntk parameterization, d = {}", secs, cfg.activation, cfg.input_dim);
+    println!(
+        "transition to linearity ({:.1} s): {} activation, ntk parameterization, d = {}",
+        secs, cfg.activation, cfg.input_dim
+    );
     println!("{:>6} {:>7} {:>10} {:>13} {:>13}", "depth", "width", "params", "||d2f||", "dNTK (rel)");
     for p in &res.points {
         println!("{:>6} {:>7} {:>10} {:>13.5e} {:>13.5e}", p.depth, p.width, p.params, p.hessian_norm, p.ntk_change);
@@ -231,7 +238,12 @@ fn linearity_report(res: &LinearityResult, secs: f64) -> String {
         let _ = writeln!(
             s,
             "| {} | {:+.3} (R^2 {:.3}) | {:+.3} | {:+.3} (R^2 {:.3}) |",
-            f.depth, f.hessian.exponent, f.hessian.r2, f.hessian_log_corrected.exponent, f.ntk_change.exponent, f.ntk_change.r2
+            f.depth,
+            f.hessian.exponent,
+            f.hessian.r2,
+            f.hessian_log_corrected.exponent,
+            f.ntk_change.exponent,
+            f.ntk_change.r2
         );
     }
     let _ = writeln!(
@@ -244,7 +256,10 @@ fn linearity_report(res: &LinearityResult, secs: f64) -> String {
          -1 and -1/2 are therefore expected for it; -1/2 is the worst case, not the typical one.\n"
     );
     let _ = writeln!(s, "## Measurements (means over seeds)\n");
-    let _ = writeln!(s, "| depth | width | params | Hessian norm | std | NTK change | std | lr | loss 0 -> T | Lanczos converged |");
+    let _ = writeln!(
+        s,
+        "| depth | width | params | Hessian norm | std | NTK change | std | lr | loss 0 -> T | Lanczos converged |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for p in &res.points {
         let _ = writeln!(
@@ -263,7 +278,10 @@ fn linearity_report(res: &LinearityResult, secs: f64) -> String {
             p.lanczos_converged
         );
     }
-    let _ = writeln!(s, "\nPlots: `hessian_vs_width.svg`, `ntk_change_vs_width.svg` (and .png). Full record: `summary.json`.");
+    let _ = writeln!(
+        s,
+        "\nPlots: `hessian_vs_width.svg`, `ntk_change_vs_width.svg` (and .png). Full record: `summary.json`."
+    );
     s
 }
 
@@ -283,7 +301,10 @@ fn run_catapult(cfg: &CatapultConfig, out: &Path) -> Result<()> {
         "lambda0 = lambda_max(NTK)/N = {:.6} -> eta_crit = 2/lambda0 = {:.6}; learning rates in units of eta_crit:",
         res.lambda0, res.eta_crit
     );
-    println!("{:>8} {:>11} {:>10} {:>12} {:>12} {:>12}", "eta/crit", "phase", "monotone", "peak/L0", "final/L0", "lam_T/lam_0");
+    println!(
+        "{:>8} {:>11} {:>10} {:>12} {:>12} {:>12}",
+        "eta/crit", "phase", "monotone", "peak/L0", "final/L0", "lam_T/lam_0"
+    );
     for r in res.runs.iter().chain(&res.refinement) {
         println!(
             "{:>8.3} {:>11} {:>10} {:>12.3e} {:>12.3e} {:>12.4}",
@@ -296,7 +317,10 @@ fn run_catapult(cfg: &CatapultConfig, out: &Path) -> Result<()> {
         );
     }
     println!("{}", eta_max_line(&res));
-    println!("wrote {}/{{summary.json,report.md,loss_curves.*,ntk_curves.*,phase_diagram.*,final_curvature.*}}", out.display());
+    println!(
+        "wrote {}/{{summary.json,report.md,loss_curves.*,ntk_curves.*,phase_diagram.*,final_curvature.*}}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -331,7 +355,10 @@ fn catapult_plots(res: &CatapultResult, out: &Path) -> Result<()> {
         series: runs
             .iter()
             .map(|r| {
-                Series::line(run_label(r), r.losses.iter().enumerate().map(|(i, l)| (i as f64, l / r.loss_initial)).collect())
+                Series::line(
+                    run_label(r),
+                    r.losses.iter().enumerate().map(|(i, l)| (i as f64, l / r.loss_initial)).collect(),
+                )
             })
             .collect(),
         hlines: vec![("L_0".into(), 1.0)],
@@ -379,8 +406,11 @@ fn catapult_plots(res: &CatapultResult, out: &Path) -> Result<()> {
         hlines: vec![],
     };
     plot::save(&phase, &out.join("phase_diagram"))?;
-    let conv: Vec<(f64, f64)> =
-        all.iter().filter(|r| r.phase.converged()).map(|r| (r.lr_factor, r.ntk_max_final / r.ntk_max_initial)).collect();
+    let conv: Vec<(f64, f64)> = all
+        .iter()
+        .filter(|r| r.phase.converged())
+        .map(|r| (r.lr_factor, r.ntk_max_final / r.ntk_max_initial))
+        .collect();
     let mut xs: Vec<f64> = all.iter().map(|r| r.lr_factor).collect();
     xs.sort_by(|a, b| a.total_cmp(b));
     let flat = Chart {
@@ -391,7 +421,10 @@ fn catapult_plots(res: &CatapultResult, out: &Path) -> Result<()> {
         log_y: false,
         series: vec![
             Series::markers("converged runs", conv),
-            Series::line("stability bound 2/eta (= 1/c)", xs.iter().filter(|&&c| c >= 0.5).map(|&c| (c, 1.0 / c)).collect()),
+            Series::line(
+                "stability bound 2/eta (= 1/c)",
+                xs.iter().filter(|&&c| c >= 0.5).map(|&c| (c, 1.0 / c)).collect(),
+            ),
         ],
         hlines: vec![("initial".into(), 1.0)],
     };

@@ -47,7 +47,8 @@ fn partial_dir(out: &Path) -> PathBuf {
 
 /// Run `ntklab train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.config).with_context(|| format!("cannot read config {}", a.config.display()))?;
+    let text =
+        std::fs::read_to_string(&a.config).with_context(|| format!("cannot read config {}", a.config.display()))?;
     let cfg = RunConfig::from_toml_str(&text).with_context(|| format!("in {}", a.config.display()))?;
     let base = a.config.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut run = cfg.resolve(&base).with_context(|| format!("in {}", a.config.display()))?;
@@ -72,7 +73,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             if out.exists() {
                 std::fs::remove_dir_all(&out).with_context(|| format!("cannot replace {}", out.display()))?;
             }
-            std::fs::rename(&partial, &out).with_context(|| format!("cannot move {} to {}", partial.display(), out.display()))?;
+            std::fs::rename(&partial, &out)
+                .with_context(|| format!("cannot move {} to {}", partial.display(), out.display()))?;
             report(&result, &out);
             Ok(())
         }
@@ -97,7 +99,8 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, dir: &Path) -> Result<Tra
     let net0 = run.net.clone();
     save_mlp(&net0, &dir.join("model_init.safetensors"), Precision::F64)?;
     let rec_path = dir.join("records.jsonl");
-    let mut w = BufWriter::new(File::create(&rec_path).with_context(|| format!("cannot create {}", rec_path.display()))?);
+    let mut w =
+        BufWriter::new(File::create(&rec_path).with_context(|| format!("cannot create {}", rec_path.display()))?);
     let pb = bar(run.train.steps, "training");
     let started = Instant::now();
     let on_record = |r: &Record| {
@@ -106,7 +109,8 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, dir: &Path) -> Result<Tra
         pb.set_message(format!("loss {:.3e}", r.loss));
         Ok(())
     };
-    let result = train_with_progress(&mut run.net, &run.data, &run.train, &run.probes, on_record, |s| pb.set_position(s));
+    let result =
+        train_with_progress(&mut run.net, &run.data, &run.train, &run.probes, on_record, |s| pb.set_position(s));
     pb.finish_and_clear();
     let result = result?;
     drop(w);
@@ -189,7 +193,10 @@ fn plots(records: &[Record], run: &ntklab::train::Run, dir: &Path) -> Result<()>
             }
         }
         if !s.is_empty() {
-            plot::save(&chart("Sharpness and the edge of stability", "eigenvalue", false, s, h), &dir.join("sharpness"))?;
+            plot::save(
+                &chart("Sharpness and the edge of stability", "eigenvalue", false, s, h),
+                &dir.join("sharpness"),
+            )?;
         }
     }
     if probes.has(Probe::NtkChange) || probes.has(Probe::WeightChange) {
@@ -200,18 +207,22 @@ fn plots(records: &[Record], run: &ntklab::train::Run, dir: &Path) -> Result<()>
         .into_iter()
         .flatten()
         .collect();
-        plot::save(&chart("Relative change from initialization", "relative change", false, s, vec![]), &dir.join("ntk_change"))?;
+        plot::save(
+            &chart("Relative change from initialization", "relative change", false, s, vec![]),
+            &dir.join("ntk_change"),
+        )?;
     }
     if probes.has(Probe::Linearized) {
-        let s: Vec<Series> = [
-            series(records, "train", |r| r.lin_distance),
-            series(records, "test", |r| r.lin_test_distance),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let s: Vec<Series> =
+            [series(records, "train", |r| r.lin_distance), series(records, "test", |r| r.lin_test_distance)]
+                .into_iter()
+                .flatten()
+                .collect();
         if !s.is_empty() {
-            plot::save(&chart("Distance to the linearized model", "||f - f_lin|| / sqrt(N)", false, s, vec![]), &dir.join("linearized"))?;
+            plot::save(
+                &chart("Distance to the linearized model", "||f - f_lin|| / sqrt(N)", false, s, vec![]),
+                &dir.join("linearized"),
+            )?;
         }
     }
     Ok(())

@@ -21,7 +21,8 @@ fn write_x(path: &Path, m: &Mat<f64>) {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
     v.sort();
     v
 }
@@ -65,7 +66,15 @@ fn writes_kernels_equal_to_the_library() {
     // f32 output and TOML architecture.
     std::fs::write(d.join("arch.toml"), format!("arch = \"{ARCH}\"\nparameterization = \"ntk\"\n")).unwrap();
     let out32 = d.join("out32");
-    let st = bin().args(["kernel", "--f32", "--arch-file"]).arg(d.join("arch.toml")).arg("--x1").arg(d.join("a.npy")).arg("--out").arg(&out32).output().unwrap();
+    let st = bin()
+        .args(["kernel", "--f32", "--arch-file"])
+        .arg(d.join("arch.toml"))
+        .arg("--x1")
+        .arg(d.join("a.npy"))
+        .arg("--out")
+        .arg(&out32)
+        .output()
+        .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let bytes = std::fs::read(out32.join("ntk.npy")).unwrap();
     assert!(String::from_utf8_lossy(&bytes[..128]).contains("<f4"));

@@ -85,7 +85,8 @@ fn every_mode_matches_the_library() {
     let want = krr(k.as_ref(), y.as_ref(), kt.as_ref(), 0.01).unwrap();
     assert!(max_diff(&read(&d.join("krr/prediction.npy")), &want.prediction) < 1e-12);
     assert!(max_diff(&read(&d.join("krr/coefficients.npy")), &want.coefficients) < 1e-12);
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("krr/summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("krr/summary.json")).unwrap()).unwrap();
     assert_eq!(s["mode"], "krr");
     assert_eq!(s["jitter"], 0.0);
 
@@ -96,7 +97,23 @@ fn every_mode_matches_the_library() {
     assert!(max_diff(&read(&d.join("gp/covariance.npy")), &want.cov) < 1e-12);
 
     // flow at a finite time with initial outputs, and at t = inf (= ridgeless kernel regression from f0 = 0)
-    run_ok(&with(&["--mode", "flow", "--lr", "0.5", "--time", "3", "--f0-train", "f0tr.npy", "--f0-test", "f0te.npy", "--out", "flow"]), &d);
+    run_ok(
+        &with(&[
+            "--mode",
+            "flow",
+            "--lr",
+            "0.5",
+            "--time",
+            "3",
+            "--f0-train",
+            "f0tr.npy",
+            "--f0-test",
+            "f0te.npy",
+            "--out",
+            "flow",
+        ]),
+        &d,
+    );
     let dy = LinearizedDynamics::new(k.as_ref(), 0.5).unwrap();
     let (f0tr, f0te) = (read(&d.join("f0tr.npy")), read(&d.join("f0te.npy")));
     let want = dy.test(kt.as_ref(), y.as_ref(), Some(f0tr.as_ref()), Some(f0te.as_ref()), Time::Flow(3.0)).unwrap();
@@ -109,9 +126,13 @@ fn every_mode_matches_the_library() {
 
     // gd
     run_ok(&with(&["--mode", "gd", "--lr", "0.3", "--steps", "25", "--out", "gd"]), &d);
-    let want = LinearizedDynamics::new(k.as_ref(), 0.3).unwrap().test(kt.as_ref(), y.as_ref(), None, None, Time::Steps(25)).unwrap();
+    let want = LinearizedDynamics::new(k.as_ref(), 0.3)
+        .unwrap()
+        .test(kt.as_ref(), y.as_ref(), None, None, Time::Steps(25))
+        .unwrap();
     assert!(max_diff(&read(&d.join("gd/prediction.npy")), &want) < 1e-12);
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("gd/summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("gd/summary.json")).unwrap()).unwrap();
     let crit = s["critical_lr"].as_f64().unwrap();
     assert!((crit - LinearizedDynamics::new(k.as_ref(), 0.3).unwrap().critical_lr()).abs() < 1e-12 * crit);
 }
@@ -127,7 +148,22 @@ fn vector_targets_give_vector_outputs_and_jitter_is_reported() {
     write(&d.join("Kt.npy"), &kt);
     let y = ntklab::data::Array { shape: vec![3], data: vec![1.0, 2.0, 3.0] };
     ntklab::data::write_npy(&d.join("y.npy"), &y).unwrap();
-    let o = run_ok(&["predict", "--mode", "krr", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy", "--out", "o"], &d);
+    let o = run_ok(
+        &[
+            "predict",
+            "--mode",
+            "krr",
+            "--kernel-train",
+            "K.npy",
+            "--kernel-test-train",
+            "Kt.npy",
+            "--y",
+            "y.npy",
+            "--out",
+            "o",
+        ],
+        &d,
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("jitter"), "no jitter note: {stderr}");
@@ -136,7 +172,8 @@ fn vector_targets_give_vector_outputs_and_jitter_is_reported() {
     assert_eq!(p.shape, vec![2]);
     // y = v lies in the range of K = v v^T: prediction_i = (i + 1) v.(v v^T + j I)^{-1} v = (i + 1) |v|^2 / (|v|^2 + j).
     assert!((p.data[0] - 1.0).abs() < 1e-4 && (p.data[1] - 2.0).abs() < 1e-4, "{:?}", p.data);
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("o/summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("o/summary.json")).unwrap()).unwrap();
     assert!(s["jitter"].as_f64().unwrap() > 0.0);
 }
 
@@ -150,14 +187,52 @@ fn arch_route_matches_kernel_then_krr() {
     write(&d.join("xte.npy"), &xte);
     write(&d.join("y.npy"), &y);
     let arch_s = "dense(32,w_std=1.5,b_std=0.1),relu,dense(1,w_std=1.5,b_std=0.1)";
-    run_ok(&["predict", "--mode", "krr", "--arch", arch_s, "--x-train", "xtr.npy", "--x-test", "xte.npy", "--y", "y.npy", "--reg", "1e-3", "--out", "o"], &d);
+    run_ok(
+        &[
+            "predict",
+            "--mode",
+            "krr",
+            "--arch",
+            arch_s,
+            "--x-train",
+            "xtr.npy",
+            "--x-test",
+            "xte.npy",
+            "--y",
+            "y.npy",
+            "--reg",
+            "1e-3",
+            "--out",
+            "o",
+        ],
+        &d,
+    );
     let arch = ntklab::kernel::Architecture::parse(arch_s, ntklab::kernel::Parameterization::Ntk).unwrap();
     let k = ntklab::kernel::kernel(&arch, xtr.as_ref(), None).unwrap().ntk;
     let kt = ntklab::kernel::kernel(&arch, xte.as_ref(), Some(xtr.as_ref())).unwrap().ntk;
     let want = krr(k.as_ref(), y.as_ref(), kt.as_ref(), 1e-3).unwrap().prediction;
     assert!(max_diff(&read(&d.join("o/prediction.npy")), &want) < 1e-12);
     // gp defaults to the NNGP and computes the test-test kernel itself.
-    run_ok(&["predict", "--mode", "gp", "--arch", arch_s, "--x-train", "xtr.npy", "--x-test", "xte.npy", "--y", "y.npy", "--noise", "0.01", "--out", "g"], &d);
+    run_ok(
+        &[
+            "predict",
+            "--mode",
+            "gp",
+            "--arch",
+            arch_s,
+            "--x-train",
+            "xtr.npy",
+            "--x-test",
+            "xte.npy",
+            "--y",
+            "y.npy",
+            "--noise",
+            "0.01",
+            "--out",
+            "g",
+        ],
+        &d,
+    );
     let kn = ntklab::kernel::kernel(&arch, xtr.as_ref(), None).unwrap().nngp;
     let ktn = ntklab::kernel::kernel(&arch, xte.as_ref(), Some(xtr.as_ref())).unwrap().nngp;
     let kttn = ntklab::kernel::kernel(&arch, xte.as_ref(), None).unwrap().nngp;
@@ -188,17 +263,61 @@ fn bad_shapes_and_flags_are_explained() {
     assert!(e.contains("--kernel-test-train") && e.contains("3 x 4"), "{e}");
     let e = run(&["--mode", "krr", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--y", "y_bad.npy"]);
     assert!(e.contains("--y") && e.contains("4 rows"), "{e}");
-    let e = run(&["--mode", "gp", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--kernel-test-test", "K.npy", "--y", "y.npy"]);
+    let e = run(&[
+        "--mode",
+        "gp",
+        "--kernel-train",
+        "K.npy",
+        "--kernel-test-train",
+        "Kt.npy",
+        "--kernel-test-test",
+        "K.npy",
+        "--y",
+        "y.npy",
+    ]);
     assert!(e.contains("--kernel-test-test"), "{e}");
     let e = run(&["--mode", "gp", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy"]);
     assert!(e.contains("--kernel-test-test"), "{e}");
     let e = run(&["--mode", "flow", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy"]);
     assert!(e.contains("--time"), "{e}");
-    let e = run(&["--mode", "gd", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy", "--time", "3"]);
+    let e = run(&[
+        "--mode",
+        "gd",
+        "--kernel-train",
+        "K.npy",
+        "--kernel-test-train",
+        "Kt.npy",
+        "--y",
+        "y.npy",
+        "--time",
+        "3",
+    ]);
     assert!(e.contains("--time") && e.contains("--steps"), "{e}");
-    let e = run(&["--mode", "krr", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy", "--noise", "0.1"]);
+    let e = run(&[
+        "--mode",
+        "krr",
+        "--kernel-train",
+        "K.npy",
+        "--kernel-test-train",
+        "Kt.npy",
+        "--y",
+        "y.npy",
+        "--noise",
+        "0.1",
+    ]);
     assert!(e.contains("--noise"), "{e}");
-    let e = run(&["--mode", "krr", "--kernel-train", "K.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy", "--reg", "-1"]);
+    let e = run(&[
+        "--mode",
+        "krr",
+        "--kernel-train",
+        "K.npy",
+        "--kernel-test-train",
+        "Kt.npy",
+        "--y",
+        "y.npy",
+        "--reg",
+        "-1",
+    ]);
     assert!(e.contains("--reg"), "{e}");
     let e = run(&["--mode", "krr", "--kernel-train", "missing.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy"]);
     assert!(e.contains("missing.npy"), "{e}");
@@ -206,7 +325,18 @@ fn bad_shapes_and_flags_are_explained() {
     assert!(e.contains("svm"), "{e}");
     // Not a PSD kernel: the library's error comes through.
     write(&d.join("Kneg.npy"), &Mat::from_fn(5, 5, |i, j| if i == j { -1.0 } else { 0.0 }));
-    let e = run(&["--mode", "flow", "--time", "1", "--kernel-train", "Kneg.npy", "--kernel-test-train", "Kt.npy", "--y", "y.npy"]);
+    let e = run(&[
+        "--mode",
+        "flow",
+        "--time",
+        "1",
+        "--kernel-train",
+        "Kneg.npy",
+        "--kernel-test-train",
+        "Kt.npy",
+        "--y",
+        "y.npy",
+    ]);
     assert!(e.contains("positive semi-definite"), "{e}");
     assert!(!d.join("o/prediction.npy").exists());
 }

@@ -109,12 +109,20 @@ fn config_overrides_and_errors() {
     assert_eq!(s["runs"].as_array().unwrap().len(), 2);
 
     std::fs::write(d.join("bad.toml"), "widht = 64\n").unwrap();
-    let o = bin().args(["run", "catapult", "--quick", "--config", "bad.toml", "--out", "x"]).current_dir(&d).output().unwrap();
+    let o = bin()
+        .args(["run", "catapult", "--quick", "--config", "bad.toml", "--out", "x"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("widht"));
 
     std::fs::write(d.join("bad2.toml"), "lr_factors = []\n").unwrap();
-    let o = bin().args(["run", "catapult", "--quick", "--config", "bad2.toml", "--out", "x"]).current_dir(&d).output().unwrap();
+    let o = bin()
+        .args(["run", "catapult", "--quick", "--config", "bad2.toml", "--out", "x"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("lr_factors"));
 

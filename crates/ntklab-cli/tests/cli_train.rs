@@ -18,7 +18,8 @@ fn tmp(tag: &str) -> PathBuf {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
     v.sort();
     v
 }
@@ -53,7 +54,11 @@ fn train(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn records(out: &Path) -> Vec<Record> {
-    std::fs::read_to_string(out.join("records.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(out.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -85,8 +90,11 @@ fn writes_a_complete_run_folder() {
     assert_eq!(std::fs::read_to_string(out.join("config.toml")).unwrap(), TINY);
     let recs = records(&out);
     assert_eq!(recs.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 10, 20, 30]);
-    assert!(recs.iter().all(|r| r.sharpness.is_some() && r.ntk_max.is_some() && r.lin_distance.is_some() && r.test_loss.is_some()));
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(recs
+        .iter()
+        .all(|r| r.sharpness.is_some() && r.ntk_max.is_some() && r.lin_distance.is_some() && r.test_loss.is_some()));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"]["kind"], "completed");
     assert_eq!(summary["steps"], 30);
     // The saved final model reproduces the last recorded loss.
@@ -111,12 +119,14 @@ fn writes_a_complete_run_folder() {
 fn divergence_is_reported_not_a_crash() {
     let d = tmp("div");
     let cfg = d.join("run.toml");
-    std::fs::write(&cfg, TINY.replace("lr = 1.0", "lr = 1e6").replace("which = [\"all\"]", "which = [\"sharpness\"]")).unwrap();
+    std::fs::write(&cfg, TINY.replace("lr = 1.0", "lr = 1e6").replace("which = [\"all\"]", "which = [\"sharpness\"]"))
+        .unwrap();
     let out = d.join("run");
     let o = train(&cfg, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("diverged at step"));
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"]["kind"], "diverged");
     assert!(!records(&out).is_empty());
     std::fs::remove_dir_all(&d).ok();
@@ -130,7 +140,10 @@ fn sgd_and_flow_runs_from_array_files() {
     ntklab::data::write_npy_mat(&d.join("x.npy"), x.as_ref()).unwrap();
     ntklab::data::write_npy_mat(&d.join("y.npy"), y.as_ref()).unwrap();
     for (tag, opt) in [
-        ("sgd", "kind = \"sgd\"\nbatch = 4\nlr = 0.5\nsteps = 24\nschedule = \"step\"\nstep_every = 12\nstep_factor = 0.5"),
+        (
+            "sgd",
+            "kind = \"sgd\"\nbatch = 4\nlr = 0.5\nsteps = 24\nschedule = \"step\"\nstep_every = 12\nstep_factor = 0.5",
+        ),
         ("flow", "kind = \"flow\"\nlr = 0.5\nsteps = 20\nrtol = 1e-8"),
     ] {
         let text = format!(
@@ -158,7 +171,13 @@ fn bad_configs_fail_clearly_without_a_run_folder() {
         (TINY.replace("\"teacher\"", "\"imagenet\""), "imagenet"),
         (TINY.replace("which = [\"all\"]", "which = [\"curvature\"]"), "curvature"),
         (TINY.replace("[model]", "[modle]"), "modle"),
-        (TINY.replace("name = \"teacher\"\nn = 16\nd = 3\nn_test = 8\nnoise = 0.05", "x = \"missing.npy\"\ny = \"y.npy\""), "missing.npy"),
+        (
+            TINY.replace(
+                "name = \"teacher\"\nn = 16\nd = 3\nn_test = 8\nnoise = 0.05",
+                "x = \"missing.npy\"\ny = \"y.npy\"",
+            ),
+            "missing.npy",
+        ),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let cfg = d.join(format!("bad{i}.toml"));

@@ -125,7 +125,9 @@ impl Builtin {
             "teacher" => Ok(Builtin::Teacher),
             "circle" => Ok(Builtin::Circle),
             "blobs" => Ok(Builtin::Blobs),
-            other => Err(Error::parse(other, format!("unknown built-in data set (expected one of {})", Builtin::NAMES))),
+            other => {
+                Err(Error::parse(other, format!("unknown built-in data set (expected one of {})", Builtin::NAMES)))
+            }
         }
     }
 
@@ -245,7 +247,10 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<Dataset> {
     if spec.n_test == 0 {
         return Ok(train);
     }
-    train.with_test(x.as_ref().subrows(spec.n, spec.n_test).to_owned(), y.as_ref().subrows(spec.n, spec.n_test).to_owned())
+    train.with_test(
+        x.as_ref().subrows(spec.n, spec.n_test).to_owned(),
+        y.as_ref().subrows(spec.n, spec.n_test).to_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -266,7 +271,8 @@ mod tests {
         }
         // Noiseless linear targets are exactly x.beta/sqrt(d) for some beta: the 6 x 6 system is consistent.
         let lin = synthetic(&SyntheticSpec::new(Builtin::Linear, 6, 3, 1)).unwrap();
-        let beta = lin.x.as_ref().subrows(0, 3).to_owned().partial_piv_lu().solve(lin.y.as_ref().subrows(0, 3).to_owned());
+        let beta =
+            lin.x.as_ref().subrows(0, 3).to_owned().partial_piv_lu().solve(lin.y.as_ref().subrows(0, 3).to_owned());
         let pred = &lin.x * &beta;
         assert!((&pred - &lin.y).norm_max() < 1e-12);
         // Circle: y = sin(3 atan2(x2, x1)).
@@ -286,7 +292,9 @@ mod tests {
     fn bad_specs_are_errors() {
         assert!(synthetic(&SyntheticSpec::new(Builtin::Circle, 5, 3, 1)).is_err());
         assert!(synthetic(&SyntheticSpec::new(Builtin::Linear, 0, 3, 1)).is_err());
-        assert!(synthetic(&SyntheticSpec { noise: Some(-1.0), ..SyntheticSpec::new(Builtin::Linear, 3, 3, 1) }).is_err());
+        assert!(
+            synthetic(&SyntheticSpec { noise: Some(-1.0), ..SyntheticSpec::new(Builtin::Linear, 3, 3, 1) }).is_err()
+        );
         assert!(synthetic(&SyntheticSpec { classes: 1, ..SyntheticSpec::new(Builtin::Blobs, 3, 3, 1) }).is_err());
         assert!(Builtin::parse("mnist").is_err());
         assert!(Dataset::new(Mat::zeros(3, 2), Mat::zeros(2, 1)).is_err());

@@ -33,7 +33,8 @@ impl Array {
         let cs = m.col_stride() as usize;
         let out = m.as_mut();
         // SAFETY: the view covers the whole r x c matrix, column-major with column stride cs >= r.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.as_ptr_mut(), if c == 0 { 0 } else { cs * (c - 1) + r }) };
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(out.as_ptr_mut(), if c == 0 { 0 } else { cs * (c - 1) + r }) };
         for j0 in (0..c).step_by(32) {
             let j1 = (j0 + 32).min(c);
             for i in 0..r {
@@ -124,7 +125,8 @@ pub fn read_npy(path: &Path) -> Result<Array> {
 /// [`read_npy`] through npyz, for every dtype.
 fn read_npy_general(path: &Path) -> Result<Array> {
     let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
-    let npy = npyz::NpyFile::new(BufReader::new(f)).map_err(|e| Error::file(path, format!("not a valid .npy file: {e}")))?;
+    let npy =
+        npyz::NpyFile::new(BufReader::new(f)).map_err(|e| Error::file(path, format!("not a valid .npy file: {e}")))?;
     npy_to_array(npy, path)
 }
 
@@ -188,7 +190,8 @@ fn read_npy_plain_float(path: &Path) -> Result<Option<Array>> {
 
 /// Read every array of a .npz archive, in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
-    let mut ar = npyz::npz::NpzArchive::open(path).map_err(|e| Error::file(path, format!("not a valid .npz archive: {e}")))?;
+    let mut ar =
+        npyz::npz::NpzArchive::open(path).map_err(|e| Error::file(path, format!("not a valid .npz archive: {e}")))?;
     let names: Vec<String> = ar.array_names().map(|s| s.to_string()).collect();
     let mut out = Vec::with_capacity(names.len());
     for name in names {

@@ -29,7 +29,10 @@ pub fn fmt_bytes(b: u64) -> String {
 /// Err naming `what`, the size needed and the memory available when `bytes` cannot be allocated.
 pub fn check_alloc(bytes: usize, what: &str) -> Result<()> {
     if bytes > isize::MAX as usize / 2 {
-        return Err(Error::Config(format!("{what} would need {}, more than any machine can address", fmt_bytes(bytes as u64))));
+        return Err(Error::Config(format!(
+            "{what} would need {}, more than any machine can address",
+            fmt_bytes(bytes as u64)
+        )));
     }
     if let Some(avail) = available_bytes() {
         if bytes as u64 > avail {

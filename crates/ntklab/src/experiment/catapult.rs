@@ -220,7 +220,14 @@ pub fn setup(cfg: &CatapultConfig) -> Result<(Dataset, Mlp)> {
     let mut spec = SyntheticSpec::new(Builtin::Teacher, cfg.n_train, cfg.input_dim, derive_seed(cfg.seed, 0));
     spec.noise = Some(0.0);
     let data = synthetic(&spec)?;
-    let net = Mlp::two_layer(cfg.input_dim, cfg.width, Activation::Relu, Parameterization::Ntk, 1.0, derive_seed(cfg.seed, 1))?;
+    let net = Mlp::two_layer(
+        cfg.input_dim,
+        cfg.width,
+        Activation::Relu,
+        Parameterization::Ntk,
+        1.0,
+        derive_seed(cfg.seed, 1),
+    )?;
     Ok((data, net))
 }
 
@@ -236,7 +243,10 @@ fn gd_run(net0: &Mlp, data: &Dataset, cfg: &CatapultConfig, eta_crit: f64, facto
     let ntk_max: Vec<f64> = res.records.iter().map(|r| r.ntk_max.unwrap_or(f64::NAN)).collect();
     let diverged = matches!(res.status, Status::Diverged { .. });
     let (peak_step, loss_peak) =
-        losses.iter().enumerate().fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
+        losses
+            .iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
     Ok(CatapultRun {
         lr_factor: factor,
         lr: eta,
@@ -325,13 +335,19 @@ mod tests {
 
     #[test]
     fn quick_sweep_shows_lazy_catapult_and_divergent_phases() {
-        let cfg = CatapultConfig { lr_factors: vec![0.5, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0, 6.0], ..CatapultConfig::quick() };
+        let cfg =
+            CatapultConfig { lr_factors: vec![0.5, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0, 6.0], ..CatapultConfig::quick() };
         let res = run(&cfg, |_, _| {}).unwrap();
         for r in &res.runs {
             eprintln!(
                 "c = {:.2}: {} (peak {:.3e} at {}, final {:.3e}, lambda {:.3} -> {:.3})",
-                r.lr_factor, r.phase, r.loss_peak / r.loss_initial, r.peak_step, r.loss_final / r.loss_initial,
-                r.ntk_max_initial, r.ntk_max_final
+                r.lr_factor,
+                r.phase,
+                r.loss_peak / r.loss_initial,
+                r.peak_step,
+                r.loss_final / r.loss_initial,
+                r.ntk_max_initial,
+                r.ntk_max_final
             );
         }
         // Below the edge: monotone, lazy.
@@ -341,8 +357,11 @@ mod tests {
         }
         let cmax = res.max_converging_factor.expect("something converges");
         // A catapult between the edge and c_max, ending at a smaller NTK top eigenvalue.
-        let cat: Vec<&CatapultRun> =
-            res.runs.iter().filter(|r| r.lr_factor > 1.0 && r.lr_factor <= cmax && r.phase == Phase::Catapult).collect();
+        let cat: Vec<&CatapultRun> = res
+            .runs
+            .iter()
+            .filter(|r| r.lr_factor > 1.0 && r.lr_factor <= cmax && r.phase == Phase::Catapult)
+            .collect();
         assert!(!cat.is_empty(), "no catapult between 1 and {cmax}");
         assert!(cat.iter().any(|r| r.ntk_max_final < r.ntk_max_initial));
         // The largest rate diverges, without a panic.

@@ -224,10 +224,16 @@ impl<'a> OutputHessian<'a> {
     /// At input `x` (1 x d) of a network with one output.
     pub fn new(net: &'a Mlp, x: MatRef<'_, f64>) -> Result<OutputHessian<'a>> {
         if x.nrows() != 1 {
-            return Err(Error::Shape(format!("the output Hessian is taken at one input (1 x d), got {} rows", x.nrows())));
+            return Err(Error::Shape(format!(
+                "the output Hessian is taken at one input (1 x d), got {} rows",
+                x.nrows()
+            )));
         }
         if net.output_dim() != 1 {
-            return Err(Error::Shape(format!("the output Hessian needs a scalar output, the network has {}", net.output_dim())));
+            return Err(Error::Shape(format!(
+                "the output Hessian needs a scalar output, the network has {}",
+                net.output_dim()
+            )));
         }
         let f = net.forward(x)?[(0, 0)];
         let below = LossCurvature::new(net, x, Mat::from_fn(1, 1, |_, _| f - 1.0).as_ref(), Loss::Mse)?;
@@ -296,8 +302,11 @@ pub fn run(cfg: &LinearityConfig, mut progress: impl FnMut(usize, usize)) -> Res
             for i in 0..cfg.hessian_inputs {
                 let x = data.x.as_ref().subrows(i, 1);
                 let oh = OutputHessian::new(&net, x)?;
-                let (norm, ok) =
-                    oh.spectral_norm(cfg.lanczos_max_iter, cfg.lanczos_tol, derive_seed(derive_seed(task, LANCZOS_STREAM), i as u64))?;
+                let (norm, ok) = oh.spectral_norm(
+                    cfg.lanczos_max_iter,
+                    cfg.lanczos_tol,
+                    derive_seed(derive_seed(task, LANCZOS_STREAM), i as u64),
+                )?;
                 hn.push(norm);
                 converged &= ok;
             }
@@ -447,10 +456,20 @@ mod tests {
         assert_eq!(res.fits.len(), 2);
         for f in &res.fits {
             // Liu, Zhu & Belkin 2020: ||d^2 f|| = O~(m^-1/2).
-            assert!((-0.65..=-0.35).contains(&f.hessian.exponent), "depth {}: Hessian slope {}", f.depth, f.hessian.exponent);
+            assert!(
+                (-0.65..=-0.35).contains(&f.hessian.exponent),
+                "depth {}: Hessian slope {}",
+                f.depth,
+                f.hessian.exponent
+            );
             // The NTK moves at most like the Hessian bound, and in fact faster to zero (O(1/m) rate of change:
             // Dyer & Gur-Ari 2019), so the slope lies between -1/2 and about -1.
-            assert!((-1.3..=-0.35).contains(&f.ntk_change.exponent), "depth {}: NTK-change slope {}", f.depth, f.ntk_change.exponent);
+            assert!(
+                (-1.3..=-0.35).contains(&f.ntk_change.exponent),
+                "depth {}: NTK-change slope {}",
+                f.depth,
+                f.ntk_change.exponent
+            );
         }
         assert!(res.points.iter().all(|p| p.lanczos_converged));
     }

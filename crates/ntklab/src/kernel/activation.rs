@@ -311,7 +311,14 @@ impl Activation {
 
     /// Whether `dual` is available in closed form (otherwise Gauss–Hermite quadrature is used).
     pub fn has_closed_form(&self) -> bool {
-        !matches!(self, Activation::Tanh | Activation::Softplus | Activation::Silu | Activation::Elu { .. } | Activation::Quad { .. })
+        !matches!(
+            self,
+            Activation::Tanh
+                | Activation::Softplus
+                | Activation::Silu
+                | Activation::Elu { .. }
+                | Activation::Quad { .. }
+        )
     }
 
     /// Whether the activation is positively homogeneous of degree 1 (ReLU family, identity).
@@ -412,7 +419,9 @@ impl Activation {
             Activation::Quad { inner, deg } => Dual::Quad { act: (**inner).clone(), rule: GaussHermite::new(*deg) },
             a if a.has_closed_form() => Dual::Closed(a.clone()),
             Activation::Tanh => Dual::Strip { act: Activation::Tanh, rule: StripTrapezoid::new(FRAC_PI_2) },
-            a @ (Activation::Softplus | Activation::Silu) => Dual::Strip { act: a.clone(), rule: StripTrapezoid::new(PI) },
+            a @ (Activation::Softplus | Activation::Silu) => {
+                Dual::Strip { act: a.clone(), rule: StripTrapezoid::new(PI) }
+            }
             Activation::Elu { alpha } => Dual::Elu(EluDual::new(*alpha)),
             a => Dual::Quad { act: a.clone(), rule: GaussHermite::new(DEFAULT_QUAD_DEG) },
         }
@@ -633,7 +642,11 @@ mod tests {
             for &x in &[-1.7, -0.45, 0.33, 0.9, 2.2] {
                 let fd1 = (act.apply(x + h) - act.apply(x - h)) / (2.0 * h);
                 let fd2 = (act.derivative(x + h) - act.derivative(x - h)) / (2.0 * h);
-                assert!((fd1 - act.derivative(x)).abs() < 1e-6 * (1.0 + fd1.abs()), "{act} phi' at {x}: {fd1} vs {}", act.derivative(x));
+                assert!(
+                    (fd1 - act.derivative(x)).abs() < 1e-6 * (1.0 + fd1.abs()),
+                    "{act} phi' at {x}: {fd1} vs {}",
+                    act.derivative(x)
+                );
                 assert!((fd2 - act.second_derivative(x)).abs() < 1e-6 * (1.0 + fd2.abs()), "{act} phi'' at {x}");
             }
         }

@@ -126,9 +126,13 @@ impl Layer {
                 return Ok(Layer::Concat);
             }
             "node" => {
-                let args: Vec<&String> = call.args.iter().map(|(k, v)| if k.is_some() { &call.text } else { v }).collect();
+                let args: Vec<&String> =
+                    call.args.iter().map(|(k, v)| if k.is_some() { &call.text } else { v }).collect();
                 if call.args.iter().any(|(k, _)| k.is_some()) || args.len() < 3 {
-                    return Err(Error::parse(text, "a node is node(name, op, input, ...), e.g. node(h1, dense(64), input)"));
+                    return Err(Error::parse(
+                        text,
+                        "a node is node(name, op, input, ...), e.g. node(h1, dense(64), input)",
+                    ));
                 }
                 check_name(args[0], text)?;
                 if args[0] == "input" {
@@ -148,9 +152,8 @@ impl Layer {
         }
         if call.name == "dense" || call.name == "linear_layer" || call.name == "fc" {
             let slots = call.bind(&["width", "w_std", "b_std"])?;
-            let width_s = slots[0]
-                .as_ref()
-                .ok_or_else(|| Error::parse(&call.text, "dense needs a width, e.g. dense(512)"))?;
+            let width_s =
+                slots[0].as_ref().ok_or_else(|| Error::parse(&call.text, "dense needs a width, e.g. dense(512)"))?;
             let width = width_s
                 .trim()
                 .parse::<usize>()
@@ -309,7 +312,10 @@ impl Architecture {
             for l in ls {
                 match l {
                     Layer::Sum | Layer::Concat => {
-                        return Err(Error::parse(l.to_string(), "`sum` and `concat` need named inputs: use them as the op of a node(...)"))
+                        return Err(Error::parse(
+                            l.to_string(),
+                            "`sum` and `concat` need named inputs: use them as the op of a node(...)",
+                        ))
                     }
                     Layer::Residual(b) => no_fan_in(b)?,
                     _ => {}
@@ -365,7 +371,9 @@ mod tests {
 
     #[test]
     fn parses_issue_example() {
-        let a = Architecture::parse("dense(512,w_std=1.5,b_std=0.1),relu,dense(512),relu,dense(1)", Parameterization::Ntk).unwrap();
+        let a =
+            Architecture::parse("dense(512,w_std=1.5,b_std=0.1),relu,dense(512),relu,dense(1)", Parameterization::Ntk)
+                .unwrap();
         assert_eq!(a.layers.len(), 5);
         assert_eq!(a.layers[0], Layer::Dense { width: 512, w_std: 1.5, b_std: Some(0.1) });
         assert_eq!(a.layers[2], Layer::Dense { width: 512, w_std: 1.0, b_std: None });
@@ -390,9 +398,15 @@ mod tests {
 
     #[test]
     fn toml_forms() {
-        let a = Architecture::from_toml_str("arch = \"dense(4),erf,dense(1)\"\nparameterization = \"standard\"", Parameterization::Ntk).unwrap();
+        let a = Architecture::from_toml_str(
+            "arch = \"dense(4),erf,dense(1)\"\nparameterization = \"standard\"",
+            Parameterization::Ntk,
+        )
+        .unwrap();
         assert_eq!(a.parameterization, Parameterization::Standard);
-        let b = Architecture::from_toml_str("layers = [\"dense(4)\", \"erf\", \"dense(1)\"]", Parameterization::Standard).unwrap();
+        let b =
+            Architecture::from_toml_str("layers = [\"dense(4)\", \"erf\", \"dense(1)\"]", Parameterization::Standard)
+                .unwrap();
         assert_eq!(a, b);
         assert!(Architecture::from_toml_str("arch = \"relu\"\nlayers = []", Parameterization::Ntk).is_err());
         assert!(Architecture::from_toml_str("archh = \"relu\"", Parameterization::Ntk).is_err());

@@ -8,8 +8,8 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::activation::Dual;
-use super::fastmath::{self, Real};
 use super::arch::{Architecture, Parameterization};
+use super::fastmath::{self, Real};
 use super::graph::Op;
 use crate::{Error, Result};
 
@@ -257,7 +257,11 @@ fn row_sq_norms<T: KernelScalar>(x: MatRef<'_, T>, d: usize) -> Vec<f64> {
 }
 
 /// Generic driver behind [`kernel`] and [`kernel_f32`].
-pub fn kernel_generic<T: KernelScalar>(arch: &Architecture, x1: MatRef<'_, T>, x2: Option<MatRef<'_, T>>) -> Result<Kernel<T>> {
+pub fn kernel_generic<T: KernelScalar>(
+    arch: &Architecture,
+    x1: MatRef<'_, T>,
+    x2: Option<MatRef<'_, T>>,
+) -> Result<Kernel<T>> {
     kernel_with(arch, x1, x2, simd_level())
 }
 
@@ -325,7 +329,12 @@ pub(crate) fn kernel_with<T: KernelScalar>(
             // covers).
             let mut blk = unsafe { kout.block(i0, i1 - i0, j0, j1 - j0) };
             for jj in 0..blk.ncols() {
-                blk.rb_mut().col_mut(jj).try_as_col_major_mut().expect("column-major block").as_slice_mut().fill(T::ZERO);
+                blk.rb_mut()
+                    .col_mut(jj)
+                    .try_as_col_major_mut()
+                    .expect("column-major block")
+                    .as_slice_mut()
+                    .fill(T::ZERO);
             }
             T::gemm_seq(blk, x1.subrows(i0, i1 - i0), x2m.subrows(j0, j1 - j0), inv_d);
             for j in j0..j1 {
@@ -568,7 +577,15 @@ pub(crate) fn simd_level() -> Simd {
 }
 
 /// Carry a block of entries (rows i0.., one column) through every stage.
-fn run_block<R: Real>(simd: Simd, plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+fn run_block<R: Real>(
+    simd: Simd,
+    plan: &Plan,
+    rows: &RowTables<R>,
+    col: &mut ColVars<R>,
+    i0: usize,
+    kb: &mut [R],
+    tb: &mut [R],
+) {
     match simd {
         // SAFETY: each arm is only taken when the CPU reports the features it was built for.
         #[cfg(target_arch = "x86_64")]
@@ -581,19 +598,39 @@ fn run_block<R: Real>(simd: Simd, plan: &Plan, rows: &RowTables<R>, col: &mut Co
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_block_avx2<R: Real>(plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+unsafe fn run_block_avx2<R: Real>(
+    plan: &Plan,
+    rows: &RowTables<R>,
+    col: &mut ColVars<R>,
+    i0: usize,
+    kb: &mut [R],
+    tb: &mut [R],
+) {
     run_block_generic::<R, true>(plan, rows, col, i0, kb, tb)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn run_block_avx512<R: Real>(plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+unsafe fn run_block_avx512<R: Real>(
+    plan: &Plan,
+    rows: &RowTables<R>,
+    col: &mut ColVars<R>,
+    i0: usize,
+    kb: &mut [R],
+    tb: &mut [R],
+) {
     run_block_generic::<R, true>(plan, rows, col, i0, kb, tb)
 }
 
 /// Register `reg` of a block: the output block for 0, else a slice of the scratch.
 #[inline(always)]
-fn reg_mut<'a, R>(kb: &'a mut [R], tb: &'a mut [R], ks: &'a mut [R], ts: &'a mut [R], reg: usize) -> (&'a mut [R], &'a mut [R]) {
+fn reg_mut<'a, R>(
+    kb: &'a mut [R],
+    tb: &'a mut [R],
+    ks: &'a mut [R],
+    ts: &'a mut [R],
+    reg: usize,
+) -> (&'a mut [R], &'a mut [R]) {
     let len = kb.len();
     if reg == 0 {
         (kb, tb)
@@ -638,7 +675,14 @@ fn reg_pair<'a, R>(
 }
 
 #[inline(always)]
-fn run_block_generic<R: Real, const FMA: bool>(plan: &Plan, rows: &RowTables<R>, col: &mut ColVars<R>, i0: usize, kb: &mut [R], tb: &mut [R]) {
+fn run_block_generic<R: Real, const FMA: bool>(
+    plan: &Plan,
+    rows: &RowTables<R>,
+    col: &mut ColVars<R>,
+    i0: usize,
+    kb: &mut [R],
+    tb: &mut [R],
+) {
     let len = kb.len();
     let ColVars { q: cq, r: cr, ri: cri, ks, ts } = col;
     for st in &plan.stages {
@@ -721,7 +765,14 @@ fn nonlin_block<R: Real, const FMA: bool>(dual: &Dual, row: RowVars<'_, R>, c: (
 /// of cos, well inside the conditioning of theta itself. Diagonal entries of a symmetric kernel, where
 /// theta = 0 is ill-conditioned, are recomputed exactly (in f64) by the caller.
 #[inline(always)]
-fn relu_family_block<R: Real, const FMA: bool>(a: f64, b: f64, row: &RowVars<'_, R>, c: (R, R, R), kb: &mut [R], tb: &mut [R]) {
+fn relu_family_block<R: Real, const FMA: bool>(
+    a: f64,
+    b: f64,
+    row: &RowVars<'_, R>,
+    c: (R, R, R),
+    kb: &mut [R],
+    tb: &mut [R],
+) {
     let ab = R::of(a * b);
     let d = R::of((b - a) * (b - a));
     let inv2pi = R::of(1.0 / (2.0 * std::f64::consts::PI));

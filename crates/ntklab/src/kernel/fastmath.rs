@@ -34,7 +34,15 @@ const P32: [f32; 6] = [0.16666666, 0.07500099, 0.04459803, 0.031116156, 0.017077
 
 /// The float operations the kernel's per-entry recursion needs, for f64 and f32 lanes.
 pub trait Real:
-    Copy + Send + Sync + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Neg<Output = Self> + 'static
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Neg<Output = Self>
+    + 'static
 {
     /// 0.
     const ZERO: Self;
@@ -290,7 +298,10 @@ mod tests {
             }
             let b = x.asin();
             for a in [asin::<f64, false>(x), asin::<f64, true>(x)] {
-                assert!((a - b).abs() <= 4.0 * f64::EPSILON * b.abs().max(f64::MIN_POSITIVE), "asin({x}) = {a}, libm {b}");
+                assert!(
+                    (a - b).abs() <= 4.0 * f64::EPSILON * b.abs().max(f64::MIN_POSITIVE),
+                    "asin({x}) = {a}, libm {b}"
+                );
             }
         }
         assert_eq!(acos::<f64, false>(1.5), 0.0);
@@ -333,9 +344,15 @@ mod tests {
         for i in 0..=400_000 {
             let x = -1.0f32 + 2.0 * i as f32 / 400_000.0;
             let (a, b) = (acos::<f32, false>(x), (x as f64).acos());
-            assert!((a as f64 - b).abs() <= 3.0 * f32::EPSILON as f64 * b.abs().max(1e-30), "acos({x}) = {a}, exact {b}");
+            assert!(
+                (a as f64 - b).abs() <= 3.0 * f32::EPSILON as f64 * b.abs().max(1e-30),
+                "acos({x}) = {a}, exact {b}"
+            );
             let (a, b) = (asin::<f32, false>(x), (x as f64).asin());
-            assert!((a as f64 - b).abs() <= 3.0 * f32::EPSILON as f64 * b.abs().max(1e-30), "asin({x}) = {a}, exact {b}");
+            assert!(
+                (a as f64 - b).abs() <= 3.0 * f32::EPSILON as f64 * b.abs().max(1e-30),
+                "asin({x}) = {a}, exact {b}"
+            );
         }
     }
 }

@@ -147,8 +147,12 @@ impl Builder {
                 let out = self.chain(block, from, &format!("{name}."))?;
                 self.push(name, Op::Sum, vec![from, out])
             }
-            Layer::Sum | Layer::Concat => Err(Error::parse(l.to_string(), "`sum` and `concat` need named inputs (node(...))")),
-            Layer::Node { name: n, .. } => Err(Error::parse(n.clone(), "a node(...) cannot appear inside a layer list")),
+            Layer::Sum | Layer::Concat => {
+                Err(Error::parse(l.to_string(), "`sum` and `concat` need named inputs (node(...))"))
+            }
+            Layer::Node { name: n, .. } => {
+                Err(Error::parse(n.clone(), "a node(...) cannot appear inside a layer list"))
+            }
         }
     }
 }
@@ -165,7 +169,8 @@ impl Architecture {
         if input_dim == 0 {
             return Err(Error::Config("input dimension must be positive".into()));
         }
-        let mut b = Builder { nodes: vec![Node { name: "input".into(), op: Op::Input, inputs: vec![], width: input_dim }] };
+        let mut b =
+            Builder { nodes: vec![Node { name: "input".into(), op: Op::Input, inputs: vec![], width: input_dim }] };
         if !matches!(self.layers[0], Layer::Node { .. }) {
             b.chain(&self.layers, 0, "")?;
             return Ok(Graph { nodes: b.nodes });
@@ -199,16 +204,17 @@ impl Architecture {
         let mut done = vec![false; items.len()];
         let output = items.len() - 1;
         while done.iter().any(|d| !d) {
-            let next = (0..items.len()).find(|&i| !done[i] && items[i].2.iter().all(|s| placed.contains_key(s.as_str())));
+            let next =
+                (0..items.len()).find(|&i| !done[i] && items[i].2.iter().all(|s| placed.contains_key(s.as_str())));
             let Some(i) = next else {
                 let stuck: Vec<&str> = (0..items.len()).filter(|&i| !done[i]).map(|i| items[i].0.as_str()).collect();
                 return Err(Error::Config(format!("the graph has a cycle through nodes {}", stuck.join(", "))));
             };
             if i == output && done.iter().filter(|d| !**d).count() > 1 {
                 // The output must come last: place every other ready node first.
-                if let Some(j) = (0..items.len()).find(|&j| {
-                    j != output && !done[j] && items[j].2.iter().all(|s| placed.contains_key(s.as_str()))
-                }) {
+                if let Some(j) = (0..items.len())
+                    .find(|&j| j != output && !done[j] && items[j].2.iter().all(|s| placed.contains_key(s.as_str())))
+                {
                     place(&mut b, &items[j], &mut placed)?;
                     done[j] = true;
                     continue;
@@ -244,7 +250,11 @@ impl Architecture {
 }
 
 /// Place one named node (its inputs already placed).
-fn place<'a>(b: &mut Builder, item: &(&'a String, &Layer, &Vec<String>), placed: &mut HashMap<&'a str, usize>) -> Result<()> {
+fn place<'a>(
+    b: &mut Builder,
+    item: &(&'a String, &Layer, &Vec<String>),
+    placed: &mut HashMap<&'a str, usize>,
+) -> Result<()> {
     let (name, op, inputs) = *item;
     let ins: Vec<usize> = inputs.iter().map(|s| placed[s.as_str()]).collect();
     let v = match op {
@@ -259,7 +269,10 @@ fn place<'a>(b: &mut Builder, item: &(&'a String, &Layer, &Vec<String>), placed:
         }
         other => {
             if ins.len() != 1 {
-                return Err(Error::Config(format!("node `{name}`: `{other}` takes exactly one input, got {}", ins.len())));
+                return Err(Error::Config(format!(
+                    "node `{name}`: `{other}` takes exactly one input, got {}",
+                    ins.len()
+                )));
             }
             b.layer(other, ins[0], name.clone())?
         }
@@ -279,7 +292,8 @@ mod tests {
 
     #[test]
     fn residual_compiles_to_fan_out_and_sum() {
-        let gr = g("dense(32,w_std=1.3,b_std=0.2),residual(relu,dense(32,w_std=1.3,b_std=0.2)),relu,dense(1)", 5).unwrap();
+        let gr =
+            g("dense(32,w_std=1.3,b_std=0.2),residual(relu,dense(32,w_std=1.3,b_std=0.2)),relu,dense(1)", 5).unwrap();
         let names: Vec<&str> = gr.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["input", "0", "1.0", "1.1", "1", "2", "3"]);
         assert_eq!(gr.nodes[4].op, Op::Sum);
@@ -288,7 +302,11 @@ mod tests {
         assert_eq!(gr.min_in_degree(), Some(32));
         assert!(g("dense(3),relu,dense(1)", 2).unwrap().is_chain());
         // Text round trip.
-        let a = Architecture::parse("dense(4),residual(relu,dense(4),residual(tanh,dense(4))),dense(1)", Parameterization::Ntk).unwrap();
+        let a = Architecture::parse(
+            "dense(4),residual(relu,dense(4),residual(tanh,dense(4))),dense(1)",
+            Parameterization::Ntk,
+        )
+        .unwrap();
         assert_eq!(Architecture::parse(&a.to_string(), Parameterization::Ntk).unwrap(), a);
     }
 

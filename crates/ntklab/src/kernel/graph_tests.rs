@@ -31,7 +31,8 @@ fn check_graph_mc(spec: &str, param: Parameterization, width: usize, draws: u64)
     let arch = Architecture::parse(spec, param).unwrap();
     let x = Mat::from_fn(4, 5, |i, j| gaussian(4, 5, 21)[(i, j)] * 0.9);
     let k = kernel(&arch, x.as_ref(), None).unwrap();
-    let samples: Vec<(Mat<f64>, Mat<f64>)> = (0..draws).into_par_iter().map(|s| draw(&arch, x.as_ref(), derive_seed(77, s))).collect();
+    let samples: Vec<(Mat<f64>, Mat<f64>)> =
+        (0..draws).into_par_iter().map(|s| draw(&arch, x.as_ref(), derive_seed(77, s))).collect();
     for i in 0..4 {
         for j in 0..4 {
             for (name, an, pick) in [("nngp", k.nngp[(i, j)], 0), ("ntk", k.ntk[(i, j)], 1)] {
@@ -39,7 +40,10 @@ fn check_graph_mc(spec: &str, param: Parameterization, width: usize, draws: u64)
                 let m = v.iter().sum::<f64>() / v.len() as f64;
                 let se = (v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (v.len() * (v.len() - 1)) as f64).sqrt();
                 let tol = 5.0 * se + 4.0 / width as f64 * an.abs() + 1e-12;
-                assert!((an - m).abs() <= tol, "{spec} [{param}] {name}[{i},{j}]: analytic {an}, MC {m} +- {se} (tol {tol})");
+                assert!(
+                    (an - m).abs() <= tol,
+                    "{spec} [{param}] {name}[{i},{j}]: analytic {an}, MC {m} +- {se} (tol {tol})"
+                );
             }
         }
     }
@@ -49,7 +53,8 @@ pub(crate) const RESNET: &str = "dense({m},w_std=1.2,b_std=0.1),residual(relu,de
 residual(erf,dense({m},w_std=0.9)),relu,dense(1,w_std=1.1,b_std=0.1)";
 
 /// Skip connections from the input into a sum, and a concatenation of unequal widths (weights 2/3, 1/3).
-pub(crate) const DAG: &str = "node(h1,dense({m},w_std=1.4,b_std=0.1),input),node(a1,relu,h1),node(z2,dense({m},w_std=1.3),a1),\
+pub(crate) const DAG: &str =
+    "node(h1,dense({m},w_std=1.4,b_std=0.1),input),node(a1,relu,h1),node(z2,dense({m},w_std=1.3),a1),\
 node(u2,dense({m},w_std=0.8,b_std=0.2),input),node(s2,sum,z2,u2),node(a2,erf,s2),node(z3,dense({m}),a2),\
 node(u3,dense({h}),input),node(c,concat,z3,u3),node(h4,dense({m},w_std=1.1),c),node(a4,relu,h4),\
 node(out,dense(1,w_std=1.2),a4)";
@@ -74,7 +79,10 @@ fn wide_residual_and_dag_ntks_approach_the_limit() {
         let err = |m: usize| -> f64 {
             let arch = Architecture::parse(&spec(t, m), Parameterization::Ntk).unwrap();
             let inf = kernel(&arch, x.as_ref(), None).unwrap().ntk;
-            (0..3u64).map(|s| (&draw(&arch, x.as_ref(), derive_seed(5, s)).1 - &inf).norm_max() / inf.norm_max()).sum::<f64>() / 3.0
+            (0..3u64)
+                .map(|s| (&draw(&arch, x.as_ref(), derive_seed(5, s)).1 - &inf).norm_max() / inf.norm_max())
+                .sum::<f64>()
+                / 3.0
         };
         let (small, big) = (err(128), err(2048));
         assert!(big < 8.0 / 2048f64.sqrt(), "{t}: error {big} at width 2048");
@@ -86,7 +94,11 @@ fn wide_residual_and_dag_ntks_approach_the_limit() {
 fn identity_residual_block_leaves_the_kernel_unchanged() {
     // A residual block whose branch is the zero function (w_std = 0, no bias) is the identity: the kernel of
     // `dense, residual(relu, dense(w_std=0)), relu, dense` equals that of the chain without the block.
-    let a = Architecture::parse("dense(8,w_std=1.3,b_std=0.1),residual(relu,dense(8,w_std=0)),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let a = Architecture::parse(
+        "dense(8,w_std=1.3,b_std=0.1),residual(relu,dense(8,w_std=0)),relu,dense(1)",
+        Parameterization::Ntk,
+    )
+    .unwrap();
     let b = Architecture::parse("dense(8,w_std=1.3,b_std=0.1),relu,dense(1)", Parameterization::Ntk).unwrap();
     let x = gaussian(20, 4, 9);
     let (ka, kb) = (kernel(&a, x.as_ref(), None).unwrap(), kernel(&b, x.as_ref(), None).unwrap());
@@ -96,19 +108,28 @@ fn identity_residual_block_leaves_the_kernel_unchanged() {
 #[test]
 fn non_gaussian_fan_in_is_refused_with_the_node() {
     let x = gaussian(3, 4, 1);
-    let e = kernel(&Architecture::parse("dense(8),relu,residual(dense(8),relu),dense(1)", Parameterization::Ntk).unwrap(), x.as_ref(), None)
-        .unwrap_err()
-        .to_string();
+    let e = kernel(
+        &Architecture::parse("dense(8),relu,residual(dense(8),relu),dense(1)", Parameterization::Ntk).unwrap(),
+        x.as_ref(),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("Gaussian") && e.contains("`1`"), "{e}");
     let e = kernel(
-        &Architecture::parse("node(a,dense(4),input),node(b,dense(4),input),node(c,concat,a,b),node(r,relu,c),node(o,dense(1),r)", Parameterization::Ntk)
-            .unwrap(),
+        &Architecture::parse(
+            "node(a,dense(4),input),node(b,dense(4),input),node(c,concat,a,b),node(r,relu,c),node(o,dense(1),r)",
+            Parameterization::Ntk,
+        )
+        .unwrap(),
         x.as_ref(),
         None,
     )
     .unwrap_err()
     .to_string();
     assert!(e.contains("node `r`") && e.contains("concatenation `c`"), "{e}");
-    let e = kernel(&Architecture::parse("dense(8),relu,dense(8),relu", Parameterization::Ntk).unwrap(), x.as_ref(), None).unwrap();
+    let e =
+        kernel(&Architecture::parse("dense(8),relu,dense(8),relu", Parameterization::Ntk).unwrap(), x.as_ref(), None)
+            .unwrap();
     assert_eq!(e.ntk.nrows(), 3);
 }

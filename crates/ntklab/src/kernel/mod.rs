@@ -15,11 +15,11 @@ pub mod spec;
 
 pub use activation::{Activation, Dual};
 pub use arch::{Architecture, Layer, Parameterization};
-pub use graph::{Graph, Node, Op};
 pub use compute::{kernel, kernel_f32, Kernel};
+pub use graph::{Graph, Node, Op};
 pub use quadrature::GaussHermite;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod graph_tests;
+#[cfg(test)]
+mod tests;

@@ -222,7 +222,8 @@ pub(crate) fn gauss_legendre_unit(n: usize) -> (Vec<f64>, Vec<f64>) {
 /// symmetric tridiagonal Jacobi matrix with zero diagonal and off-diagonal `beta(k)` between rows k-1 and k
 /// (Golub & Welsch 1969); for a normalized weight function the weights sum to 1.
 fn golub_welsch(n: usize, beta: impl Fn(f64) -> f64) -> (Vec<f64>, Vec<f64>) {
-    let jac = faer::Mat::<f64>::from_fn(n, n, |i, j| if i + 1 == j || j + 1 == i { beta(i.max(j) as f64) } else { 0.0 });
+    let jac =
+        faer::Mat::<f64>::from_fn(n, n, |i, j| if i + 1 == j || j + 1 == i { beta(i.max(j) as f64) } else { 0.0 });
     let evd = jac.self_adjoint_eigen(faer::Side::Lower).expect("symmetric tridiagonal eigenproblem converges");
     let (s, u) = (evd.S(), evd.U());
     ((0..n).map(|i| s[i]).collect(), (0..n).map(|i| u[(0, i)] * u[(0, i)]).collect())
@@ -426,16 +427,31 @@ mod tests {
         // trapezoidal rule buys: at variance 5 the 48-node Tdot is off by ~1e-3.
         let fine = GaussHermite::new(600);
         let gh48 = GaussHermite::new(48);
-        let cases = [(0.3, 0.1, 0.5), (1.0, 0.6, 1.2), (1.7, 0.3, 1.9), (0.8, 0.1, 3.0), (5.0, 4.0, 5.0), (4.0, -3.9, 4.0), (2.0, 0.0, 2.0)];
+        let cases = [
+            (0.3, 0.1, 0.5),
+            (1.0, 0.6, 1.2),
+            (1.7, 0.3, 1.9),
+            (0.8, 0.1, 3.0),
+            (5.0, 4.0, 5.0),
+            (4.0, -3.9, 4.0),
+            (2.0, 0.0, 2.0),
+        ];
         let mut worst48: f64 = 0.0;
-        for (act, tau0) in [(Activation::Tanh, std::f64::consts::FRAC_PI_2), (Activation::Softplus, std::f64::consts::PI), (Activation::Silu, std::f64::consts::PI)] {
+        for (act, tau0) in [
+            (Activation::Tanh, std::f64::consts::FRAC_PI_2),
+            (Activation::Softplus, std::f64::consts::PI),
+            (Activation::Silu, std::f64::consts::PI),
+        ] {
             let strip = StripTrapezoid::new(tau0);
             for &(s11, s12, s22) in &cases {
                 let r = fine.dual(&act, s11, s12, s22);
                 let x = strip.dual(&act, s11, s12, s22);
                 let y = strip.dual(&act, s22, s12, s11);
                 for (got, want) in [(x.0, r.0), (x.1, r.1), (y.0, r.0), (y.1, r.1)] {
-                    assert!((got - want).abs() <= 1e-10 * want.abs().max(1e-3), "{act} at {s11},{s12},{s22}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-10 * want.abs().max(1e-3),
+                        "{act} at {s11},{s12},{s22}: {got} vs {want}"
+                    );
                 }
                 let g = gh48.dual(&act, s11, s12, s22);
                 worst48 = worst48.max((g.1 - r.1).abs() / r.1.abs());
@@ -477,14 +493,22 @@ mod tests {
         for alpha in [1.0, 0.5, 2.0] {
             let act = Activation::Elu { alpha };
             let dual = EluDual::new(alpha);
-            for &(s11, s12, s22) in &[(1.0, 0.5, 1.0), (1.7, 0.3, 1.9), (0.5, 0.45, 0.5), (3.0, -2.0, 2.5), (0.8, 0.0, 1.1)] {
+            for &(s11, s12, s22) in
+                &[(1.0, 0.5, 1.0), (1.7, 0.3, 1.9), (0.5, 0.45, 0.5), (3.0, -2.0, 2.5), (0.8, 0.0, 1.1)]
+            {
                 let (a, b, c) = cholesky_2x2(s11, s12, s22);
                 let cuts = vec![std::f64::consts::FRAC_PI_2, -std::f64::consts::FRAC_PI_2, (-b).atan2(c), b.atan2(-c)];
                 let t_ref = polar_wedges(|z1, z2| act.apply(a * z1) * act.apply(b * z1 + c * z2), cuts.clone());
                 let td_ref = polar_wedges(|z1, z2| act.derivative(a * z1) * act.derivative(b * z1 + c * z2), cuts);
                 let (t, td) = dual.dual(s11, s12, s22);
-                assert!((t - t_ref).abs() <= 1e-11 * t_ref.abs().max(1e-2), "elu({alpha}) T at {s11},{s12},{s22}: {t} vs {t_ref}");
-                assert!((td - td_ref).abs() <= 1e-11 * td_ref.abs(), "elu({alpha}) Tdot at {s11},{s12},{s22}: {td} vs {td_ref}");
+                assert!(
+                    (t - t_ref).abs() <= 1e-11 * t_ref.abs().max(1e-2),
+                    "elu({alpha}) T at {s11},{s12},{s22}: {t} vs {t_ref}"
+                );
+                assert!(
+                    (td - td_ref).abs() <= 1e-11 * td_ref.abs(),
+                    "elu({alpha}) Tdot at {s11},{s12},{s22}: {td} vs {td_ref}"
+                );
                 let g = gh48.dual(&act, s11, s12, s22);
                 worst48 = worst48.max((g.1 - td_ref).abs() / td_ref.abs());
             }
@@ -492,7 +516,10 @@ mod tests {
             let d = dual.dual(0.0, 0.0, 1.3);
             assert!(d.0.abs() < 1e-15 && (d.1 - alpha * dual.smoothed(0.0, 1.3f64.sqrt()).1).abs() < 1e-14);
             let same = dual.dual(1.2, 1.2, 1.2);
-            let one = polar_wedges(|z1, _| act.apply(1.2f64.sqrt() * z1).powi(2), vec![std::f64::consts::FRAC_PI_2, -std::f64::consts::FRAC_PI_2]);
+            let one = polar_wedges(
+                |z1, _| act.apply(1.2f64.sqrt() * z1).powi(2),
+                vec![std::f64::consts::FRAC_PI_2, -std::f64::consts::FRAC_PI_2],
+            );
             assert!((same.0 - one).abs() < 1e-11 * one, "{} vs {one}", same.0);
         }
         assert!(worst48 > 1e-4, "48-node Gauss-Hermite was expected to be visibly off for elu ({worst48:e})");

@@ -96,7 +96,12 @@ impl Call {
                     if pos >= params.len() {
                         return Err(Error::parse(
                             &self.text,
-                            format!("`{}` takes at most {} argument(s) ({})", self.name, params.len(), params.join(", ")),
+                            format!(
+                                "`{}` takes at most {} argument(s) ({})",
+                                self.name,
+                                params.len(),
+                                params.join(", ")
+                            ),
                         ));
                     }
                     pos += 1;

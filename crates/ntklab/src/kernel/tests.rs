@@ -14,9 +14,7 @@ use crate::net::Mlp;
 /// (an independent route from the kernel recursion and from the `net` module's derivatives).
 fn finite_kernels(net: &Mlp, x: &Mat<f64>) -> (Mat<f64>, Mat<f64>) {
     let n = x.nrows();
-    let gram = |h: &Mat<f64>| {
-        Mat::from_fn(n, n, |i, j| (0..h.ncols()).map(|k| h[(i, k)] * h[(j, k)]).sum::<f64>())
-    };
+    let gram = |h: &Mat<f64>| Mat::from_fn(n, n, |i, j| (0..h.ncols()).map(|k| h[(i, k)] * h[(j, k)]).sum::<f64>());
     // Forward, keeping layer inputs H_{l-1} and pre-activations Z_l.
     let mut hs = vec![x.clone()];
     let mut zs = Vec::new();
@@ -111,9 +109,14 @@ fn check_mc(spec: &str, param: Parameterization, width: usize, draws: usize) {
     let [(mn, sn), (mt, st)] = monte_carlo(&arch, &x, draws, 99);
     for i in 0..4 {
         for j in 0..4 {
-            for (name, an, m, se) in [("nngp", k.nngp[(i, j)], mn[(i, j)], sn[(i, j)]), ("ntk", k.ntk[(i, j)], mt[(i, j)], st[(i, j)])] {
+            for (name, an, m, se) in
+                [("nngp", k.nngp[(i, j)], mn[(i, j)], sn[(i, j)]), ("ntk", k.ntk[(i, j)], mt[(i, j)], st[(i, j)])]
+            {
                 let tol = 5.0 * se + 4.0 / width as f64 * an.abs() + 1e-12;
-                assert!((an - m).abs() <= tol, "{spec} [{param}] {name}[{i},{j}]: analytic {an}, MC {m} +- {se} (tol {tol})");
+                assert!(
+                    (an - m).abs() <= tol,
+                    "{spec} [{param}] {name}[{i},{j}]: analytic {an}, MC {m} +- {se} (tol {tol})"
+                );
             }
         }
     }
@@ -122,7 +125,12 @@ fn check_mc(spec: &str, param: Parameterization, width: usize, draws: usize) {
 #[test]
 fn monte_carlo_relu_depth_1_to_3() {
     check_mc("dense(2048,w_std=1.4,b_std=0.3),relu,dense(1,w_std=1.2,b_std=0.2)", Parameterization::Ntk, 2048, 120);
-    check_mc("dense(1024,w_std=1.5,b_std=0.1),relu,dense(1024,w_std=1.5,b_std=0.1),relu,dense(1,b_std=0.1)", Parameterization::Ntk, 1024, 100);
+    check_mc(
+        "dense(1024,w_std=1.5,b_std=0.1),relu,dense(1024,w_std=1.5,b_std=0.1),relu,dense(1,b_std=0.1)",
+        Parameterization::Ntk,
+        1024,
+        100,
+    );
     check_mc(
         "dense(512,w_std=1.3),relu,dense(512,w_std=1.3,b_std=0.2),relu,dense(512,w_std=1.3),relu,dense(1,w_std=1.3)",
         Parameterization::Ntk,
@@ -134,21 +142,51 @@ fn monte_carlo_relu_depth_1_to_3() {
 #[test]
 fn monte_carlo_erf_and_standard_parameterization() {
     check_mc("dense(2048,w_std=1.7,b_std=0.2),erf,dense(1,b_std=0.5)", Parameterization::Ntk, 2048, 120);
-    check_mc("dense(1024,w_std=2.0),erf(1.5,0.8,0.1),dense(1024,w_std=1.2,b_std=0.3),erf,dense(1)", Parameterization::Ntk, 1024, 100);
-    check_mc("dense(1024,w_std=1.4,b_std=0.2),relu,dense(1,w_std=1.1,b_std=0.3)", Parameterization::Standard, 1024, 120);
-    check_mc("dense(512,w_std=1.3),erf,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,b_std=0.1)", Parameterization::Standard, 512, 120);
+    check_mc(
+        "dense(1024,w_std=2.0),erf(1.5,0.8,0.1),dense(1024,w_std=1.2,b_std=0.3),erf,dense(1)",
+        Parameterization::Ntk,
+        1024,
+        100,
+    );
+    check_mc(
+        "dense(1024,w_std=1.4,b_std=0.2),relu,dense(1,w_std=1.1,b_std=0.3)",
+        Parameterization::Standard,
+        1024,
+        120,
+    );
+    check_mc(
+        "dense(512,w_std=1.3),erf,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,b_std=0.1)",
+        Parameterization::Standard,
+        512,
+        120,
+    );
 }
 
 #[test]
 fn monte_carlo_quadrature_activations() {
     check_mc("dense(2048,w_std=1.5,b_std=0.2),tanh,dense(1)", Parameterization::Ntk, 2048, 120);
-    check_mc("dense(1024,w_std=1.2),softplus,dense(1024,b_std=0.4),silu,dense(1,b_std=0.1)", Parameterization::Ntk, 1024, 100);
+    check_mc(
+        "dense(1024,w_std=1.2),softplus,dense(1024,b_std=0.4),silu,dense(1,b_std=0.1)",
+        Parameterization::Ntk,
+        1024,
+        100,
+    );
     check_mc("dense(2048,w_std=1.1,b_std=0.3),gelu,dense(1,b_std=0.1)", Parameterization::Ntk, 2048, 120);
     // Large pre-activation variances (q ~ 4-6): the variance-adapted trapezoidal rule (tanh, two layers) and the
     // semi-analytic ELU dual. With `quad(tanh, 48)` in place of `tanh` this check fails (NTK[0,0] 2.933 against
     // MC 3.054 +- 0.022).
-    check_mc("dense(1024,w_std=2.5,b_std=0.2),tanh,dense(1024,w_std=2.0),tanh,dense(1)", Parameterization::Ntk, 1024, 120);
-    check_mc("dense(1024,w_std=2.2),elu(0.5),dense(1024,w_std=1.8,b_std=0.1),elu,dense(1)", Parameterization::Ntk, 1024, 120);
+    check_mc(
+        "dense(1024,w_std=2.5,b_std=0.2),tanh,dense(1024,w_std=2.0),tanh,dense(1)",
+        Parameterization::Ntk,
+        1024,
+        120,
+    );
+    check_mc(
+        "dense(1024,w_std=2.2),elu(0.5),dense(1024,w_std=1.8,b_std=0.1),elu,dense(1)",
+        Parameterization::Ntk,
+        1024,
+        120,
+    );
 }
 
 #[test]
@@ -174,7 +212,10 @@ fn closed_forms_agree_with_quadrature() {
                 // too slowly to be a useful check; their Tdot is checked by Price's theorem below instead.
                 let scale = 1.0 + td.abs();
                 let tol_d = tol;
-                assert!((td - qtd).abs() < tol_d * scale, "{act} Tdot({s11},{s12},{s22}): closed {td} vs quadrature {qtd}");
+                assert!(
+                    (td - qtd).abs() < tol_d * scale,
+                    "{act} Tdot({s11},{s12},{s22}): closed {td} vs quadrature {qtd}"
+                );
             }
         }
     }
@@ -209,7 +250,8 @@ fn tdot_is_the_derivative_of_t() {
             continue;
         }
         for &(s11, s12, s22) in &[(1.0, 0.3, 1.2), (0.5, -0.2, 0.9), (2.0, 0.5, 1.0)] {
-            let fd = (act.closed_dual(s11, s12 + h, s22).unwrap().0 - act.closed_dual(s11, s12 - h, s22).unwrap().0) / (2.0 * h);
+            let fd = (act.closed_dual(s11, s12 + h, s22).unwrap().0 - act.closed_dual(s11, s12 - h, s22).unwrap().0)
+                / (2.0 * h);
             let td = act.closed_dual(s11, s12, s22).unwrap().1;
             assert!((fd - td).abs() < 1e-6 * (1.0 + td.abs()), "{act}: dT/ds12 {fd} vs Tdot {td}");
         }
@@ -237,7 +279,11 @@ fn depth_one_relu_is_the_arc_cosine_kernel() {
 
 #[test]
 fn symmetric_psd_and_consistent_with_cross_kernel() {
-    let arch = Architecture::parse("dense(64,w_std=1.4,b_std=0.1),gelu,dense(64,w_std=1.3),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let arch = Architecture::parse(
+        "dense(64,w_std=1.4,b_std=0.1),gelu,dense(64,w_std=1.3),relu,dense(1)",
+        Parameterization::Ntk,
+    )
+    .unwrap();
     let x = gaussian(40, 7, 5);
     let k = kernel(&arch, x.as_ref(), None).unwrap();
     let kx = kernel(&arch, x.as_ref(), Some(x.as_ref())).unwrap();
@@ -255,8 +301,18 @@ fn symmetric_psd_and_consistent_with_cross_kernel() {
     for i in 0..40 {
         for j in 0..40 {
             let tol = if i == j { 1e-7 } else { 1e-11 };
-            assert!((k.nngp[(i, j)] - kx.nngp[(i, j)]).abs() < tol * (1.0 + k.nngp[(i, j)].abs()), "nngp {i},{j}: {} vs {}", k.nngp[(i, j)], kx.nngp[(i, j)]);
-            assert!((k.ntk[(i, j)] - kx.ntk[(i, j)]).abs() < tol * (1.0 + k.ntk[(i, j)].abs()), "ntk {i},{j}: {} vs {}", k.ntk[(i, j)], kx.ntk[(i, j)]);
+            assert!(
+                (k.nngp[(i, j)] - kx.nngp[(i, j)]).abs() < tol * (1.0 + k.nngp[(i, j)].abs()),
+                "nngp {i},{j}: {} vs {}",
+                k.nngp[(i, j)],
+                kx.nngp[(i, j)]
+            );
+            assert!(
+                (k.ntk[(i, j)] - kx.ntk[(i, j)]).abs() < tol * (1.0 + k.ntk[(i, j)].abs()),
+                "ntk {i},{j}: {} vs {}",
+                k.ntk[(i, j)],
+                kx.ntk[(i, j)]
+            );
         }
     }
     // Cross kernel between two sets equals the block of the joint kernel.
@@ -274,7 +330,11 @@ fn symmetric_psd_and_consistent_with_cross_kernel() {
 
 #[test]
 fn f32_close_to_f64_and_deterministic_across_threads() {
-    let arch = Architecture::parse("dense(8,w_std=1.5,b_std=0.1),relu,dense(8,w_std=1.5,b_std=0.1),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let arch = Architecture::parse(
+        "dense(8,w_std=1.5,b_std=0.1),relu,dense(8,w_std=1.5,b_std=0.1),relu,dense(1)",
+        Parameterization::Ntk,
+    )
+    .unwrap();
     let x = gaussian(70, 30, 1);
     let x32 = Mat::from_fn(70, 30, |i, j| x[(i, j)] as f32);
     let k = kernel(&arch, x.as_ref(), None).unwrap();
@@ -381,7 +441,8 @@ fn tiled_symmetric_pass_matches_rectangular_pass_on_every_simd_build() {
 fn naive_kernel(arch: &Architecture, x1: &Mat<f64>, x2: &Mat<f64>) -> (Mat<f64>, Mat<f64>) {
     use super::arch::Layer;
     let d = x1.ncols() as f64;
-    let dot = |a: &Mat<f64>, i: usize, b: &Mat<f64>, j: usize| (0..a.ncols()).map(|k| a[(i, k)] * b[(j, k)]).sum::<f64>() / d;
+    let dot =
+        |a: &Mat<f64>, i: usize, b: &Mat<f64>, j: usize| (0..a.ncols()).map(|k| a[(i, k)] * b[(j, k)]).sum::<f64>() / d;
     let mut nngp = Mat::zeros(x1.nrows(), x2.nrows());
     let mut ntk = Mat::zeros(x1.nrows(), x2.nrows());
     for i in 0..x1.nrows() {
@@ -421,14 +482,22 @@ fn tiled_pass_matches_the_naive_recursion_on_ragged_shapes() {
     // series arcsine), so 1e-12 of the kernel's scale is asserted.
     let x1 = gaussian(300, 9, 21);
     let x2 = gaussian(263, 9, 22);
-    for spec in ["dense(8,w_std=1.4,b_std=0.2),relu,dense(8,w_std=1.1,b_std=0.1),relu,dense(1)", "dense(8,w_std=1.2),erf,dense(1,b_std=0.3)"] {
+    for spec in [
+        "dense(8,w_std=1.4,b_std=0.2),relu,dense(8,w_std=1.1,b_std=0.1),relu,dense(1)",
+        "dense(8,w_std=1.2),erf,dense(1,b_std=0.3)",
+    ] {
         let arch = Architecture::parse(spec, Parameterization::Ntk).unwrap();
         let got = kernel(&arch, x1.as_ref(), Some(x2.as_ref())).unwrap();
         let (nngp, ntk) = naive_kernel(&arch, &x1, &x2);
         let scale = ntk.norm_max();
         for j in 0..263 {
             for i in 0..300 {
-                assert!((got.ntk[(i, j)] - ntk[(i, j)]).abs() <= 1e-12 * scale, "{spec} ntk ({i},{j}): {} vs {}", got.ntk[(i, j)], ntk[(i, j)]);
+                assert!(
+                    (got.ntk[(i, j)] - ntk[(i, j)]).abs() <= 1e-12 * scale,
+                    "{spec} ntk ({i},{j}): {} vs {}",
+                    got.ntk[(i, j)],
+                    ntk[(i, j)]
+                );
                 assert!((got.nngp[(i, j)] - nngp[(i, j)]).abs() <= 1e-12 * scale, "{spec} nngp ({i},{j})");
             }
         }

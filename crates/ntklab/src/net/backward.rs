@@ -122,7 +122,13 @@ impl Network {
                     let u = node.inputs[0];
                     if u != 0 {
                         let mut next = pool.take(gv.nrows(), self.dense[l].n_in);
-                        gemm(next.as_mut(), Accum::Replace, gv.as_ref(), self.weight_t(l).transpose(), self.dense[l].w_mult);
+                        gemm(
+                            next.as_mut(),
+                            Accum::Replace,
+                            gv.as_ref(),
+                            self.weight_t(l).transpose(),
+                            self.dense[l].w_mult,
+                        );
                         accumulate(&mut acc, u, next, pool);
                     }
                     if keep {
@@ -153,7 +159,14 @@ impl Network {
 
     /// g = J^T U written into `g` (length P, [`Network::params`] order); with `keep`, also the per-node caches
     /// an R-op pass needs. Shapes are the caller's responsibility.
-    pub(crate) fn backprop_into(&self, tape: &Tape, u: MatRef<'_, f64>, g: &mut [f64], keep: bool, pool: &mut Pool) -> Option<Backprop> {
+    pub(crate) fn backprop_into(
+        &self,
+        tape: &Tape,
+        u: MatRef<'_, f64>,
+        g: &mut [f64],
+        keep: bool,
+        pool: &mut Pool,
+    ) -> Option<Backprop> {
         let n = tape.batch_size();
         let mut gamma = pool.take(n, u.ncols());
         let alpha = self.alpha;
@@ -213,10 +226,22 @@ mod tests {
         // a relative error of 1e-6 leaves four orders of margin. ReLU is tested at generic points (no kink
         // lies within h of any pre-activation with probability ~1).
         let cases = [
-            ("dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),relu,dense(3,b_std=0.5)", Parameterization::Ntk, Loss::Mse),
+            (
+                "dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),relu,dense(3,b_std=0.5)",
+                Parameterization::Ntk,
+                Loss::Mse,
+            ),
             ("dense(5,b_std=0.3),gelu,dense(4),erf,dense(2,b_std=1)", Parameterization::Standard, Loss::Logistic),
-            ("dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),relu,dense(3)", Parameterization::MeanField, Loss::SoftmaxCrossEntropy),
-            ("dense(6,b_std=0.3),tanh,dense(6,b_std=0.1),leaky_relu(a=0.2),dense(3,b_std=0.7)", Parameterization::Mup, Loss::Mse),
+            (
+                "dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),relu,dense(3)",
+                Parameterization::MeanField,
+                Loss::SoftmaxCrossEntropy,
+            ),
+            (
+                "dense(6,b_std=0.3),tanh,dense(6,b_std=0.1),leaky_relu(a=0.2),dense(3,b_std=0.7)",
+                Parameterization::Mup,
+                Loss::Mse,
+            ),
             (RESIDUAL, Parameterization::Ntk, Loss::Mse),
             (DAG, Parameterization::Mup, Loss::Logistic),
         ];
@@ -243,7 +268,8 @@ mod tests {
             for seed in 0..3 {
                 let v = random_vec(net.num_params(), 100 + seed);
                 let jv = fd_jvp(&net, x.as_ref(), &v, 1e-6);
-                let lhs: f64 = (0..7).flat_map(|i| (0..k).map(move |a| (i, a))).map(|(i, a)| u[(i, a)] * jv[(i, a)]).sum();
+                let lhs: f64 =
+                    (0..7).flat_map(|i| (0..k).map(move |a| (i, a))).map(|(i, a)| u[(i, a)] * jv[(i, a)]).sum();
                 let rhs = dot(&g, &v);
                 assert!((lhs - rhs).abs() < 1e-6 * rhs.abs().max(1e-3), "{s}: u.Jv {lhs} vs J^T u.v {rhs}");
             }

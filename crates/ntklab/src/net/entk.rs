@@ -38,7 +38,12 @@ fn block(d: &Mat<f64>, a: usize, n: usize) -> MatRef<'_, f64> {
 impl Mlp {
     /// Empirical NTK Theta(X1, X2) = J(X1) J(X2)^T (X2 = None: X1 with itself, exploiting symmetry), by the
     /// per-Dense-node formula sum_l (D_l D_l^T) ⊙ (w_mult^2 H_u H_u^T + b_mult^2); N1 x N2 or (N1 k) x (N2 k).
-    pub fn empirical_ntk(&self, x1: MatRef<'_, f64>, x2: Option<MatRef<'_, f64>>, outputs: NtkOutputs) -> Result<Mat<f64>> {
+    pub fn empirical_ntk(
+        &self,
+        x1: MatRef<'_, f64>,
+        x2: Option<MatRef<'_, f64>>,
+        outputs: NtkOutputs,
+    ) -> Result<Mat<f64>> {
         let t1 = self.tape(x1)?;
         let t2 = x2.map(|x| self.tape(x)).transpose()?;
         Ok(self.empirical_ntk_at(&t1, t2.as_ref(), outputs))
@@ -124,7 +129,10 @@ impl Mlp {
     pub fn jacobian(&self, x: MatRef<'_, f64>) -> Result<Mat<f64>> {
         let tape = self.tape(x)?;
         let (n, k) = (tape.batch_size(), self.output_dim());
-        crate::data::memory::check_alloc(n.saturating_mul(k).saturating_mul(self.num_params()).saturating_mul(8), "the explicit Jacobian")?;
+        crate::data::memory::check_alloc(
+            n.saturating_mul(k).saturating_mul(self.num_params()).saturating_mul(8),
+            "the explicit Jacobian",
+        )?;
         let mut j = Mat::<f64>::zeros(n * k, self.num_params());
         self.reverse(&tape, readout_stack(self, &tape), false, &mut Pool::default(), |l, d| {
             let dl = &self.dense[l];
@@ -174,8 +182,16 @@ mod tests {
         // Reference: J J^T with J from unit-cotangent VJPs. Several parameterizations, biases, alpha != 1,
         // consecutive dense layers, multi-output (trace and full), symmetric and cross kernels.
         let cases = [
-            ("dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),relu,dense(3,b_std=0.5)", Parameterization::Ntk, 1.0),
-            ("dense(5,b_std=0.3),gelu,dense(4),dense(4,b_std=0.1),erf,dense(2,b_std=1)", Parameterization::Standard, 2.5),
+            (
+                "dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),relu,dense(3,b_std=0.5)",
+                Parameterization::Ntk,
+                1.0,
+            ),
+            (
+                "dense(5,b_std=0.3),gelu,dense(4),dense(4,b_std=0.1),erf,dense(2,b_std=1)",
+                Parameterization::Standard,
+                2.5,
+            ),
             ("dense(7,b_std=0.3),sin,dense(6,b_std=0.1),relu,dense(3)", Parameterization::MeanField, 0.3),
             ("dense(6,b_std=0.3),relu,dense(6,b_std=0.1),abs,dense(3,b_std=0.7)", Parameterization::Mup, 4.0),
             ("dense(8,b_std=0.2),relu,dense(1,b_std=0.1)", Parameterization::Ntk, 1.7),
@@ -235,7 +251,8 @@ mod tests {
         // Same CLT argument and constant; the error must shrink by more than 2x from m = 128 to m = 2048
         // (sqrt(16) = 4 expected).
         let x = sphere(10, 5, 4);
-        let spec = |m: usize| format!("dense({m},w_std=1.4,b_std=0.1),relu,dense({m},w_std=1.4,b_std=0.1),erf,dense(1)");
+        let spec =
+            |m: usize| format!("dense({m},w_std=1.4,b_std=0.1),relu,dense({m},w_std=1.4,b_std=0.1),erf,dense(1)");
         let a = |m| Architecture::parse(&spec(m), Parameterization::Ntk).unwrap();
         let e_small = wide_error(&a(128), x.as_ref(), 3);
         let e_big = wide_error(&a(2048), x.as_ref(), 3);

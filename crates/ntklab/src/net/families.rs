@@ -71,13 +71,16 @@ mod tests {
     fn two_layer_matches_its_formula() {
         let (d, m) = (3, 50);
         let x = gaussian(4, d, 2);
-        for (p, c2) in [(Parameterization::Ntk, 1.0 / (m as f64).sqrt()), (Parameterization::MeanField, 1.0 / m as f64)] {
+        for (p, c2) in [(Parameterization::Ntk, 1.0 / (m as f64).sqrt()), (Parameterization::MeanField, 1.0 / m as f64)]
+        {
             let net = Mlp::two_layer(d, m, Activation::Tanh, p, 2.0, 9).unwrap();
             let f = net.forward(x.as_ref()).unwrap();
             let (w, a) = (net.weight(0), net.weight(1));
             for n in 0..4 {
                 let s: f64 = (0..m)
-                    .map(|i| a[(0, i)] * ((0..d).map(|j| w[(i, j)] * x[(n, j)]).sum::<f64>() / (d as f64).sqrt()).tanh())
+                    .map(|i| {
+                        a[(0, i)] * ((0..d).map(|j| w[(i, j)] * x[(n, j)]).sum::<f64>() / (d as f64).sqrt()).tanh()
+                    })
                     .sum();
                 assert!((f[(n, 0)] - 2.0 * c2 * s).abs() < 1e-12, "{p}");
             }

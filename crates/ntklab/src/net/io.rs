@@ -42,7 +42,6 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Seek, Write};
 use std::path::Path;
 
-
 use npyz::WriterBuilder;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
@@ -529,7 +528,10 @@ fn graph_input_dim(arch: &Architecture, by_name: &BTreeMap<String, Array>) -> Re
             let wname = format!("{}.weight", n.name);
             return match by_name.get(&wname) {
                 Some(a) if a.shape.len() == 2 => Ok(a.shape[1]),
-                Some(a) => Err(Error::Shape(format!("tensor `{wname}` must be a matrix (n_out x n_in), has shape {:?}", a.shape))),
+                Some(a) => Err(Error::Shape(format!(
+                    "tensor `{wname}` must be a matrix (n_out x n_in), has shape {:?}",
+                    a.shape
+                ))),
                 None => Err(Error::InvalidInput(format!("missing tensor `{wname}` (node `{}`)", n.name))),
             };
         }
@@ -588,17 +590,25 @@ fn fill_dense(net: &mut Mlp, l: usize, base: &str, what: &str, by_name: &mut BTr
     let w = by_name.remove(&wname).ok_or_else(|| Error::InvalidInput(format!("missing tensor `{wname}` ({what})")))?;
     let want = [d.n_out, d.n_in];
     if w.shape != want {
-        return Err(Error::Shape(format!("tensor `{wname}` has shape {:?} but {what} needs {want:?} (n_out x n_in)", w.shape)));
+        return Err(Error::Shape(format!(
+            "tensor `{wname}` has shape {:?} but {what} needs {want:?} (n_out x n_in)",
+            w.shape
+        )));
     }
     let raw = unscale(&wname, &w.data, d.w_mult)?;
     net.params_mut()[d.w_off..d.w_off + raw.len()].copy_from_slice(&raw);
     let bname = format!("{base}.bias");
     if let Some(bo) = d.b_off {
         let b = by_name.remove(&bname).ok_or_else(|| {
-            Error::InvalidInput(format!("missing tensor `{bname}`: {what} has a bias (b_std given); drop b_std if the model has none"))
+            Error::InvalidInput(format!(
+                "missing tensor `{bname}`: {what} has a bias (b_std given); drop b_std if the model has none"
+            ))
         })?;
         if b.shape != [d.n_out] {
-            return Err(Error::Shape(format!("tensor `{bname}` has shape {:?} but {what} needs [{}]", b.shape, d.n_out)));
+            return Err(Error::Shape(format!(
+                "tensor `{bname}` has shape {:?} but {what} needs [{}]",
+                b.shape, d.n_out
+            )));
         }
         let raw = unscale(&bname, &b.data, d.b_mult)?;
         net.params_mut()[bo..bo + d.n_out].copy_from_slice(&raw);
@@ -612,7 +622,12 @@ fn fill_dense(net: &mut Mlp, l: usize, base: &str, what: &str, by_name: &mut BTr
 }
 
 /// A graph (residual or DAG) network from tensors named `{node}.weight` / `{node}.bias`.
-fn graph_from_tensors(tensors: Vec<(String, Array)>, arch: Architecture, meta_dim: Option<usize>, alpha: f64) -> Result<Mlp> {
+fn graph_from_tensors(
+    tensors: Vec<(String, Array)>,
+    arch: Architecture,
+    meta_dim: Option<usize>,
+    alpha: f64,
+) -> Result<Mlp> {
     let mut by_name: BTreeMap<String, Array> = tensors.into_iter().collect();
     let input_dim = match meta_dim {
         Some(d) => d,
@@ -640,7 +655,9 @@ fn graph_from_tensors(tensors: Vec<(String, Array)>, arch: Architecture, meta_di
 /// The text of Dense node l's op, for messages.
 fn dense_text(net: &Mlp, l: usize) -> String {
     match &net.graph.nodes[net.dense[l].node].op {
-        crate::kernel::Op::Dense { width, w_std, b_std } => Layer::Dense { width: *width, w_std: *w_std, b_std: *b_std }.to_string(),
+        crate::kernel::Op::Dense { width, w_std, b_std } => {
+            Layer::Dense { width: *width, w_std: *w_std, b_std: *b_std }.to_string()
+        }
         _ => unreachable!("dense node"),
     }
 }

@@ -27,7 +27,11 @@ impl Network {
     /// Checks a parameter-space vector: length P and finite.
     pub(crate) fn check_param_vec(&self, v: &[f64], what: &str) -> Result<()> {
         if v.len() != self.num_params() {
-            return Err(Error::Shape(format!("{what} has {} entries, the network has {} parameters", v.len(), self.num_params())));
+            return Err(Error::Shape(format!(
+                "{what} has {} entries, the network has {} parameters",
+                v.len(),
+                self.num_params()
+            )));
         }
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(Error::InvalidInput(format!("{what} has a non-finite value at index {i}")));
@@ -114,8 +118,8 @@ impl Network {
             }
         }
         let out = g.output();
-        let mut fdot = if keep { dot[out].clone() } else { dot[out].take() }
-            .unwrap_or_else(|| Mat::zeros(n, self.output_dim()));
+        let mut fdot =
+            if keep { dot[out].clone() } else { dot[out].take() }.unwrap_or_else(|| Mat::zeros(n, self.output_dim()));
         scale_in_place(&mut fdot, self.alpha);
         Tangent { dot: if keep { dot } else { Vec::new() }, fdot }
     }
@@ -143,7 +147,11 @@ mod tests {
     fn jvp_matches_central_differences() {
         // Central differences along v with h = 1e-6: error ~h^2 |F'''| |v|^3 + 1e-16/h, far below 1e-6 relative.
         let cases = [
-            ("dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),relu,dense(3,b_std=0.5)", Parameterization::Ntk, 1.0),
+            (
+                "dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),relu,dense(3,b_std=0.5)",
+                Parameterization::Ntk,
+                1.0,
+            ),
             ("dense(5,b_std=0.3),gelu,dense(4),dense(4),erf,dense(2,b_std=1)", Parameterization::Standard, 3.0),
             ("dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),relu,dense(1)", Parameterization::MeanField, 0.5),
             ("dense(6,b_std=0.3),sin,dense(6,b_std=0.1),abs,dense(3,b_std=0.7)", Parameterization::Mup, 2.0),

@@ -254,7 +254,11 @@ impl Network {
     /// Overwrite all parameters from a flat vector in [`Network::params`] order.
     pub fn set_params(&mut self, p: &[f64]) -> Result<()> {
         if p.len() != self.num_params() {
-            return Err(Error::Shape(format!("parameter vector has {} entries, the network has {}", p.len(), self.num_params())));
+            return Err(Error::Shape(format!(
+                "parameter vector has {} entries, the network has {}",
+                p.len(),
+                self.num_params()
+            )));
         }
         self.params.copy_from_slice(p);
         Ok(())

@@ -67,8 +67,18 @@ impl<'a> LossCurvature<'a> {
         let value = loss.value_unchecked(tape.output.as_ref(), y);
         let gf = loss.gradient_unchecked(tape.output.as_ref(), y);
         let mut gradient = vec![0.0; net.num_params()];
-        let back = net.backprop_into(&tape, gf.as_ref(), &mut gradient, true, &mut Pool::default()).expect("kept caches");
-        Ok(LossCurvature { net, loss, targets: y.to_owned(), tape, value, gradient, back, pool: Mutex::new(Pool::default()) })
+        let back =
+            net.backprop_into(&tape, gf.as_ref(), &mut gradient, true, &mut Pool::default()).expect("kept caches");
+        Ok(LossCurvature {
+            net,
+            loss,
+            targets: y.to_owned(),
+            tape,
+            value,
+            gradient,
+            back,
+            pool: Mutex::new(Pool::default()),
+        })
     }
 
     /// Number of parameters P (the dimension of the Hessian).
@@ -122,7 +132,8 @@ impl<'a> LossCurvature<'a> {
     fn hvp_with(&self, v: &[f64], out: &mut [f64], pool: &mut Pool) {
         let net = self.net;
         let t = net.tangent(&self.tape, v, true, pool);
-        let mut rgamma = self.loss.hessian_vp_unchecked(self.tape.output.as_ref(), self.targets.as_ref(), t.fdot.as_ref());
+        let mut rgamma =
+            self.loss.hessian_vp_unchecked(self.tape.output.as_ref(), self.targets.as_ref(), t.fdot.as_ref());
         scale_in_place(&mut rgamma, net.alpha);
         rop_backward(net, &self.tape, &self.back, t, Some(rgamma), v, out, pool);
     }
@@ -182,7 +193,16 @@ impl Mlp {
 /// The R-op backward pass (see the module docs): writes R{dL/dtheta} into `out` from the kept gradient caches
 /// `back`, the kept tangents `t` and R{Gamma_out} (None: zero).
 #[allow(clippy::too_many_arguments)]
-fn rop_backward(net: &Mlp, tape: &Tape, back: &Backprop, t: Tangent, rg_out: Option<Mat<f64>>, v: &[f64], out: &mut [f64], pool: &mut Pool) {
+fn rop_backward(
+    net: &Mlp,
+    tape: &Tape,
+    back: &Backprop,
+    t: Tangent,
+    rg_out: Option<Mat<f64>>,
+    v: &[f64],
+    out: &mut [f64],
+    pool: &mut Pool,
+) {
     let g = &net.graph;
     let nn = g.nodes.len();
     let n = tape.batch_size();
@@ -199,9 +219,15 @@ fn rop_backward(net: &Mlp, tape: &Tape, back: &Backprop, t: Tangent, rg_out: Opt
                 let u = node.inputs[0];
                 let delta = back.cot[w].as_ref().expect("kept Delta");
                 {
-                    let mut ow = MatMut::from_column_major_slice_mut(&mut out[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
+                    let mut ow = MatMut::from_column_major_slice_mut(
+                        &mut out[d.w_off..d.w_off + d.n_in * d.n_out],
+                        d.n_in,
+                        d.n_out,
+                    );
                     match &rgw {
-                        Some(rd) => gemm(ow.rb_mut(), Accum::Replace, tape.values[u].transpose(), rd.as_ref(), d.w_mult),
+                        Some(rd) => {
+                            gemm(ow.rb_mut(), Accum::Replace, tape.values[u].transpose(), rd.as_ref(), d.w_mult)
+                        }
                         None => ow.fill(0.0),
                     }
                     if let Some(hd) = &t.dot[u] {
@@ -357,10 +383,30 @@ mod tests {
 
     fn smooth_cases() -> Vec<(&'static str, Parameterization, f64, Loss)> {
         vec![
-            ("dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),erf,dense(3,b_std=0.5)", Parameterization::Ntk, 1.0, Loss::Mse),
-            ("dense(5,b_std=0.3),gelu,dense(4),dense(4,b_std=0.2),softplus,dense(2,b_std=1)", Parameterization::Standard, 2.5, Loss::Logistic),
-            ("dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),tanh,dense(3)", Parameterization::MeanField, 0.7, Loss::SoftmaxCrossEntropy),
-            ("dense(6,b_std=0.3),silu,dense(6,b_std=0.1),sin,dense(3,b_std=0.7)", Parameterization::Mup, 1.3, Loss::Mse),
+            (
+                "dense(6,w_std=1.3,b_std=0.4),tanh,dense(5,b_std=0.2),erf,dense(3,b_std=0.5)",
+                Parameterization::Ntk,
+                1.0,
+                Loss::Mse,
+            ),
+            (
+                "dense(5,b_std=0.3),gelu,dense(4),dense(4,b_std=0.2),softplus,dense(2,b_std=1)",
+                Parameterization::Standard,
+                2.5,
+                Loss::Logistic,
+            ),
+            (
+                "dense(7,b_std=0.3),softplus,dense(6,b_std=0.1),tanh,dense(3)",
+                Parameterization::MeanField,
+                0.7,
+                Loss::SoftmaxCrossEntropy,
+            ),
+            (
+                "dense(6,b_std=0.3),silu,dense(6,b_std=0.1),sin,dense(3,b_std=0.7)",
+                Parameterization::Mup,
+                1.3,
+                Loss::Mse,
+            ),
             (RESIDUAL, Parameterization::Ntk, 1.1, Loss::Mse),
             (DAG, Parameterization::Standard, 0.9, Loss::SoftmaxCrossEntropy),
         ]
@@ -420,7 +466,8 @@ mod tests {
     #[test]
     fn hvp_with_relu_matches_differences_at_generic_points() {
         // With ReLU the Hessian is piecewise constant in the curvature term but the cross-layer terms remain.
-        let net = net("dense(6,b_std=0.3),relu,dense(5,b_std=0.2),relu,dense(2,b_std=0.5)", Parameterization::Ntk, 3, 1.0, 4);
+        let net =
+            net("dense(6,b_std=0.3),relu,dense(5,b_std=0.2),relu,dense(2,b_std=0.5)", Parameterization::Ntk, 3, 1.0, 4);
         let x = crate::data::synthetic::gaussian(5, 3, 2);
         let y = targets(Loss::Mse, 5, 2, 3);
         let v = random_vec(net.num_params(), 9);

@@ -107,7 +107,8 @@ impl Network {
 
     /// Whether a later pass reads node v's value: a Dense node reads it, or it is the output.
     fn value_needed(&self, v: usize) -> bool {
-        v == self.graph.output() || self.graph.nodes.iter().any(|n| matches!(n.op, Op::Dense { .. }) && n.inputs[0] == v)
+        v == self.graph.output()
+            || self.graph.nodes.iter().any(|n| matches!(n.op, Op::Dense { .. }) && n.inputs[0] == v)
     }
 
     pub(crate) fn build_tape(&self, x: MatRef<'_, f64>, caches: Caches) -> Result<Tape> {
@@ -180,7 +181,11 @@ impl Network {
                 }
             }
         }
-        let mut output = if keep { values[g.output()].clone() } else { std::mem::replace(&mut values[g.output()], Mat::zeros(0, 0)) };
+        let mut output = if keep {
+            values[g.output()].clone()
+        } else {
+            std::mem::replace(&mut values[g.output()], Mat::zeros(0, 0))
+        };
         scale_in_place(&mut output, self.alpha);
         Ok(Tape { values, slope, curvature: curv, output })
     }
@@ -194,8 +199,11 @@ mod tests {
     #[test]
     fn tape_output_matches_forward() {
         // Same arithmetic in the same order: agreement to rounding.
-        let a = Architecture::parse("dense(7,b_std=0.3),tanh,dense(5),dense(4,b_std=1),relu,dense(2)", Parameterization::Ntk)
-            .unwrap();
+        let a = Architecture::parse(
+            "dense(7,b_std=0.3),tanh,dense(5),dense(4,b_std=1),relu,dense(2)",
+            Parameterization::Ntk,
+        )
+        .unwrap();
         let net = Network::init(&a, 3, 1.7, 5).unwrap();
         let x = crate::data::synthetic::gaussian(6, 3, 1);
         let t = net.tape_with_curvature(x.as_ref()).unwrap();

@@ -17,9 +17,25 @@ pub(crate) fn targets(loss: Loss, n: usize, k: usize, seed: u64) -> Mat<f64> {
     let g = gaussian(n, k, seed);
     match loss {
         Loss::Mse => g,
-        Loss::Logistic => Mat::from_fn(n, k, |i, a| if g[(i, a)] > 0.0 { 1.0 } else if (i + a) % 4 == 0 { -0.5 } else { -1.0 }),
+        Loss::Logistic => Mat::from_fn(n, k, |i, a| {
+            if g[(i, a)] > 0.0 {
+                1.0
+            } else if (i + a) % 4 == 0 {
+                -0.5
+            } else {
+                -1.0
+            }
+        }),
         Loss::SoftmaxCrossEntropy => {
-            let mut y = Mat::from_fn(n, k, |i, a| if i % 2 == 0 { g[(i, a)].exp() } else if a == i % k { 1.0 } else { 0.0 });
+            let mut y = Mat::from_fn(n, k, |i, a| {
+                if i % 2 == 0 {
+                    g[(i, a)].exp()
+                } else if a == i % k {
+                    1.0
+                } else {
+                    0.0
+                }
+            });
             for i in 0..n {
                 let s: f64 = (0..k).map(|a| y[(i, a)]).sum();
                 for a in 0..k {

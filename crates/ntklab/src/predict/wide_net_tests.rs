@@ -29,7 +29,8 @@ fn gap(width: usize, seed: u64) -> f64 {
     let dynamics = LinearizedDynamics::new(k.ntk.as_ref(), eta).unwrap();
     let steps = 60u64;
     let pred = dynamics.train(y.as_ref(), Some(f0.as_ref()), Time::Steps(steps)).unwrap();
-    let pred_t = dynamics.test(kt.ntk.as_ref(), y.as_ref(), Some(f0.as_ref()), Some(f0t.as_ref()), Time::Steps(steps)).unwrap();
+    let pred_t =
+        dynamics.test(kt.ntk.as_ref(), y.as_ref(), Some(f0.as_ref()), Some(f0t.as_ref()), Time::Steps(steps)).unwrap();
     let mut w = net.params().to_vec();
     for _ in 0..steps {
         let (_, g) = net.loss_and_gradient(x.as_ref(), y.as_ref(), Loss::Mse).unwrap();

@@ -188,7 +188,14 @@ fn one() -> u64 {
 
 impl Default for ProbesSection {
     fn default() -> Self {
-        ProbesSection { every: 1, which: Vec::new(), hessian_top_k: None, ntk_subset: None, lanczos_max_iter: None, lanczos_tol: None }
+        ProbesSection {
+            every: 1,
+            which: Vec::new(),
+            hessian_top_k: None,
+            ntk_subset: None,
+            lanczos_max_iter: None,
+            lanczos_tol: None,
+        }
     }
 }
 
@@ -251,7 +258,10 @@ impl RunConfig {
             (Some(name), None, None) => {
                 for (k, set) in [("x_test", d.x_test.is_some()), ("y_test", d.y_test.is_some())] {
                     if set {
-                        return Err(key_err(&format!("data.{k}"), "applies to array files only (built-in sets use n_test)"));
+                        return Err(key_err(
+                            &format!("data.{k}"),
+                            "applies to array files only (built-in sets use n_test)",
+                        ));
                     }
                 }
                 let b = Builtin::parse(name).map_err(|e| key_err("data.name", e))?;
@@ -262,7 +272,9 @@ impl RunConfig {
                 let dim = match (b, d.d) {
                     (Builtin::Circle, None) => 2,
                     (Builtin::Circle, Some(2)) => 2,
-                    (Builtin::Circle, Some(v)) => return Err(key_err("data.d", format!("the circle set has d = 2, got {v}"))),
+                    (Builtin::Circle, Some(v)) => {
+                        return Err(key_err("data.d", format!("the circle set has d = 2, got {v}")))
+                    }
                     (_, Some(0)) => return Err(key_err("data.d", "must be at least 1")),
                     (_, Some(v)) => v,
                     (_, None) => return Err(key_err("data.d", "is required for a built-in data set")),
@@ -300,20 +312,30 @@ impl RunConfig {
                     ("seed", d.seed.is_some()),
                 ] {
                     if set {
-                        return Err(key_err(&format!("data.{k}"), "applies to built-in data sets only (not with x/y files)"));
+                        return Err(key_err(
+                            &format!("data.{k}"),
+                            "applies to built-in data sets only (not with x/y files)",
+                        ));
                     }
                 }
-                let load = |p: &Path, key: &str| read_matrix(&base.join(p)).map_err(|e| key_err(&format!("data.{key}"), e));
+                let load =
+                    |p: &Path, key: &str| read_matrix(&base.join(p)).map_err(|e| key_err(&format!("data.{key}"), e));
                 let ds = Dataset::new(load(x, "x")?, load(y, "y")?).map_err(|e| key_err("data", e))?;
                 match (&d.x_test, &d.y_test) {
-                    (Some(xt), Some(yt)) => ds.with_test(load(xt, "x_test")?, load(yt, "y_test")?).map_err(|e| key_err("data", e)),
+                    (Some(xt), Some(yt)) => {
+                        ds.with_test(load(xt, "x_test")?, load(yt, "y_test")?).map_err(|e| key_err("data", e))
+                    }
                     (None, None) => Ok(ds),
                     _ => Err(key_err("data", "give both x_test and y_test, or neither")),
                 }
             }
-            (Some(_), _, _) => Err(key_err("data", "give either `name` (a built-in set) or `x` and `y` files, not both")),
+            (Some(_), _, _) => {
+                Err(key_err("data", "give either `name` (a built-in set) or `x` and `y` files, not both"))
+            }
             (None, Some(_), None) | (None, None, Some(_)) => Err(key_err("data", "give both `x` and `y` files")),
-            (None, None, None) => Err(key_err("data", format!("give `name` (one of {}) or `x` and `y` files", Builtin::NAMES))),
+            (None, None, None) => {
+                Err(key_err("data", format!("give `name` (one of {}) or `x` and `y` files", Builtin::NAMES)))
+            }
         }
     }
 
@@ -333,7 +355,11 @@ impl RunConfig {
         if net.output_dim() != data.output_dim() {
             return Err(key_err(
                 "model.arch",
-                format!("the network has {} outputs but the targets have {} columns", net.output_dim(), data.output_dim()),
+                format!(
+                    "the network has {} outputs but the targets have {} columns",
+                    net.output_dim(),
+                    data.output_dim()
+                ),
             ));
         }
         Ok(net)
@@ -376,7 +402,10 @@ impl RunConfig {
         }
         if let Some(b) = o.batch {
             if b == 0 || b > n {
-                return Err(key_err("optimizer.batch", format!("must be in 1..={n} (the number of training points), got {b}")));
+                return Err(key_err(
+                    "optimizer.batch",
+                    format!("must be in 1..={n} (the number of training points), got {b}"),
+                ));
             }
         }
         let momentum = |default: f64| -> Result<f64> {
@@ -417,11 +446,18 @@ impl RunConfig {
                 }
                 Method::Flow(ode)
             }
-            other => return Err(key_err("optimizer.kind", format!("unknown optimizer `{other}` (expected gd, sgd, momentum, nesterov or flow)"))),
+            other => {
+                return Err(key_err(
+                    "optimizer.kind",
+                    format!("unknown optimizer `{other}` (expected gd, sgd, momentum, nesterov or flow)"),
+                ))
+            }
         };
         let schedule = self.resolve_schedule()?;
         let divergence_factor = match o.divergence_factor {
-            Some(f) if f.is_nan() || f <= 1.0 => return Err(key_err("optimizer.divergence_factor", format!("must be > 1, got {f}"))),
+            Some(f) if f.is_nan() || f <= 1.0 => {
+                return Err(key_err("optimizer.divergence_factor", format!("must be > 1, got {f}")))
+            }
             Some(f) => f,
             None => 1e10,
         };
@@ -468,7 +504,9 @@ impl RunConfig {
             }
             "step" => {
                 only("final_factor", o.final_factor.is_some(), "\"cosine\" or \"linear\"")?;
-                let every = o.step_every.ok_or_else(|| key_err("optimizer.step_every", "is required for schedule = \"step\""))?;
+                let every = o
+                    .step_every
+                    .ok_or_else(|| key_err("optimizer.step_every", "is required for schedule = \"step\""))?;
                 if every == 0 {
                     return Err(key_err("optimizer.step_every", "must be at least 1"));
                 }
@@ -488,7 +526,12 @@ impl RunConfig {
                     Decay::Linear { final_factor: f }
                 }
             }
-            other => return Err(key_err("optimizer.schedule", format!("unknown schedule `{other}` (expected constant, step, cosine or linear)"))),
+            other => {
+                return Err(key_err(
+                    "optimizer.schedule",
+                    format!("unknown schedule `{other}` (expected constant, step, cosine or linear)"),
+                ))
+            }
         };
         Ok(Schedule { decay, warmup: o.warmup.unwrap_or(0) })
     }
@@ -511,20 +554,29 @@ impl RunConfig {
         let n = data.n_train();
         if let Some(m) = p.ntk_subset {
             if m == 0 || m > n {
-                return Err(key_err("probes.ntk_subset", format!("must be in 1..={n} (the number of training points), got {m}")));
+                return Err(key_err(
+                    "probes.ntk_subset",
+                    format!("must be in 1..={n} (the number of training points), got {m}"),
+                ));
             }
             cfg.ntk_subset = Some(m);
         }
         if let Some(k) = p.hessian_top_k {
             let np = net.num_params();
             if k == 0 || k > np {
-                return Err(key_err("probes.hessian_top_k", format!("must be in 1..={np} (the number of parameters), got {k}")));
+                return Err(key_err(
+                    "probes.hessian_top_k",
+                    format!("must be in 1..={np} (the number of parameters), got {k}"),
+                ));
             }
             cfg.hessian_top_k = k;
         }
         if let Some(it) = p.lanczos_max_iter {
             if it < cfg.hessian_top_k {
-                return Err(key_err("probes.lanczos_max_iter", format!("must be at least hessian_top_k = {}", cfg.hessian_top_k)));
+                return Err(key_err(
+                    "probes.lanczos_max_iter",
+                    format!("must be at least hessian_top_k = {}", cfg.hessian_top_k),
+                ));
             }
             cfg.lanczos_max_iter = it;
         }

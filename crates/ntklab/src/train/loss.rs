@@ -131,7 +131,13 @@ impl Loss {
     pub fn hessian_vp(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>, v: MatRef<'_, f64>) -> Result<Mat<f64>> {
         self.check(f, y)?;
         if v.nrows() != f.nrows() || v.ncols() != f.ncols() {
-            return Err(Error::Shape(format!("V is {} x {} but outputs are {} x {}", v.nrows(), v.ncols(), f.nrows(), f.ncols())));
+            return Err(Error::Shape(format!(
+                "V is {} x {} but outputs are {} x {}",
+                v.nrows(),
+                v.ncols(),
+                f.nrows(),
+                f.ncols()
+            )));
         }
         Ok(self.hessian_vp_unchecked(f, y, v))
     }
@@ -267,13 +273,17 @@ mod tests {
                     let mut fm = f.clone();
                     fp[(i, a)] += h;
                     fm[(i, a)] -= h;
-                    let d = (loss.value(fp.as_ref(), y.as_ref()).unwrap() - loss.value(fm.as_ref(), y.as_ref()).unwrap()) / (2.0 * h);
+                    let d = (loss.value(fp.as_ref(), y.as_ref()).unwrap()
+                        - loss.value(fm.as_ref(), y.as_ref()).unwrap())
+                        / (2.0 * h);
                     assert!((d - g[(i, a)]).abs() < 1e-6 * g.norm_max(), "{loss} grad ({i},{a}): {d} vs {}", g[(i, a)]);
                 }
             }
             let fp = &f + h * &v;
             let fm = &f - h * &v;
-            let fd = (loss.gradient(fp.as_ref(), y.as_ref()).unwrap() - loss.gradient(fm.as_ref(), y.as_ref()).unwrap()) / (2.0 * h);
+            let fd = (loss.gradient(fp.as_ref(), y.as_ref()).unwrap()
+                - loss.gradient(fm.as_ref(), y.as_ref()).unwrap())
+                / (2.0 * h);
             assert!((&fd - &hv).norm_max() < 1e-6 * hv.norm_max(), "{loss} hvp");
         }
     }
@@ -313,7 +323,9 @@ mod tests {
         assert!(Loss::SoftmaxCrossEntropy.check(f.as_ref(), bad.as_ref()).is_err());
         assert!(Loss::Mse.check(f.as_ref(), bad.as_ref()).is_ok());
         assert!(Loss::Mse.check(f.as_ref(), Mat::<f64>::zeros(2, 3).as_ref()).is_err());
-        assert!(Loss::SoftmaxCrossEntropy.check(Mat::<f64>::zeros(2, 1).as_ref(), Mat::from_fn(2, 1, |_, _| 1.0).as_ref()).is_err());
+        assert!(Loss::SoftmaxCrossEntropy
+            .check(Mat::<f64>::zeros(2, 1).as_ref(), Mat::from_fn(2, 1, |_, _| 1.0).as_ref())
+            .is_err());
         assert!(one_hot(&[0, 2], 2).is_err());
         for l in ALL {
             assert_eq!(Loss::parse(&l.to_string()).unwrap(), l);

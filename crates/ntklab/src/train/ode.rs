@@ -116,7 +116,8 @@ impl Dopri5 {
     /// Hairer's starting step (Solving ODEs I, II.4): h = min(100 h0, h1) from first-derivative scales.
     fn initial_step(&self, f: &mut impl FnMut(&[f64], &mut [f64]) -> bool, y: &[f64], k1: &[f64]) -> f64 {
         let sc: Vec<f64> = y.iter().map(|v| self.opts.atol + self.opts.rtol * v.abs()).collect();
-        let rms = |v: &[f64]| (v.iter().zip(&sc).map(|(a, s)| (a / s) * (a / s)).sum::<f64>() / v.len().max(1) as f64).sqrt();
+        let rms =
+            |v: &[f64]| (v.iter().zip(&sc).map(|(a, s)| (a / s) * (a / s)).sum::<f64>() / v.len().max(1) as f64).sqrt();
         let (d0, d1) = (rms(y), rms(k1));
         let h0 = if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 };
         let y1: Vec<f64> = y.iter().zip(k1).map(|(a, b)| a + h0 * b).collect();

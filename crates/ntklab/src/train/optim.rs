@@ -135,7 +135,9 @@ impl TrainConfig {
             Method::Discrete { batch, momentum, .. } => {
                 if let Some(b) = batch {
                     if b == 0 || b > n {
-                        return Err(Error::Config(format!("batch size must be in 1..={n} (the training set size), got {b}")));
+                        return Err(Error::Config(format!(
+                            "batch size must be in 1..={n} (the training set size), got {b}"
+                        )));
                     }
                 }
                 if !(0.0..1.0).contains(&momentum) {

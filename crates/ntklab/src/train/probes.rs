@@ -159,7 +159,9 @@ impl ProbeConfig {
         }
         if let Some(m) = self.ntk_subset {
             if m == 0 || m > n {
-                return Err(Error::Config(format!("probes: ntk_subset must be in 1..={n} (the training set size), got {m}")));
+                return Err(Error::Config(format!(
+                    "probes: ntk_subset must be in 1..={n} (the training set size), got {m}"
+                )));
             }
         }
         if self.has(Probe::Sharpness) {
@@ -176,7 +178,10 @@ impl ProbeConfig {
                 )));
             }
             if !(self.lanczos_tol >= 0.0 && self.lanczos_tol.is_finite()) {
-                return Err(Error::Config(format!("probes: lanczos_tol must be finite and >= 0, got {}", self.lanczos_tol)));
+                return Err(Error::Config(format!(
+                    "probes: lanczos_tol must be finite and >= 0, got {}",
+                    self.lanczos_tol
+                )));
             }
         }
         Ok(())

@@ -94,7 +94,9 @@ impl Schedule {
         let decay = match self.decay {
             Decay::Constant => 1.0,
             Decay::Step { every, factor } => factor.powi((step / every.max(1)).min(i32::MAX as u64) as i32),
-            Decay::Cosine { final_factor: f } => f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * progress()).cos()),
+            Decay::Cosine { final_factor: f } => {
+                f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * progress()).cos())
+            }
             Decay::Linear { final_factor: f } => 1.0 - (1.0 - f) * progress(),
         };
         warm * decay

@@ -82,7 +82,10 @@ fn momentum_nesterov_and_sgd_decrease_the_loss() {
     let arch = "dense(32,b_std=0.1),tanh,dense(1)";
     let cases = [
         TrainConfig::momentum(0.2, 200, 0.9),
-        TrainConfig { method: Method::Discrete { batch: Some(8), momentum: 0.9, nesterov: true }, ..TrainConfig::gd(0.1, 200) },
+        TrainConfig {
+            method: Method::Discrete { batch: Some(8), momentum: 0.9, nesterov: true },
+            ..TrainConfig::gd(0.1, 200)
+        },
         TrainConfig::sgd(0.5, 400, 8).with_seed(11),
         TrainConfig::sgd(0.5, 400, 8)
             .with_schedule(Schedule { decay: Decay::Cosine { final_factor: 0.0 }, warmup: 20 })
@@ -161,7 +164,8 @@ fn linearized_model_follows_the_closed_form_kernel_dynamics() {
     let f0t = m0.forward(xt.as_ref()).unwrap();
     let probes = ProbeConfig::loss_only(10).with(Probe::Linearized);
     let lin_outputs = |res: &TrainResult| {
-        let delta: Vec<f64> = res.linearized_params.as_ref().unwrap().iter().zip(m0.params()).map(|(a, b)| a - b).collect();
+        let delta: Vec<f64> =
+            res.linearized_params.as_ref().unwrap().iter().zip(m0.params()).map(|(a, b)| a - b).collect();
         (&f0 + m0.jvp(data.x.as_ref(), &delta).unwrap(), &f0t + m0.jvp(xt.as_ref(), &delta).unwrap())
     };
     let (eta, steps) = (0.5, 40);
@@ -170,7 +174,9 @@ fn linearized_model_follows_the_closed_form_kernel_dynamics() {
     let (ftr, fte) = lin_outputs(&res);
     let dynm = LinearizedDynamics::new(theta.as_ref(), eta).unwrap();
     let want = dynm.train(data.y.as_ref(), Some(f0.as_ref()), Time::Steps(steps)).unwrap();
-    let want_t = dynm.test(theta_tx.as_ref(), data.y.as_ref(), Some(f0.as_ref()), Some(f0t.as_ref()), Time::Steps(steps)).unwrap();
+    let want_t = dynm
+        .test(theta_tx.as_ref(), data.y.as_ref(), Some(f0.as_ref()), Some(f0t.as_ref()), Time::Steps(steps))
+        .unwrap();
     assert!((&ftr - &want).norm_max() < 1e-10, "train: {:e}", (&ftr - &want).norm_max());
     assert!((&fte - &want_t).norm_max() < 1e-8, "test: {:e}", (&fte - &want_t).norm_max());
     // The record's lin_loss is the loss of these outputs, and the network stays close (wide-ish, small lr).
@@ -225,7 +231,8 @@ fn sharpness_probe_equals_the_explicit_hessian_spectrum() {
         }
         let m0 = net("dense(4,b_std=0.3),tanh,dense(1,b_std=0.2)", 2, 4);
         let mut m = m0.clone();
-        let probes = ProbeConfig { hessian_top_k: 3, lanczos_max_iter: 17, ..ProbeConfig::loss_only(5).with(Probe::Sharpness) };
+        let probes =
+            ProbeConfig { hessian_top_k: 3, lanczos_max_iter: 17, ..ProbeConfig::loss_only(5).with(Probe::Sharpness) };
         let res = run(&mut m, &data, &TrainConfig::gd(0.5, 5).with_loss(loss), &probes);
         for (r, at) in [(&res.records[0], &m0), (res.records.last().unwrap(), &m)] {
             let ev = sym_eigenvalues(fd_hessian(at, &data, loss).as_ref()).unwrap();
@@ -233,7 +240,12 @@ fn sharpness_probe_equals_the_explicit_hessian_spectrum() {
             assert_eq!(top.len(), 3);
             for k in 0..3 {
                 let want = ev[ev.len() - 1 - k];
-                assert!((top[k] - want).abs() < 1e-6 * ev[ev.len() - 1].abs(), "{loss} step {}: {} vs {want}", r.step, top[k]);
+                assert!(
+                    (top[k] - want).abs() < 1e-6 * ev[ev.len() - 1].abs(),
+                    "{loss} step {}: {} vs {want}",
+                    r.step,
+                    top[k]
+                );
             }
             assert_eq!(r.sharpness, Some(top[0]));
         }
@@ -296,7 +308,8 @@ fn stop_loss_ends_early() {
     let mut m = net("dense(1)", 5, 3);
     let cfg = TrainConfig { stop_loss: Some(0.6), ..TrainConfig::gd(1.0, 10_000) };
     let mut ticks = Vec::new();
-    let res = train_with_progress(&mut m, &data, &cfg, &ProbeConfig::loss_only(1), |_| Ok(()), |s| ticks.push(s)).unwrap();
+    let res =
+        train_with_progress(&mut m, &data, &cfg, &ProbeConfig::loss_only(1), |_| Ok(()), |s| ticks.push(s)).unwrap();
     match res.status {
         Status::Converged { step } => {
             assert!(step < 10_000 && res.last.unwrap().loss <= 0.6);
@@ -314,7 +327,8 @@ fn records_do_not_depend_on_the_thread_count() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut m = net("dense(96,b_std=0.1),tanh,dense(96),relu,dense(1)", 8, 1);
-            let probes = ProbeConfig { hessian_top_k: 2, lanczos_max_iter: 30, ntk_subset: Some(24), ..ProbeConfig::all(5) };
+            let probes =
+                ProbeConfig { hessian_top_k: 2, lanczos_max_iter: 30, ntk_subset: Some(24), ..ProbeConfig::all(5) };
             let mut lines = Vec::new();
             let res = train(&mut m, &data, &TrainConfig::sgd(0.5, 15, 16).with_seed(3), &probes, |r| {
                 lines.push(serde_json::to_string(r).unwrap());

@@ -91,7 +91,13 @@ fn first_non_finite(m: MatRef<'_, f64>) -> Option<(usize, usize)> {
 }
 
 /// L, dL/dtheta = J^T dL/dF and F from a tape (targets already validated for this loss).
-fn eval_tape(net: &Mlp, tape: &Tape, outputs: Mat<f64>, y: MatRef<'_, f64>, loss: Loss) -> std::result::Result<Eval, String> {
+fn eval_tape(
+    net: &Mlp,
+    tape: &Tape,
+    outputs: Mat<f64>,
+    y: MatRef<'_, f64>,
+    loss: Loss,
+) -> std::result::Result<Eval, String> {
     if let Some((i, a)) = first_non_finite(outputs.as_ref()) {
         return Err(format!("network output is {} at row {i}, column {a}", outputs[(i, a)]));
     }
@@ -143,7 +149,13 @@ impl Tangent {
         eval_tape(&self.net0, tape, f, y, loss)
     }
 
-    fn eval_batch(&self, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss, delta: &[f64]) -> std::result::Result<Eval, String> {
+    fn eval_batch(
+        &self,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        loss: Loss,
+        delta: &[f64],
+    ) -> std::result::Result<Eval, String> {
         let tape = self.net0.tape(x).map_err(|e| e.to_string())?;
         self.eval(&tape, y, loss, delta)
     }
@@ -167,7 +179,11 @@ impl<'a> Prober<'a> {
         let subset = data.x.as_ref().subrows(0, m).to_owned();
         let w0 = net.params().to_vec();
         let w0_norm = norm(&w0);
-        let k0 = if cfg.has(Probe::NtkChange) { Some(symmetrized(&net.empirical_ntk(subset.as_ref(), None, NtkOutputs::Full)?)) } else { None };
+        let k0 = if cfg.has(Probe::NtkChange) {
+            Some(symmetrized(&net.empirical_ntk(subset.as_ref(), None, NtkOutputs::Full)?))
+        } else {
+            None
+        };
         Ok(Prober { cfg, data, loss, seed, w0, w0_norm, subset, k0 })
     }
 
@@ -332,10 +348,18 @@ pub fn train_with_progress(
     cfg.validate(n)?;
     probes.validate(n, net.num_params())?;
     if data.input_dim() != net.input_dim {
-        return Err(Error::Shape(format!("data have {} input features but the network expects {}", data.input_dim(), net.input_dim)));
+        return Err(Error::Shape(format!(
+            "data have {} input features but the network expects {}",
+            data.input_dim(),
+            net.input_dim
+        )));
     }
     if data.output_dim() != net.output_dim() {
-        return Err(Error::Shape(format!("targets have {} columns but the network has {} outputs", data.output_dim(), net.output_dim())));
+        return Err(Error::Shape(format!(
+            "targets have {} columns but the network has {} outputs",
+            data.output_dim(),
+            net.output_dim()
+        )));
     }
     let loss = cfg.loss;
     let f0 = net.forward(data.x.as_ref())?;
@@ -354,7 +378,9 @@ pub fn train_with_progress(
             let opt = (batch, momentum, nesterov);
             run_discrete(net, data, cfg, probes, &prober, tangent.as_ref(), opt, &mut on_record, &mut on_step)
         }
-        Method::Flow(opts) => run_flow(net, data, cfg, probes, &prober, tangent.as_ref(), opts, &mut on_record, &mut on_step),
+        Method::Flow(opts) => {
+            run_flow(net, data, cfg, probes, &prober, tangent.as_ref(), opts, &mut on_record, &mut on_step)
+        }
     }
 }
 
@@ -457,7 +483,8 @@ fn run_discrete(
         done += 1;
         on_step(done);
     }
-    let linearized_params = tangent.filter(|_| lin_alive).map(|_| prober.w0.iter().zip(&delta).map(|(a, b)| a + b).collect());
+    let linearized_params =
+        tangent.filter(|_| lin_alive).map(|_| prober.w0.iter().zip(&delta).map(|(a, b)| a + b).collect());
     Ok(TrainResult {
         status,
         steps: done,
