@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ntklab::experiment::catapult::{self, CatapultConfig, CatapultResult, Phase};
 use ntklab::experiment::linearity::{self, LinearityConfig, LinearityResult};
+use ntklab::experiment::linearity_dag::{self, Family, LinearityDagConfig, LinearityDagResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -20,6 +21,8 @@ use crate::util::{bar, ensure_dir};
 pub enum Name {
     /// Transition to linearity (Liu, Zhu & Belkin 2020): Hessian norm of f and NTK change vs width.
     Linearity,
+    /// Transition to linearity on DAGs (Zhu, Liu & Belkin 2022): Hessian norm vs minimum in-degree, bottleneck.
+    LinearityDag,
     /// Catapult phase of large-learning-rate GD (Lewkowycz et al. 2020): lazy / catapult / divergent.
     Catapult,
 }
@@ -28,6 +31,7 @@ impl Name {
     fn as_str(self) -> &'static str {
         match self {
             Name::Linearity => "linearity",
+            Name::LinearityDag => "linearity-dag",
             Name::Catapult => "catapult",
         }
     }
@@ -36,7 +40,7 @@ impl Name {
 /// Arguments of `ntklab run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Which reproduction: linearity or catapult.
+    /// Which reproduction: linearity, linearity-dag or catapult.
     #[arg(value_enum)]
     pub name: Name,
     /// Report folder (default: runs/<name>).
@@ -100,6 +104,13 @@ pub fn run(a: RunArgs) -> Result<()> {
             ensure_dir(&out)?;
             run_linearity(&cfg, &out)
         }
+        Name::LinearityDag => {
+            let base = if a.quick { LinearityDagConfig::quick() } else { LinearityDagConfig::full() };
+            let cfg = resolve(base, a.config.as_deref(), a.seed)?;
+            cfg.validate()?;
+            ensure_dir(&out)?;
+            run_linearity_dag(&cfg, &out)
+        }
         Name::Catapult => {
             let base = if a.quick { CatapultConfig::quick() } else { CatapultConfig::full() };
             let cfg = resolve(base, a.config.as_deref(), a.seed)?;
@@ -120,6 +131,99 @@ fn with_bar<T>(msg: &str, f: impl FnOnce(&mut dyn FnMut(usize, usize)) -> ntklab
     });
     pb.finish_and_clear();
     Ok((res?, t0.elapsed().as_secs_f64()))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// linearity-dag
+
+fn run_linearity_dag(cfg: &LinearityDagConfig, out: &Path) -> Result<()> {
+    let (res, secs) = with_bar("linearity-dag: families x widths x seeds", |p| linearity_dag::run(cfg, p))?;
+    write_json(&out.join("summary.json"), &res)?;
+    let mut series = Vec::new();
+    for (family, fit) in &res.fits {
+        let pts: Vec<(f64, f64)> =
+            res.points.iter().filter(|p| p.family == *family).map(|p| (p.width as f64, p.hessian_norm)).collect();
+        series.push(Series::markers(family.as_str(), pts.clone()));
+        let line = pts.iter().map(|&(w, _)| (w, fit.eval(w))).collect();
+        series.push(Series::line(format!("{} fit: slope {:+.2}", family.as_str(), fit.exponent), line));
+    }
+    if let Some(p0) = res.points.iter().find(|p| p.family == Family::Uniform) {
+        let (w0, v0) = (p0.width as f64, p0.hessian_norm);
+        series.push(Series::line(
+            "slope -1/2",
+            cfg.widths.iter().map(|&w| (w as f64, v0 * (w as f64 / w0).powf(-0.5))).collect(),
+        ));
+    }
+    let chart = Chart {
+        title: "Output Hessian of DAG networks at init".into(),
+        x_label: "width m (minimum in-degree, except the bottleneck)".into(),
+        y_label: "||d2f/dw2||".into(),
+        log_x: true,
+        log_y: true,
+        series,
+        hlines: vec![],
+    };
+    plot::save(&chart, &out.join("hessian_vs_in_degree"))?;
+    write_text(&out.join("report.md"), &linearity_dag_report(&res, secs))?;
+    println!(
+        "transition to linearity on DAGs ({secs:.1} s): {} activation, {} hidden layers",
+        cfg.activation, cfg.hidden_layers
+    );
+    println!("{:>11} {:>7} {:>10} {:>10} {:>13}", "family", "width", "min in-deg", "params", "||d2f||");
+    for p in &res.points {
+        println!(
+            "{:>11} {:>7} {:>10} {:>10} {:>13.5e}",
+            p.family.as_str(),
+            p.width,
+            p.min_in_degree,
+            p.params,
+            p.hessian_norm
+        );
+    }
+    println!(
+        "slopes of ||d2f|| vs m: uniform {:+.3}, bottleneck {:+.3}, skip {:+.3} (theory: -0.5, 0, -0.5)",
+        res.slope_uniform, res.slope_bottleneck, res.slope_skip
+    );
+    println!("wrote {}/{{summary.json,report.md,hessian_vs_in_degree.*}}", out.display());
+    Ok(())
+}
+
+fn linearity_dag_report(res: &LinearityDagResult, secs: f64) -> String {
+    let c = &res.config;
+    let mut s = String::new();
+    let _ = writeln!(s, "# Transition to linearity of DAG networks\n");
+    let _ = writeln!(
+        s,
+        "Zhu, Liu & Belkin (2022): for a network on any directed acyclic graph the spectral norm of the Hessian of \
+         the output w.r.t. the parameters is O~(1/sqrt(m)) at initialization, m the minimum in-degree of the \
+         neurons outside the input and first layers; a neuron whose in-degree stays fixed (a bottleneck) keeps it \
+         O(1).\n"
+    );
+    let _ = writeln!(
+        s,
+        "Setup: {} hidden layers of width m, {} activation, NTK parameterization, no biases, d = {}; bottleneck \
+         width k = {}; ||d2f|| by Lanczos on exact output-Hessian products at {} inputs x {} seeds; {:.1} s.\n",
+        c.hidden_layers, c.activation, c.input_dim, c.bottleneck, c.hessian_inputs, c.seeds, secs
+    );
+    let _ = writeln!(s, "| family | claim | measured slope of ||d2f|| vs m |\n|---|---|---|");
+    let _ = writeln!(s, "| uniform (in-degrees m and 2m) | -0.5 | {:+.3} |", res.slope_uniform);
+    let _ = writeln!(s, "| bottleneck (k neurons feeding m) | 0 | {:+.3} |", res.slope_bottleneck);
+    let _ = writeln!(s, "| skip (input into every layer) | -0.5 | {:+.3} |\n", res.slope_skip);
+    let _ = writeln!(s, "| family | m | min in-degree | params | mean ||d2f|| | std |\n|---|---|---|---|---|---|");
+    for p in &res.points {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.4e} | {:.2e} |",
+            p.family.as_str(),
+            p.width,
+            p.min_in_degree,
+            p.params,
+            p.hessian_norm,
+            p.hessian_norm_std
+        );
+    }
+    let _ = writeln!(s, "\n![Hessian norm vs width](hessian_vs_in_degree.svg)");
+    s
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -130,3 +130,27 @@ fn config_overrides_and_errors() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("linearity"));
 }
+
+#[test]
+fn linearity_dag_quick_writes_slopes_and_points() {
+    let d = tmp("lindag");
+    let o = run_ok(&["run", "linearity-dag", "--quick", "--out", "rep"], &d);
+    let out = d.join("rep");
+    assert_files(&out, &["hessian_vs_in_degree"]);
+    let s = summary(&out);
+    let (u, b, k) = (
+        s["slope_uniform"].as_f64().unwrap(),
+        s["slope_bottleneck"].as_f64().unwrap(),
+        s["slope_skip"].as_f64().unwrap(),
+    );
+    assert!(u < -0.3 && k < -0.2 && b > u + 0.25, "slopes {u} {b} {k}");
+    let points = s["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3 * s["config"]["widths"].as_array().unwrap().len());
+    assert!(points
+        .iter()
+        .all(|p| p["min_in_degree"].as_u64().unwrap() > 0 && p["hessian_norm"].as_f64().unwrap() > 0.0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("slopes of ||d2f|| vs m"));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("bottleneck") && report.contains("hessian_vs_in_degree.svg"));
+    std::fs::remove_dir_all(&d).ok();
+}

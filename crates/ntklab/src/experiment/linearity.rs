@@ -16,8 +16,7 @@
 //! initialization it is in fact smaller, O(1/m) (Dyer & Gur-Ari 2019; Huang & Yau 2020), because the first-order
 //! changes of the per-neuron terms have random signs and cancel: expect slopes between -1 and -1/2.
 //!
-//! Output-Hessian products come from the MSE loss Hessian by an exact identity: at a single input with target y,
-//! L = (f - y)^2 / 2 has H_L(y) = J^T J + (f - y) d^2f, so d^2f v = (H_L(f - 1) v - H_L(f + 1) v) / 2.
+//! Output-Hessian products are one R-operator pass each ([`OutputCurvature`]).
 
 use faer::{Mat, MatRef};
 use serde::{Deserialize, Serialize};
@@ -26,9 +25,9 @@ use super::{fit_power_law, mean_std, PowerLawFit};
 use crate::data::datasets::{synthetic, Builtin, Dataset, SyntheticSpec};
 use crate::data::synthetic::derive_seed;
 use crate::kernel::{Activation, Architecture, Layer, Parameterization};
-use crate::net::{LossCurvature, Mlp, NtkOutputs};
+use crate::net::{Mlp, NtkOutputs, OutputCurvature};
 use crate::spectrum::{lanczos, max_eigenvalue, FnOp, LanczosOptions, SymOp, Which};
-use crate::train::{train, Loss, Probe, ProbeConfig, Status, TrainConfig};
+use crate::train::{train, Probe, ProbeConfig, Status, TrainConfig};
 use crate::{Error, Result};
 
 /// What to sweep and how to measure; see the module docs.
@@ -212,12 +211,10 @@ pub fn architecture(depth: usize, width: usize, act: &Activation) -> Architectur
     Architecture::sequential(layers, Parameterization::Ntk)
 }
 
-/// The Hessian of a scalar network output at one input, d^2 f(x)/dw^2 (P x P), as a matrix-free operator
-/// built from two MSE loss curvatures: d^2f v = (H_L(y = f - 1) v - H_L(y = f + 1) v) / 2 (module docs).
+/// The Hessian of a scalar network output at one input, d^2 f(x)/dw^2 (P x P), as a matrix-free operator:
+/// one R-operator pass per product ([`OutputCurvature`] with cotangent 1).
 pub struct OutputHessian<'a> {
-    below: LossCurvature<'a>,
-    above: LossCurvature<'a>,
-    scratch: std::cell::RefCell<Vec<f64>>,
+    inner: OutputCurvature<'a>,
 }
 
 impl<'a> OutputHessian<'a> {
@@ -235,26 +232,17 @@ impl<'a> OutputHessian<'a> {
                 net.output_dim()
             )));
         }
-        let f = net.forward(x)?[(0, 0)];
-        let below = LossCurvature::new(net, x, Mat::from_fn(1, 1, |_, _| f - 1.0).as_ref(), Loss::Mse)?;
-        let above = LossCurvature::new(net, x, Mat::from_fn(1, 1, |_, _| f + 1.0).as_ref(), Loss::Mse)?;
-        Ok(OutputHessian { below, above, scratch: std::cell::RefCell::new(vec![0.0; net.num_params()]) })
+        Ok(OutputHessian { inner: OutputCurvature::new(net, x, Mat::from_fn(1, 1, |_, _| 1.0).as_ref())? })
     }
 
     /// Number of parameters P.
     pub fn dim(&self) -> usize {
-        self.below.dim()
+        self.inner.dim()
     }
 
     /// out = d^2 f(x)/dw^2 v (v, out of length P).
     pub fn apply(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
-        self.below.hvp_into(v, out)?;
-        let mut s = self.scratch.borrow_mut();
-        self.above.hvp_into(v, &mut s)?;
-        for (o, a) in out.iter_mut().zip(s.iter()) {
-            *o = 0.5 * (*o - a);
-        }
-        Ok(())
+        self.inner.hvp_into(v, out)
     }
 
     /// As a [`SymOp`] for [`crate::spectrum::lanczos`].

@@ -4,6 +4,8 @@
 //!
 //! * [`linearity`]: transition to linearity (Liu, Zhu & Belkin 2020): the spectral norm of the Hessian of the
 //!   network output and the relative NTK change after training both scale like width^(-1/2).
+//! * [`linearity_dag`]: the same for networks on directed acyclic graphs (Zhu, Liu & Belkin 2022): the Hessian
+//!   norm scales like (minimum in-degree)^(-1/2), and a bottleneck neuron of fixed in-degree stops it.
 //! * [`catapult`]: the large learning-rate phases of GD (Lewkowycz et al. 2020): lazy below eta = 2/lambda0,
 //!   catapult (loss spike, then convergence to a flatter region) above it, divergence beyond eta_max.
 //!
@@ -13,13 +15,14 @@
 
 pub mod catapult;
 pub mod linearity;
+pub mod linearity_dag;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// The names accepted by `ntklab run`.
-pub const NAMES: &str = "linearity, catapult";
+pub const NAMES: &str = "linearity, linearity-dag, catapult";
 
 /// A least-squares power law y = prefactor * x^exponent, fitted as a line through (ln x, ln y).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
