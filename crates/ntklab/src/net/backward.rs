@@ -13,10 +13,17 @@ use faer::{Accum, Mat, MatMut, MatRef};
 
 use super::network::Network;
 use super::ops::{col_sums_into, for_each_col, gemm, hadamard, hadamard_blocks, Pool};
-use super::tape::Tape;
+use super::tape::{Caches, Tape};
 use crate::kernel::Op;
 use crate::train::loss::Loss;
 use crate::{Error, Result};
+
+/// Reusable buffers for repeated passes at the same shapes (training loops): after the first call the
+/// forward and backward passes take every large matrix from here instead of allocating.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    pub(crate) pool: Pool,
+}
 
 /// What an R-op pass needs from the backward pass of the loss gradient, per node.
 #[derive(Debug, Clone)]
@@ -200,6 +207,37 @@ impl Network {
     pub fn vjp(&self, x: MatRef<'_, f64>, u: MatRef<'_, f64>) -> Result<Vec<f64>> {
         let tape = self.tape(x)?;
         self.vjp_at(&tape, u)
+    }
+
+    /// Loss value and network outputs F (N x k), with the gradient dL/dtheta written into `grad` (length P),
+    /// every large buffer taken from `ws` (so a training loop allocates nothing after its first step).
+    pub fn loss_gradient_into(
+        &self,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        loss: Loss,
+        grad: &mut [f64],
+        ws: &mut Workspace,
+    ) -> Result<(f64, Mat<f64>)> {
+        if grad.len() != self.num_params() {
+            return Err(Error::Shape(format!(
+                "gradient buffer has {} entries, the network has {}",
+                grad.len(),
+                self.num_params()
+            )));
+        }
+        let tape = self.build_tape_in(x, Caches::First, &mut ws.pool)?;
+        let checked = loss.check(tape.output.as_ref(), y);
+        if let Err(e) = checked {
+            tape.recycle(&mut ws.pool);
+            return Err(e);
+        }
+        let value = loss.value_unchecked(tape.output.as_ref(), y);
+        let gf = loss.gradient_unchecked(tape.output.as_ref(), y);
+        let outputs = tape.output.clone();
+        self.backprop_into(&tape, gf.as_ref(), grad, false, &mut ws.pool);
+        tape.recycle(&mut ws.pool);
+        Ok((value, outputs))
     }
 
     /// Loss value and gradient dL/dtheta = J^T (dL/dF) w.r.t. the raw parameters ([`Network::params`] order).

@@ -25,8 +25,11 @@ mod tape;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use backward::Workspace;
 pub use entk::NtkOutputs;
 pub use io::{load_mlp, save_mlp, LoadOptions, ModelFormat, Precision};
 pub use network::{DenseParams, Mlp, Network};
+pub(crate) use ops::Pool;
 pub use rop::{LossCurvature, OutputCurvature};
+pub(crate) use tape::Caches;
 pub use tape::Tape;

@@ -65,17 +65,6 @@ pub(crate) fn for_each_col(m: &mut Mat<f64>, f: impl Fn(usize, &mut [f64]) + Syn
     }
 }
 
-/// A new matrix with entries `f(src_ij)`.
-pub(crate) fn map(src: &Mat<f64>, f: impl Fn(f64) -> f64 + Sync + Send) -> Mat<f64> {
-    let mut out = Mat::<f64>::zeros(src.nrows(), src.ncols());
-    for_each_col(&mut out, |j, o| {
-        for (o, &s) in o.iter_mut().zip(col(src, j)) {
-            *o = f(s);
-        }
-    });
-    out
-}
-
 /// Reusable scratch matrices, so repeated products (HVPs in Lanczos) do not pay for fresh zeroed
 /// allocations and page faults on every call. Matrices taken from it hold garbage: callers overwrite them.
 #[derive(Debug, Default)]

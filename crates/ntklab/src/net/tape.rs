@@ -6,7 +6,7 @@
 use faer::{Accum, Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{for_each_col, gemm, map, scale_in_place};
+use super::ops::{for_each_col, gemm, scale_in_place, Pool};
 use crate::kernel::{Activation, Op};
 use crate::Result;
 
@@ -27,6 +27,16 @@ impl Tape {
     /// Batch size N.
     pub fn batch_size(&self) -> usize {
         self.output.nrows()
+    }
+
+    /// Hand every matrix back to `pool` for the next pass at the same shapes.
+    pub(crate) fn recycle(self, pool: &mut Pool) {
+        for m in
+            self.values.into_iter().chain(self.slope.into_iter().flatten()).chain(self.curvature.into_iter().flatten())
+        {
+            pool.give(m);
+        }
+        pool.give(self.output);
     }
 }
 
@@ -53,11 +63,14 @@ pub(crate) fn nonlinearity(a: &Activation) -> Option<&Activation> {
     (!is_identity(a)).then_some(a)
 }
 
-/// z <- phi(z), returning phi'(z) when `slope` (one pass; ReLU has its own branch-free loop).
-fn activate_in_place(z: &mut Mat<f64>, a: &Activation, slope: bool) -> Option<Mat<f64>> {
-    fn pass(z: &mut Mat<f64>, slope: bool, f: impl Fn(f64) -> (f64, f64) + Sync + Send) -> Option<Mat<f64>> {
-        let s = slope.then(|| {
-            let mut s = Mat::<f64>::zeros(z.nrows(), z.ncols());
+/// z <- phi(z), returning phi'(z) in `slope` when given (one pass; ReLU has its own branch-free loop).
+fn activate_in_place(z: &mut Mat<f64>, a: &Activation, slope: Option<Mat<f64>>) -> Option<Mat<f64>> {
+    fn pass(
+        z: &mut Mat<f64>,
+        slope: Option<Mat<f64>>,
+        f: impl Fn(f64) -> (f64, f64) + Sync + Send,
+    ) -> Option<Mat<f64>> {
+        let s = slope.map(|mut s| {
             let zr = &*z;
             for_each_col(&mut s, |j, o| {
                 for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
@@ -79,10 +92,11 @@ fn activate_in_place(z: &mut Mat<f64>, a: &Activation, slope: bool) -> Option<Ma
     }
 }
 
-/// Pre-activation of Dense node l: `Z = w_mult H W^T + b_mult 1 b^T` (N x n_out), by GEMM.
-pub(crate) fn dense_forward(net: &Network, l: usize, h: MatRef<'_, f64>) -> Mat<f64> {
+/// Pre-activation of Dense node l: `Z = w_mult H W^T + b_mult 1 b^T` (N x n_out), by GEMM, in a matrix from
+/// the pool.
+pub(crate) fn dense_forward(net: &Network, l: usize, h: MatRef<'_, f64>, pool: &mut Pool) -> Mat<f64> {
     let d = &net.dense[l];
-    let mut z = Mat::<f64>::zeros(h.nrows(), d.n_out);
+    let mut z = pool.take(h.nrows(), d.n_out);
     gemm(z.as_mut(), Accum::Replace, h, net.weight_t(l), d.w_mult);
     if let Some(b) = net.bias(l) {
         let bm = d.b_mult;
@@ -112,6 +126,12 @@ impl Network {
     }
 
     pub(crate) fn build_tape(&self, x: MatRef<'_, f64>, caches: Caches) -> Result<Tape> {
+        self.build_tape_in(x, caches, &mut Pool::default())
+    }
+
+    /// [`Network::build_tape`] with every matrix taken from `pool` (no allocation once the pool holds the
+    /// shapes of a previous pass; see [`Tape::recycle`]).
+    pub(crate) fn build_tape_in(&self, x: MatRef<'_, f64>, caches: Caches, pool: &mut Pool) -> Result<Tape> {
         self.check_input(x)?;
         let g = &self.graph;
         let nn = g.nodes.len();
@@ -120,15 +140,18 @@ impl Network {
         let mut values: Vec<Mat<f64>> = (0..nn).map(|_| Mat::zeros(0, 0)).collect();
         let mut slope: Vec<Option<Mat<f64>>> = vec![None; nn];
         let mut curv: Vec<Option<Mat<f64>>> = vec![None; nn];
-        values[0] = x.to_owned();
+        values[0] = pool.take(x.nrows(), x.ncols());
+        values[0].copy_from(x);
         // Take node u's value for a consumer v that overwrites it: moved when v is its last reader and no
         // later pass needs it, else copied.
-        let take = |values: &mut Vec<Mat<f64>>, u: usize, v: usize| -> Mat<f64> {
+        let take = |values: &mut Vec<Mat<f64>>, u: usize, v: usize, pool: &mut Pool| -> Mat<f64> {
             let once = g.nodes[v].inputs.iter().filter(|&&w| w == u).count() == 1;
             if self.last_use[u] == v && !needed[u] && once {
                 std::mem::replace(&mut values[u], Mat::zeros(0, 0))
             } else {
-                values[u].clone()
+                let mut c = pool.take(values[u].nrows(), values[u].ncols());
+                c.copy_from(&values[u]);
+                c
             }
         };
         for v in 1..nn {
@@ -137,20 +160,28 @@ impl Network {
                 Op::Input => unreachable!("node 0 is the only input"),
                 Op::Dense { .. } => {
                     let l = self.dense_of[v].expect("dense node");
-                    dense_forward(self, l, values[node.inputs[0]].as_ref())
+                    dense_forward(self, l, values[node.inputs[0]].as_ref(), pool)
                 }
                 Op::Activation(a) => {
-                    let mut z = take(&mut values, node.inputs[0], v);
+                    let mut z = take(&mut values, node.inputs[0], v, pool);
                     if let Some(a) = nonlinearity(a) {
                         if caches == Caches::Second && !a.is_piecewise_linear() {
-                            curv[v] = Some(map(&z, |t| a.second_derivative(t)));
+                            let mut c = pool.take(z.nrows(), z.ncols());
+                            let zr = &z;
+                            for_each_col(&mut c, |j, o| {
+                                for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
+                                    *o = a.second_derivative(t);
+                                }
+                            });
+                            curv[v] = Some(c);
                         }
-                        slope[v] = activate_in_place(&mut z, a, keep);
+                        let buf = keep.then(|| pool.take(z.nrows(), z.ncols()));
+                        slope[v] = activate_in_place(&mut z, a, buf);
                     }
                     z
                 }
                 Op::Sum => {
-                    let mut acc = take(&mut values, node.inputs[0], v);
+                    let mut acc = take(&mut values, node.inputs[0], v, pool);
                     for &u in &node.inputs[1..] {
                         let src = &values[u];
                         for_each_col(&mut acc, |j, c| {
@@ -163,7 +194,7 @@ impl Network {
                 }
                 Op::Concat => {
                     let n = x.nrows();
-                    let mut out = Mat::<f64>::zeros(n, node.width);
+                    let mut out = pool.take(n, node.width);
                     let mut off = 0;
                     for &u in &node.inputs {
                         let w = g.nodes[u].width;
@@ -177,14 +208,17 @@ impl Network {
             // Free inputs no later node or pass reads.
             for &u in &node.inputs {
                 if self.last_use[u] == v && !needed[u] {
-                    values[u] = Mat::zeros(0, 0);
+                    pool.give(std::mem::replace(&mut values[u], Mat::zeros(0, 0)));
                 }
             }
         }
+        let out = g.output();
         let mut output = if keep {
-            values[g.output()].clone()
+            let mut c = pool.take(values[out].nrows(), values[out].ncols());
+            c.copy_from(&values[out]);
+            c
         } else {
-            std::mem::replace(&mut values[g.output()], Mat::zeros(0, 0))
+            std::mem::replace(&mut values[out], Mat::zeros(0, 0))
         };
         scale_in_place(&mut output, self.alpha);
         Ok(Tape { values, slope, curvature: curv, output })

@@ -14,6 +14,7 @@ use super::optim::{BatchSampler, Method, Stepper, TrainConfig};
 use super::probes::{accuracy, norm, rms_distance, symmetrized, Probe, ProbeConfig, Record};
 use crate::data::synthetic::derive_seed;
 use crate::data::Dataset;
+use crate::net::{Caches, Pool};
 use crate::net::{LossCurvature, Mlp, NtkOutputs, Tape};
 use crate::spectrum::{lanczos, sym_eigenvalues, LanczosOptions, Which};
 use crate::{Error, Result};
@@ -111,6 +112,44 @@ fn eval_tape(
         return Err(format!("gradient is {} at parameter {i}", grad[i]));
     }
     Ok(Eval { loss: value, grad, outputs })
+}
+
+/// Buffers reused by every full-batch evaluation of a training run (no allocation after the first step).
+#[derive(Default)]
+struct EvalBuffers {
+    pool: Pool,
+    grad: Vec<f64>,
+}
+
+/// As [`eval`], with the tape and the gradient in reused buffers (hand `grad` back to `bufs.grad` when done).
+fn eval_in(
+    net: &Mlp,
+    x: MatRef<'_, f64>,
+    y: MatRef<'_, f64>,
+    loss: Loss,
+    bufs: &mut EvalBuffers,
+) -> std::result::Result<Eval, String> {
+    let tape = net.build_tape_in(x, Caches::First, &mut bufs.pool).map_err(|e| e.to_string())?;
+    let outputs = tape.output.clone();
+    let res = (|| {
+        if let Some((i, a)) = first_non_finite(outputs.as_ref()) {
+            return Err(format!("network output is {} at row {i}, column {a}", outputs[(i, a)]));
+        }
+        let value = loss.value_unchecked(outputs.as_ref(), y);
+        if !value.is_finite() {
+            return Err(format!("loss is {value}"));
+        }
+        let gf = loss.gradient_unchecked(outputs.as_ref(), y);
+        let mut grad = std::mem::take(&mut bufs.grad);
+        grad.resize(net.num_params(), 0.0);
+        net.backprop_into(&tape, gf.as_ref(), &mut grad, false, &mut bufs.pool);
+        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+            return Err(format!("gradient is {} at parameter {i}", grad[i]));
+        }
+        Ok(Eval { loss: value, grad, outputs: outputs.clone() })
+    })();
+    tape.recycle(&mut bufs.pool);
+    res
 }
 
 fn eval(net: &Mlp, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss) -> std::result::Result<Eval, String> {
@@ -303,11 +342,11 @@ impl Guard {
         &mut self,
         cfg: &TrainConfig,
         net: &Mlp,
-        x: MatRef<'_, f64>,
-        y: MatRef<'_, f64>,
+        (x, y): (MatRef<'_, f64>, MatRef<'_, f64>),
         first: bool,
+        bufs: &mut EvalBuffers,
     ) -> std::result::Result<Eval, String> {
-        let e = eval(net, x, y, cfg.loss)?;
+        let e = eval_in(net, x, y, cfg.loss, bufs)?;
         if first {
             self.initial_loss = e.loss;
             self.thr = threshold(cfg, e.loss);
@@ -399,7 +438,7 @@ fn run_discrete(
     let (n, loss) = (data.n_train(), cfg.loss);
     let (x, y) = (data.x.as_ref(), data.y.as_ref());
     let p = net.num_params();
-    let mut w = net.params().to_vec();
+    let mut bufs = EvalBuffers::default();
     let mut sampler = batch.filter(|&b| b < n).map(|b| BatchSampler::new(n, b, derive_seed(cfg.seed, SHUFFLE_STREAM)));
     let mut stepper = Stepper::new(p, momentum, nesterov);
     let mut lin_stepper = Stepper::new(p, momentum, nesterov);
@@ -413,8 +452,8 @@ fn run_discrete(
     for s in 0..=cfg.steps {
         let is_record = s % probes.every == 0 || s == cfg.steps;
         let full_batch = sampler.is_none();
-        let full = if is_record || (full_batch && s < cfg.steps) {
-            match guard.eval(cfg, net, x, y, s == 0) {
+        let mut full = if is_record || (full_batch && s < cfg.steps) {
+            match guard.eval(cfg, net, (x, y), s == 0, &mut bufs) {
                 Ok(e) => Some(e),
                 Err(reason) => {
                     status = Status::Diverged { step: s, reason };
@@ -427,7 +466,8 @@ fn run_discrete(
         if is_record {
             let full = full.as_ref().expect("evaluated at records");
             let lin = if lin_alive { tangent.map(|tg| (tg, delta.as_slice())) } else { None };
-            let rec = prober.record(net, &w, full, s, t, cfg.lr_at(s.min(cfg.steps.saturating_sub(1))), lin)?;
+            let rec =
+                prober.record(net, net.params(), full, s, t, cfg.lr_at(s.min(cfg.steps.saturating_sub(1))), lin)?;
             on_record(&rec)?;
             records.push(rec);
             if let Some(target) = cfg.stop_loss {
@@ -446,8 +486,8 @@ fn run_discrete(
             Some(ix) => (Some(rows(x, ix)), Some(rows(y, ix))),
             None => (None, None),
         };
-        let g = match (&full, &xb, &yb) {
-            (Some(e), None, None) => e.grad.clone(),
+        let g = match (&mut full, &xb, &yb) {
+            (Some(e), None, None) => std::mem::take(&mut e.grad),
             (_, Some(xb), Some(yb)) => match eval(net, xb.as_ref(), yb.as_ref(), loss) {
                 Ok(e) => {
                     if let Some(reason) = too_large(e.loss, guard.thr) {
@@ -463,8 +503,9 @@ fn run_discrete(
             },
             _ => unreachable!("full batch is evaluated every step"),
         };
-        stepper.step(&mut w, &g, eta);
-        net.set_params(&w)?;
+        // The update writes the network's own parameter vector: no copy per step.
+        stepper.step(net.params_mut(), &g, eta);
+        bufs.grad = g;
         if lin_alive {
             let tg = tangent.expect("alive implies present");
             let le = match (&xb, &yb) {
@@ -562,7 +603,7 @@ fn run_flow(
         net.set_params(&state[..p])?;
         done = s;
         on_step(s);
-        let full = match guard.eval(cfg, net, x, y, k == 0) {
+        let full = match guard.eval(cfg, net, (x, y), k == 0, &mut EvalBuffers::default()) {
             Ok(e) => e,
             Err(reason) => {
                 status = Status::Diverged { step: s, reason };
