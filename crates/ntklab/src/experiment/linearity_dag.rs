@@ -133,7 +133,7 @@ impl LinearityDagConfig {
         let biggest = self.widths.iter().max().copied().unwrap_or(0);
         for f in Family::ALL {
             let arch = architecture(f, biggest, self)?;
-            let p = Network::zeros(&arch, self.input_dim, 1.0).map(|n| n.num_params())?;
+            let p = Network::<f64>::zeros(&arch, self.input_dim, 1.0).map(|n| n.num_params())?;
             crate::data::memory::check_alloc(
                 p.saturating_mul(self.lanczos_max_iter + 8).saturating_mul(8),
                 &format!("linearity-dag at width {biggest} ({} family, Lanczos basis)", f.as_str()),
@@ -238,7 +238,7 @@ pub fn run(cfg: &LinearityDagConfig, mut progress: impl FnMut(usize, usize)) -> 
             let (mut norms, mut converged, mut params, mut min_in) = (Vec::new(), true, 0, 0);
             for r in 0..cfg.seeds {
                 let task = derive_seed(derive_seed(derive_seed(cfg.seed, fi as u64), m as u64), r as u64);
-                let net = Network::init(&arch, d, 1.0, derive_seed(task, NET_STREAM))?;
+                let net = Network::<f64>::init(&arch, d, 1.0, derive_seed(task, NET_STREAM))?;
                 params = net.num_params();
                 min_in = net.graph.min_in_degree().unwrap_or(0);
                 for i in 0..cfg.hessian_inputs {

@@ -12,7 +12,7 @@
 use faer::{Accum, Mat, MatMut, MatRef};
 
 use super::network::Network;
-use super::ops::{col_sums_into, for_each_col, gemm, hadamard, hadamard_blocks, Pool};
+use super::ops::{cast, col_sums_into, for_each_col, gemm, hadamard, hadamard_blocks, Float, Pool};
 use super::tape::{Caches, Tape};
 use crate::kernel::Op;
 use crate::train::loss::Loss;
@@ -20,21 +20,27 @@ use crate::{Error, Result};
 
 /// Reusable buffers for repeated passes at the same shapes (training loops): after the first call the
 /// forward and backward passes take every large matrix from here instead of allocating.
-#[derive(Debug, Default)]
-pub struct Workspace {
-    pub(crate) pool: Pool,
+#[derive(Debug)]
+pub struct Workspace<T: Float = f64> {
+    pub(crate) pool: Pool<T>,
+}
+
+impl<T: Float> Default for Workspace<T> {
+    fn default() -> Self {
+        Workspace { pool: Pool::default() }
+    }
 }
 
 /// What an R-op pass needs from the backward pass of the loss gradient, per node.
 #[derive(Debug, Clone)]
-pub(crate) struct Backprop {
+pub(crate) struct Backprop<T: Float = f64> {
     /// Dense nodes: Delta_v = dL/dZ_v (N x n_out). Activation nodes with curvature: Gamma_v ⊙ phi''(Z).
     /// Other nodes: None.
-    pub cot: Vec<Option<Mat<f64>>>,
+    pub cot: Vec<Option<Mat<T>>>,
 }
 
 /// acc[u] += m (moving m in when acc[u] is empty).
-pub(crate) fn accumulate(acc: &mut [Option<Mat<f64>>], u: usize, m: Mat<f64>, pool: &mut Pool) {
+pub(crate) fn accumulate<T: Float>(acc: &mut [Option<Mat<T>>], u: usize, m: Mat<T>, pool: &mut Pool<T>) {
     match &mut acc[u] {
         None => acc[u] = Some(m),
         Some(a) => {
@@ -49,7 +55,13 @@ pub(crate) fn accumulate(acc: &mut [Option<Mat<f64>>], u: usize, m: Mat<f64>, po
 }
 
 /// Hand `g` (the cotangent of a fan-in node) to its inputs: all of it for a sum, column blocks for a concat.
-pub(crate) fn fan_in_back(net: &Network, v: usize, g: Mat<f64>, acc: &mut [Option<Mat<f64>>], pool: &mut Pool) {
+pub(crate) fn fan_in_back<T: Float>(
+    net: &Network<T>,
+    v: usize,
+    g: Mat<T>,
+    acc: &mut [Option<Mat<T>>],
+    pool: &mut Pool<T>,
+) {
     let node = &net.graph.nodes[v];
     match node.op {
         Op::Sum => {
@@ -85,16 +97,25 @@ pub(crate) fn fan_in_back(net: &Network, v: usize, g: Mat<f64>, acc: &mut [Optio
     }
 }
 
-impl Network {
+/// The loss at outputs F (computed in f64 whatever T is): its value and dL/dF in T, after checking the targets.
+pub(crate) fn loss_parts<T: Float>(f: &Mat<T>, y: MatRef<'_, f64>, loss: Loss) -> Result<(f64, Mat<T>)> {
+    let f64_out: Mat<f64> = cast(f.as_ref());
+    loss.check(f64_out.as_ref(), y)?;
+    let value = loss.value_unchecked(f64_out.as_ref(), y);
+    let gf = loss.gradient_unchecked(f64_out.as_ref(), y);
+    Ok((value, cast(gf.as_ref())))
+}
+
+impl<T: Float> Network<T> {
     /// Checks a cotangent U against a tape: N x k and finite.
-    pub(crate) fn check_cotangent(&self, tape: &Tape, u: MatRef<'_, f64>, what: &str) -> Result<()> {
+    pub(crate) fn check_cotangent(&self, tape: &Tape<T>, u: MatRef<'_, T>, what: &str) -> Result<()> {
         let (n, k) = (tape.batch_size(), self.output_dim());
         if u.nrows() != n || u.ncols() != k {
             return Err(Error::Shape(format!("{what} must be N x k = {n} x {k}, got {} x {}", u.nrows(), u.ncols())));
         }
         for j in 0..k {
             for i in 0..n {
-                if !u[(i, j)].is_finite() {
+                if !u[(i, j)].wide().is_finite() {
                     return Err(Error::InvalidInput(format!("{what} has a non-finite value at row {i}, column {j}")));
                 }
             }
@@ -107,16 +128,16 @@ impl Network {
     /// cotangent ((b N) x n_out). With `keep` (b = 1 only) returns the caches an R-op pass needs.
     pub(crate) fn reverse(
         &self,
-        tape: &Tape,
-        g_out: Mat<f64>,
+        tape: &Tape<T>,
+        g_out: Mat<T>,
         keep: bool,
-        pool: &mut Pool,
-        mut visit: impl FnMut(usize, &Mat<f64>),
-    ) -> Option<Backprop> {
+        pool: &mut Pool<T>,
+        mut visit: impl FnMut(usize, &Mat<T>),
+    ) -> Option<Backprop<T>> {
         let g = &self.graph;
         let nn = g.nodes.len();
-        let mut acc: Vec<Option<Mat<f64>>> = vec![None; nn];
-        let mut kept: Vec<Option<Mat<f64>>> = if keep { vec![None; nn] } else { Vec::new() };
+        let mut acc: Vec<Option<Mat<T>>> = vec![None; nn];
+        let mut kept: Vec<Option<Mat<T>>> = if keep { vec![None; nn] } else { Vec::new() };
         acc[g.output()] = Some(g_out);
         for v in (1..nn).rev() {
             let Some(mut gv) = acc[v].take() else { continue };
@@ -168,15 +189,15 @@ impl Network {
     /// an R-op pass needs. Shapes are the caller's responsibility.
     pub(crate) fn backprop_into(
         &self,
-        tape: &Tape,
-        u: MatRef<'_, f64>,
-        g: &mut [f64],
+        tape: &Tape<T>,
+        u: MatRef<'_, T>,
+        g: &mut [T],
         keep: bool,
-        pool: &mut Pool,
-    ) -> Option<Backprop> {
+        pool: &mut Pool<T>,
+    ) -> Option<Backprop<T>> {
         let n = tape.batch_size();
         let mut gamma = pool.take(n, u.ncols());
-        let alpha = self.alpha;
+        let alpha = T::of(self.alpha);
         for_each_col(&mut gamma, |j, o| {
             for (i, o) in o.iter_mut().enumerate() {
                 *o = alpha * u[(i, j)];
@@ -196,15 +217,15 @@ impl Network {
 
     /// Vector-Jacobian product J(X)^T U = sum_{i,a} U_ia dF_ia/dtheta (length P, [`Network::params`] order)
     /// at a taped batch; U is N x k.
-    pub fn vjp_at(&self, tape: &Tape, u: MatRef<'_, f64>) -> Result<Vec<f64>> {
+    pub fn vjp_at(&self, tape: &Tape<T>, u: MatRef<'_, T>) -> Result<Vec<T>> {
         self.check_cotangent(tape, u, "cotangent U")?;
-        let mut g = vec![0.0; self.num_params()];
+        let mut g = vec![T::ZERO; self.num_params()];
         self.backprop_into(tape, u, &mut g, false, &mut Pool::default());
         Ok(g)
     }
 
     /// Vector-Jacobian product J(X)^T U = sum_{i,a} U_ia dF_ia/dtheta for X (N x d), U (N x k).
-    pub fn vjp(&self, x: MatRef<'_, f64>, u: MatRef<'_, f64>) -> Result<Vec<f64>> {
+    pub fn vjp(&self, x: MatRef<'_, T>, u: MatRef<'_, T>) -> Result<Vec<T>> {
         let tape = self.tape(x)?;
         self.vjp_at(&tape, u)
     }
@@ -213,12 +234,12 @@ impl Network {
     /// every large buffer taken from `ws` (so a training loop allocates nothing after its first step).
     pub fn loss_gradient_into(
         &self,
-        x: MatRef<'_, f64>,
+        x: MatRef<'_, T>,
         y: MatRef<'_, f64>,
         loss: Loss,
-        grad: &mut [f64],
-        ws: &mut Workspace,
-    ) -> Result<(f64, Mat<f64>)> {
+        grad: &mut [T],
+        ws: &mut Workspace<T>,
+    ) -> Result<(f64, Mat<T>)> {
         if grad.len() != self.num_params() {
             return Err(Error::Shape(format!(
                 "gradient buffer has {} entries, the network has {}",
@@ -227,26 +248,20 @@ impl Network {
             )));
         }
         let tape = self.build_tape_in(x, Caches::First, &mut ws.pool)?;
-        let checked = loss.check(tape.output.as_ref(), y);
-        if let Err(e) = checked {
-            tape.recycle(&mut ws.pool);
-            return Err(e);
-        }
-        let value = loss.value_unchecked(tape.output.as_ref(), y);
-        let gf = loss.gradient_unchecked(tape.output.as_ref(), y);
-        let outputs = tape.output.clone();
-        self.backprop_into(&tape, gf.as_ref(), grad, false, &mut ws.pool);
+        let parts = loss_parts(&tape.output, y, loss);
+        let res = parts.map(|(value, gf)| {
+            self.backprop_into(&tape, gf.as_ref(), grad, false, &mut ws.pool);
+            (value, tape.output.clone())
+        });
         tape.recycle(&mut ws.pool);
-        Ok((value, outputs))
+        res
     }
 
     /// Loss value and gradient dL/dtheta = J^T (dL/dF) w.r.t. the raw parameters ([`Network::params`] order).
-    pub fn loss_and_gradient(&self, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss) -> Result<(f64, Vec<f64>)> {
+    pub fn loss_and_gradient(&self, x: MatRef<'_, T>, y: MatRef<'_, f64>, loss: Loss) -> Result<(f64, Vec<T>)> {
         let tape = self.tape(x)?;
-        loss.check(tape.output.as_ref(), y)?;
-        let value = loss.value_unchecked(tape.output.as_ref(), y);
-        let gf = loss.gradient_unchecked(tape.output.as_ref(), y);
-        let mut g = vec![0.0; self.num_params()];
+        let (value, gf) = loss_parts(&tape.output, y, loss)?;
+        let mut g = vec![T::ZERO; self.num_params()];
         self.backprop_into(&tape, gf.as_ref(), &mut g, false, &mut Pool::default());
         Ok((value, g))
     }

@@ -9,8 +9,8 @@
 
 use faer::{Accum, Mat, MatRef};
 
-use super::network::Mlp;
-use super::ops::{col, for_each_col, gemm, gemm_lower, mirror_lower, Pool};
+use super::network::Network;
+use super::ops::{col, for_each_col, gemm, gemm_lower, mirror_lower, Float, Pool};
 use super::tape::Tape;
 use crate::Result;
 
@@ -25,46 +25,41 @@ pub enum NtkOutputs {
 }
 
 /// The output cotangent stack: (k N) x k with alpha at (a N + i, a).
-fn readout_stack(net: &Mlp, tape: &Tape) -> Mat<f64> {
+fn readout_stack<T: Float>(net: &Network<T>, tape: &Tape<T>) -> Mat<T> {
     let (n, k) = (tape.batch_size(), net.output_dim());
-    Mat::<f64>::from_fn(k * n, k, |r, a| if r / n == a { net.alpha } else { 0.0 })
+    Mat::<T>::from_fn(k * n, k, |r, a| if r / n == a { T::of(net.alpha) } else { T::ZERO })
 }
 
 /// Row block a (N rows) of a stacked matrix.
-fn block(d: &Mat<f64>, a: usize, n: usize) -> MatRef<'_, f64> {
+fn block<T: Float>(d: &Mat<T>, a: usize, n: usize) -> MatRef<'_, T> {
     d.as_ref().subrows(a * n, n)
 }
 
-impl Mlp {
+impl<T: Float> Network<T> {
     /// Empirical NTK Theta(X1, X2) = J(X1) J(X2)^T (X2 = None: X1 with itself, exploiting symmetry), by the
     /// per-Dense-node formula sum_l (D_l D_l^T) ⊙ (w_mult^2 H_u H_u^T + b_mult^2); N1 x N2 or (N1 k) x (N2 k).
-    pub fn empirical_ntk(
-        &self,
-        x1: MatRef<'_, f64>,
-        x2: Option<MatRef<'_, f64>>,
-        outputs: NtkOutputs,
-    ) -> Result<Mat<f64>> {
+    pub fn empirical_ntk(&self, x1: MatRef<'_, T>, x2: Option<MatRef<'_, T>>, outputs: NtkOutputs) -> Result<Mat<T>> {
         let t1 = self.tape(x1)?;
         let t2 = x2.map(|x| self.tape(x)).transpose()?;
         Ok(self.empirical_ntk_at(&t1, t2.as_ref(), outputs))
     }
 
-    /// [`Mlp::empirical_ntk`] from forward tapes (`t2 = None`: the symmetric kernel of `t1`).
-    pub fn empirical_ntk_at(&self, t1: &Tape, t2: Option<&Tape>, outputs: NtkOutputs) -> Mat<f64> {
+    /// [`Network::empirical_ntk`] from forward tapes (`t2 = None`: the symmetric kernel of `t1`).
+    pub fn empirical_ntk_at(&self, t1: &Tape<T>, t2: Option<&Tape<T>>, outputs: NtkOutputs) -> Mat<T> {
         let sym = t2.is_none();
         let t2r = t2.unwrap_or(t1);
         let (n1, n2, k) = (t1.batch_size(), t2r.batch_size(), self.output_dim());
         let full = outputs == NtkOutputs::Full;
         // In Full mode the accumulator is in stacked order (a N1 + i, b N2 + j) and permuted at the end.
         let (r, c) = if full { (k * n1, k * n2) } else { (n1, n2) };
-        let mut acc = Mat::<f64>::zeros(r, c);
-        let mut dd = Mat::<f64>::zeros(r, c);
-        let mut gram = Mat::<f64>::zeros(n1, n2);
+        let mut acc = Mat::<T>::zeros(r, c);
+        let mut dd = Mat::<T>::zeros(r, c);
+        let mut gram = Mat::<T>::zeros(n1, n2);
         // The triangular trick needs a symmetric accumulator in its own index order, which Trace mode has.
         let lower = sym && !full;
         let mut pool = Pool::default();
         // The cross kernel needs both sides' D_l at once: the second side's are collected first.
-        let mut d2s: Vec<Option<Mat<f64>>> = vec![None; self.dense.len()];
+        let mut d2s: Vec<Option<Mat<T>>> = vec![None; self.dense.len()];
         if !sym {
             self.reverse(t2r, readout_stack(self, t2r), false, &mut pool, |l, d| d2s[l] = Some(d.clone()));
         }
@@ -96,19 +91,19 @@ impl Mlp {
                 }
             }
             // acc += dd ⊙ gram (broadcast over output blocks in Full mode)
-            let (gram_r, dd_r) = (&gram, &dd);
+            let (gram_r, dd_r, b2t) = (&gram, &dd, T::of(b2));
             for_each_col(&mut acc, |j, o| {
                 let jj = j % n2;
                 let g = col(gram_r, jj);
                 let p = col(dd_r, j);
                 if lower {
                     for i in j..n1 {
-                        o[i] += p[i] * (g[i] + b2);
+                        o[i] += p[i] * (g[i] + b2t);
                     }
                 } else {
                     for (ob, pb) in o.chunks_exact_mut(n1).zip(p.chunks_exact(n1)) {
                         for i in 0..n1 {
-                            ob[i] += pb[i] * (g[i] + b2);
+                            ob[i] += pb[i] * (g[i] + b2t);
                         }
                     }
                 }
@@ -124,16 +119,16 @@ impl Mlp {
         }
     }
 
-    /// The explicit Jacobian dF/dtheta at X: (N k) x P, row i k + a, columns in [`Mlp::params`] order.
+    /// The explicit Jacobian dF/dtheta at X: (N k) x P, row i k + a, columns in [`Network::params`] order.
     /// O(N k P) memory: meant for small networks and reference checks.
-    pub fn jacobian(&self, x: MatRef<'_, f64>) -> Result<Mat<f64>> {
+    pub fn jacobian(&self, x: MatRef<'_, T>) -> Result<Mat<T>> {
         let tape = self.tape(x)?;
         let (n, k) = (tape.batch_size(), self.output_dim());
         crate::data::memory::check_alloc(
             n.saturating_mul(k).saturating_mul(self.num_params()).saturating_mul(8),
             "the explicit Jacobian",
         )?;
-        let mut j = Mat::<f64>::zeros(n * k, self.num_params());
+        let mut j = Mat::<T>::zeros(n * k, self.num_params());
         self.reverse(&tape, readout_stack(self, &tape), false, &mut Pool::default(), |l, d| {
             let dl = &self.dense[l];
             let h = &tape.values[self.graph.nodes[dl.node].inputs[0]];
@@ -142,14 +137,14 @@ impl Mlp {
                     let cidx = dl.w_off + m * dl.n_in + q;
                     for a in 0..k {
                         for i in 0..n {
-                            j[(i * k + a, cidx)] = dl.w_mult * d[(a * n + i, m)] * h[(i, q)];
+                            j[(i * k + a, cidx)] = T::of(dl.w_mult) * d[(a * n + i, m)] * h[(i, q)];
                         }
                     }
                 }
                 if let Some(bo) = dl.b_off {
                     for a in 0..k {
                         for i in 0..n {
-                            j[(i * k + a, bo + m)] = dl.b_mult * d[(a * n + i, m)];
+                            j[(i * k + a, bo + m)] = T::of(dl.b_mult) * d[(a * n + i, m)];
                         }
                     }
                 }
@@ -165,6 +160,7 @@ mod tests {
     use super::*;
     use crate::data::synthetic::{derive_seed, gaussian, sphere};
     use crate::kernel::{kernel, Architecture, Parameterization};
+    use crate::net::Mlp;
 
     #[test]
     fn jacobian_matches_unit_vjps() {

@@ -9,23 +9,23 @@
 use faer::{Accum, Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{for_each_col, gemm, hadamard_into, scale_in_place, Pool};
+use super::ops::{for_each_col, gemm, hadamard_into, scale_in_place, Float, Pool};
 use super::tape::Tape;
 use crate::kernel::Op;
 use crate::{Error, Result};
 
 /// Tangents of one forward-mode pass.
 #[derive(Debug, Clone)]
-pub(crate) struct Tangent {
+pub(crate) struct Tangent<T: Float = f64> {
     /// `dot[v]` = dH_v for every node (None: zero), when kept; otherwise empty.
-    pub dot: Vec<Option<Mat<f64>>>,
+    pub dot: Vec<Option<Mat<T>>>,
     /// dF = J v, N x k.
-    pub fdot: Mat<f64>,
+    pub fdot: Mat<T>,
 }
 
-impl Network {
+impl<T: Float> Network<T> {
     /// Checks a parameter-space vector: length P and finite.
-    pub(crate) fn check_param_vec(&self, v: &[f64], what: &str) -> Result<()> {
+    pub(crate) fn check_param_vec(&self, v: &[T], what: &str) -> Result<()> {
         if v.len() != self.num_params() {
             return Err(Error::Shape(format!(
                 "{what} has {} entries, the network has {} parameters",
@@ -33,18 +33,18 @@ impl Network {
                 self.num_params()
             )));
         }
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        if let Some(i) = v.iter().position(|x| !x.wide().is_finite()) {
             return Err(Error::InvalidInput(format!("{what} has a non-finite value at index {i}")));
         }
         Ok(())
     }
 
     /// Tangent propagation of v (length P, unchecked); with `keep`, every node's tangent (R-op needs them).
-    pub(crate) fn tangent(&self, tape: &Tape, v: &[f64], keep: bool, pool: &mut Pool) -> Tangent {
+    pub(crate) fn tangent(&self, tape: &Tape<T>, v: &[T], keep: bool, pool: &mut Pool<T>) -> Tangent<T> {
         let g = &self.graph;
         let nn = g.nodes.len();
         let n = tape.batch_size();
-        let mut dot: Vec<Option<Mat<f64>>> = vec![None; nn];
+        let mut dot: Vec<Option<Mat<T>>> = vec![None; nn];
         for w in 1..nn {
             let node = &g.nodes[w];
             let out = match &node.op {
@@ -63,7 +63,7 @@ impl Network {
                     if let Some(bo) = d.b_off {
                         let (vb, bm) = (&v[bo..bo + d.n_out], d.b_mult);
                         for_each_col(&mut zd, |j, c| {
-                            let add = bm * vb[j];
+                            let add = T::of(bm * vb[j].wide());
                             c.iter_mut().for_each(|x| *x += add);
                         });
                     }
@@ -78,7 +78,7 @@ impl Network {
                     h
                 }),
                 Op::Sum => {
-                    let mut acc: Option<Mat<f64>> = None;
+                    let mut acc: Option<Mat<T>> = None;
                     for &u in &node.inputs {
                         if let Some(t) = &dot[u] {
                             match &mut acc {
@@ -94,7 +94,7 @@ impl Network {
                     acc
                 }
                 Op::Concat => node.inputs.iter().any(|&u| dot[u].is_some()).then(|| {
-                    let mut c = Mat::<f64>::zeros(n, node.width);
+                    let mut c = Mat::<T>::zeros(n, node.width);
                     let mut off = 0;
                     for &u in &node.inputs {
                         let wu = g.nodes[u].width;
@@ -125,13 +125,13 @@ impl Network {
     }
 
     /// Jacobian-vector product J(X) v = dF/dtheta . v (N x k) at a taped batch; v has length P.
-    pub fn jvp_at(&self, tape: &Tape, v: &[f64]) -> Result<Mat<f64>> {
+    pub fn jvp_at(&self, tape: &Tape<T>, v: &[T]) -> Result<Mat<T>> {
         self.check_param_vec(v, "tangent v")?;
         Ok(self.tangent(tape, v, false, &mut Pool::default()).fdot)
     }
 
     /// Jacobian-vector product J(X) v = dF/dtheta . v (N x k) for X (N x d), v of length P.
-    pub fn jvp(&self, x: MatRef<'_, f64>, v: &[f64]) -> Result<Mat<f64>> {
+    pub fn jvp(&self, x: MatRef<'_, T>, v: &[T]) -> Result<Mat<T>> {
         self.check_param_vec(v, "tangent v")?;
         let tape = self.tape(x)?;
         Ok(self.tangent(&tape, v, false, &mut Pool::default()).fdot)

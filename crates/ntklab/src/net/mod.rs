@@ -30,6 +30,9 @@ pub use entk::NtkOutputs;
 pub use io::{load_mlp, save_mlp, LoadOptions, ModelFormat, Precision};
 pub use network::{DenseParams, Mlp, Network};
 pub(crate) use ops::Pool;
+pub use ops::{cast, Float};
 pub use rop::{LossCurvature, OutputCurvature};
 pub(crate) use tape::Caches;
 pub use tape::Tape;
+#[cfg(test)]
+mod f32_tests;

@@ -28,6 +28,7 @@
 use faer::{Mat, MatRef};
 use rand_distr::{Distribution, StandardNormal};
 
+use super::ops::Float;
 use crate::data::synthetic::{derive_seed, rng};
 use crate::kernel::{Architecture, Graph, Op, Parameterization};
 use crate::{Error, Result};
@@ -68,9 +69,10 @@ impl DenseParams {
     }
 }
 
-/// A finite network `f(x) = alpha * z_out(x)` on a DAG of Dense, activation and fan-in nodes.
+/// A finite network `f(x) = alpha * z_out(x)` on a DAG of Dense, activation and fan-in nodes, computing in
+/// precision `T` (f64 by default, or f32 lanes; see [`Float`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Network {
+pub struct Network<T: Float = f64> {
     /// The architecture it was built from.
     pub arch: Architecture,
     /// The compiled graph.
@@ -85,11 +87,11 @@ pub struct Network {
     pub(crate) dense_of: Vec<Option<usize>>,
     /// For each graph node, the last node that reads it (itself for the output).
     pub(crate) last_use: Vec<usize>,
-    params: Vec<f64>,
+    params: Vec<T>,
 }
 
-/// The historical name of [`Network`] (fully-connected chains are the common case).
-pub type Mlp = Network;
+/// The historical name of the f64 [`Network`] (fully-connected chains are the common case).
+pub type Mlp = Network<f64>;
 
 /// (w_mult, w_init, b_mult, b_init) for a Dense node with fan-in `n_in`, fan-out `n_out`, by its role.
 #[allow(clippy::too_many_arguments)]
@@ -151,10 +153,10 @@ fn reaches_without_dense(g: &Graph, v: usize, up: bool, consumers: &[Vec<usize>]
     false
 }
 
-impl Network {
+impl<T: Float> Network<T> {
     /// Shapes and multipliers with all parameters zero; used by `init` and by loaders. The size of the
-    /// parameter vector is checked against `max_params` before anything is allocated.
-    pub fn zeros(arch: &Architecture, input_dim: usize, alpha: f64) -> Result<Network> {
+    /// parameter vector is checked against the memory available before anything is allocated.
+    pub fn zeros(arch: &Architecture, input_dim: usize, alpha: f64) -> Result<Network<T>> {
         if !alpha.is_finite() || alpha == 0.0 {
             return Err(Error::Config(format!("output scale alpha must be finite and non-zero, got {alpha}")));
         }
@@ -205,26 +207,35 @@ impl Network {
                 last_use[u] = m;
             }
         }
-        crate::data::memory::check_alloc(off.saturating_mul(8), "the parameter vector")?;
-        Ok(Network { arch: arch.clone(), graph, input_dim, alpha, dense, dense_of, last_use, params: vec![0.0; off] })
+        crate::data::memory::check_alloc(off.saturating_mul(std::mem::size_of::<T>()), "the parameter vector")?;
+        Ok(Network {
+            arch: arch.clone(),
+            graph,
+            input_dim,
+            alpha,
+            dense,
+            dense_of,
+            last_use,
+            params: vec![T::ZERO; off],
+        })
     }
 
     /// Seeded initialization: Dense node l (in parameter order) draws from its own stream
     /// `derive_seed(seed, l)`, weights row-major then the bias, so weights do not depend on thread count or
     /// on other layers' sizes.
-    pub fn init(arch: &Architecture, input_dim: usize, alpha: f64, seed: u64) -> Result<Network> {
-        let mut net = Network::zeros(arch, input_dim, alpha)?;
+    pub fn init(arch: &Architecture, input_dim: usize, alpha: f64, seed: u64) -> Result<Network<T>> {
+        let mut net = Network::<T>::zeros(arch, input_dim, alpha)?;
         for l in 0..net.dense.len() {
             let d = net.dense[l].clone();
             let mut r = rng(derive_seed(seed, l as u64));
             for w in &mut net.params[d.w_off..d.w_off + d.n_in * d.n_out] {
                 let z: f64 = StandardNormal.sample(&mut r);
-                *w = d.w_init * z;
+                *w = T::of(d.w_init * z);
             }
             if let Some(bo) = d.b_off {
                 for b in &mut net.params[bo..bo + d.n_out] {
                     let z: f64 = StandardNormal.sample(&mut r);
-                    *b = d.b_init * z;
+                    *b = T::of(d.b_init * z);
                 }
             }
         }
@@ -242,17 +253,17 @@ impl Network {
     }
 
     /// The flat parameter vector (per Dense node: weight row-major, then bias).
-    pub fn params(&self) -> &[f64] {
+    pub fn params(&self) -> &[T] {
         &self.params
     }
 
     /// The flat parameter vector, for in-place updates (optimizers).
-    pub fn params_mut(&mut self) -> &mut [f64] {
+    pub fn params_mut(&mut self) -> &mut [T] {
         &mut self.params
     }
 
     /// Overwrite all parameters from a flat vector in [`Network::params`] order.
-    pub fn set_params(&mut self, p: &[f64]) -> Result<()> {
+    pub fn set_params(&mut self, p: &[T]) -> Result<()> {
         if p.len() != self.num_params() {
             return Err(Error::Shape(format!(
                 "parameter vector has {} entries, the network has {}",
@@ -265,24 +276,24 @@ impl Network {
     }
 
     /// Raw weight of Dense node l (parameter order) as an n_out x n_in view (PyTorch layout).
-    pub fn weight(&self, l: usize) -> MatRef<'_, f64> {
+    pub fn weight(&self, l: usize) -> MatRef<'_, T> {
         self.weight_t(l).transpose()
     }
 
     /// W^T of Dense node l: the n_in x n_out column-major view of its weight block.
-    pub(crate) fn weight_t(&self, l: usize) -> MatRef<'_, f64> {
+    pub(crate) fn weight_t(&self, l: usize) -> MatRef<'_, T> {
         let d = &self.dense[l];
         MatRef::from_column_major_slice(&self.params[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out)
     }
 
     /// Raw bias of Dense node l, if it has one.
-    pub fn bias(&self, l: usize) -> Option<&[f64]> {
+    pub fn bias(&self, l: usize) -> Option<&[T]> {
         let d = &self.dense[l];
         d.b_off.map(|b| &self.params[b..b + d.n_out])
     }
 
     /// Check an input batch: N x d with finite entries.
-    pub fn check_input(&self, x: MatRef<'_, f64>) -> Result<()> {
+    pub fn check_input(&self, x: MatRef<'_, T>) -> Result<()> {
         if x.ncols() != self.input_dim {
             return Err(Error::Shape(format!(
                 "inputs have {} features per row but the network expects {}",
@@ -295,7 +306,7 @@ impl Network {
         }
         for j in 0..x.ncols() {
             for i in 0..x.nrows() {
-                if !x[(i, j)].is_finite() {
+                if !x[(i, j)].wide().is_finite() {
                     return Err(Error::InvalidInput(format!("input has a non-finite value at row {i}, column {j}")));
                 }
             }
@@ -304,8 +315,22 @@ impl Network {
     }
 
     /// Network outputs f(X) = alpha z_out(X), N x k.
-    pub fn forward(&self, x: MatRef<'_, f64>) -> Result<Mat<f64>> {
+    pub fn forward(&self, x: MatRef<'_, T>) -> Result<Mat<T>> {
         Ok(self.build_tape(x, super::tape::Caches::None)?.output)
+    }
+
+    /// The same network in precision `S` (parameters rounded; f32 -> f64 is exact).
+    pub fn cast<S: Float>(&self) -> Network<S> {
+        Network {
+            arch: self.arch.clone(),
+            graph: self.graph.clone(),
+            input_dim: self.input_dim,
+            alpha: self.alpha,
+            dense: self.dense.clone(),
+            dense_of: self.dense_of.clone(),
+            last_use: self.last_use.clone(),
+            params: self.params.iter().map(|v| S::of(v.wide())).collect(),
+        }
     }
 }
 
@@ -320,13 +345,13 @@ mod tests {
     #[test]
     fn seeded_init_and_param_roundtrip() {
         let a = arch("dense(5,b_std=0.5),tanh,dense(3),relu,dense(2,b_std=1)", Parameterization::Ntk);
-        let n1 = Network::init(&a, 4, 1.0, 7).unwrap();
-        let n2 = Network::init(&a, 4, 1.0, 7).unwrap();
+        let n1 = Mlp::init(&a, 4, 1.0, 7).unwrap();
+        let n2 = Mlp::init(&a, 4, 1.0, 7).unwrap();
         assert_eq!(n1, n2);
-        assert_ne!(n1, Network::init(&a, 4, 1.0, 8).unwrap());
+        assert_ne!(n1, Mlp::init(&a, 4, 1.0, 8).unwrap());
         assert_eq!(n1.num_params(), 5 * 4 + 5 + 3 * 5 + 2 * 3 + 2);
         let p = n1.params().to_vec();
-        let mut n3 = Network::zeros(&a, 4, 1.0).unwrap();
+        let mut n3 = Mlp::zeros(&a, 4, 1.0).unwrap();
         n3.set_params(&p).unwrap();
         assert_eq!(n3, n1);
         assert!(n3.set_params(&p[1..]).is_err());
@@ -339,7 +364,7 @@ mod tests {
     #[test]
     fn forward_matches_explicit_loop() {
         let a = arch("dense(6,w_std=1.3,b_std=0.2),erf,dense(1,b_std=0.1)", Parameterization::Standard);
-        let net = Network::init(&a, 3, 2.0, 1).unwrap();
+        let net = Mlp::init(&a, 3, 2.0, 1).unwrap();
         let x = crate::data::synthetic::gaussian(4, 3, 9);
         let f = net.forward(x.as_ref()).unwrap();
         let (d0, d1) = (&net.dense[0], &net.dense[1]);
@@ -360,7 +385,7 @@ mod tests {
     fn residual_forward_matches_explicit_formula() {
         // f = W3 relu(h + W2 relu(h)) with h = W1 x: the residual sum written out by hand.
         let a = arch("dense(5,b_std=0.2),residual(relu,dense(5,b_std=0.3)),relu,dense(1)", Parameterization::Ntk);
-        let net = Network::init(&a, 3, 1.0, 4).unwrap();
+        let net = Mlp::init(&a, 3, 1.0, 4).unwrap();
         let x = crate::data::synthetic::gaussian(2, 3, 1);
         let f = net.forward(x.as_ref()).unwrap();
         let dense = |l: usize, h: &[f64]| -> Vec<f64> {
@@ -387,8 +412,8 @@ mod tests {
         // ntk and standard use the same effective weight distribution: same seed gives the same function.
         let s = "dense(8,w_std=1.4,b_std=0.3),relu,dense(1,b_std=0.3)";
         let x = crate::data::synthetic::gaussian(3, 5, 2);
-        let fa = Network::init(&arch(s, Parameterization::Ntk), 5, 1.0, 3).unwrap().forward(x.as_ref()).unwrap();
-        let fb = Network::init(&arch(s, Parameterization::Standard), 5, 1.0, 3).unwrap().forward(x.as_ref()).unwrap();
+        let fa = Mlp::init(&arch(s, Parameterization::Ntk), 5, 1.0, 3).unwrap().forward(x.as_ref()).unwrap();
+        let fb = Mlp::init(&arch(s, Parameterization::Standard), 5, 1.0, 3).unwrap().forward(x.as_ref()).unwrap();
         for i in 0..3 {
             assert!((fa[(i, 0)] - fb[(i, 0)]).abs() < 1e-12);
         }
@@ -401,7 +426,7 @@ mod tests {
             "node(h,dense(4),input),node(a,relu,h),node(skip,dense(4),input),node(s,sum,a,skip),node(out,dense(1),s)",
             Parameterization::MeanField,
         );
-        let net = Network::zeros(&a, 3, 1.0).unwrap();
+        let net = Mlp::zeros(&a, 3, 1.0).unwrap();
         let by = |n: &str| net.dense.iter().find(|d| d.name == n).unwrap().w_mult;
         assert!((by("out") - 1.0 / 4.0).abs() < 1e-15);
         assert!((by("skip") - 1.0 / 3f64.sqrt()).abs() < 1e-15);
@@ -410,13 +435,13 @@ mod tests {
     #[test]
     fn bad_configs_are_errors() {
         let p = Parameterization::Ntk;
-        assert!(Network::init(&arch("relu", p), 3, 1.0, 0).is_err());
-        assert!(Network::init(&arch("dense(3),relu,dense(1)", p), 0, 1.0, 0).is_err());
-        let net = Network::init(&arch("dense(3),relu,dense(1)", p), 2, 1.0, 0).unwrap();
+        assert!(Mlp::init(&arch("relu", p), 3, 1.0, 0).is_err());
+        assert!(Mlp::init(&arch("dense(3),relu,dense(1)", p), 0, 1.0, 0).is_err());
+        let net = Mlp::init(&arch("dense(3),relu,dense(1)", p), 2, 1.0, 0).unwrap();
         assert!(net.forward(Mat::<f64>::zeros(2, 3).as_ref()).is_err());
         let mut x = Mat::<f64>::zeros(2, 2);
         x[(1, 1)] = f64::NAN;
         assert!(net.forward(x.as_ref()).is_err());
-        assert!(Network::zeros(&arch("dense(3),relu,dense(1)", p), 2, f64::NAN).is_err());
+        assert!(Mlp::zeros(&arch("dense(3),relu,dense(1)", p), 2, f64::NAN).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! Dense building blocks shared by the derivative passes: GEMM at machine peak (faer) and column-parallel
-//! elementwise kernels over column-major matrices (each column is a contiguous slice).
+//! Dense building blocks shared by the derivative passes, generic over the precision ([`Float`]: f64 or f32):
+//! GEMM at machine peak (faer) and column-parallel elementwise kernels over column-major matrices (each column
+//! is a contiguous slice).
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
@@ -7,45 +8,111 @@ use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use crate::kernel::fastmath::Real;
+
+/// The precisions finite networks compute in: f64 (default) and f32 lanes. Multipliers, losses and reductions
+/// across the batch stay in f64 where they are cheap; matrices, parameters and GEMMs use `Self`.
+pub trait Float:
+    faer::traits::RealField + Real + Default + std::fmt::Debug + std::ops::AddAssign + std::ops::MulAssign
+{
+    /// "f64" or "f32".
+    const NAME: &'static str;
+    /// dst (+)= alpha * a b.
+    fn matmul(dst: MatMut<'_, Self>, accum: Accum, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64, par: Par);
+    /// The lower triangle (diagonal included) of dst (+)= alpha * a b.
+    fn matmul_lower(
+        dst: MatMut<'_, Self>,
+        accum: Accum,
+        a: MatRef<'_, Self>,
+        b: MatRef<'_, Self>,
+        alpha: f64,
+        par: Par,
+    );
+    /// `x` itself when Self is f64 (no copy), else None.
+    fn from_f64_slice(x: &[f64]) -> Option<&[Self]>;
+    /// `x` itself when Self is f64 (no copy), else None.
+    fn from_f64_slice_mut(x: &mut [f64]) -> Option<&mut [Self]>;
+}
+
+macro_rules! impl_float {
+    (@same some, $x:ident) => {
+        Some($x)
+    };
+    (@same none, $x:ident) => {{
+        let _ = $x;
+        None
+    }};
+    ($t:ty, $name:literal, $same:ident) => {
+        impl Float for $t {
+            const NAME: &'static str = $name;
+            #[inline]
+            fn from_f64_slice(x: &[f64]) -> Option<&[Self]> {
+                impl_float!(@same $same, x)
+            }
+            #[inline]
+            fn from_f64_slice_mut(x: &mut [f64]) -> Option<&mut [Self]> {
+                impl_float!(@same $same, x)
+            }
+            #[inline]
+            fn matmul(dst: MatMut<'_, Self>, accum: Accum, a: MatRef<'_, Self>, b: MatRef<'_, Self>, alpha: f64, par: Par) {
+                matmul(dst, accum, a, b, alpha as $t, par);
+            }
+            #[inline]
+            fn matmul_lower(
+                dst: MatMut<'_, Self>,
+                accum: Accum,
+                a: MatRef<'_, Self>,
+                b: MatRef<'_, Self>,
+                alpha: f64,
+                par: Par,
+            ) {
+                triangular::matmul(
+                    dst,
+                    BlockStructure::TriangularLower,
+                    accum,
+                    a,
+                    BlockStructure::Rectangular,
+                    b,
+                    BlockStructure::Rectangular,
+                    alpha as $t,
+                    par,
+                );
+            }
+        }
+    };
+}
+impl_float!(f64, "f64", some);
+impl_float!(f32, "f32", none);
+
 /// Below this many entries an elementwise pass runs on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
 /// dst (+)= alpha * a b, parallel over rayon's pool.
 #[inline]
-pub(crate) fn gemm(dst: MatMut<'_, f64>, accum: Accum, a: MatRef<'_, f64>, b: MatRef<'_, f64>, alpha: f64) {
-    matmul(dst, accum, a, b, alpha, Par::rayon(0));
+pub(crate) fn gemm<T: Float>(dst: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>, alpha: f64) {
+    T::matmul(dst, accum, a, b, alpha, Par::rayon(0));
 }
 
 /// The lower triangle (diagonal included) of dst (+)= alpha * a b; the strict upper triangle is left untouched.
 #[inline]
-pub(crate) fn gemm_lower(dst: MatMut<'_, f64>, accum: Accum, a: MatRef<'_, f64>, b: MatRef<'_, f64>, alpha: f64) {
-    triangular::matmul(
-        dst,
-        BlockStructure::TriangularLower,
-        accum,
-        a,
-        BlockStructure::Rectangular,
-        b,
-        BlockStructure::Rectangular,
-        alpha,
-        Par::rayon(0),
-    );
+pub(crate) fn gemm_lower<T: Float>(dst: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>, alpha: f64) {
+    T::matmul_lower(dst, accum, a, b, alpha, Par::rayon(0));
 }
 
 /// Column j of an owned matrix as a slice.
 #[inline]
-pub(crate) fn col(m: &Mat<f64>, j: usize) -> &[f64] {
+pub(crate) fn col<T: Float>(m: &Mat<T>, j: usize) -> &[T] {
     m.col_as_slice(j)
 }
 
 #[inline]
-fn col_mut(m: MatMut<'_, f64>, j: usize) -> &mut [f64] {
+fn col_mut<T: Float>(m: MatMut<'_, T>, j: usize) -> &mut [T] {
     m.col_mut(j).try_as_col_major_mut().expect("column-major storage").as_slice_mut()
 }
 
 /// Calls `f(j, column j)` for every column of `m`, in parallel over column blocks when `m` is large.
 /// Each call touches only its own column, so the result does not depend on the thread count.
-pub(crate) fn for_each_col(m: &mut Mat<f64>, f: impl Fn(usize, &mut [f64]) + Sync + Send) {
+pub(crate) fn for_each_col<T: Float>(m: &mut Mat<T>, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     let (r, c) = (m.nrows(), m.ncols());
     if r == 0 || c == 0 {
         return;
@@ -65,21 +132,27 @@ pub(crate) fn for_each_col(m: &mut Mat<f64>, f: impl Fn(usize, &mut [f64]) + Syn
     }
 }
 
-/// Reusable scratch matrices, so repeated products (HVPs in Lanczos) do not pay for fresh zeroed
-/// allocations and page faults on every call. Matrices taken from it hold garbage: callers overwrite them.
-#[derive(Debug, Default)]
-pub(crate) struct Pool(Vec<Mat<f64>>);
+/// Reusable scratch matrices, so repeated products (HVPs in Lanczos, training steps) do not pay for fresh
+/// zeroed allocations and page faults on every call. Matrices taken from it hold garbage: callers overwrite them.
+#[derive(Debug)]
+pub(crate) struct Pool<T: Float = f64>(Vec<Mat<T>>);
 
-impl Pool {
+impl<T: Float> Default for Pool<T> {
+    fn default() -> Self {
+        Pool(Vec::new())
+    }
+}
+
+impl<T: Float> Pool<T> {
     /// An r x c matrix with unspecified contents.
-    pub(crate) fn take(&mut self, r: usize, c: usize) -> Mat<f64> {
+    pub(crate) fn take(&mut self, r: usize, c: usize) -> Mat<T> {
         match self.0.iter().position(|m| m.nrows() == r && m.ncols() == c) {
             Some(i) => self.0.swap_remove(i),
             None => Mat::zeros(r, c),
         }
     }
     /// Return a matrix for reuse.
-    pub(crate) fn give(&mut self, m: Mat<f64>) {
+    pub(crate) fn give(&mut self, m: Mat<T>) {
         if m.nrows() * m.ncols() > 0 && self.0.len() < 64 {
             self.0.push(m);
         }
@@ -87,7 +160,7 @@ impl Pool {
 }
 
 /// out = a ⊙ b (same shapes; out fully overwritten).
-pub(crate) fn hadamard_into(out: &mut Mat<f64>, a: &Mat<f64>, b: &Mat<f64>) {
+pub(crate) fn hadamard_into<T: Float>(out: &mut Mat<T>, a: &Mat<T>, b: &Mat<T>) {
     for_each_col(out, |j, o| {
         for ((o, &x), &y) in o.iter_mut().zip(col(a, j)).zip(col(b, j)) {
             *o = x * y;
@@ -96,18 +169,14 @@ pub(crate) fn hadamard_into(out: &mut Mat<f64>, a: &Mat<f64>, b: &Mat<f64>) {
 }
 
 /// a ⊙ b (same shapes).
-pub(crate) fn hadamard(a: &Mat<f64>, b: &Mat<f64>) -> Mat<f64> {
-    let mut out = Mat::<f64>::zeros(a.nrows(), a.ncols());
-    for_each_col(&mut out, |j, o| {
-        for ((o, &x), &y) in o.iter_mut().zip(col(a, j)).zip(col(b, j)) {
-            *o = x * y;
-        }
-    });
+pub(crate) fn hadamard<T: Float>(a: &Mat<T>, b: &Mat<T>) -> Mat<T> {
+    let mut out = Mat::<T>::zeros(a.nrows(), a.ncols());
+    hadamard_into(&mut out, a, b);
     out
 }
 
 /// Row-block broadcast product: `stack` is (k N) x n, made of k blocks of N rows; each block ⊙= `s` (N x n).
-pub(crate) fn hadamard_blocks(stack: &mut Mat<f64>, s: &Mat<f64>) {
+pub(crate) fn hadamard_blocks<T: Float>(stack: &mut Mat<T>, s: &Mat<T>) {
     let n = s.nrows();
     for_each_col(stack, |j, o| {
         let sc = col(s, j);
@@ -119,24 +188,30 @@ pub(crate) fn hadamard_blocks(stack: &mut Mat<f64>, s: &Mat<f64>) {
     });
 }
 
-/// Column sums scaled: out[j] = scale * sum_i m_ij (sequential per column: deterministic).
-pub(crate) fn col_sums_into(m: &Mat<f64>, scale: f64, out: &mut [f64]) {
+/// Column sums scaled: out[j] = scale * sum_i m_ij, accumulated in f64 (sequential per column: deterministic).
+pub(crate) fn col_sums_into<T: Float>(m: &Mat<T>, scale: f64, out: &mut [T]) {
     for (j, o) in out.iter_mut().enumerate() {
-        *o = scale * col(m, j).iter().sum::<f64>();
+        *o = T::of(scale * col(m, j).iter().fold(0.0, |s, v| s + v.wide()));
     }
 }
 
 /// m *= s.
-pub(crate) fn scale_in_place(m: &mut Mat<f64>, s: f64) {
+pub(crate) fn scale_in_place<T: Float>(m: &mut Mat<T>, s: f64) {
+    let s = T::of(s);
     for_each_col(m, |_, o| o.iter_mut().for_each(|x| *x *= s));
 }
 
 /// Copy the strict lower triangle of a square matrix onto its upper triangle.
-pub(crate) fn mirror_lower(m: &mut Mat<f64>) {
+pub(crate) fn mirror_lower<T: Float>(m: &mut Mat<T>) {
     let n = m.nrows();
     for j in 0..n {
         for i in 0..j {
             m[(i, j)] = m[(j, i)];
         }
     }
+}
+
+/// A copy in another precision.
+pub fn cast<S: Float, T: Float>(m: MatRef<'_, S>) -> Mat<T> {
+    Mat::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)].wide()))
 }

@@ -18,10 +18,10 @@ use std::sync::Mutex;
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef};
 
-use super::backward::{accumulate, fan_in_back, Backprop};
+use super::backward::{accumulate, fan_in_back, loss_parts, Backprop};
 use super::jvp::Tangent;
-use super::network::Network as Mlp;
-use super::ops::{col, col_sums_into, for_each_col, gemm, hadamard_into, scale_in_place, Pool};
+use super::network::Network;
+use super::ops::{cast, col, col_sums_into, for_each_col, gemm, hadamard_into, scale_in_place, Float, Pool};
 use super::tape::Tape;
 use crate::kernel::Op;
 use crate::spectrum::{FnOp, SymOp};
@@ -30,26 +30,29 @@ use crate::{Error, Result};
 
 /// The loss L(theta) = loss(F(X; theta), Y) at fixed data with its caches (forward tape with phi'', and
 /// Delta_l, Gamma_l ⊙ phi'' from the gradient's backward pass): value, gradient, and matrix-free Hessian and
-/// Gauss–Newton products, all w.r.t. the raw parameters in [`Mlp::params`] order.
+/// Gauss–Newton products, all w.r.t. the raw parameters in [`Network::params`] order.
 #[derive(Debug)]
-pub struct LossCurvature<'a> {
-    net: &'a Mlp,
+pub struct LossCurvature<'a, T: Float = f64> {
+    net: &'a Network<T>,
     loss: Loss,
     targets: Mat<f64>,
-    tape: Tape,
+    /// Outputs in f64 (the loss is evaluated in f64 whatever T is).
+    out64: Mat<f64>,
+    tape: Tape<T>,
     value: f64,
-    gradient: Vec<f64>,
-    back: Backprop,
+    gradient: Vec<T>,
+    back: Backprop<T>,
     /// Scratch matrices reused across products (a busy pool makes a concurrent caller use its own).
-    pool: Mutex<Pool>,
+    pool: Mutex<Pool<T>>,
 }
 
-impl Clone for LossCurvature<'_> {
+impl<T: Float> Clone for LossCurvature<'_, T> {
     fn clone(&self) -> Self {
         LossCurvature {
             net: self.net,
             loss: self.loss,
             targets: self.targets.clone(),
+            out64: self.out64.clone(),
             tape: self.tape.clone(),
             value: self.value,
             gradient: self.gradient.clone(),
@@ -59,20 +62,20 @@ impl Clone for LossCurvature<'_> {
     }
 }
 
-impl<'a> LossCurvature<'a> {
+impl<'a, T: Float> LossCurvature<'a, T> {
     /// Forward and backward pass at (X: N x d, Y: N x k): caches everything products need.
-    pub fn new(net: &'a Mlp, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss) -> Result<LossCurvature<'a>> {
+    pub fn new(net: &'a Network<T>, x: MatRef<'_, T>, y: MatRef<'_, f64>, loss: Loss) -> Result<LossCurvature<'a, T>> {
         let tape = net.tape_with_curvature(x)?;
-        loss.check(tape.output.as_ref(), y)?;
-        let value = loss.value_unchecked(tape.output.as_ref(), y);
-        let gf = loss.gradient_unchecked(tape.output.as_ref(), y);
-        let mut gradient = vec![0.0; net.num_params()];
+        let (value, gf) = loss_parts(&tape.output, y, loss)?;
+        let out64: Mat<f64> = cast(tape.output.as_ref());
+        let mut gradient = vec![T::ZERO; net.num_params()];
         let back =
             net.backprop_into(&tape, gf.as_ref(), &mut gradient, true, &mut Pool::default()).expect("kept caches");
         Ok(LossCurvature {
             net,
             loss,
             targets: y.to_owned(),
+            out64,
             tape,
             value,
             gradient,
@@ -92,29 +95,29 @@ impl<'a> LossCurvature<'a> {
     }
 
     /// The gradient dL/dtheta (length P).
-    pub fn gradient(&self) -> &[f64] {
+    pub fn gradient(&self) -> &[T] {
         &self.gradient
     }
 
     /// Network outputs F (N x k) at the batch.
-    pub fn outputs(&self) -> MatRef<'_, f64> {
+    pub fn outputs(&self) -> MatRef<'_, T> {
         self.tape.output.as_ref()
     }
 
     /// The forward caches.
-    pub fn tape(&self) -> &Tape {
+    pub fn tape(&self) -> &Tape<T> {
         &self.tape
     }
 
     /// Runs `f` with the shared scratch pool, or a fresh one if another thread holds it.
-    fn with_pool<R>(&self, f: impl FnOnce(&mut Pool) -> R) -> R {
+    fn with_pool<R>(&self, f: impl FnOnce(&mut Pool<T>) -> R) -> R {
         match self.pool.try_lock() {
             Ok(mut p) => f(&mut p),
             Err(_) => f(&mut Pool::default()),
         }
     }
 
-    fn check_io(&self, v: &[f64], out: &[f64]) -> Result<()> {
+    fn check_io(&self, v: &[T], out: &[T]) -> Result<()> {
         self.net.check_param_vec(v, "vector v")?;
         if out.len() != v.len() {
             return Err(Error::Shape(format!("output buffer has {} entries, expected {}", out.len(), v.len())));
@@ -123,42 +126,51 @@ impl<'a> LossCurvature<'a> {
     }
 
     /// Hessian-vector product H v = d^2L/dtheta^2 v (exact, R-operator), written into `out` (length P).
-    pub fn hvp_into(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
+    pub fn hvp_into(&self, v: &[T], out: &mut [T]) -> Result<()> {
         self.check_io(v, out)?;
         self.with_pool(|pool| self.hvp_with(v, out, pool));
         Ok(())
     }
 
-    fn hvp_with(&self, v: &[f64], out: &mut [f64], pool: &mut Pool) {
+    fn hvp_with(&self, v: &[T], out: &mut [T], pool: &mut Pool<T>) {
         let net = self.net;
         let t = net.tangent(&self.tape, v, true, pool);
-        let mut rgamma =
-            self.loss.hessian_vp_unchecked(self.tape.output.as_ref(), self.targets.as_ref(), t.fdot.as_ref());
+        let fdot64: Mat<f64> = cast(t.fdot.as_ref());
+        let mut rgamma: Mat<T> =
+            cast(self.loss.hessian_vp_unchecked(self.out64.as_ref(), self.targets.as_ref(), fdot64.as_ref()).as_ref());
         scale_in_place(&mut rgamma, net.alpha);
         rop_backward(net, &self.tape, &self.back, t, Some(rgamma), v, out, pool);
     }
 
     /// Hessian-vector product H v = d^2L/dtheta^2 v (exact, R-operator; Pearlmutter 1994).
-    pub fn hvp(&self, v: &[f64]) -> Result<Vec<f64>> {
-        let mut out = vec![0.0; self.dim()];
+    pub fn hvp(&self, v: &[T]) -> Result<Vec<T>> {
+        let mut out = vec![T::ZERO; self.dim()];
         self.hvp_into(v, &mut out)?;
         Ok(out)
     }
 
     /// Gauss–Newton product G v = J^T (d^2L/dF^2) J v, written into `out` (length P).
-    pub fn gnvp_into(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
+    pub fn gnvp_into(&self, v: &[T], out: &mut [T]) -> Result<()> {
         self.check_io(v, out)?;
         self.with_pool(|pool| {
             let t = self.net.tangent(&self.tape, v, false, pool);
-            let u = self.loss.hessian_vp_unchecked(self.tape.output.as_ref(), self.targets.as_ref(), t.fdot.as_ref());
+            let u: Mat<T> = cast(
+                self.loss
+                    .hessian_vp_unchecked(
+                        self.out64.as_ref(),
+                        self.targets.as_ref(),
+                        cast::<T, f64>(t.fdot.as_ref()).as_ref(),
+                    )
+                    .as_ref(),
+            );
             self.net.backprop_into(&self.tape, u.as_ref(), out, false, pool);
         });
         Ok(())
     }
 
     /// Gauss–Newton product G v = J^T (d^2L/dF^2) J v (positive semi-definite for convex losses).
-    pub fn gnvp(&self, v: &[f64]) -> Result<Vec<f64>> {
-        let mut out = vec![0.0; self.dim()];
+    pub fn gnvp(&self, v: &[T]) -> Result<Vec<T>> {
+        let mut out = vec![T::ZERO; self.dim()];
         self.gnvp_into(v, &mut out)?;
         Ok(out)
     }
@@ -166,26 +178,45 @@ impl<'a> LossCurvature<'a> {
     /// The Hessian as a matrix-free symmetric operator v -> H v (for `spectrum::lanczos`).
     pub fn hessian_op(&self) -> impl SymOp + '_ {
         FnOp::new(self.dim(), move |v: &[f64], out: &mut [f64]| {
-            self.hvp_into(v, out).expect("SymOp::apply receives finite vectors of length dim()")
+            in_precision(v, out, |v, o| self.hvp_into(v, o))
+                .expect("SymOp::apply receives finite vectors of length dim()")
         })
     }
 
     /// The Gauss–Newton matrix J^T H_L J as a matrix-free symmetric operator.
     pub fn gauss_newton_op(&self) -> impl SymOp + '_ {
         FnOp::new(self.dim(), move |v: &[f64], out: &mut [f64]| {
-            self.gnvp_into(v, out).expect("SymOp::apply receives finite vectors of length dim()")
+            in_precision(v, out, |v, o| self.gnvp_into(v, o))
+                .expect("SymOp::apply receives finite vectors of length dim()")
         })
     }
 }
 
-impl Mlp {
+/// Runs `f` on f64 vectors directly when T is f64, else on copies converted to T and back (the spectrum
+/// module's operators are f64).
+fn in_precision<T: Float>(v: &[f64], out: &mut [f64], f: impl FnOnce(&[T], &mut [T]) -> Result<()>) -> Result<()> {
+    match (T::from_f64_slice(v), T::from_f64_slice_mut(out)) {
+        (Some(v), Some(o)) => f(v, o),
+        _ => {
+            let vt: Vec<T> = v.iter().map(|&x| T::of(x)).collect();
+            let mut ot = vec![T::ZERO; out.len()];
+            f(&vt, &mut ot)?;
+            for (o, x) in out.iter_mut().zip(&ot) {
+                *o = x.wide();
+            }
+            Ok(())
+        }
+    }
+}
+
+impl<T: Float> Network<T> {
     /// Hessian-vector product of the loss at (X, Y), d^2L/dtheta^2 v (one-shot; reuse [`LossCurvature`] for many).
-    pub fn hvp(&self, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss, v: &[f64]) -> Result<Vec<f64>> {
+    pub fn hvp(&self, x: MatRef<'_, T>, y: MatRef<'_, f64>, loss: Loss, v: &[T]) -> Result<Vec<T>> {
         LossCurvature::new(self, x, y, loss)?.hvp(v)
     }
 
     /// Gauss–Newton product J^T (d^2L/dF^2) J v at (X, Y) (one-shot; reuse [`LossCurvature`] for many).
-    pub fn gnvp(&self, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss, v: &[f64]) -> Result<Vec<f64>> {
+    pub fn gnvp(&self, x: MatRef<'_, T>, y: MatRef<'_, f64>, loss: Loss, v: &[T]) -> Result<Vec<T>> {
         LossCurvature::new(self, x, y, loss)?.gnvp(v)
     }
 }
@@ -193,20 +224,20 @@ impl Mlp {
 /// The R-op backward pass (see the module docs): writes R{dL/dtheta} into `out` from the kept gradient caches
 /// `back`, the kept tangents `t` and R{Gamma_out} (None: zero).
 #[allow(clippy::too_many_arguments)]
-fn rop_backward(
-    net: &Mlp,
-    tape: &Tape,
-    back: &Backprop,
-    t: Tangent,
-    rg_out: Option<Mat<f64>>,
-    v: &[f64],
-    out: &mut [f64],
-    pool: &mut Pool,
+fn rop_backward<T: Float>(
+    net: &Network<T>,
+    tape: &Tape<T>,
+    back: &Backprop<T>,
+    t: Tangent<T>,
+    rg_out: Option<Mat<T>>,
+    v: &[T],
+    out: &mut [T],
+    pool: &mut Pool<T>,
 ) {
     let g = &net.graph;
     let nn = g.nodes.len();
     let n = tape.batch_size();
-    let mut rg: Vec<Option<Mat<f64>>> = vec![None; nn];
+    let mut rg: Vec<Option<Mat<T>>> = vec![None; nn];
     rg[g.output()] = rg_out;
     for w in (1..nn).rev() {
         let node = &g.nodes[w];
@@ -228,7 +259,7 @@ fn rop_backward(
                         Some(rd) => {
                             gemm(ow.rb_mut(), Accum::Replace, tape.values[u].transpose(), rd.as_ref(), d.w_mult)
                         }
-                        None => ow.fill(0.0),
+                        None => ow.fill(T::ZERO),
                     }
                     if let Some(hd) = &t.dot[u] {
                         gemm(ow, Accum::Add, hd.transpose(), delta.as_ref(), d.w_mult);
@@ -237,7 +268,7 @@ fn rop_backward(
                 if let Some(bo) = d.b_off {
                     match &rgw {
                         Some(rd) => col_sums_into(rd, d.b_mult, &mut out[bo..bo + d.n_out]),
-                        None => out[bo..bo + d.n_out].fill(0.0),
+                        None => out[bo..bo + d.n_out].fill(T::ZERO),
                     }
                 }
                 if u != 0 {
@@ -321,19 +352,19 @@ fn rop_backward(
 /// The output Hessian d^2 (U . F(X; theta)) / dtheta^2 at fixed data X (N x d) and cotangent U (N x k), as
 /// matrix-free products by one R-op pass each (for a single input and U = 1: the Hessian of f(x)).
 #[derive(Debug)]
-pub struct OutputCurvature<'a> {
-    net: &'a Mlp,
-    tape: Tape,
-    back: Backprop,
-    pool: Mutex<Pool>,
+pub struct OutputCurvature<'a, T: Float = f64> {
+    net: &'a Network<T>,
+    tape: Tape<T>,
+    back: Backprop<T>,
+    pool: Mutex<Pool<T>>,
 }
 
-impl<'a> OutputCurvature<'a> {
+impl<'a, T: Float> OutputCurvature<'a, T> {
     /// Forward pass with curvature caches and the backward pass of U.
-    pub fn new(net: &'a Mlp, x: MatRef<'_, f64>, u: MatRef<'_, f64>) -> Result<OutputCurvature<'a>> {
+    pub fn new(net: &'a Network<T>, x: MatRef<'_, T>, u: MatRef<'_, T>) -> Result<OutputCurvature<'a, T>> {
         let tape = net.tape_with_curvature(x)?;
         net.check_cotangent(&tape, u, "output cotangent U")?;
-        let mut scratch = vec![0.0; net.num_params()];
+        let mut scratch = vec![T::ZERO; net.num_params()];
         let back = net.backprop_into(&tape, u, &mut scratch, true, &mut Pool::default()).expect("kept caches");
         Ok(OutputCurvature { net, tape, back, pool: Mutex::new(Pool::default()) })
     }
@@ -344,7 +375,7 @@ impl<'a> OutputCurvature<'a> {
     }
 
     /// H v with H = d^2 (U . F) / dtheta^2, written into `out` (length P).
-    pub fn hvp_into(&self, v: &[f64], out: &mut [f64]) -> Result<()> {
+    pub fn hvp_into(&self, v: &[T], out: &mut [T]) -> Result<()> {
         self.net.check_param_vec(v, "vector v")?;
         if out.len() != v.len() {
             return Err(Error::Shape(format!("output buffer has {} entries, expected {}", out.len(), v.len())));
@@ -361,8 +392,8 @@ impl<'a> OutputCurvature<'a> {
     }
 
     /// H v (see [`OutputCurvature::hvp_into`]).
-    pub fn hvp(&self, v: &[f64]) -> Result<Vec<f64>> {
-        let mut out = vec![0.0; self.dim()];
+    pub fn hvp(&self, v: &[T]) -> Result<Vec<T>> {
+        let mut out = vec![T::ZERO; self.dim()];
         self.hvp_into(v, &mut out)?;
         Ok(out)
     }
@@ -370,7 +401,8 @@ impl<'a> OutputCurvature<'a> {
     /// The output Hessian as a matrix-free symmetric operator.
     pub fn op(&self) -> impl SymOp + '_ {
         FnOp::new(self.dim(), move |v: &[f64], out: &mut [f64]| {
-            self.hvp_into(v, out).expect("SymOp::apply receives finite vectors of length dim()")
+            in_precision(v, out, |v, o| self.hvp_into(v, o))
+                .expect("SymOp::apply receives finite vectors of length dim()")
         })
     }
 }
@@ -380,6 +412,7 @@ mod tests {
     use super::super::testutil::*;
     use super::*;
     use crate::kernel::Parameterization;
+    use crate::net::Mlp;
 
     fn smooth_cases() -> Vec<(&'static str, Parameterization, f64, Loss)> {
         vec![

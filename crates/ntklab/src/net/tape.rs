@@ -6,31 +6,31 @@
 use faer::{Accum, Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{for_each_col, gemm, scale_in_place, Pool};
+use super::ops::{for_each_col, gemm, scale_in_place, Float, Pool};
 use crate::kernel::{Activation, Op};
 use crate::Result;
 
 /// Forward caches of [`Network::forward`] on one batch X (N x d).
 #[derive(Debug, Clone)]
-pub struct Tape {
+pub struct Tape<T: Float = f64> {
     /// `values[v]` = H_v (N x width_v) where a Dense node reads it; an empty 0 x 0 matrix elsewhere.
-    pub values: Vec<Mat<f64>>,
+    pub values: Vec<Mat<T>>,
     /// `slope[v]` = phi'(Z) (N x width_v) for (non-identity) activation nodes, else None.
-    pub slope: Vec<Option<Mat<f64>>>,
+    pub slope: Vec<Option<Mat<T>>>,
     /// `curvature[v]` = phi''(Z) for activation nodes when requested and phi is not piecewise linear.
-    pub curvature: Vec<Option<Mat<f64>>>,
+    pub curvature: Vec<Option<Mat<T>>>,
     /// Network outputs F = alpha H_out (N x k).
-    pub output: Mat<f64>,
+    pub output: Mat<T>,
 }
 
-impl Tape {
+impl<T: Float> Tape<T> {
     /// Batch size N.
     pub fn batch_size(&self) -> usize {
         self.output.nrows()
     }
 
     /// Hand every matrix back to `pool` for the next pass at the same shapes.
-    pub(crate) fn recycle(self, pool: &mut Pool) {
+    pub(crate) fn recycle(self, pool: &mut Pool<T>) {
         for m in
             self.values.into_iter().chain(self.slope.into_iter().flatten()).chain(self.curvature.into_iter().flatten())
         {
@@ -64,12 +64,8 @@ pub(crate) fn nonlinearity(a: &Activation) -> Option<&Activation> {
 }
 
 /// z <- phi(z), returning phi'(z) in `slope` when given (one pass; ReLU has its own branch-free loop).
-fn activate_in_place(z: &mut Mat<f64>, a: &Activation, slope: Option<Mat<f64>>) -> Option<Mat<f64>> {
-    fn pass(
-        z: &mut Mat<f64>,
-        slope: Option<Mat<f64>>,
-        f: impl Fn(f64) -> (f64, f64) + Sync + Send,
-    ) -> Option<Mat<f64>> {
+fn activate_in_place<T: Float>(z: &mut Mat<T>, a: &Activation, slope: Option<Mat<T>>) -> Option<Mat<T>> {
+    fn pass<T: Float>(z: &mut Mat<T>, slope: Option<Mat<T>>, f: impl Fn(T) -> (T, T) + Sync + Send) -> Option<Mat<T>> {
         let s = slope.map(|mut s| {
             let zr = &*z;
             for_each_col(&mut s, |j, o| {
@@ -87,35 +83,38 @@ fn activate_in_place(z: &mut Mat<f64>, a: &Activation, slope: Option<Mat<f64>>) 
         s
     }
     match a {
-        Activation::Relu => pass(z, slope, |t| if t > 0.0 { (t, 1.0) } else { (0.0, 0.0) }),
-        _ => pass(z, slope, |t| (a.apply(t), a.derivative(t))),
+        Activation::Relu => pass(z, slope, |t| if t > T::ZERO { (t, T::ONE) } else { (T::ZERO, T::ZERO) }),
+        _ => pass(z, slope, |t| {
+            let x = t.wide();
+            (T::of(a.apply(x)), T::of(a.derivative(x)))
+        }),
     }
 }
 
 /// Pre-activation of Dense node l: `Z = w_mult H W^T + b_mult 1 b^T` (N x n_out), by GEMM, in a matrix from
 /// the pool.
-pub(crate) fn dense_forward(net: &Network, l: usize, h: MatRef<'_, f64>, pool: &mut Pool) -> Mat<f64> {
+pub(crate) fn dense_forward<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, pool: &mut Pool<T>) -> Mat<T> {
     let d = &net.dense[l];
     let mut z = pool.take(h.nrows(), d.n_out);
     gemm(z.as_mut(), Accum::Replace, h, net.weight_t(l), d.w_mult);
     if let Some(b) = net.bias(l) {
         let bm = d.b_mult;
         for_each_col(&mut z, |j, c| {
-            let bj = bm * b[j];
+            let bj = T::of(bm * b[j].wide());
             c.iter_mut().for_each(|v| *v += bj);
         });
     }
     z
 }
 
-impl Network {
+impl<T: Float> Network<T> {
     /// Forward pass keeping the caches for first-order passes: node values and phi'(Z) per activation.
-    pub fn tape(&self, x: MatRef<'_, f64>) -> Result<Tape> {
+    pub fn tape(&self, x: MatRef<'_, T>) -> Result<Tape<T>> {
         self.build_tape(x, Caches::First)
     }
 
     /// As [`Network::tape`], also caching phi''(Z) for second-order (R-op) passes.
-    pub fn tape_with_curvature(&self, x: MatRef<'_, f64>) -> Result<Tape> {
+    pub fn tape_with_curvature(&self, x: MatRef<'_, T>) -> Result<Tape<T>> {
         self.build_tape(x, Caches::Second)
     }
 
@@ -125,26 +124,26 @@ impl Network {
             || self.graph.nodes.iter().any(|n| matches!(n.op, Op::Dense { .. }) && n.inputs[0] == v)
     }
 
-    pub(crate) fn build_tape(&self, x: MatRef<'_, f64>, caches: Caches) -> Result<Tape> {
+    pub(crate) fn build_tape(&self, x: MatRef<'_, T>, caches: Caches) -> Result<Tape<T>> {
         self.build_tape_in(x, caches, &mut Pool::default())
     }
 
     /// [`Network::build_tape`] with every matrix taken from `pool` (no allocation once the pool holds the
     /// shapes of a previous pass; see [`Tape::recycle`]).
-    pub(crate) fn build_tape_in(&self, x: MatRef<'_, f64>, caches: Caches, pool: &mut Pool) -> Result<Tape> {
+    pub(crate) fn build_tape_in(&self, x: MatRef<'_, T>, caches: Caches, pool: &mut Pool<T>) -> Result<Tape<T>> {
         self.check_input(x)?;
         let g = &self.graph;
         let nn = g.nodes.len();
         let keep = caches != Caches::None;
         let needed: Vec<bool> = (0..nn).map(|v| keep && self.value_needed(v)).collect();
-        let mut values: Vec<Mat<f64>> = (0..nn).map(|_| Mat::zeros(0, 0)).collect();
-        let mut slope: Vec<Option<Mat<f64>>> = vec![None; nn];
-        let mut curv: Vec<Option<Mat<f64>>> = vec![None; nn];
+        let mut values: Vec<Mat<T>> = (0..nn).map(|_| Mat::zeros(0, 0)).collect();
+        let mut slope: Vec<Option<Mat<T>>> = vec![None; nn];
+        let mut curv: Vec<Option<Mat<T>>> = vec![None; nn];
         values[0] = pool.take(x.nrows(), x.ncols());
         values[0].copy_from(x);
         // Take node u's value for a consumer v that overwrites it: moved when v is its last reader and no
         // later pass needs it, else copied.
-        let take = |values: &mut Vec<Mat<f64>>, u: usize, v: usize, pool: &mut Pool| -> Mat<f64> {
+        let take = |values: &mut Vec<Mat<T>>, u: usize, v: usize, pool: &mut Pool<T>| -> Mat<T> {
             let once = g.nodes[v].inputs.iter().filter(|&&w| w == u).count() == 1;
             if self.last_use[u] == v && !needed[u] && once {
                 std::mem::replace(&mut values[u], Mat::zeros(0, 0))
@@ -170,7 +169,7 @@ impl Network {
                             let zr = &z;
                             for_each_col(&mut c, |j, o| {
                                 for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
-                                    *o = a.second_derivative(t);
+                                    *o = T::of(a.second_derivative(t.wide()));
                                 }
                             });
                             curv[v] = Some(c);
@@ -227,7 +226,6 @@ impl Network {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::kernel::{Architecture, Parameterization};
 
     #[test]
@@ -238,7 +236,7 @@ mod tests {
             Parameterization::Ntk,
         )
         .unwrap();
-        let net = Network::init(&a, 3, 1.7, 5).unwrap();
+        let net = crate::net::Mlp::init(&a, 3, 1.7, 5).unwrap();
         let x = crate::data::synthetic::gaussian(6, 3, 1);
         let t = net.tape_with_curvature(x.as_ref()).unwrap();
         let f = net.forward(x.as_ref()).unwrap();
