@@ -109,8 +109,16 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, dir: &Path) -> Result<Tra
         pb.set_message(format!("loss {:.3e}", r.loss));
         Ok(())
     };
-    let result =
-        train_with_progress(&mut run.net, &run.data, &run.train, &run.probes, on_record, |s| pb.set_position(s));
+    let progress = |s| pb.set_position(s);
+    let result = match run.precision {
+        Precision::F64 => train_with_progress(&mut run.net, &run.data, &run.train, &run.probes, on_record, progress),
+        Precision::F32 => {
+            let mut n32 = run.net.cast::<f32>();
+            let r = train_with_progress(&mut n32, &run.data, &run.train, &run.probes, on_record, progress);
+            run.net = n32.cast();
+            r
+        }
+    };
     pb.finish_and_clear();
     let result = result?;
     drop(w);

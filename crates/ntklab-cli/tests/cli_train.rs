@@ -193,3 +193,31 @@ fn bad_configs_fail_clearly_without_a_run_folder() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope.toml"));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn f32_training_tracks_f64_with_all_probes() {
+    // The same run in f32 lanes: every record within f32 accuracy of the f64 run (30 GD steps at lr 1 amplify
+    // rounding by the conditioning of the problem; 1e-3 relative leaves a wide margin over the ~1e-6 seen).
+    let d = tmp("f32");
+    let c64 = d.join("c64.toml");
+    std::fs::write(&c64, TINY).unwrap();
+    let c32 = d.join("c32.toml");
+    std::fs::write(&c32, TINY.replace("[model]\n", "[model]\nprecision = \"f32\"\n")).unwrap();
+    assert!(train(&c64, &d.join("r64"), &[]).status.success());
+    let o = train(&c32, &d.join("r32"), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (records(&d.join("r64")), records(&d.join("r32")));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() <= 1e-3 * x.loss, "loss {} vs {}", x.loss, y.loss);
+        let (s, t) = (x.sharpness.unwrap(), y.sharpness.unwrap());
+        assert!((s - t).abs() <= 1e-3 * s, "sharpness {s} vs {t}");
+        let (s, t) = (x.ntk_max.unwrap(), y.ntk_max.unwrap());
+        assert!((s - t).abs() <= 1e-3 * s, "ntk_max {s} vs {t}");
+    }
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, TINY.replace("[model]\n", "[model]\nprecision = \"f16\"\n")).unwrap();
+    let o = train(&bad, &d.join("rb"), &[]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("model.precision"));
+    std::fs::remove_dir_all(&d).ok();
+}

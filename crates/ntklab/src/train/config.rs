@@ -60,7 +60,7 @@ use crate::data::datasets::{synthetic, Builtin, Dataset, SyntheticSpec};
 use crate::data::read_matrix;
 use crate::data::synthetic::derive_seed;
 use crate::kernel::{Architecture, Parameterization};
-use crate::net::Mlp;
+use crate::net::{Mlp, Precision};
 use crate::{Error, Result};
 
 /// A whole run description (top level of the TOML file).
@@ -124,6 +124,8 @@ pub struct ModelSection {
     pub alpha: Option<f64>,
     /// Initialization seed.
     pub seed: Option<u64>,
+    /// Precision of the training passes: `f64` (default) or `f32` (f32 lanes; losses and optimizer state in f64).
+    pub precision: Option<String>,
 }
 
 /// `[optimizer]`.
@@ -210,6 +212,8 @@ pub struct Run {
     pub train: TrainConfig,
     /// The probes.
     pub probes: ProbeConfig,
+    /// The precision the network trains in (`[model] precision`).
+    pub precision: Precision,
 }
 
 fn key_err(key: &str, msg: impl std::fmt::Display) -> Error {
@@ -245,11 +249,21 @@ impl RunConfig {
     /// value, naming the offending key.
     pub fn resolve(&self, base_dir: &Path) -> Result<Run> {
         let data = self.resolve_data(base_dir)?;
-        let net = self.resolve_model(&data)?;
+        let mut net = self.resolve_model(&data)?;
+        let precision = match self.model.precision.as_deref().map(|p| p.trim().to_ascii_lowercase()) {
+            None => Precision::F64,
+            Some(p) if p == "f64" || p == "float64" => Precision::F64,
+            Some(p) if p == "f32" || p == "float32" => Precision::F32,
+            Some(p) => return Err(key_err("model.precision", format!("expected f64 or f32, got `{p}`"))),
+        };
+        if precision == Precision::F32 {
+            // The run starts from the f32-rounded initialization, so model_init holds what was trained.
+            net = net.cast::<f32>().cast();
+        }
         let train = self.resolve_optimizer(&data)?;
         let probes = self.resolve_probes(&data, &net)?;
         train.validate(data.n_train())?;
-        Ok(Run { data, net, train, probes })
+        Ok(Run { data, net, train, probes, precision })
     }
 
     fn resolve_data(&self, base: &Path) -> Result<Dataset> {

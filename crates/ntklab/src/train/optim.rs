@@ -209,18 +209,20 @@ impl Stepper {
     }
 
     /// One update of w with gradient g and rate eta (module docs).
-    pub(crate) fn step(&mut self, w: &mut [f64], g: &[f64], eta: f64) {
+    /// Updates are formed in f64 and rounded once into the parameters' precision.
+    pub(crate) fn step<T: crate::net::Float>(&mut self, w: &mut [T], g: &[T], eta: f64) {
         if self.momentum == 0.0 {
             for (wi, gi) in w.iter_mut().zip(g) {
-                *wi -= eta * gi;
+                *wi = T::of(wi.wide() - eta * gi.wide());
             }
             return;
         }
         let b = self.momentum;
         for ((wi, vi), gi) in w.iter_mut().zip(self.velocity.iter_mut()).zip(g) {
+            let gi = gi.wide();
             *vi = b * *vi + gi;
             let dir = if self.nesterov { gi + b * *vi } else { *vi };
-            *wi -= eta * dir;
+            *wi = T::of(wi.wide() - eta * dir);
         }
     }
 }
@@ -248,12 +250,12 @@ mod tests {
     fn momentum_rules_on_a_quadratic() {
         // One-dimensional L = w^2/2 (g = w): heavy ball w_{s+1} = w_s - eta (beta v_{s-1} + w_s).
         let mut hb = Stepper::new(1, 0.5, false);
-        let mut w = [1.0];
+        let mut w = [1.0f64];
         hb.step(&mut w, &[1.0], 0.1); // v = 1, w = 0.9
         hb.step(&mut w, &[0.9], 0.1); // v = 0.5 + 0.9 = 1.4, w = 0.76
         assert!((w[0] - 0.76).abs() < 1e-15);
         let mut ne = Stepper::new(1, 0.5, true);
-        let mut w = [1.0];
+        let mut w = [1.0f64];
         ne.step(&mut w, &[1.0], 0.1); // v = 1, w = 1 - 0.1 (1 + 0.5) = 0.85
         assert!((w[0] - 0.85).abs() < 1e-15);
         let bad = TrainConfig::sgd(0.1, 10, 11);

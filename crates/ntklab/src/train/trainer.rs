@@ -14,10 +14,16 @@ use super::optim::{BatchSampler, Method, Stepper, TrainConfig};
 use super::probes::{accuracy, norm, rms_distance, symmetrized, Probe, ProbeConfig, Record};
 use crate::data::synthetic::derive_seed;
 use crate::data::Dataset;
-use crate::net::{Caches, Pool};
-use crate::net::{LossCurvature, Mlp, NtkOutputs, Tape};
+use crate::net::{cast, Caches, Float, LossCurvature, Network, NtkOutputs, Pool, Tape};
 use crate::spectrum::{lanczos, sym_eigenvalues, LanczosOptions, Which};
 use crate::{Error, Result};
+
+/// Overwrite the network's parameters with f64 values rounded to its precision.
+fn set_from_f64<T: Float>(net: &mut Network<T>, w: &[f64]) {
+    for (p, v) in net.params_mut().iter_mut().zip(w) {
+        *p = T::of(*v);
+    }
+}
 
 /// Seed streams derived from [`TrainConfig::seed`].
 const SHUFFLE_STREAM: u64 = 0;
@@ -80,10 +86,10 @@ pub struct TrainResult {
     pub linearized_params: Option<Vec<f64>>,
 }
 
-/// Loss, gradient and outputs of a network on a batch; Err(reason) when something is not finite.
-struct Eval {
+/// Loss, gradient and outputs (in f64) of a network on a batch; Err(reason) when something is not finite.
+struct Eval<T: Float> {
     loss: f64,
-    grad: Vec<f64>,
+    grad: Vec<T>,
     outputs: Mat<f64>,
 }
 
@@ -92,13 +98,13 @@ fn first_non_finite(m: MatRef<'_, f64>) -> Option<(usize, usize)> {
 }
 
 /// L, dL/dtheta = J^T dL/dF and F from a tape (targets already validated for this loss).
-fn eval_tape(
-    net: &Mlp,
-    tape: &Tape,
+fn eval_tape<T: Float>(
+    net: &Network<T>,
+    tape: &Tape<T>,
     outputs: Mat<f64>,
     y: MatRef<'_, f64>,
     loss: Loss,
-) -> std::result::Result<Eval, String> {
+) -> std::result::Result<Eval<T>, String> {
     if let Some((i, a)) = first_non_finite(outputs.as_ref()) {
         return Err(format!("network output is {} at row {i}, column {a}", outputs[(i, a)]));
     }
@@ -106,31 +112,36 @@ fn eval_tape(
     if !value.is_finite() {
         return Err(format!("loss is {value}"));
     }
-    let gf = loss.gradient_unchecked(outputs.as_ref(), y);
+    let gf: Mat<T> = cast(loss.gradient_unchecked(outputs.as_ref(), y).as_ref());
     let grad = net.vjp_at(tape, gf.as_ref()).map_err(|e| e.to_string())?;
-    if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
-        return Err(format!("gradient is {} at parameter {i}", grad[i]));
+    if let Some(i) = grad.iter().position(|g| !g.wide().is_finite()) {
+        return Err(format!("gradient is {} at parameter {i}", grad[i].wide()));
     }
     Ok(Eval { loss: value, grad, outputs })
 }
 
 /// Buffers reused by every full-batch evaluation of a training run (no allocation after the first step).
-#[derive(Default)]
-struct EvalBuffers {
-    pool: Pool,
-    grad: Vec<f64>,
+struct EvalBuffers<T: Float> {
+    pool: Pool<T>,
+    grad: Vec<T>,
+}
+
+impl<T: Float> Default for EvalBuffers<T> {
+    fn default() -> Self {
+        EvalBuffers { pool: Pool::default(), grad: Vec::new() }
+    }
 }
 
 /// As [`eval`], with the tape and the gradient in reused buffers (hand `grad` back to `bufs.grad` when done).
-fn eval_in(
-    net: &Mlp,
-    x: MatRef<'_, f64>,
+fn eval_in<T: Float>(
+    net: &Network<T>,
+    x: MatRef<'_, T>,
     y: MatRef<'_, f64>,
     loss: Loss,
-    bufs: &mut EvalBuffers,
-) -> std::result::Result<Eval, String> {
+    bufs: &mut EvalBuffers<T>,
+) -> std::result::Result<Eval<T>, String> {
     let tape = net.build_tape_in(x, Caches::First, &mut bufs.pool).map_err(|e| e.to_string())?;
-    let outputs = tape.output.clone();
+    let outputs: Mat<f64> = cast(tape.output.as_ref());
     let res = (|| {
         if let Some((i, a)) = first_non_finite(outputs.as_ref()) {
             return Err(format!("network output is {} at row {i}, column {a}", outputs[(i, a)]));
@@ -139,12 +150,12 @@ fn eval_in(
         if !value.is_finite() {
             return Err(format!("loss is {value}"));
         }
-        let gf = loss.gradient_unchecked(outputs.as_ref(), y);
+        let gf: Mat<T> = cast(loss.gradient_unchecked(outputs.as_ref(), y).as_ref());
         let mut grad = std::mem::take(&mut bufs.grad);
-        grad.resize(net.num_params(), 0.0);
+        grad.resize(net.num_params(), T::ZERO);
         net.backprop_into(&tape, gf.as_ref(), &mut grad, false, &mut bufs.pool);
-        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
-            return Err(format!("gradient is {} at parameter {i}", grad[i]));
+        if let Some(i) = grad.iter().position(|g| !g.wide().is_finite()) {
+            return Err(format!("gradient is {} at parameter {i}", grad[i].wide()));
         }
         Ok(Eval { loss: value, grad, outputs: outputs.clone() })
     })();
@@ -152,99 +163,136 @@ fn eval_in(
     res
 }
 
-fn eval(net: &Mlp, x: MatRef<'_, f64>, y: MatRef<'_, f64>, loss: Loss) -> std::result::Result<Eval, String> {
+fn eval<T: Float>(
+    net: &Network<T>,
+    x: MatRef<'_, T>,
+    y: MatRef<'_, f64>,
+    loss: Loss,
+) -> std::result::Result<Eval<T>, String> {
     let tape = net.tape(x).map_err(|e| e.to_string())?;
-    let out = tape.output.clone();
+    let out: Mat<f64> = cast(tape.output.as_ref());
     eval_tape(net, &tape, out, y, loss)
 }
 
 /// Rows `idx` of `m`.
-fn rows(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {
+fn rows<T: Float>(m: MatRef<'_, T>, idx: &[usize]) -> Mat<T> {
     Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)])
 }
 
 /// The tangent model f_lin(x; w_0 + delta) = f(x; w_0) + J(w_0) delta, evaluated by JVPs/VJPs at w_0.
-struct Tangent {
-    net0: Mlp,
-    tape_train: Tape,
-    tape_test: Option<Tape>,
+struct Tangent<T: Float> {
+    net0: Network<T>,
+    tape_train: Tape<T>,
+    tape_test: Option<Tape<T>>,
 }
 
-impl Tangent {
-    fn new(net0: Mlp, data: &Dataset) -> Result<Tangent> {
-        let tape_train = net0.tape(data.x.as_ref())?;
-        let tape_test = data.test.as_ref().map(|(xt, _)| net0.tape(xt.as_ref())).transpose()?;
+impl<T: Float> Tangent<T> {
+    fn new(net0: Network<T>, xs: &Inputs<T>) -> Result<Tangent<T>> {
+        let tape_train = net0.tape(xs.train.as_ref())?;
+        let tape_test = xs.test.as_ref().map(|xt| net0.tape(xt.as_ref())).transpose()?;
         Ok(Tangent { net0, tape_train, tape_test })
     }
 
-    fn outputs(&self, tape: &Tape, delta: &[f64]) -> std::result::Result<Mat<f64>, String> {
+    fn outputs(&self, tape: &Tape<T>, delta: &[T]) -> std::result::Result<Mat<f64>, String> {
         let jd = self.net0.jvp_at(tape, delta).map_err(|e| format!("linearized model: {e}"))?;
-        Ok(&tape.output + &jd)
+        Ok(cast((&tape.output + &jd).as_ref()))
     }
 
     /// Loss, gradient J_0^T dL/df_lin and outputs on a taped batch at w_0.
-    fn eval(&self, tape: &Tape, y: MatRef<'_, f64>, loss: Loss, delta: &[f64]) -> std::result::Result<Eval, String> {
+    fn eval(
+        &self,
+        tape: &Tape<T>,
+        y: MatRef<'_, f64>,
+        loss: Loss,
+        delta: &[T],
+    ) -> std::result::Result<Eval<T>, String> {
         let f = self.outputs(tape, delta)?;
         eval_tape(&self.net0, tape, f, y, loss)
     }
 
     fn eval_batch(
         &self,
-        x: MatRef<'_, f64>,
+        x: MatRef<'_, T>,
         y: MatRef<'_, f64>,
         loss: Loss,
-        delta: &[f64],
-    ) -> std::result::Result<Eval, String> {
+        delta: &[T],
+    ) -> std::result::Result<Eval<T>, String> {
         let tape = self.net0.tape(x).map_err(|e| e.to_string())?;
         self.eval(&tape, y, loss, delta)
     }
 }
 
 /// State shared by all records of a run.
-struct Prober<'a> {
+struct Prober<'a, T: Float> {
     cfg: &'a ProbeConfig,
     data: &'a Dataset,
+    xs: &'a Inputs<T>,
     loss: Loss,
     seed: u64,
-    w0: Vec<f64>,
+    w0: Vec<T>,
     w0_norm: f64,
-    subset: Mat<f64>,
+    subset: Mat<T>,
     k0: Option<Mat<f64>>,
 }
 
-impl<'a> Prober<'a> {
-    fn new(cfg: &'a ProbeConfig, data: &'a Dataset, loss: Loss, seed: u64, net: &Mlp) -> Result<Prober<'a>> {
+/// The inputs of a run in the network's precision.
+struct Inputs<T: Float> {
+    train: Mat<T>,
+    test: Option<Mat<T>>,
+}
+
+impl<T: Float> Inputs<T> {
+    fn new(data: &Dataset) -> Inputs<T> {
+        Inputs { train: cast(data.x.as_ref()), test: data.test.as_ref().map(|(xt, _)| cast(xt.as_ref())) }
+    }
+}
+
+/// ||v|| accumulated in f64.
+fn norm_t<T: Float>(v: &[T]) -> f64 {
+    v.iter().map(|x| x.wide() * x.wide()).sum::<f64>().sqrt()
+}
+
+impl<'a, T: Float> Prober<'a, T> {
+    fn new(
+        cfg: &'a ProbeConfig,
+        data: &'a Dataset,
+        xs: &'a Inputs<T>,
+        loss: Loss,
+        seed: u64,
+        net: &Network<T>,
+    ) -> Result<Prober<'a, T>> {
         let m = cfg.ntk_subset.unwrap_or(data.n_train());
-        let subset = data.x.as_ref().subrows(0, m).to_owned();
+        let subset = xs.train.as_ref().subrows(0, m).to_owned();
         let w0 = net.params().to_vec();
-        let w0_norm = norm(&w0);
+        let w0_norm = norm_t(&w0);
         let k0 = if cfg.has(Probe::NtkChange) {
-            Some(symmetrized(&net.empirical_ntk(subset.as_ref(), None, NtkOutputs::Full)?))
+            Some(symmetrized(&cast(net.empirical_ntk(subset.as_ref(), None, NtkOutputs::Full)?.as_ref())))
         } else {
             None
         };
-        Ok(Prober { cfg, data, loss, seed, w0, w0_norm, subset, k0 })
+        Ok(Prober { cfg, data, xs, loss, seed, w0, w0_norm, subset, k0 })
     }
 
     /// The record at the network's current parameters `w`, given its full-training-set evaluation.
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        net: &Mlp,
-        w: &[f64],
-        full: &Eval,
+        net: &Network<T>,
+        w: &[T],
+        full: &Eval<T>,
         step: u64,
         t: f64,
         lr: f64,
-        lin: Option<(&Tangent, &[f64])>,
+        lin: Option<(&Tangent<T>, &[T])>,
     ) -> Result<Record> {
         let c = self.cfg;
-        let (x, y) = (self.data.x.as_ref(), self.data.y.as_ref());
-        let gnorm = norm(&full.grad);
+        let (x, y) = (self.xs.train.as_ref(), self.data.y.as_ref());
+        let gnorm = norm_t(&full.grad);
         let mut r = Record::new(step, t, lr, full.loss, gnorm);
         let test_out = match &self.data.test {
-            Some((xt, yt)) => {
-                let f = net.forward(xt.as_ref())?;
+            Some((_, yt)) => {
+                let xt = self.xs.test.as_ref().expect("test inputs are cast with the data");
+                let f: Mat<f64> = cast(net.forward(xt.as_ref())?.as_ref());
                 r.test_loss = if first_non_finite(f.as_ref()).is_none() {
                     Some(self.loss.value_unchecked(f.as_ref(), yt.as_ref()))
                 } else {
@@ -264,12 +312,12 @@ impl<'a> Prober<'a> {
             r.pl_ratio = Some(gnorm * gnorm / (2.0 * full.loss));
         }
         if c.has(Probe::WeightChange) {
-            let d: Vec<f64> = w.iter().zip(&self.w0).map(|(a, b)| a - b).collect();
+            let d: Vec<f64> = w.iter().zip(&self.w0).map(|(a, b)| a.wide() - b.wide()).collect();
             let dn = norm(&d);
             r.weight_change = Some(if self.w0_norm > 0.0 { dn / self.w0_norm } else { dn });
         }
         if c.needs_ntk() {
-            let k = symmetrized(&net.empirical_ntk(self.subset.as_ref(), None, NtkOutputs::Full)?);
+            let k = symmetrized(&cast(net.empirical_ntk(self.subset.as_ref(), None, NtkOutputs::Full)?.as_ref()));
             if c.has(Probe::NtkMax) || c.has(Probe::NtkMin) {
                 let ev = sym_eigenvalues(k.as_ref())?;
                 if c.has(Probe::NtkMax) {
@@ -338,14 +386,14 @@ impl Guard {
     }
 
     /// Full-batch evaluation; the `first` one sets L_0 and the threshold. Err: why training must stop.
-    fn eval(
+    fn eval<T: Float>(
         &mut self,
         cfg: &TrainConfig,
-        net: &Mlp,
-        (x, y): (MatRef<'_, f64>, MatRef<'_, f64>),
+        net: &Network<T>,
+        (x, y): (MatRef<'_, T>, MatRef<'_, f64>),
         first: bool,
-        bufs: &mut EvalBuffers,
-    ) -> std::result::Result<Eval, String> {
+        bufs: &mut EvalBuffers<T>,
+    ) -> std::result::Result<Eval<T>, String> {
         let e = eval_in(net, x, y, cfg.loss, bufs)?;
         if first {
             self.initial_loss = e.loss;
@@ -363,8 +411,8 @@ impl Guard {
 /// with [`Status::Diverged`], never a panic or an error; the network then holds the parameters at which it
 /// was detected. Errors: invalid configuration, data/network shape mismatch, targets outside the loss's domain,
 /// a failing probe, or an error from `on_record`.
-pub fn train(
-    net: &mut Mlp,
+pub fn train<T: Float>(
+    net: &mut Network<T>,
     data: &Dataset,
     cfg: &TrainConfig,
     probes: &ProbeConfig,
@@ -375,8 +423,8 @@ pub fn train(
 
 /// [`train`] that also calls `on_step(s)` after each update s = 1..S (gradient flow: at each record), e.g. for
 /// a progress bar when records are sparse.
-pub fn train_with_progress(
-    net: &mut Mlp,
+pub fn train_with_progress<T: Float>(
+    net: &mut Network<T>,
     data: &Dataset,
     cfg: &TrainConfig,
     probes: &ProbeConfig,
@@ -401,17 +449,18 @@ pub fn train_with_progress(
         )));
     }
     let loss = cfg.loss;
-    let f0 = net.forward(data.x.as_ref())?;
+    let xs = Inputs::<T>::new(data);
+    let f0: Mat<f64> = cast(net.forward(xs.train.as_ref())?.as_ref());
     loss.check(f0.as_ref(), data.y.as_ref()).map_err(|e| match e {
         Error::InvalidInput(m) => Error::InvalidInput(format!("training targets do not suit the {loss} loss: {m}")),
         e => e,
     })?;
-    if let Some((xt, yt)) = &data.test {
-        let ft = net.forward(xt.as_ref())?;
+    if let (Some((_, yt)), Some(xt)) = (&data.test, &xs.test) {
+        let ft: Mat<f64> = cast(net.forward(xt.as_ref())?.as_ref());
         loss.check(ft.as_ref(), yt.as_ref()).map_err(|e| Error::InvalidInput(format!("test targets: {e}")))?;
     }
-    let prober = Prober::new(probes, data, loss, cfg.seed, net)?;
-    let tangent = if probes.has(Probe::Linearized) { Some(Tangent::new(net.clone(), data)?) } else { None };
+    let prober = Prober::new(probes, data, &xs, loss, cfg.seed, net)?;
+    let tangent = if probes.has(Probe::Linearized) { Some(Tangent::new(net.clone(), &xs)?) } else { None };
     match cfg.method {
         Method::Discrete { batch, momentum, nesterov } => {
             let opt = (batch, momentum, nesterov);
@@ -424,25 +473,25 @@ pub fn train_with_progress(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_discrete(
-    net: &mut Mlp,
+fn run_discrete<T: Float>(
+    net: &mut Network<T>,
     data: &Dataset,
     cfg: &TrainConfig,
     probes: &ProbeConfig,
-    prober: &Prober<'_>,
-    tangent: Option<&Tangent>,
+    prober: &Prober<'_, T>,
+    tangent: Option<&Tangent<T>>,
     (batch, momentum, nesterov): (Option<usize>, f64, bool),
     on_record: &mut impl FnMut(&Record) -> Result<()>,
     on_step: &mut impl FnMut(u64),
 ) -> Result<TrainResult> {
     let (n, loss) = (data.n_train(), cfg.loss);
-    let (x, y) = (data.x.as_ref(), data.y.as_ref());
+    let (x, y) = (prober.xs.train.as_ref(), data.y.as_ref());
     let p = net.num_params();
     let mut bufs = EvalBuffers::default();
     let mut sampler = batch.filter(|&b| b < n).map(|b| BatchSampler::new(n, b, derive_seed(cfg.seed, SHUFFLE_STREAM)));
     let mut stepper = Stepper::new(p, momentum, nesterov);
     let mut lin_stepper = Stepper::new(p, momentum, nesterov);
-    let mut delta = vec![0.0; p];
+    let mut delta = vec![T::ZERO; p];
     let mut lin_alive = tangent.is_some();
     let mut lin_diverged_at = None;
     let mut records = Vec::new();
@@ -525,7 +574,7 @@ fn run_discrete(
         on_step(done);
     }
     let linearized_params =
-        tangent.filter(|_| lin_alive).map(|_| prober.w0.iter().zip(&delta).map(|(a, b)| a + b).collect());
+        tangent.filter(|_| lin_alive).map(|_| prober.w0.iter().zip(&delta).map(|(a, b)| a.wide() + b.wide()).collect());
     Ok(TrainResult {
         status,
         steps: done,
@@ -540,43 +589,47 @@ fn run_discrete(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_flow(
-    net: &mut Mlp,
+fn run_flow<T: Float>(
+    net: &mut Network<T>,
     data: &Dataset,
     cfg: &TrainConfig,
     probes: &ProbeConfig,
-    prober: &Prober<'_>,
-    tangent: Option<&Tangent>,
+    prober: &Prober<'_, T>,
+    tangent: Option<&Tangent<T>>,
     opts: super::ode::OdeOptions,
     on_record: &mut impl FnMut(&Record) -> Result<()>,
     on_step: &mut impl FnMut(u64),
 ) -> Result<TrainResult> {
     let loss = cfg.loss;
-    let (x, y) = (data.x.as_ref(), data.y.as_ref());
+    let (x, y) = (prober.xs.train.as_ref(), data.y.as_ref());
     let p = net.num_params();
     let lin = tangent.is_some();
     // State: [w; delta] (delta = w_lin - w_0 when the tangent model is trained alongside).
-    let mut state = net.params().to_vec();
+    let mut state: Vec<f64> = net.params().iter().map(|v| v.wide()).collect();
     if lin {
         state.extend(std::iter::repeat_n(0.0, p));
     }
     let mut work = net.clone();
+    let mut delta_t = vec![T::ZERO; if lin { p } else { 0 }];
     let mut rhs = |s: &[f64], out: &mut [f64]| -> bool {
-        if work.set_params(&s[..p]).is_err() {
-            return false;
+        for (w, v) in work.params_mut().iter_mut().zip(&s[..p]) {
+            *w = T::of(*v);
         }
         let e = match eval(&work, x, y, loss) {
             Ok(e) => e,
             Err(_) => return false,
         };
         for (o, g) in out[..p].iter_mut().zip(&e.grad) {
-            *o = -g;
+            *o = -g.wide();
         }
         if let Some(tg) = tangent {
-            match tg.eval(&tg.tape_train, y, loss, &s[p..]) {
+            for (d, v) in delta_t.iter_mut().zip(&s[p..]) {
+                *d = T::of(*v);
+            }
+            match tg.eval(&tg.tape_train, y, loss, &delta_t) {
                 Ok(le) => {
                     for (o, g) in out[p..].iter_mut().zip(&le.grad) {
-                        *o = -g;
+                        *o = -g.wide();
                     }
                 }
                 Err(_) => return false,
@@ -595,12 +648,12 @@ fn run_flow(
         let s = (k * probes.every).min(cfg.steps);
         let t_end = s as f64 * cfg.lr;
         if let Err(e) = ode.integrate(&mut rhs, &mut t, &mut state, t_end) {
-            net.set_params(&state[..p])?;
+            set_from_f64(net, &state[..p]);
             status = Status::Diverged { step: (t / cfg.lr).floor() as u64, reason: e.to_string() };
             done = (t / cfg.lr).floor() as u64;
             break;
         }
-        net.set_params(&state[..p])?;
+        set_from_f64(net, &state[..p]);
         done = s;
         on_step(s);
         let full = match guard.eval(cfg, net, (x, y), k == 0, &mut EvalBuffers::default()) {
@@ -610,8 +663,9 @@ fn run_flow(
                 break;
             }
         };
-        let lin_arg = tangent.map(|tg| (tg, &state[p..]));
-        let mut rec = prober.record(net, &state[..p], &full, s, t, cfg.lr, lin_arg)?;
+        let state_t: Vec<T> = state.iter().map(|v| T::of(*v)).collect();
+        let lin_arg = tangent.map(|tg| (tg, &state_t[p..]));
+        let mut rec = prober.record(net, &state_t[..p], &full, s, t, cfg.lr, lin_arg)?;
         rec.ode = Some(ode.stats());
         on_record(&rec)?;
         records.push(rec);
@@ -622,7 +676,7 @@ fn run_flow(
             }
         }
     }
-    let linearized_params = lin.then(|| prober.w0.iter().zip(&state[p..]).map(|(a, b)| a + b).collect());
+    let linearized_params = lin.then(|| prober.w0.iter().zip(&state[p..]).map(|(a, b)| a.wide() + b).collect());
     Ok(TrainResult {
         status,
         steps: done,
