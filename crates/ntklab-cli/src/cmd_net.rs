@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use faer::Mat;
+use faer::{Mat, MatRef};
 use ntklab::kernel::{Activation, Architecture, Parameterization};
-use ntklab::net::{load_mlp, save_mlp, LoadOptions, LossCurvature, Mlp, NtkOutputs, Precision};
+use ntklab::net::{cast, load_mlp, save_mlp, Float, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs, Precision};
 use ntklab::spectrum::{lanczos, FnOp, LanczosOptions, LanczosResult, SymOp, Which};
 use ntklab::train::loss::Loss;
 
@@ -63,6 +63,18 @@ pub struct ModelArgs {
     /// Output scale alpha (default: the file's, else 1).
     #[arg(long)]
     pub alpha: Option<f64>,
+    /// Precision of the computation: f64 (default) or f32 (f32 lanes; parameters and inputs rounded to f32).
+    #[arg(long, default_value = "f64")]
+    pub precision: String,
+}
+
+/// f64 or f32 from `--precision`.
+fn parse_precision(s: &str) -> Result<Precision> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f64" | "float64" => Ok(Precision::F64),
+        "f32" | "float32" => Ok(Precision::F32),
+        other => bail!("--precision: expected f64 or f32, got `{other}`"),
+    }
 }
 
 /// Arguments of `ntklab ntk`.
@@ -82,7 +94,7 @@ pub struct NtkArgs {
     /// All output blocks: entry (i k + a, j k + b) = <dF_a(x_i)/dtheta, dF_b(x'_j)/dtheta>.
     #[arg(long)]
     pub full: bool,
-    /// Store the kernel as float32 (computed in float64).
+    /// Store the kernel as float32 (computed in the --precision, f64 by default).
     #[arg(long)]
     pub f32: bool,
 }
@@ -184,14 +196,22 @@ pub fn run_ntk(a: NtkArgs) -> Result<()> {
     let outputs = if a.full { NtkOutputs::Full } else { NtkOutputs::Trace };
     let k = net.output_dim();
     let (n1, n2) = (x.nrows(), x2.as_ref().map_or(x.nrows(), |m| m.nrows()));
+    let precision = parse_precision(&a.model.precision)?;
     let pb = spinner(&format!("empirical NTK ({n1} x {n2}, {} parameters)", net.num_params()));
     let t0 = Instant::now();
-    let res = net.empirical_ntk(x.as_ref(), x2.as_ref().map(|m| m.as_ref()), outputs);
+    let res = match precision {
+        Precision::F64 => net.empirical_ntk(x.as_ref(), x2.as_ref().map(|m| m.as_ref()), outputs),
+        Precision::F32 => {
+            let (n32, x32) = (net.cast::<f32>(), cast::<f64, f32>(x.as_ref()));
+            let x2_32 = x2.as_ref().map(|m| cast::<f64, f32>(m.as_ref()));
+            n32.empirical_ntk(x32.as_ref(), x2_32.as_ref().map(|m| m.as_ref()), outputs).map(|k| cast(k.as_ref()))
+        }
+    };
     let secs = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    let ntk = res?;
-    eprintln!("compute: {secs:.4} s");
-    if a.f32 {
+    let ntk: Mat<f64> = res?;
+    eprintln!("compute: {secs:.4} s ({} lanes)", if precision == Precision::F32 { "f32" } else { "f64" });
+    if a.f32 || precision == Precision::F32 {
         let m = Mat::from_fn(ntk.nrows(), ntk.ncols(), |i, j| ntk[(i, j)] as f32);
         ntklab::data::write_npy_mat(&a.out, m.as_ref())?;
     } else {
@@ -209,7 +229,7 @@ pub fn run_ntk(a: NtkArgs) -> Result<()> {
         a.out.display(),
         ntk.nrows(),
         ntk.ncols(),
-        if a.f32 { "f32" } else { "f64" }
+        if a.f32 || precision == Precision::F32 { "f32" } else { "f64" }
     );
     Ok(())
 }
@@ -269,6 +289,31 @@ fn top_eigs(
     Ok((r, count.get()))
 }
 
+/// The loss value, gradient norm and the Lanczos results of the Hessian and (unless skipped) the Gauss-Newton
+/// matrix, in precision T; `times` gets the seconds of the three phases.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn hessian_parts<T: Float>(
+    net: &Network<T>,
+    x: MatRef<'_, T>,
+    y: MatRef<'_, f64>,
+    loss: Loss,
+    opts: &LanczosOptions,
+    a: &HessianArgs,
+    pb: &indicatif::ProgressBar,
+    t0: Instant,
+    times: &mut [f64; 3],
+) -> Result<(f64, f64, LanczosResult, usize, Option<(LanczosResult, usize)>)> {
+    let lc = LossCurvature::new(net, x, y, loss).context("--y does not fit the loss")?;
+    times[0] = t0.elapsed().as_secs_f64();
+    let (h, nh) = top_eigs(&lc.hessian_op(), opts, pb, "Hessian")?;
+    times[1] = t0.elapsed().as_secs_f64() - times[0];
+    let g =
+        if a.no_gauss_newton { None } else { Some(top_eigs(&lc.gauss_newton_op(), opts, pb, "Gauss-Newton matrix")?) };
+    times[2] = t0.elapsed().as_secs_f64() - times[0] - times[1];
+    let gnorm = lc.gradient().iter().map(|v| v.wide() * v.wide()).sum::<f64>().sqrt();
+    Ok((lc.value(), gnorm, h, nh, g))
+}
+
 /// Run `hessian`.
 pub fn run_hessian(a: HessianArgs) -> Result<()> {
     let loss = Loss::parse(&a.loss).context("in --loss")?;
@@ -309,20 +354,14 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
     let pb = spinner(&format!("loss, gradient and curvature caches ({n} examples, {p} parameters)"));
     let t0 = Instant::now();
     let mut times = [0.0f64; 3];
-    let res = (|| -> Result<_> {
-        let lc = LossCurvature::new(&net, x.as_ref(), y.as_ref(), loss).context("--y does not fit the loss")?;
-        times[0] = t0.elapsed().as_secs_f64();
-        let (h, nh) = top_eigs(&lc.hessian_op(), &opts, &pb, "Hessian")?;
-        times[1] = t0.elapsed().as_secs_f64() - times[0];
-        let g = if a.no_gauss_newton {
-            None
-        } else {
-            Some(top_eigs(&lc.gauss_newton_op(), &opts, &pb, "Gauss-Newton matrix")?)
-        };
-        times[2] = t0.elapsed().as_secs_f64() - times[0] - times[1];
-        let gnorm = lc.gradient().iter().map(|v| v * v).sum::<f64>().sqrt();
-        Ok((lc.value(), gnorm, h, nh, g))
-    })();
+    let precision = parse_precision(&a.model.precision)?;
+    let res = match precision {
+        Precision::F64 => hessian_parts(&net, x.as_ref(), y.as_ref(), loss, &opts, &a, &pb, t0, &mut times),
+        Precision::F32 => {
+            let x32 = cast::<f64, f32>(x.as_ref());
+            hessian_parts(&net.cast::<f32>(), x32.as_ref(), y.as_ref(), loss, &opts, &a, &pb, t0, &mut times)
+        }
+    };
     let secs = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
     let (value, gnorm, h, nh, g) = res?;

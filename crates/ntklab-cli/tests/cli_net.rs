@@ -446,3 +446,38 @@ fn residual_and_dag_models_round_trip_and_match_the_library() {
     assert_eq!((k.nrows(), k.ncols()), (5, 5));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn precision_f32_agrees_with_f64_for_ntk_and_hessian() {
+    // f32 lanes on the same file: kernels and top eigenvalues within f32 accuracy (~1e-6 relative; 1e-4 asserted).
+    let d = tmp("prec");
+    let model = d.join("m.safetensors");
+    ok(&run(&["init", "--arch", ARCH, "--input-dim", "3", "--seed", "2"], &[("--out", &model)]));
+    let x = ntklab::data::synthetic::gaussian(6, 3, 4);
+    let y = ntklab::data::synthetic::gaussian(6, 2, 5);
+    write_x(&d.join("x.npy"), &x);
+    write_x(&d.join("y.npy"), &y);
+    let mut kernels = Vec::new();
+    let mut eigs = Vec::new();
+    for p in ["f64", "f32"] {
+        let out = d.join(format!("k{p}.npy"));
+        ok(&run(&["ntk", "--precision", p], &[("--model", &model), ("--x", &d.join("x.npy")), ("--out", &out)]));
+        kernels.push(ntklab::data::read_matrix(&out).unwrap());
+        let json = d.join(format!("h{p}.json"));
+        ok(&run(
+            &["hessian", "--top", "2", "--precision", p],
+            &[("--model", &model), ("--x", &d.join("x.npy")), ("--y", &d.join("y.npy")), ("--json", &json)],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        eigs.push(v["hessian"]["eigenvalues"][0].as_f64().unwrap());
+    }
+    assert!(rel(&kernels[1], &kernels[0]) < 1e-4, "ntk f32 vs f64: {:e}", rel(&kernels[1], &kernels[0]));
+    assert!((eigs[1] - eigs[0]).abs() < 1e-4 * eigs[0].abs(), "top eigenvalue {} vs {}", eigs[1], eigs[0]);
+    let o = run(
+        &["ntk", "--precision", "f16"],
+        &[("--model", &model), ("--x", &d.join("x.npy")), ("--out", &d.join("bad.npy"))],
+    );
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--precision"));
+    assert!(!d.join("bad.npy").exists());
+    std::fs::remove_dir_all(&d).ok();
+}
