@@ -132,6 +132,33 @@ pub(crate) fn for_each_col<T: Float>(m: &mut Mat<T>, f: impl Fn(usize, &mut [T])
     }
 }
 
+/// Calls `f(j, column j of a, column j of b)` for every column of two matrices of equal shape, in parallel
+/// over column blocks when they are large (one pass that writes both, e.g. an activation and its slope).
+pub(crate) fn for_each_col2<T: Float>(
+    a: &mut Mat<T>,
+    b: &mut Mat<T>,
+    f: impl Fn(usize, &mut [T], &mut [T]) + Sync + Send,
+) {
+    let (r, c) = (a.nrows(), a.ncols());
+    assert_eq!((b.nrows(), b.ncols()), (r, c), "for_each_col2 needs equal shapes");
+    if r == 0 || c == 0 {
+        return;
+    }
+    let (mut am, mut bm) = (a.as_mut(), b.as_mut());
+    if r * c < PAR_MIN || c == 1 || rayon::current_num_threads() == 1 {
+        for j in 0..c {
+            f(j, col_mut(am.rb_mut(), j), col_mut(bm.rb_mut(), j));
+        }
+    } else {
+        let chunk = (PAR_MIN / r).clamp(1, c.div_ceil(2));
+        am.par_col_chunks_mut(chunk).zip(bm.par_col_chunks_mut(chunk)).enumerate().for_each(|(ci, (mut x, mut y))| {
+            for jj in 0..x.ncols() {
+                f(ci * chunk + jj, col_mut(x.rb_mut(), jj), col_mut(y.rb_mut(), jj));
+            }
+        });
+    }
+}
+
 /// Reusable scratch matrices, so repeated products (HVPs in Lanczos, training steps) do not pay for fresh
 /// zeroed allocations and page faults on every call. Matrices taken from it hold garbage: callers overwrite them.
 #[derive(Debug)]

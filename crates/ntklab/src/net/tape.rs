@@ -6,7 +6,7 @@
 use faer::{Accum, Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{for_each_col, gemm, scale_in_place, Float, Pool};
+use super::ops::{for_each_col, for_each_col2, gemm, scale_in_place, Float, Pool};
 use crate::kernel::{Activation, Op};
 use crate::Result;
 
@@ -63,24 +63,29 @@ pub(crate) fn nonlinearity(a: &Activation) -> Option<&Activation> {
     (!is_identity(a)).then_some(a)
 }
 
-/// z <- phi(z), returning phi'(z) in `slope` when given (one pass; ReLU has its own branch-free loop).
+/// z <- phi(z), returning phi'(z) in `slope` when given, in one pass over z (ReLU has its own branch-free loop).
 fn activate_in_place<T: Float>(z: &mut Mat<T>, a: &Activation, slope: Option<Mat<T>>) -> Option<Mat<T>> {
     fn pass<T: Float>(z: &mut Mat<T>, slope: Option<Mat<T>>, f: impl Fn(T) -> (T, T) + Sync + Send) -> Option<Mat<T>> {
-        let s = slope.map(|mut s| {
-            let zr = &*z;
-            for_each_col(&mut s, |j, o| {
-                for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
-                    *o = f(t).1;
-                }
-            });
-            s
-        });
-        for_each_col(z, |_, c| {
-            for t in c.iter_mut() {
-                *t = f(*t).0;
+        match slope {
+            Some(mut s) => {
+                for_each_col2(z, &mut s, |_, zc, sc| {
+                    for (t, o) in zc.iter_mut().zip(sc.iter_mut()) {
+                        let (v, d) = f(*t);
+                        *t = v;
+                        *o = d;
+                    }
+                });
+                Some(s)
             }
-        });
-        s
+            None => {
+                for_each_col(z, |_, c| {
+                    for t in c.iter_mut() {
+                        *t = f(*t).0;
+                    }
+                });
+                None
+            }
+        }
     }
     match a {
         Activation::Relu => pass(z, slope, |t| if t > T::ZERO { (t, T::ONE) } else { (T::ZERO, T::ZERO) }),
