@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod experiment;
 pub mod kernel;
+pub(crate) mod layers;
 pub mod net;
 pub mod predict;
 pub mod spectrum;

@@ -11,6 +11,7 @@ use super::activation::Dual;
 use super::arch::{Architecture, Parameterization};
 use super::fastmath::{self, Real};
 use super::graph::Op;
+use crate::layers;
 use crate::{Error, Result};
 
 /// NNGP and NTK matrices between two input sets: `nngp`, `ntk` are N1 x N2.
@@ -25,7 +26,7 @@ pub struct Kernel<T> {
 /// One step of the per-entry recursion on registers of (K, Theta) values. Register 0 starts as Sigma0 (and
 /// Theta = 0) and ends as the output; a chain uses register 0 only, in place.
 #[derive(Debug, Clone)]
-enum Stage {
+pub(crate) enum Stage {
     /// K' = w2 K + b2; Theta' = tk K + tc + w2 Theta (with tk, tc chosen per parameterization), on `reg`.
     Affine { reg: usize, w2: f64, b2: f64, tk: f64, tc: f64, ntk_uses_new_k: bool },
     /// K' = T(q1_slot[i], K, q2_slot[j]); Theta' = Theta Tdot, on `reg`. `slot` indexes the per-row variance
@@ -126,19 +127,7 @@ fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
         match &node.op {
             Op::Input => unreachable!("node 0 is the only input"),
             Op::Dense { w_std, b_std, .. } => {
-                let w2 = w_std * w_std;
-                let b2 = b_std.map(|b| b * b).unwrap_or(0.0);
-                stages.push(match arch.parameterization {
-                    Parameterization::Ntk => Stage::Affine { reg: r, w2, b2, tk: 0.0, tc: 0.0, ntk_uses_new_k: true },
-                    _ => Stage::Affine {
-                        reg: r,
-                        w2,
-                        b2,
-                        tk: g.nodes[u0].width as f64,
-                        tc: if b_std.is_some() { 1.0 } else { 0.0 },
-                        ntk_uses_new_k: false,
-                    },
-                });
+                stages.push(layers::dense::kernel_stage(r, *w_std, *b_std, arch.parameterization, g.nodes[u0].width));
             }
             Op::Activation(a) => {
                 if matches!(g.nodes[u0].op, Op::Concat) {
@@ -157,7 +146,7 @@ fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
                         what(v)
                     )));
                 }
-                stages.push(Stage::Nonlin { reg: r, dual: a.dual(), slot: slots });
+                stages.push(layers::activation::kernel_stage(r, a, slots));
                 slots += 1;
                 gaussian[v] = false;
             }
@@ -171,18 +160,10 @@ fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
                         g.nodes[bad].name
                     )));
                 }
-                let widths: Vec<f64> = node.inputs.iter().map(|&u| g.nodes[u].width as f64).collect();
-                let concat = matches!(node.op, Op::Concat);
+                let widths: Vec<usize> = node.inputs.iter().map(|&u| g.nodes[u].width).collect();
                 // Concatenated features are not identically distributed: only a Dense layer may read them.
-                gaussian[v] = !concat;
-                let w: Vec<f64> = if !concat {
-                    vec![1.0; widths.len()]
-                } else if widths.iter().all(|&x| x == widths[0]) {
-                    vec![1.0 / widths.len() as f64; widths.len()]
-                } else {
-                    let total: f64 = widths.iter().sum();
-                    widths.iter().map(|x| x / total).collect()
-                };
+                gaussian[v] = !matches!(node.op, Op::Concat);
+                let w = layers::fan_in::kernel_weights(&node.op, &widths);
                 for (i, &u) in node.inputs.iter().enumerate().skip(1) {
                     let a = if i == 1 { w[0] } else { 1.0 };
                     stages.push(Stage::Mix { dst: r, src: reg_of[u], a, b: w[i] });

@@ -110,16 +110,9 @@ impl Builder {
             Op::Input => unreachable!("the input node is created once"),
             Op::Dense { width, .. } => *width,
             Op::Activation(_) => widths[0],
-            Op::Sum => {
-                if widths.iter().any(|&w| w != widths[0]) {
-                    return Err(Error::Config(format!(
-                        "node `{name}`: a sum needs inputs of equal width, got {}",
-                        fmt_widths(&inputs, &widths, &self.nodes)
-                    )));
-                }
-                widths[0]
-            }
-            Op::Concat => widths.iter().sum(),
+            Op::Sum | Op::Concat => crate::layers::fan_in::width(&op, &widths, || {
+                format!("node `{name}` (inputs {})", fmt_widths(&inputs, &widths, &self.nodes))
+            })?,
         };
         if matches!(op, Op::Dense { .. } | Op::Activation(_)) && inputs.len() != 1 {
             return Err(Error::Config(format!("node `{name}`: a dense layer or activation takes exactly one input")));

@@ -9,12 +9,13 @@
 //! The same pass runs on stacks of b cotangents at once ((b N) x width, block a = rows a N .. (a+1) N), which
 //! is how the empirical NTK carries one cotangent per output.
 
-use faer::{Accum, Mat, MatMut, MatRef};
+use faer::{Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{cast, col_sums_into, for_each_col, gemm, hadamard, hadamard_blocks, Float, Pool};
+use super::ops::{cast, for_each_col, Float, Pool};
 use super::tape::{Caches, Tape};
 use crate::kernel::Op;
+use crate::layers;
 use crate::train::loss::Loss;
 use crate::{Error, Result};
 
@@ -51,49 +52,6 @@ pub(crate) fn accumulate<T: Float>(acc: &mut [Option<Mat<T>>], u: usize, m: Mat<
             });
             pool.give(m);
         }
-    }
-}
-
-/// Hand `g` (the cotangent of a fan-in node) to its inputs: all of it for a sum, column blocks for a concat.
-pub(crate) fn fan_in_back<T: Float>(
-    net: &Network<T>,
-    v: usize,
-    g: Mat<T>,
-    acc: &mut [Option<Mat<T>>],
-    pool: &mut Pool<T>,
-) {
-    let node = &net.graph.nodes[v];
-    match node.op {
-        Op::Sum => {
-            let last = node.inputs.len() - 1;
-            for (i, &u) in node.inputs.iter().enumerate() {
-                if u == 0 {
-                    continue;
-                }
-                if i == last {
-                    accumulate(acc, u, g, pool);
-                    return;
-                }
-                let mut c = pool.take(g.nrows(), g.ncols());
-                c.copy_from(&g);
-                accumulate(acc, u, c, pool);
-            }
-            pool.give(g);
-        }
-        Op::Concat => {
-            let mut off = 0;
-            for &u in &node.inputs {
-                let w = net.graph.nodes[u].width;
-                if u != 0 {
-                    let mut c = pool.take(g.nrows(), w);
-                    c.copy_from(g.as_ref().subcols(off, w));
-                    accumulate(acc, u, c, pool);
-                }
-                off += w;
-            }
-            pool.give(g);
-        }
-        _ => unreachable!("fan_in_back is for sum and concat nodes"),
     }
 }
 
@@ -149,14 +107,7 @@ impl<T: Float> Network<T> {
                     visit(l, &gv);
                     let u = node.inputs[0];
                     if u != 0 {
-                        let mut next = pool.take(gv.nrows(), self.dense[l].n_in);
-                        gemm(
-                            next.as_mut(),
-                            Accum::Replace,
-                            gv.as_ref(),
-                            self.weight_t(l).transpose(),
-                            self.dense[l].w_mult,
-                        );
+                        let next = layers::dense::input_cotangent(self, l, &gv, pool);
                         accumulate(&mut acc, u, next, pool);
                     }
                     if keep {
@@ -166,11 +117,10 @@ impl<T: Float> Network<T> {
                     }
                 }
                 Op::Activation(_) => {
+                    let gc =
+                        layers::activation::backward(&mut gv, tape.slope[v].as_ref(), tape.curvature[v].as_ref(), keep);
                     if keep {
-                        kept[v] = tape.curvature[v].as_ref().map(|c| hadamard(&gv, c));
-                    }
-                    if let Some(s) = &tape.slope[v] {
-                        hadamard_blocks(&mut gv, s);
+                        kept[v] = gc;
                     }
                     let u = node.inputs[0];
                     if u != 0 {
@@ -179,7 +129,7 @@ impl<T: Float> Network<T> {
                         pool.give(gv);
                     }
                 }
-                Op::Sum | Op::Concat => fan_in_back(self, v, gv, &mut acc, pool),
+                Op::Sum | Op::Concat => layers::fan_in::backward(self, v, gv, &mut acc, pool),
             }
         }
         keep.then_some(Backprop { cot: kept })
@@ -204,14 +154,8 @@ impl<T: Float> Network<T> {
             }
         });
         self.reverse(tape, gamma, keep, pool, |l, delta| {
-            let d = &self.dense[l];
-            let h = tape.values[self.graph.nodes[d.node].inputs[0]].as_ref();
-            // dW^T = w_mult H^T Delta (n_in x n_out, column-major) is dW row-major: the flat layout.
-            let gw = MatMut::from_column_major_slice_mut(&mut g[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
-            gemm(gw, Accum::Replace, h.transpose(), delta.as_ref(), d.w_mult);
-            if let Some(bo) = d.b_off {
-                col_sums_into(delta, d.b_mult, &mut g[bo..bo + d.n_out]);
-            }
+            let h = tape.values[self.graph.nodes[self.dense[l].node].inputs[0]].as_ref();
+            layers::dense::param_grad(self, l, h, delta, g);
         })
     }
 

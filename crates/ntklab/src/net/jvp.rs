@@ -6,12 +6,13 @@
 //!
 //! and J v = dF = alpha dH_out. A tangent that is identically zero is carried as None.
 
-use faer::{Accum, Mat, MatRef};
+use faer::{Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{for_each_col, gemm, hadamard_into, scale_in_place, Float, Pool};
+use super::ops::{scale_in_place, Float, Pool};
 use super::tape::Tape;
 use crate::kernel::Op;
+use crate::layers;
 use crate::{Error, Result};
 
 /// Tangents of one forward-mode pass.
@@ -51,60 +52,17 @@ impl<T: Float> Network<T> {
                 Op::Input => unreachable!("node 0 is the only input"),
                 Op::Dense { .. } => {
                     let l = self.dense_of[w].expect("dense node");
-                    let d = &self.dense[l];
                     let u = node.inputs[0];
-                    // The row-major n_out x n_in block of v is V^T in column-major n_in x n_out.
-                    let vwt = MatRef::from_column_major_slice(&v[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
-                    let mut zd = pool.take(n, d.n_out);
-                    gemm(zd.as_mut(), Accum::Replace, tape.values[u].as_ref(), vwt, d.w_mult);
-                    if let Some(hd) = &dot[u] {
-                        gemm(zd.as_mut(), Accum::Add, hd.as_ref(), self.weight_t(l), d.w_mult);
-                    }
-                    if let Some(bo) = d.b_off {
-                        let (vb, bm) = (&v[bo..bo + d.n_out], d.b_mult);
-                        for_each_col(&mut zd, |j, c| {
-                            let add = T::of(bm * vb[j].wide());
-                            c.iter_mut().for_each(|x| *x += add);
-                        });
-                    }
-                    Some(zd)
+                    Some(layers::dense::tangent(self, l, tape.values[u].as_ref(), dot[u].as_ref(), v, pool))
                 }
-                Op::Activation(_) => dot[node.inputs[0]].as_ref().map(|hd| {
-                    let mut h = pool.take(n, node.width);
-                    match &tape.slope[w] {
-                        Some(s) => hadamard_into(&mut h, hd, s),
-                        None => h.copy_from(hd),
-                    }
-                    h
-                }),
-                Op::Sum => {
-                    let mut acc: Option<Mat<T>> = None;
-                    for &u in &node.inputs {
-                        if let Some(t) = &dot[u] {
-                            match &mut acc {
-                                None => {
-                                    let mut c = pool.take(n, node.width);
-                                    c.copy_from(t);
-                                    acc = Some(c);
-                                }
-                                Some(a) => *a += t,
-                            }
-                        }
-                    }
-                    acc
+                Op::Activation(_) => {
+                    layers::activation::tangent(dot[node.inputs[0]].as_ref(), tape.slope[w].as_ref(), pool)
                 }
-                Op::Concat => node.inputs.iter().any(|&u| dot[u].is_some()).then(|| {
-                    let mut c = Mat::<T>::zeros(n, node.width);
-                    let mut off = 0;
-                    for &u in &node.inputs {
-                        let wu = g.nodes[u].width;
-                        if let Some(t) = &dot[u] {
-                            c.as_mut().subcols_mut(off, wu).copy_from(t);
-                        }
-                        off += wu;
-                    }
-                    c
-                }),
+                Op::Sum | Op::Concat => {
+                    let dots: Vec<Option<&Mat<T>>> = node.inputs.iter().map(|&u| dot[u].as_ref()).collect();
+                    let widths: Vec<usize> = node.inputs.iter().map(|&u| g.nodes[u].width).collect();
+                    layers::fan_in::tangent(&node.op, &dots, &widths, n, pool)
+                }
             };
             dot[w] = out;
             if !keep {

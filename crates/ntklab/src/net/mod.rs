@@ -13,15 +13,15 @@
 //! * [`Network::empirical_ntk`]: J(X1) J(X2)^T without the Jacobian; [`Network::jacobian`] for small nets.
 //! * [`Network::deep_linear`], [`Network::two_layer`]: named special architectures.
 
-mod backward;
+pub(crate) mod backward;
 mod entk;
 mod families;
 pub mod io;
 mod jvp;
 pub mod network;
-mod ops;
+pub(crate) mod ops;
 mod rop;
-mod tape;
+pub(crate) mod tape;
 #[cfg(test)]
 pub(crate) mod testutil;
 

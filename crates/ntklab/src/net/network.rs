@@ -30,7 +30,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::ops::Float;
 use crate::data::synthetic::{derive_seed, rng};
-use crate::kernel::{Architecture, Graph, Op, Parameterization};
+use crate::kernel::{Architecture, Graph, Op};
 use crate::{Error, Result};
 
 /// One Dense node's place in the graph and the flat vector, and its multipliers.
@@ -93,40 +93,7 @@ pub struct Network<T: Float = f64> {
 /// The historical name of the f64 [`Network`] (fully-connected chains are the common case).
 pub type Mlp = Network<f64>;
 
-/// (w_mult, w_init, b_mult, b_init) for a Dense node with fan-in `n_in`, fan-out `n_out`, by its role.
-#[allow(clippy::too_many_arguments)]
-pub fn multipliers(
-    p: Parameterization,
-    is_input: bool,
-    is_readout: bool,
-    n_in: usize,
-    n_out: usize,
-    w_std: f64,
-    b_std: f64,
-) -> (f64, f64, f64, f64) {
-    let nin = n_in as f64;
-    let nout = n_out as f64;
-    match p {
-        Parameterization::Ntk => (w_std / nin.sqrt(), 1.0, b_std, 1.0),
-        Parameterization::Standard => (1.0, w_std / nin.sqrt(), 1.0, b_std),
-        Parameterization::MeanField => {
-            if is_readout {
-                (w_std / nin, 1.0, b_std, 1.0)
-            } else {
-                (w_std / nin.sqrt(), 1.0, b_std, 1.0)
-            }
-        }
-        Parameterization::Mup => {
-            if is_readout {
-                (w_std / nin.sqrt(), 1.0 / nin.sqrt(), b_std, 1.0)
-            } else if is_input {
-                (w_std * nout.sqrt() / nin.sqrt(), 1.0 / nout.sqrt(), b_std * nout.sqrt(), 1.0 / nout.sqrt())
-            } else {
-                (w_std, 1.0 / nin.sqrt(), b_std * nout.sqrt(), 1.0 / nout.sqrt())
-            }
-        }
-    }
-}
+pub use crate::layers::dense::multipliers;
 
 /// Whether node v reaches `target` (towards the input when `up`) through non-Dense nodes only.
 fn reaches_without_dense(g: &Graph, v: usize, up: bool, consumers: &[Vec<usize>]) -> bool {
@@ -337,6 +304,7 @@ impl<T: Float> Network<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::Parameterization;
 
     fn arch(s: &str, p: Parameterization) -> Architecture {
         Architecture::parse(s, p).unwrap()

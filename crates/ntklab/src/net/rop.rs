@@ -15,15 +15,15 @@
 
 use std::sync::Mutex;
 
-use faer::prelude::ReborrowMut;
-use faer::{Accum, Mat, MatMut, MatRef};
+use faer::{Mat, MatRef};
 
-use super::backward::{accumulate, fan_in_back, loss_parts, Backprop};
+use super::backward::{accumulate, loss_parts, Backprop};
 use super::jvp::Tangent;
 use super::network::Network;
-use super::ops::{cast, col, col_sums_into, for_each_col, gemm, hadamard_into, scale_in_place, Float, Pool};
+use super::ops::{cast, scale_in_place, Float, Pool};
 use super::tape::Tape;
 use crate::kernel::Op;
+use crate::layers;
 use crate::spectrum::{FnOp, SymOp};
 use crate::train::loss::Loss;
 use crate::{Error, Result};
@@ -236,7 +236,6 @@ fn rop_backward<T: Float>(
 ) {
     let g = &net.graph;
     let nn = g.nodes.len();
-    let n = tape.batch_size();
     let mut rg: Vec<Option<Mat<T>>> = vec![None; nn];
     rg[g.output()] = rg_out;
     for w in (1..nn).rev() {
@@ -246,40 +245,11 @@ fn rop_backward<T: Float>(
             Op::Input => unreachable!("node 0 is the only input"),
             Op::Dense { .. } => {
                 let l = net.dense_of[w].expect("dense node");
-                let d = &net.dense[l];
                 let u = node.inputs[0];
                 let delta = back.cot[w].as_ref().expect("kept Delta");
-                {
-                    let mut ow = MatMut::from_column_major_slice_mut(
-                        &mut out[d.w_off..d.w_off + d.n_in * d.n_out],
-                        d.n_in,
-                        d.n_out,
-                    );
-                    match &rgw {
-                        Some(rd) => {
-                            gemm(ow.rb_mut(), Accum::Replace, tape.values[u].transpose(), rd.as_ref(), d.w_mult)
-                        }
-                        None => ow.fill(T::ZERO),
-                    }
-                    if let Some(hd) = &t.dot[u] {
-                        gemm(ow, Accum::Add, hd.transpose(), delta.as_ref(), d.w_mult);
-                    }
-                }
-                if let Some(bo) = d.b_off {
-                    match &rgw {
-                        Some(rd) => col_sums_into(rd, d.b_mult, &mut out[bo..bo + d.n_out]),
-                        None => out[bo..bo + d.n_out].fill(T::ZERO),
-                    }
-                }
-                if u != 0 {
-                    let vwt = MatRef::from_column_major_slice(&v[d.w_off..d.w_off + d.n_in * d.n_out], d.n_in, d.n_out);
-                    let mut next = pool.take(n, d.n_in);
-                    let mut mode = Accum::Replace;
-                    if let Some(rd) = &rgw {
-                        gemm(next.as_mut(), Accum::Replace, rd.as_ref(), net.weight_t(l).transpose(), d.w_mult);
-                        mode = Accum::Add;
-                    }
-                    gemm(next.as_mut(), mode, delta.as_ref(), vwt.transpose(), d.w_mult);
+                let h = tape.values[u].as_ref();
+                let next = layers::dense::rop(net, l, h, t.dot[u].as_ref(), delta, rgw.as_ref(), v, out, u != 0, pool);
+                if let Some(next) = next {
                     accumulate(&mut rg, u, next, pool);
                 }
                 if let Some(rd) = rgw {
@@ -288,46 +258,8 @@ fn rop_backward<T: Float>(
             }
             Op::Activation(_) => {
                 let u = node.inputs[0];
-                let curv_term = match (&back.cot[w], &t.dot[u]) {
-                    (Some(gc), Some(hd)) => Some((gc, hd)),
-                    _ => None,
-                };
-                let r = match (rgw, &tape.slope[w], curv_term) {
-                    (None, _, None) => None,
-                    (Some(r), None, None) => Some(r),
-                    (Some(r), Some(s), None) => {
-                        let mut o = pool.take(n, node.width);
-                        hadamard_into(&mut o, &r, s);
-                        pool.give(r);
-                        Some(o)
-                    }
-                    (None, _, Some((gc, hd))) => {
-                        let mut o = pool.take(n, node.width);
-                        hadamard_into(&mut o, gc, hd);
-                        Some(o)
-                    }
-                    (Some(r), s, Some((gc, hd))) => {
-                        let mut o = pool.take(n, node.width);
-                        for_each_col(&mut o, |j, oc| {
-                            let (rg, gc, hd) = (col(&r, j), col(gc, j), col(hd, j));
-                            match s {
-                                Some(s) => {
-                                    let s = col(s, j);
-                                    for i in 0..oc.len() {
-                                        oc[i] = rg[i] * s[i] + gc[i] * hd[i];
-                                    }
-                                }
-                                None => {
-                                    for i in 0..oc.len() {
-                                        oc[i] = rg[i] + gc[i] * hd[i];
-                                    }
-                                }
-                            }
-                        });
-                        pool.give(r);
-                        Some(o)
-                    }
-                };
+                let r =
+                    layers::activation::rop(rgw, tape.slope[w].as_ref(), back.cot[w].as_ref(), t.dot[u].as_ref(), pool);
                 if let Some(r) = r {
                     if u != 0 {
                         accumulate(&mut rg, u, r, pool);
@@ -338,7 +270,7 @@ fn rop_backward<T: Float>(
             }
             Op::Sum | Op::Concat => {
                 if let Some(r) = rgw {
-                    fan_in_back(net, w, r, &mut rg, pool);
+                    layers::fan_in::backward(net, w, r, &mut rg, pool);
                 }
             }
         }

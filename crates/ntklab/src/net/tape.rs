@@ -3,11 +3,12 @@
 //! on request, the curvature phi''(Z). Backward, JVP, R-op passes and the empirical NTK all start from a
 //! [`Tape`], so one forward pass serves any number of derivative products at the same batch.
 
-use faer::{Accum, Mat, MatRef};
+use faer::{Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{for_each_col, for_each_col2, gemm, scale_in_place, Float, Pool};
-use crate::kernel::{Activation, Op};
+use super::ops::{scale_in_place, Float, Pool};
+use crate::kernel::Op;
+use crate::layers;
 use crate::Result;
 
 /// Forward caches of [`Network::forward`] on one batch X (N x d).
@@ -49,67 +50,6 @@ pub(crate) enum Caches {
     First,
     /// Also curvatures (second-order passes).
     Second,
-}
-
-/// The activation of an activation node, None for the identity (which the passes skip).
-pub(crate) fn nonlinearity(a: &Activation) -> Option<&Activation> {
-    fn is_identity(a: &Activation) -> bool {
-        match a {
-            Activation::Identity => true,
-            Activation::Quad { inner, .. } => is_identity(inner),
-            _ => false,
-        }
-    }
-    (!is_identity(a)).then_some(a)
-}
-
-/// z <- phi(z), returning phi'(z) in `slope` when given, in one pass over z (ReLU has its own branch-free loop).
-fn activate_in_place<T: Float>(z: &mut Mat<T>, a: &Activation, slope: Option<Mat<T>>) -> Option<Mat<T>> {
-    fn pass<T: Float>(z: &mut Mat<T>, slope: Option<Mat<T>>, f: impl Fn(T) -> (T, T) + Sync + Send) -> Option<Mat<T>> {
-        match slope {
-            Some(mut s) => {
-                for_each_col2(z, &mut s, |_, zc, sc| {
-                    for (t, o) in zc.iter_mut().zip(sc.iter_mut()) {
-                        let (v, d) = f(*t);
-                        *t = v;
-                        *o = d;
-                    }
-                });
-                Some(s)
-            }
-            None => {
-                for_each_col(z, |_, c| {
-                    for t in c.iter_mut() {
-                        *t = f(*t).0;
-                    }
-                });
-                None
-            }
-        }
-    }
-    match a {
-        Activation::Relu => pass(z, slope, |t| if t > T::ZERO { (t, T::ONE) } else { (T::ZERO, T::ZERO) }),
-        _ => pass(z, slope, |t| {
-            let x = t.wide();
-            (T::of(a.apply(x)), T::of(a.derivative(x)))
-        }),
-    }
-}
-
-/// Pre-activation of Dense node l: `Z = w_mult H W^T + b_mult 1 b^T` (N x n_out), by GEMM, in a matrix from
-/// the pool.
-pub(crate) fn dense_forward<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, pool: &mut Pool<T>) -> Mat<T> {
-    let d = &net.dense[l];
-    let mut z = pool.take(h.nrows(), d.n_out);
-    gemm(z.as_mut(), Accum::Replace, h, net.weight_t(l), d.w_mult);
-    if let Some(b) = net.bias(l) {
-        let bm = d.b_mult;
-        for_each_col(&mut z, |j, c| {
-            let bj = T::of(bm * b[j].wide());
-            c.iter_mut().for_each(|v| *v += bj);
-        });
-    }
-    z
 }
 
 impl<T: Float> Network<T> {
@@ -164,47 +104,23 @@ impl<T: Float> Network<T> {
                 Op::Input => unreachable!("node 0 is the only input"),
                 Op::Dense { .. } => {
                     let l = self.dense_of[v].expect("dense node");
-                    dense_forward(self, l, values[node.inputs[0]].as_ref(), pool)
+                    layers::dense::forward(self, l, values[node.inputs[0]].as_ref(), pool)
                 }
                 Op::Activation(a) => {
                     let mut z = take(&mut values, node.inputs[0], v, pool);
-                    if let Some(a) = nonlinearity(a) {
-                        if caches == Caches::Second && !a.is_piecewise_linear() {
-                            let mut c = pool.take(z.nrows(), z.ncols());
-                            let zr = &z;
-                            for_each_col(&mut c, |j, o| {
-                                for (o, &t) in o.iter_mut().zip(zr.col_as_slice(j)) {
-                                    *o = T::of(a.second_derivative(t.wide()));
-                                }
-                            });
-                            curv[v] = Some(c);
-                        }
-                        let buf = keep.then(|| pool.take(z.nrows(), z.ncols()));
-                        slope[v] = activate_in_place(&mut z, a, buf);
-                    }
+                    (slope[v], curv[v]) = layers::activation::forward(&mut z, a, caches, pool);
                     z
                 }
                 Op::Sum => {
                     let mut acc = take(&mut values, node.inputs[0], v, pool);
-                    for &u in &node.inputs[1..] {
-                        let src = &values[u];
-                        for_each_col(&mut acc, |j, c| {
-                            for (o, &s) in c.iter_mut().zip(src.col_as_slice(j)) {
-                                *o += s;
-                            }
-                        });
-                    }
+                    let others: Vec<&Mat<T>> = node.inputs[1..].iter().map(|&u| &values[u]).collect();
+                    layers::fan_in::sum_into(&mut acc, &others);
                     acc
                 }
                 Op::Concat => {
-                    let n = x.nrows();
-                    let mut out = pool.take(n, node.width);
-                    let mut off = 0;
-                    for &u in &node.inputs {
-                        let w = g.nodes[u].width;
-                        out.as_mut().subcols_mut(off, w).copy_from(values[u].as_ref());
-                        off += w;
-                    }
+                    let mut out = pool.take(x.nrows(), node.width);
+                    let parts: Vec<&Mat<T>> = node.inputs.iter().map(|&u| &values[u]).collect();
+                    layers::fan_in::concat_into(&mut out, &parts);
                     out
                 }
             };
