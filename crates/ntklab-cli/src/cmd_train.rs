@@ -23,7 +23,7 @@ use ntklab::net::{save_mlp, Precision};
 use ntklab::train::{train_with_progress, Loss, Method, Probe, Record, RunConfig, Status, TrainResult};
 
 use crate::plot::{self, Chart, Series};
-use crate::util::bar;
+use crate::util::{bar, check_replaceable, mark_dir};
 
 /// Arguments of `ntklab train`.
 #[derive(Args, Debug)]
@@ -62,11 +62,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if out.exists() && !a.force {
         bail!("run folder {} already exists (pass --force to replace it, or choose another --out)", out.display());
     }
+    if out.exists() {
+        // --force: only a run folder ntklab made, never the working directory or a parent of it.
+        check_replaceable(&out, "--force")?;
+    }
     let partial = partial_dir(&out);
     if partial.exists() {
+        check_replaceable(&partial, "a new run")?;
         std::fs::remove_dir_all(&partial).with_context(|| format!("cannot remove stale {}", partial.display()))?;
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("cannot create run folder {}", partial.display()))?;
+    mark_dir(&partial)?;
     let res = write_run(&text, &mut run, &partial);
     match res {
         Ok(result) => {

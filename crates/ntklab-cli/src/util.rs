@@ -36,3 +36,34 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 pub fn load_matrix(path: &Path, what: &str) -> Result<faer::Mat<f64>> {
     ntklab::data::read_matrix(path).with_context(|| format!("reading {what}"))
 }
+
+/// The file ntklab leaves in every folder it creates as a whole (run folders), so that `--force` can tell its
+/// own output from anything else.
+pub const MARKER: &str = ".ntklab-output";
+
+/// Mark `dir` as created by ntklab.
+pub fn mark_dir(dir: &Path) -> Result<()> {
+    std::fs::write(dir.join(MARKER), b"created by ntklab; --force may replace this folder\n")
+        .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))
+}
+
+/// Err unless `dir` may be deleted to be replaced: a folder that ntklab created (it holds [`MARKER`]) and
+/// neither the working directory nor one of its parents. `what` names the option in the message.
+pub fn check_replaceable(dir: &Path, what: &str) -> Result<()> {
+    let canon = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let cwd = std::env::current_dir().and_then(|c| c.canonicalize()).context("cannot resolve the working directory")?;
+    if cwd.starts_with(&canon) {
+        anyhow::bail!(
+            "refusing to replace {}: it is the working directory or one of its parents ({what} never deletes those)",
+            dir.display()
+        );
+    }
+    if !canon.is_dir() || !canon.join(MARKER).is_file() {
+        anyhow::bail!(
+            "refusing to replace {}: it was not created by ntklab (no {MARKER} file in it), so {what} will not delete \
+             it; remove it yourself or choose another --out",
+            dir.display()
+        );
+    }
+    Ok(())
+}

@@ -70,6 +70,7 @@ fn writes_a_complete_run_folder() {
     let o = train(&cfg, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = [
+        ".ntklab-output",
         "config.toml",
         "linearized.png",
         "linearized.svg",
@@ -219,5 +220,35 @@ fn f32_training_tracks_f64_with_all_probes() {
     std::fs::write(&bad, TINY.replace("[model]\n", "[model]\nprecision = \"f16\"\n")).unwrap();
     let o = train(&bad, &d.join("rb"), &[]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("model.precision"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn force_replaces_only_ntklab_run_folders() {
+    // `--out . --force` once deleted everything in the working directory: now the working directory, its
+    // parents and any folder without ntklab's marker are refused, and nothing is touched.
+    let d = tmp("force");
+    let cfg = d.join("c.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    std::fs::write(d.join("precious.txt"), "keep me").unwrap();
+    let o = bin().args(["train", "--config", "c.toml", "--out", ".", "--force"]).current_dir(&d).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("working directory"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(d.join("precious.txt")).unwrap(), "keep me");
+    let o = bin().args(["train", "--config", "c.toml", "--out", "..", "--force"]).current_dir(&d).output().unwrap();
+    assert!(!o.status.success());
+    // A folder of the user's: refused.
+    let mine = d.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    let o = train(&cfg, &mine, &["--force"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not created by ntklab"));
+    assert!(mine.join("notes.txt").is_file());
+    // A previous run: replaced.
+    let run = d.join("run");
+    assert!(train(&cfg, &run, &[]).status.success());
+    assert!(run.join(".ntklab-output").is_file());
+    assert!(train(&cfg, &run, &["--force"]).status.success());
+    assert!(run.join("records.jsonl").is_file());
     std::fs::remove_dir_all(&d).ok();
 }
