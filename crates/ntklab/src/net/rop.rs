@@ -111,18 +111,11 @@ impl<'a, T: Float> LossCurvature<'a, T> {
 
     /// Runs `f` with the shared scratch pool, or a fresh one if another thread holds it.
     fn with_pool<R>(&self, f: impl FnOnce(&mut Pool<T>) -> R) -> R {
-        match self.pool.try_lock() {
-            Ok(mut p) => f(&mut p),
-            Err(_) => f(&mut Pool::default()),
-        }
+        with_pool(&self.pool, f)
     }
 
     fn check_io(&self, v: &[T], out: &[T]) -> Result<()> {
-        self.net.check_param_vec(v, "vector v")?;
-        if out.len() != v.len() {
-            return Err(Error::Shape(format!("output buffer has {} entries, expected {}", out.len(), v.len())));
-        }
-        Ok(())
+        check_io(self.net, v, out)
     }
 
     /// Hessian-vector product H v = d^2L/dtheta^2 v (exact, R-operator), written into `out` (length P).
@@ -190,6 +183,23 @@ impl<'a, T: Float> LossCurvature<'a, T> {
                 .expect("SymOp::apply receives finite vectors of length dim()")
         })
     }
+}
+
+/// Runs `f` with the shared scratch pool, or a fresh one if another thread holds it.
+fn with_pool<T: Float, R>(pool: &Mutex<Pool<T>>, f: impl FnOnce(&mut Pool<T>) -> R) -> R {
+    match pool.try_lock() {
+        Ok(mut p) => f(&mut p),
+        Err(_) => f(&mut Pool::default()),
+    }
+}
+
+/// Checks a product's input (length P, finite) and output buffer (same length).
+fn check_io<T: Float>(net: &Network<T>, v: &[T], out: &[T]) -> Result<()> {
+    net.check_param_vec(v, "vector v")?;
+    if out.len() != v.len() {
+        return Err(Error::Shape(format!("output buffer has {} entries, expected {}", out.len(), v.len())));
+    }
+    Ok(())
 }
 
 /// Runs `f` on f64 vectors directly when T is f64, else on copies converted to T and back (the spectrum
@@ -308,18 +318,11 @@ impl<'a, T: Float> OutputCurvature<'a, T> {
 
     /// H v with H = d^2 (U . F) / dtheta^2, written into `out` (length P).
     pub fn hvp_into(&self, v: &[T], out: &mut [T]) -> Result<()> {
-        self.net.check_param_vec(v, "vector v")?;
-        if out.len() != v.len() {
-            return Err(Error::Shape(format!("output buffer has {} entries, expected {}", out.len(), v.len())));
-        }
-        let mut guard = self.pool.try_lock();
-        let mut fresh = Pool::default();
-        let pool = match guard.as_mut() {
-            Ok(p) => &mut **p,
-            Err(_) => &mut fresh,
-        };
-        let t = self.net.tangent(&self.tape, v, true, pool);
-        rop_backward(self.net, &self.tape, &self.back, t, None, v, out, pool);
+        check_io(self.net, v, out)?;
+        with_pool(&self.pool, |pool| {
+            let t = self.net.tangent(&self.tape, v, true, pool);
+            rop_backward(self.net, &self.tape, &self.back, t, None, v, out, pool);
+        });
         Ok(())
     }
 

@@ -97,13 +97,15 @@ fn first_non_finite(m: MatRef<'_, f64>) -> Option<(usize, usize)> {
     (0..m.ncols()).flat_map(|j| (0..m.nrows()).map(move |i| (i, j))).find(|&(i, j)| !m[(i, j)].is_finite())
 }
 
-/// L, dL/dtheta = J^T dL/dF and F from a tape (targets already validated for this loss).
+/// L, dL/dtheta = J^T dL/dF (written into `grad`, resized to P) and F from a tape (targets already validated for
+/// this loss), with scratch matrices from `pool`.
 fn eval_tape<T: Float>(
     net: &Network<T>,
     tape: &Tape<T>,
     outputs: Mat<f64>,
-    y: MatRef<'_, f64>,
-    loss: Loss,
+    (y, loss): (MatRef<'_, f64>, Loss),
+    mut grad: Vec<T>,
+    pool: &mut Pool<T>,
 ) -> std::result::Result<Eval<T>, String> {
     if let Some((i, a)) = first_non_finite(outputs.as_ref()) {
         return Err(format!("network output is {} at row {i}, column {a}", outputs[(i, a)]));
@@ -113,7 +115,8 @@ fn eval_tape<T: Float>(
         return Err(format!("loss is {value}"));
     }
     let gf: Mat<T> = cast(loss.gradient_unchecked(outputs.as_ref(), y).as_ref());
-    let grad = net.vjp_at(tape, gf.as_ref()).map_err(|e| e.to_string())?;
+    grad.resize(net.num_params(), T::ZERO);
+    net.backprop_into(tape, gf.as_ref(), &mut grad, false, pool);
     if let Some(i) = grad.iter().position(|g| !g.wide().is_finite()) {
         return Err(format!("gradient is {} at parameter {i}", grad[i].wide()));
     }
@@ -142,23 +145,7 @@ fn eval_in<T: Float>(
 ) -> std::result::Result<Eval<T>, String> {
     let tape = net.build_tape_in(x, Caches::First, &mut bufs.pool).map_err(|e| e.to_string())?;
     let outputs: Mat<f64> = cast(tape.output.as_ref());
-    let res = (|| {
-        if let Some((i, a)) = first_non_finite(outputs.as_ref()) {
-            return Err(format!("network output is {} at row {i}, column {a}", outputs[(i, a)]));
-        }
-        let value = loss.value_unchecked(outputs.as_ref(), y);
-        if !value.is_finite() {
-            return Err(format!("loss is {value}"));
-        }
-        let gf: Mat<T> = cast(loss.gradient_unchecked(outputs.as_ref(), y).as_ref());
-        let mut grad = std::mem::take(&mut bufs.grad);
-        grad.resize(net.num_params(), T::ZERO);
-        net.backprop_into(&tape, gf.as_ref(), &mut grad, false, &mut bufs.pool);
-        if let Some(i) = grad.iter().position(|g| !g.wide().is_finite()) {
-            return Err(format!("gradient is {} at parameter {i}", grad[i].wide()));
-        }
-        Ok(Eval { loss: value, grad, outputs: outputs.clone() })
-    })();
+    let res = eval_tape(net, &tape, outputs, (y, loss), std::mem::take(&mut bufs.grad), &mut bufs.pool);
     tape.recycle(&mut bufs.pool);
     res
 }
@@ -171,7 +158,7 @@ fn eval<T: Float>(
 ) -> std::result::Result<Eval<T>, String> {
     let tape = net.tape(x).map_err(|e| e.to_string())?;
     let out: Mat<f64> = cast(tape.output.as_ref());
-    eval_tape(net, &tape, out, y, loss)
+    eval_tape(net, &tape, out, (y, loss), Vec::new(), &mut Pool::default())
 }
 
 /// Rows `idx` of `m`.
@@ -207,7 +194,7 @@ impl<T: Float> Tangent<T> {
         delta: &[T],
     ) -> std::result::Result<Eval<T>, String> {
         let f = self.outputs(tape, delta)?;
-        eval_tape(&self.net0, tape, f, y, loss)
+        eval_tape(&self.net0, tape, f, (y, loss), Vec::new(), &mut Pool::default())
     }
 
     fn eval_batch(
