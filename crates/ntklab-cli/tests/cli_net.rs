@@ -409,9 +409,9 @@ fn bad_input_fails_with_a_clear_error_and_no_output() {
 
 #[test]
 fn residual_and_dag_models_round_trip_and_match_the_library() {
-    // init writes node-named tensors plus the architecture text; loading gives back the same parameters bit for
-    // bit (f64 storage divides by the same multiplier it multiplied by: at most one rounding each way, so we
-    // compare to 1e-15 relative), and `ntk` equals the in-process empirical NTK of the same seeded network.
+    // init writes node-named tensors plus the architecture text (and the raw parameters): loading gives back the
+    // same parameters bit for bit, from .safetensors and .npz alike; `ntk` equals the in-process empirical NTK
+    // of the same seeded network.
     let d = tmp("dag");
     let x = ntklab::data::synthetic::gaussian(5, 3, 2);
     write_x(&d.join("x.npy"), &x);
@@ -421,11 +421,13 @@ fn residual_and_dag_models_round_trip_and_match_the_library() {
     ] {
         let model = d.join(format!("{tag}.safetensors"));
         ok(&run(&["init", "--arch", arch, "--input-dim", "3", "--seed", "4", "--alpha", "1.5"], &[("--out", &model)]));
-        let back = load_mlp(&model, &LoadOptions::default()).unwrap();
         let net = Mlp::init(&Architecture::parse(arch, Parameterization::Ntk).unwrap(), 3, 1.5, 4).unwrap();
+        let back = load_mlp(&model, &LoadOptions::default()).unwrap();
         assert_eq!(back.graph, net.graph);
-        let e = back.params().iter().zip(net.params()).map(|(a, b)| (a - b).abs() / b.abs().max(1e-300)).fold(0.0, f64::max);
-        assert!(e < 1e-15, "{tag}: parameters differ by {e:e}");
+        assert_eq!(back.params(), net.params(), "{tag}: safetensors round trip is not bit-identical");
+        let npz = d.join(format!("{tag}.npz"));
+        ntklab::net::save_mlp(&net, &npz, ntklab::net::Precision::F64).unwrap();
+        assert_eq!(load_mlp(&npz, &LoadOptions::default()).unwrap().params(), net.params(), "{tag}: npz");
         let out = d.join(format!("{tag}-ntk.npy"));
         ok(&run(&["ntk"], &[("--model", &model), ("--x", &d.join("x.npy")), ("--out", &out)]));
         let want = net.empirical_ntk(x.as_ref(), None, NtkOutputs::Trace).unwrap();

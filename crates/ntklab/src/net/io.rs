@@ -7,7 +7,10 @@
 //! `2.weight`. A residual or DAG network stores each Dense node under its node name ([`DenseParams::name`]:
 //! `1.0.weight` for the first layer of the residual block at position 1, `h1.weight` for `node(h1, ...)`), and
 //! the architecture text in the metadata says how they connect. The number of parameters an architecture
-//! declares is checked against the values the file holds before anything is allocated.
+//! declares is checked against the values the file holds before anything is allocated. Residual and DAG models
+//! saved in f64 also carry [`RAW_TENSOR`], the flat raw parameter vector, so they load back bit-identically
+//! (effective / multiplier can differ from the raw value in the last bit); loading uses a raw value only where
+//! raw x multiplier reproduces the stored effective weight exactly.
 //!
 //! **Values.** The file holds the *effective* weights `w_mult * weight` and `b_mult * bias` (see
 //! [`super::mlp`]), i.e. what the layer multiplies by. So `nn.Sequential(nn.Linear(d, 512), nn.ReLU(),
@@ -137,6 +140,20 @@ pub fn effective_tensors(net: &Mlp) -> Vec<(String, Array)> {
     out
 }
 
+/// Name of the extra tensor holding the raw parameters of residual and DAG models saved in f64 (see the module
+/// docs): loading prefers it wherever it reproduces the stored effective weight, so such files load back
+/// bit-identically.
+pub const RAW_TENSOR: &str = "ntklab.raw";
+
+/// Every tensor a file stores: the effective tensors, plus [`RAW_TENSOR`] for graph (non-chain) models in f64.
+fn stored_tensors(net: &Mlp, precision: Precision) -> Vec<(String, Array)> {
+    let mut t = effective_tensors(net);
+    if precision == Precision::F64 && !net.arch.is_plain_chain() {
+        t.push((RAW_TENSOR.into(), Array { shape: vec![net.num_params()], data: net.params().to_vec() }));
+    }
+    t
+}
+
 /// The ntklab metadata of a network as (key, value) text pairs, in a fixed order.
 pub fn metadata(net: &Mlp) -> Vec<(String, String)> {
     vec![
@@ -156,7 +173,7 @@ fn encode(a: &Array, precision: Precision, out: &mut Vec<u8>) {
 
 /// The network as the bytes of a safetensors file (effective weights, ntklab metadata; deterministic).
 pub fn safetensors_bytes(net: &Mlp, precision: Precision) -> Vec<u8> {
-    let tensors = effective_tensors(net);
+    let tensors = stored_tensors(net, precision);
     let dtype = match precision {
         Precision::F64 => "F64",
         Precision::F32 => "F32",
@@ -194,7 +211,7 @@ pub fn save_safetensors(net: &Mlp, path: &Path, precision: Precision) -> Result<
 
 /// Save as an uncompressed .npz archive (atomically; metadata as extra arrays, see the module docs).
 pub fn save_npz(net: &Mlp, path: &Path, precision: Precision) -> Result<()> {
-    let tensors = effective_tensors(net);
+    let tensors = stored_tensors(net, precision);
     let mut buf = Cursor::new(Vec::new());
     let res = (|| -> std::io::Result<()> {
         let mut npz = npyz::npz::NpzWriter::new(&mut buf);
@@ -271,7 +288,7 @@ pub fn load_npz(path: &Path, opts: &LoadOptions) -> Result<Mlp> {
     let mut meta = BTreeMap::new();
     let mut tensors = Vec::with_capacity(arrays.len());
     for (name, a) in arrays {
-        if !name.starts_with(META_PREFIX) {
+        if !name.starts_with(META_PREFIX) || name == RAW_TENSOR {
             tensors.push((name, a));
             continue;
         }
@@ -629,16 +646,45 @@ fn graph_from_tensors(
     alpha: f64,
 ) -> Result<Mlp> {
     let mut by_name: BTreeMap<String, Array> = tensors.into_iter().collect();
+    let raw = by_name.remove(RAW_TENSOR);
     let input_dim = match meta_dim {
         Some(d) => d,
         None => graph_input_dim(&arch, &by_name)?,
     };
     check_declared_size(&arch, input_dim, &by_name, |n| (n.name.clone(), format!("node `{}`", n.name)))?;
     let mut net = Mlp::zeros(&arch, input_dim, alpha)?;
+    if let Some(r) = &raw {
+        if r.shape != [net.num_params()] {
+            return Err(Error::Shape(format!(
+                "tensor `{RAW_TENSOR}` has shape {:?} but the architecture has {} parameters",
+                r.shape,
+                net.num_params()
+            )));
+        }
+    }
+    let effective = raw.as_ref().map(|_| by_name.clone());
     for l in 0..net.dense.len() {
         let name = net.dense[l].name.clone();
         let what = format!("node `{name}` `{}`", dense_text(&net, l));
         fill_dense(&mut net, l, &name, &what, &mut by_name)?;
+    }
+    if let (Some(r), Some(eff)) = (&raw, &effective) {
+        // A raw value replaces stored / multiplier only where it reproduces the stored effective weight exactly
+        // (an edited file keeps what its tensors say).
+        for d in net.dense.clone() {
+            let mut parts = vec![(format!("{}.weight", d.name), d.w_off, d.w_mult)];
+            if let Some(bo) = d.b_off {
+                parts.push((format!("{}.bias", d.name), bo, d.b_mult));
+            }
+            for (tname, off, mult) in parts {
+                for (k, &stored) in eff[&tname].data.iter().enumerate() {
+                    let rv = r.data[off + k];
+                    if rv.is_finite() && (rv * mult).to_bits() == stored.to_bits() {
+                        net.params_mut()[off + k] = rv;
+                    }
+                }
+            }
+        }
     }
     if !by_name.is_empty() {
         let names: Vec<String> = by_name.keys().map(|k| format!("`{k}`")).collect();
@@ -1046,6 +1092,33 @@ mod tests {
         let x = gaussian(3, 2, 1);
         assert!(max_rel(&back.forward(x.as_ref()).unwrap(), &n.forward(x.as_ref()).unwrap()) < 1e-14);
         assert!(back.bias(0).unwrap().iter().all(|b| *b == 0.0));
+    }
+
+    #[test]
+    fn dag_raw_copy_is_used_only_where_it_matches_the_stored_weights() {
+        let arch =
+            "node(h,dense(5,b_std=0.2),input),node(a,tanh,h),node(s,dense(5),input),node(t,sum,a,s),node(o,dense(1),t)";
+        let n = net(arch, Parameterization::Ntk, 3, 1.0, 4);
+        let meta: BTreeMap<String, String> = metadata(&n).into_iter().collect();
+        let mut tensors = stored_tensors(&n, Precision::F64);
+        assert!(tensors.iter().any(|t| t.0 == RAW_TENSOR));
+        let back = mlp_from_tensors(tensors.clone(), &meta, &LoadOptions::default()).unwrap();
+        assert_eq!(back.params(), n.params());
+        // An edited effective weight wins over the stale raw copy.
+        let k = tensors.iter().position(|t| t.0 == "h.weight").unwrap();
+        tensors[k].1.data[2] *= 1.5;
+        let edited = mlp_from_tensors(tensors.clone(), &meta, &LoadOptions::default()).unwrap();
+        let (w_off, m) = (edited.dense[0].w_off, edited.dense[0].w_mult);
+        assert!((edited.params()[w_off + 2] - 1.5 * n.params()[w_off + 2]).abs() < 1e-12 * m.recip());
+        assert_eq!(edited.params()[w_off + 3], n.params()[w_off + 3]);
+        // A raw copy of the wrong length is an error naming it.
+        let r = tensors.iter().position(|t| t.0 == RAW_TENSOR).unwrap();
+        tensors[r].1 = Array { shape: vec![3], data: vec![0.0; 3] };
+        let e = mlp_from_tensors(tensors, &meta, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains(RAW_TENSOR), "{e}");
+        // Chains stay PyTorch-loadable: no extra tensor.
+        let chain = net("dense(4),relu,dense(1)", Parameterization::Ntk, 3, 1.0, 1);
+        assert!(stored_tensors(&chain, Precision::F64).iter().all(|t| t.0 != RAW_TENSOR));
     }
 
     #[test]
