@@ -41,6 +41,10 @@ pub struct KernelArgs {
     /// Run a demo on built-in data (points on a circle) and plot the kernels against the angle.
     #[arg(long)]
     pub demo: bool,
+    /// Write the kernels even when an entry is NaN or infinite (by default that is an error naming the entry,
+    /// and nothing is written).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// NNGP and NTK matrices.
@@ -70,14 +74,28 @@ fn to_f32(m: &Mat<f64>) -> Mat<f32> {
     out
 }
 
-/// Write `out/nngp.npy` and `out/ntk.npy` in the kernel's own precision.
+/// Write `out/nngp.npy` and `out/ntk.npy` in the kernel's own precision, both or neither: a non-finite entry
+/// (unless allowed) or a failed write leaves no file, and no output folder that this call created.
 fn write_kernel<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar>(
     out: &Path,
     k: &Kernel<T>,
+    allow_nonfinite: bool,
 ) -> Result<()> {
+    let created = !out.exists();
     ensure_dir(out)?;
-    ntklab::data::write_npy_mat(&out.join("nngp.npy"), k.nngp.as_ref())?;
-    ntklab::data::write_npy_mat(&out.join("ntk.npy"), k.ntk.as_ref())?;
+    let check = |name: &'static str| (!allow_nonfinite).then_some(name);
+    let (p1, p2) = (out.join("nngp.npy"), out.join("ntk.npy"));
+    let res = ntklab::data::io::write_all_atomic(vec![
+        (p1.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_mat_into(w, k.nngp.as_ref(), check("nngp")))),
+        (p2.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_mat_into(w, k.ntk.as_ref(), check("ntk")))),
+    ]);
+    if let Err(e) = res {
+        if created {
+            let _ = std::fs::remove_dir(out);
+        }
+        let hint = if allow_nonfinite { "" } else { " (pass --allow-nonfinite to write non-finite values anyway)" };
+        bail!("{e}{hint}");
+    }
     Ok(())
 }
 
@@ -88,7 +106,7 @@ fn compute_and_write(
     x1: &Mat<f64>,
     x2: Option<&Mat<f64>>,
     out: &Path,
-    f32: bool,
+    (f32, allow_nonfinite): (bool, bool),
     values: bool,
 ) -> Result<(f64, Option<KernelPair>)> {
     let pb = spinner(&format!("computing NNGP and NTK ({} x {})", x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows())));
@@ -100,7 +118,7 @@ fn compute_and_write(
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let k = k?;
-        write_kernel(out, &k)?;
+        write_kernel(out, &k, allow_nonfinite)?;
         let up = |m: &Mat<f32>| Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f64);
         Ok((secs, values.then(|| (up(&k.nngp), up(&k.ntk)))))
     } else {
@@ -108,7 +126,7 @@ fn compute_and_write(
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let k = k?;
-        write_kernel(out, &k)?;
+        write_kernel(out, &k, allow_nonfinite)?;
         Ok((secs, values.then_some((k.nngp, k.ntk))))
     }
 }
@@ -128,7 +146,7 @@ pub fn run(a: KernelArgs) -> Result<()> {
     };
     let load_secs = t_load.elapsed().as_secs_f64();
     let t_all = Instant::now();
-    let (secs, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, a.f32, false)?;
+    let (secs, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, (a.f32, a.allow_nonfinite), false)?;
     if std::env::var_os("NTKLAB_PROFILE").is_some() {
         eprintln!(
             "[profile] read inputs: {load_secs:.4} s; write outputs: {:.4} s",
@@ -158,7 +176,7 @@ fn demo(a: &KernelArgs) -> Result<()> {
     });
     println!("ntklab kernel demo: {n} points on a circle (angles 0..180 deg), architecture");
     println!("  {arch}  [{}]", arch.parameterization);
-    let (secs, values) = compute_and_write(&arch, &x, None, &out, a.f32, true)?;
+    let (secs, values) = compute_and_write(&arch, &x, None, &out, (a.f32, a.allow_nonfinite), true)?;
     let (nngp, ntk) = values.expect("requested");
     ntklab::data::write_npy_mat(&out.join("x.npy"), x.as_ref())?;
     println!("computed the {n} x {n} NNGP and NTK in {secs:.4} s");

@@ -97,6 +97,9 @@ pub struct NtkArgs {
     /// Store the kernel as float32 (computed in the --precision, f64 by default).
     #[arg(long)]
     pub f32: bool,
+    /// Write the kernel even when an entry is NaN or infinite (by default that is an error naming the entry).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Arguments of `ntklab hessian`.
@@ -211,11 +214,16 @@ pub fn run_ntk(a: NtkArgs) -> Result<()> {
     pb.finish_and_clear();
     let ntk: Mat<f64> = res?;
     eprintln!("compute: {secs:.4} s ({} lanes)", if precision == Precision::F32 { "f32" } else { "f64" });
-    if a.f32 || precision == Precision::F32 {
+    let check = (!a.allow_nonfinite).then_some("the empirical NTK");
+    let written = if a.f32 || precision == Precision::F32 {
         let m = Mat::from_fn(ntk.nrows(), ntk.ncols(), |i, j| ntk[(i, j)] as f32);
-        ntklab::data::write_npy_mat(&a.out, m.as_ref())?;
+        ntklab::data::io::write_atomic(&a.out, |w| ntklab::data::io::npy_mat_into(w, m.as_ref(), check))
     } else {
-        ntklab::data::write_npy_mat(&a.out, ntk.as_ref())?;
+        ntklab::data::io::write_atomic(&a.out, |w| ntklab::data::io::npy_mat_into(w, ntk.as_ref(), check))
+    };
+    if let Err(e) = written {
+        let hint = if a.allow_nonfinite { "" } else { " (pass --allow-nonfinite to write non-finite values anyway)" };
+        bail!("{e}{hint}");
     }
     let what = if a.full {
         format!("all {k} x {k} output blocks, row i*{k}+a")

@@ -126,3 +126,46 @@ fn bad_input_fails_with_a_clear_error_and_no_output() {
     fails_cleanly(&["kernel", "--arch", ARCH, "--parameterization", "lazy", "--x1"], &[&a], &out, "lazy");
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn non_finite_kernels_are_an_error_and_leave_nothing() {
+    // w_std = 1e200 overflows Sigma: by default an error naming the output and entry, with neither file nor the
+    // output folder left behind; --allow-nonfinite writes both.
+    let d = tmp("nonfinite");
+    write_x(&d.join("x.npy"), &ntklab::data::synthetic::gaussian(4, 3, 1));
+    let out = d.join("k");
+    let o = bin()
+        .args(["kernel", "--arch", "dense(16,w_std=1e200),relu,dense(1)", "--x1"])
+        .arg(d.join("x.npy"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("non-finite") && err.contains("row 0, column 0"), "{err}");
+    assert!(!out.exists(), "the failed command left {}", out.display());
+    let o = bin()
+        .args(["kernel", "--arch", "dense(16,w_std=1e200),relu,dense(1)", "--allow-nonfinite", "--x1"])
+        .arg(d.join("x.npy"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(files_in(&out), ["nngp.npy", "ntk.npy"]);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn impossible_sizes_are_refused_before_allocating() {
+    // 100,000 inputs: the two kernels would need 149 GiB; the command must refuse at once, naming the size.
+    let x = faer::Mat::<f64>::from_fn(100_000, 1, |i, _| (i % 7) as f64);
+    let e = ntklab::kernel::kernel(
+        &ntklab::kernel::Architecture::parse("dense(4),relu,dense(1)", ntklab::kernel::Parameterization::Ntk).unwrap(),
+        x.as_ref(),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("GiB") && e.contains("NNGP and NTK"), "{e}");
+}

@@ -280,15 +280,21 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> std:
 }
 
 /// Element types written to .npy.
-pub trait NpyElem: npyz::Serialize + npyz::AutoSerialize + Copy {
+pub trait NpyElem: npyz::Serialize + npyz::AutoSerialize + Copy + std::fmt::Display {
     /// numpy dtype descriptor, e.g. `<f8`.
     const DESCR: &'static str;
+    /// Whether the value is finite.
+    fn finite(self) -> bool;
     /// Append the little-endian bytes of `v`.
     fn put(v: Self, out: &mut Vec<u8>);
     /// The in-memory bytes of a slice (equal to its little-endian encoding on little-endian hosts).
     fn le_bytes(s: &[Self]) -> &[u8];
 }
 impl NpyElem for f64 {
+    #[inline]
+    fn finite(self) -> bool {
+        self.is_finite()
+    }
     #[inline]
     fn le_bytes(s: &[Self]) -> &[u8] {
         // SAFETY: f64 has no padding and every byte pattern is a valid u8; the length is exact.
@@ -301,6 +307,10 @@ impl NpyElem for f64 {
     }
 }
 impl NpyElem for f32 {
+    #[inline]
+    fn finite(self) -> bool {
+        self.is_finite()
+    }
     #[inline]
     fn le_bytes(s: &[Self]) -> &[u8] {
         // SAFETY: f32 has no padding and every byte pattern is a valid u8; the length is exact.
@@ -342,12 +352,64 @@ fn npy_header_2d(descr: &str, rows: usize, cols: usize, fortran: bool) -> Vec<u8
 /// Write a matrix (rows x cols) as .npy, atomically. The data are stored column by column with
 /// `fortran_order: True` (faer's native layout, so no transpose pass); `np.load` returns the same array.
 pub fn write_npy_mat<T: NpyElem>(path: &Path, m: MatRef<'_, T>) -> Result<()> {
+    write_atomic(path, |w| npy_mat_into(w, m, None))
+}
+
+/// Write several files as one commit: each is written to a temporary sibling; only when every one is complete
+/// are they renamed into place, and on any failure every temporary is removed (no partial output).
+#[allow(clippy::type_complexity)]
+pub fn write_all_atomic(
+    files: Vec<(&Path, Box<dyn FnOnce(&mut BufWriter<File>) -> std::io::Result<()> + '_>)>,
+) -> Result<()> {
+    let mut temps: Vec<(PathBuf, &Path)> = Vec::new();
+    let cleanup = |temps: &[(PathBuf, &Path)]| {
+        for (t, _) in temps {
+            let _ = std::fs::remove_file(t);
+        }
+    };
+    for (path, fill) in files {
+        let tmp = temp_sibling(path);
+        let res = (|| -> std::io::Result<()> {
+            let mut w = BufWriter::new(File::create(&tmp)?);
+            fill(&mut w)?;
+            w.flush()
+        })();
+        temps.push((tmp, path));
+        if let Err(e) = res {
+            cleanup(&temps);
+            return Err(Error::file(path, format!("cannot write: {e}")));
+        }
+    }
+    for (i, (tmp, path)) in temps.iter().enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            cleanup(&temps[i..]);
+            return Err(Error::file(path, format!("cannot write: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// The .npy bytes of a matrix into `w`; with `finite_as = Some(name)`, stops with an error naming `name` and the
+/// first non-finite entry instead (so a writer of several files can abort them all).
+pub fn npy_mat_into<T: NpyElem>(w: &mut impl Write, m: MatRef<'_, T>, finite_as: Option<&str>) -> std::io::Result<()> {
     let (r, c) = (m.nrows(), m.ncols());
-    write_atomic(path, |w| {
+    {
         w.write_all(&npy_header_2d(T::DESCR, r, c, true))?;
         let mut buf = Vec::with_capacity(r * std::mem::size_of::<T>());
         for j in 0..c {
             let colj = m.col(j);
+            if let Some(name) = finite_as {
+                let bad = match colj.try_as_col_major() {
+                    Some(sl) => sl.as_slice().iter().position(|v| !v.finite()),
+                    None => (0..r).find(|&i| !m[(i, j)].finite()),
+                };
+                if let Some(i) = bad {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{name} has a non-finite value ({}) at row {i}, column {j}", m[(i, j)]),
+                    ));
+                }
+            }
             match colj.try_as_col_major() {
                 // Contiguous column: its bytes as they are (little-endian hosts).
                 Some(sl) if cfg!(target_endian = "little") => w.write_all(T::le_bytes(sl.as_slice()))?,
@@ -361,7 +423,7 @@ pub fn write_npy_mat<T: NpyElem>(path: &Path, m: MatRef<'_, T>) -> Result<()> {
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// Write an f64 array as .npy, atomically.

@@ -283,6 +283,10 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     // single-threaded GEMM into its place in the NNGP buffer, carries it through every layer while it is
     // in cache, writes the NTK block, and (symmetric case) copies both onto the mirror tile.
     let prof = Profile::start();
+    crate::data::memory::check_alloc(
+        n1.saturating_mul(n2).saturating_mul(2 * std::mem::size_of::<T>()),
+        &format!("the NNGP and NTK matrices ({n1} x {n2} each; split the inputs into blocks with --x2 to tile)"),
+    )?;
     let mut nngp = alloc_mat::<T>(n1, n2);
     let mut ntk = alloc_mat::<T>(n1, n2);
     prof.mark("alloc + prefault");

@@ -39,6 +39,17 @@ impl<T: Float> Network<T> {
     /// Empirical NTK Theta(X1, X2) = J(X1) J(X2)^T (X2 = None: X1 with itself, exploiting symmetry), by the
     /// per-Dense-node formula sum_l (D_l D_l^T) ⊙ (w_mult^2 H_u H_u^T + b_mult^2); N1 x N2 or (N1 k) x (N2 k).
     pub fn empirical_ntk(&self, x1: MatRef<'_, T>, x2: Option<MatRef<'_, T>>, outputs: NtkOutputs) -> Result<Mat<T>> {
+        // Peak: the accumulator, the D D^T product and the Gram matrix, plus (cross case) the tapes and stacks.
+        let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |x| x.nrows()));
+        let k = if outputs == NtkOutputs::Full { self.output_dim() } else { 1 };
+        let cells = n1.saturating_mul(n2).saturating_mul(k.saturating_mul(k).saturating_mul(2).saturating_add(1));
+        crate::data::memory::check_alloc(
+            cells.saturating_mul(std::mem::size_of::<T>()),
+            &format!(
+                "the empirical NTK ({n1} x {n2}{})",
+                if k > 1 { format!(", {k} x {k} output blocks") } else { String::new() }
+            ),
+        )?;
         let t1 = self.tape(x1)?;
         let t2 = x2.map(|x| self.tape(x)).transpose()?;
         Ok(self.empirical_ntk_at(&t1, t2.as_ref(), outputs))
