@@ -58,8 +58,33 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Configs with a master seed.
+trait Seeded {
+    fn seed_mut(&mut self) -> &mut u64;
+}
+
+impl Seeded for LinearityConfig {
+    fn seed_mut(&mut self) -> &mut u64 {
+        &mut self.seed
+    }
+}
+impl Seeded for LinearityDagConfig {
+    fn seed_mut(&mut self) -> &mut u64 {
+        &mut self.seed
+    }
+}
+impl Seeded for CatapultConfig {
+    fn seed_mut(&mut self) -> &mut u64 {
+        &mut self.seed
+    }
+}
+
+fn set_seed<C: Seeded>(cfg: &mut C, s: u64) {
+    *cfg.seed_mut() = s;
+}
+
 /// The base config (quick or full), with the TOML overrides and the seed applied.
-fn resolve<C: Serialize + DeserializeOwned>(base: C, file: Option<&Path>, seed: Option<u64>) -> Result<C> {
+fn resolve<C: Serialize + DeserializeOwned + Seeded>(base: C, file: Option<&Path>, seed: Option<u64>) -> Result<C> {
     let mut v = toml::Value::try_from(&base).context("serializing the default configuration")?;
     if let Some(p) = file {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -77,10 +102,11 @@ fn resolve<C: Serialize + DeserializeOwned>(base: C, file: Option<&Path>, seed: 
             table.insert(k, val);
         }
     }
+    let mut cfg: C = v.try_into().context("invalid configuration")?;
     if let Some(s) = seed {
-        v.as_table_mut().expect("table").insert("seed".into(), toml::Value::Integer(s as i64));
+        // Set after parsing: TOML integers stop at 2^63 - 1, but every u64 is a valid seed.
+        set_seed(&mut cfg, s);
     }
-    let cfg: C = v.try_into().context("invalid configuration")?;
     Ok(cfg)
 }
 

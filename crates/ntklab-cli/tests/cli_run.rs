@@ -154,3 +154,12 @@ fn linearity_dag_quick_writes_slopes_and_points() {
     assert!(report.contains("bottleneck") && report.contains("hessian_vs_in_degree.svg"));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn every_u64_seed_is_accepted() {
+    // Seeds >= 2^63 used to be read back as negative TOML integers and rejected.
+    let d = tmp("seed");
+    run_ok(&["run", "catapult", "--quick", "--seed", "18446744073709551615", "--out", "rep"], &d);
+    assert_eq!(summary(&d.join("rep"))["config"]["seed"].as_u64(), Some(u64::MAX));
+    std::fs::remove_dir_all(&d).ok();
+}

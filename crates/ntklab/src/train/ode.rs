@@ -27,7 +27,7 @@ pub struct OdeOptions {
 
 impl Default for OdeOptions {
     fn default() -> Self {
-        OdeOptions { rtol: 1e-6, atol: 1e-9, h0: None, h_max: None, max_steps: 10_000_000 }
+        OdeOptions { rtol: 1e-6, atol: 1e-9, h0: None, h_max: None, max_steps: 1_000_000 }
     }
 }
 
@@ -184,6 +184,19 @@ impl Dopri5 {
                 )));
             }
             let remaining = t_end - *t;
+            // Stiffness: once the step size has settled (after 100 steps), a projected step count beyond the budget
+            // means the run cannot finish; say so now instead of grinding through the budget.
+            if steps > 100 && remaining / h > (self.opts.max_steps - steps) as f64 {
+                self.k1 = Some(k1);
+                return Err(Error::Numerical(format!(
+                    "stiff: at t = {} the stable step size is {h:.3e}, so reaching t = {t_end} would take about {:.2e} \
+                     more steps (budget {}); the gradient flow is stiff on this time scale: lower lr x steps, or use \
+                     discrete GD (kind = \"gd\")",
+                    *t,
+                    remaining / h,
+                    self.opts.max_steps
+                )));
+            }
             let last = h >= remaining * (1.0 - 1e-12);
             let hs = if last { remaining } else { h };
             if hs <= 1e-14 * t.abs().max(1.0) && !last {
@@ -319,8 +332,26 @@ mod tests {
         let mut ode = Dopri5::new(OdeOptions { max_steps: 100_000, ..Default::default() }).unwrap();
         let (mut t, mut y) = (0.0, vec![1.0]);
         assert!(ode.integrate(&mut g, &mut t, &mut y, 2.0).is_err());
-        // It stops at the blow-up time 1 (to about rtol) holding the last accepted, finite, huge state.
-        assert!((t - 1.0).abs() < 1e-4 && y[0].is_finite() && y[0] > 1e6, "t = {t}, y = {}", y[0]);
+        // It stops near the blow-up time 1 (the stiffness projection fires once the step size has collapsed)
+        // holding the last accepted, finite, large state.
+        assert!((t - 1.0).abs() < 1e-4 && y[0].is_finite() && y[0] > 1e3, "t = {t}, y = {}", y[0]);
         assert!(Dopri5::new(OdeOptions { rtol: 0.0, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn a_stiff_flow_that_cannot_finish_is_reported_at_once() {
+        // y' = -1e6 y up to t = 1e3 needs ~1e9 steps of h ~ 3e-6: past the 1e6 budget, so after the first 100
+        // steps the integrator stops with a "stiff" error instead of taking a million of them.
+        let mut evals = 0u64;
+        let mut f = |y: &[f64], out: &mut [f64]| {
+            evals += 1;
+            out[0] = -1e6 * y[0];
+            true
+        };
+        let mut ode = Dopri5::new(OdeOptions::default()).unwrap();
+        let (mut t, mut y) = (0.0, vec![1.0]);
+        let e = ode.integrate(&mut f, &mut t, &mut y, 1e3).unwrap_err().to_string();
+        assert!(e.contains("stiff") && e.contains("budget"), "{e}");
+        assert!(evals < 2_000, "{evals} evaluations before giving up");
     }
 }
