@@ -47,6 +47,15 @@ fn main() {
             eprintln!("error: --threads must be at least 1");
             std::process::exit(2);
         }
+        // More workers than 8 per core only adds start-up time and memory (each worker has its own stack): cap it.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cap = 8 * cores;
+        let t = if t > cap {
+            eprintln!("note: --threads {t} capped at {cap} (8 per core on this machine's {cores} cores)");
+            cap
+        } else {
+            t
+        };
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global() {
             eprintln!("error: cannot set up {t} threads: {e}");
             std::process::exit(2);

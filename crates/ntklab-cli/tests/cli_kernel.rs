@@ -169,3 +169,19 @@ fn impossible_sizes_are_refused_before_allocating() {
     .to_string();
     assert!(e.contains("GiB") && e.contains("NNGP and NTK"), "{e}");
 }
+
+#[test]
+fn absurd_thread_counts_are_capped_with_a_note() {
+    let d = tmp("threads");
+    write_x(&d.join("x.npy"), &ntklab::data::synthetic::gaussian(4, 3, 1));
+    let o = bin()
+        .args(["--threads", "100000", "kernel", "--arch", "dense(8),relu,dense(1)", "--x1"])
+        .arg(d.join("x.npy"))
+        .arg("--out")
+        .arg(d.join("k"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("capped at"));
+    std::fs::remove_dir_all(&d).ok();
+}
