@@ -351,7 +351,10 @@ impl Activation {
             let p2 = 1.0 + 2.0 * b2 * s22;
             let arg = (2.0 * b2 * s12 / (p1 * p2).sqrt()).clamp(-1.0, 1.0);
             let t = a * a * (2.0 / PI) * arg.asin() + c * c;
-            let det = (p1 * p2 - 4.0 * b2 * b2 * s12 * s12).max(f64::MIN_POSITIVE);
+            // (1 + 2b^2 s11)(1 + 2b^2 s22) - 4b^4 s12^2 expanded so that no two large terms cancel: at large
+            // variance the product form loses everything (on the diagonal it is exactly 1 + 4 b^2 s).
+            let det = (1.0 + 2.0 * b2 * (s11 + s22) + 4.0 * b2 * b2 * (s11 * s22 - s12 * s12).max(0.0))
+                .max(f64::MIN_POSITIVE);
             let td = 4.0 * a * a * b2 / PI / det.sqrt();
             (t, td)
         };

@@ -513,3 +513,46 @@ fn tiled_pass_matches_the_naive_recursion_on_ragged_shapes() {
         }
     }
 }
+
+#[test]
+fn erf_dual_is_stable_at_large_variance() {
+    // Independent route: with s11 = s22 = q and s12 = q cos(theta), the determinant is exactly
+    // 1 + 4 b^2 q + 4 b^4 q^2 sin^2(theta), computed here from sin(theta) (no cancellation). The product form
+    // used before was 2 % off on the NTK diagonal at w_std = 1e7 and 1e163 times too large at 1e10.
+    let (a, b, c) = (1.3, 0.7, 0.2);
+    let act = Activation::Erf { a, b, c };
+    let b2 = b * b;
+    for q in [1e-3, 1.0, 1e4, 1e8, 1e12] {
+        for theta in [0.0f64, 1e-6, 0.3, 1.5, 3.0] {
+            let (t, td) = act.closed_dual(q, q * theta.cos(), q).unwrap();
+            let det = 1.0 + 4.0 * b2 * q + 4.0 * b2 * b2 * q * q * theta.sin().powi(2);
+            let td_ref = 4.0 * a * a * b2 / std::f64::consts::PI / det.sqrt();
+            let t_ref =
+                a * a * (2.0 / std::f64::consts::PI) * (2.0 * b2 * q * theta.cos() / (1.0 + 2.0 * b2 * q)).asin()
+                    + c * c;
+            // The input s12 = q cos(theta) is itself rounded (relative eps); the determinant amplifies that by
+            // 8 b^4 s12^2 / det, so the tolerance is the problem's conditioning plus a few ulp.
+            let cond = 8.0 * b2 * b2 * (q * theta.cos()).powi(2) / det;
+            let tol = 1e-13 + 8.0 * f64::EPSILON * cond;
+            assert!((td - td_ref).abs() <= tol * td_ref, "q {q}, theta {theta}: Tdot {td} vs {td_ref} (tol {tol:e})");
+            assert!((t - t_ref).abs() <= 1e-12 * t_ref.abs().max(1.0), "q {q}, theta {theta}: T {t} vs {t_ref}");
+        }
+    }
+    // Through the kernel's exact diagonal: a one-hidden-layer erf net's NTK diagonal matches its closed form at
+    // huge w_std. (A cross pass meets x_i . x_i / d and |x_i|^2 / d rounded differently on its diagonal, which
+    // at variance 1e14 is ill-conditioned by itself; the symmetric pass is the exact route there.)
+    for w in [1e7, 1e8, 1e10] {
+        let arch = Architecture::parse(&format!("dense(8,w_std={w}),erf,dense(1)"), Parameterization::Ntk).unwrap();
+        let x = gaussian(3, 4, 5);
+        let sym = kernel(&arch, x.as_ref(), None).unwrap();
+        for i in 0..3 {
+            let q0 = (0..4).map(|j| x[(i, j)] * x[(i, j)]).sum::<f64>() / 4.0;
+            let q1 = w * w * q0;
+            // Theta_1 = q1; after erf: K = T(q1), Theta = q1 Tdot(q1); readout (w_std 1): Theta_2 = K + Theta.
+            let tdot = 4.0 / std::f64::consts::PI / (1.0 + 4.0 * q1).sqrt();
+            let k = (2.0 / std::f64::consts::PI) * (2.0 * q1 / (1.0 + 2.0 * q1)).asin();
+            let want = k + q1 * tdot;
+            assert!((sym.ntk[(i, i)] - want).abs() <= 1e-9 * want, "w_std {w}: {} vs {want}", sym.ntk[(i, i)]);
+        }
+    }
+}
