@@ -363,6 +363,14 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut times = [0.0f64; 3];
     let precision = parse_precision(&a.model.precision)?;
+    let f = net.forward(x.as_ref())?;
+    if let Some(i) = (0..f.nrows()).find(|&i| (0..f.ncols()).any(|j| !f[(i, j)].is_finite())) {
+        let wmax = net.params().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        bail!(
+            "the network's output is not finite at example {i} (largest |raw parameter| {wmax:e}): the model overflows, \
+             as after a diverged run, so it has no loss, gradient or Hessian"
+        );
+    }
     let res = match precision {
         Precision::F64 => hessian_parts(&net, x.as_ref(), y.as_ref(), loss, &opts, &a, &pb, t0, &mut times),
         Precision::F32 => {
@@ -373,6 +381,13 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
     let (value, gnorm, h, nh, g) = res?;
+    if !value.is_finite() || !gnorm.is_finite() || h.values.iter().any(|v| !v.is_finite()) {
+        let wmax = net.params().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        bail!(
+            "the loss, gradient or Hessian is not finite at this model (loss {value:e}, gradient norm {gnorm:e}; largest \
+             |raw parameter| {wmax:e}): its outputs overflow, as after a diverged run"
+        );
+    }
     let ng = g.as_ref().map_or(0, |g| g.1);
     eprintln!(
         "compute: {secs:.4} s (loss, gradient and caches {:.4} s; Hessian {:.4} s; Gauss-Newton {:.4} s)",

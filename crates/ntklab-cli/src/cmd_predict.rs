@@ -282,7 +282,25 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let f0_test = a.f0_test.as_ref().map(|p| load_matrix(p, "--f0-test")).transpose()?;
     check_shapes(&k, &y, (&f0_train, &f0_test), from_arch)?;
     let (n, t, m) = (k.train.nrows(), k.test_train.nrows(), y.ncols());
+    let created = !a.out.exists();
     ensure_dir(&a.out)?;
+    let res = predict_into(&a, &k, (&y, y_vec), (&f0_train, &f0_test), (n, t, m));
+    if res.is_err() && created {
+        // A failed run leaves no empty folder behind (remove_dir only removes an empty one).
+        let _ = std::fs::remove_dir(&a.out);
+    }
+    res
+}
+
+/// The body of `predict` once inputs are checked and the output folder exists.
+#[allow(clippy::type_complexity)]
+fn predict_into(
+    a: &PredictArgs,
+    k: &Kernels,
+    (y, y_vec): (&Mat<f64>, bool),
+    (f0_train, f0_test): (&Option<Mat<f64>>, &Option<Mat<f64>>),
+    (n, t, m): (usize, usize, usize),
+) -> Result<()> {
     let pred_path = a.out.join("prediction.npy");
     let mut files = vec!["prediction.npy".to_string()];
     let mut summary = json!({
@@ -313,6 +331,17 @@ pub fn run(a: PredictArgs) -> Result<()> {
             let kss = k.test_test.as_ref().expect("checked: gp has a test-test kernel");
             let r = gp_posterior(k.train.as_ref(), y.as_ref(), k.test_train.as_ref(), kss.as_ref(), noise)
                 .context("GP posterior")?;
+            // Rounding makes a variance at a training point slightly negative (~eps x scale); a clearly negative
+            // one means the test kernel does not belong with the training kernel (not jointly PSD).
+            let scale = (0..t).map(|i| kss[(i, i)].abs()).fold(1.0f64, f64::max);
+            if let Some(i) = (0..t).find(|&i| r.cov[(i, i)] < -1e-8 * scale) {
+                bail!(
+                    "the GP posterior variance at test point {i} is {:.4e} < 0: the kernels are not jointly positive \
+                     semi-definite (is --k-test-test the kernel of the test inputs with themselves, from the same \
+                     architecture as --k-train and --k-test-train?)",
+                    r.cov[(i, i)]
+                );
+            }
             write_out(&pred_path, r.mean.as_ref(), y_vec)?;
             ntklab::data::write_npy_mat(&a.out.join("covariance.npy"), r.cov.as_ref())?;
             files.push("covariance.npy".into());

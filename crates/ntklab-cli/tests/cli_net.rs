@@ -483,3 +483,36 @@ fn precision_f32_agrees_with_f64_for_ntk_and_hessian() {
     assert!(!d.join("bad.npy").exists());
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn overflowing_models_are_an_error_not_an_infinite_report() {
+    // A model with 1e150 weights: the loss overflows; `hessian` must fail (it used to exit 0 with an infinite
+    // gradient norm) and `ntk` must refuse to write infinities.
+    let d = tmp("overflow");
+    let net = Mlp::init(
+        &Architecture::parse("dense(4),relu,dense(4),relu,dense(1)", Parameterization::Ntk).unwrap(),
+        3,
+        1.0,
+        1,
+    )
+    .unwrap();
+    let mut big = net.clone();
+    let p: Vec<f64> = net.params().iter().map(|v| v * 1e150).collect();
+    big.set_params(&p).unwrap();
+    let model = d.join("big.safetensors");
+    ntklab::net::save_mlp(&big, &model, ntklab::net::Precision::F64).unwrap();
+    write_x(&d.join("x.npy"), &ntklab::data::synthetic::gaussian(5, 3, 1));
+    write_x(&d.join("y.npy"), &ntklab::data::synthetic::gaussian(5, 1, 2));
+    let o =
+        run(&["hessian", "--top", "1"], &[("--model", &model), ("--x", &d.join("x.npy")), ("--y", &d.join("y.npy"))]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not finite"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = d.join("k.npy");
+    let o = run(&["ntk"], &[("--model", &model), ("--x", &d.join("x.npy")), ("--out", &out)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("non-finite"));
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&d).ok();
+}

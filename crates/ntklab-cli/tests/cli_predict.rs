@@ -340,3 +340,36 @@ fn bad_shapes_and_flags_are_explained() {
     assert!(e.contains("positive semi-definite"), "{e}");
     assert!(!d.join("o/prediction.npy").exists());
 }
+
+#[test]
+fn an_indefinite_test_kernel_is_an_error_with_no_output() {
+    // K_** scaled down by 10 is not the kernel of the test points: posterior variances go clearly negative. That is
+    // an error naming the point (not "rounding"), and the failed command leaves no folder.
+    let d = tmp("indef");
+    let (k, kt, ktt, y) = problem(6, 4);
+    write(&d.join("K.npy"), &k);
+    write(&d.join("Kt.npy"), &kt);
+    write(&d.join("Ktt.npy"), &(&ktt * faer::Scale(0.1)));
+    write(&d.join("y.npy"), &y);
+    let e = run_err(
+        &[
+            "predict",
+            "--mode",
+            "gp",
+            "--kernel-train",
+            "K.npy",
+            "--kernel-test-train",
+            "Kt.npy",
+            "--y",
+            "y.npy",
+            "--kernel-test-test",
+            "Ktt.npy",
+            "--out",
+            "gp",
+        ],
+        &d,
+    );
+    assert!(e.contains("not jointly positive") && e.contains("test point"), "{e}");
+    assert!(!d.join("gp").exists(), "the failed command left its output folder");
+    std::fs::remove_dir_all(&d).ok();
+}
