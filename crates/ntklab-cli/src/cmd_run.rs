@@ -127,24 +127,33 @@ pub fn run(a: RunArgs) -> Result<()> {
             let base = if a.quick { LinearityConfig::quick() } else { LinearityConfig::full() };
             let cfg = resolve(base, a.config.as_deref(), a.seed)?;
             cfg.validate()?;
-            ensure_dir(&out)?;
-            run_linearity(&cfg, &out)
+            in_new_dir(&out, |o| run_linearity(&cfg, o))
         }
         Name::LinearityDag => {
             let base = if a.quick { LinearityDagConfig::quick() } else { LinearityDagConfig::full() };
             let cfg = resolve(base, a.config.as_deref(), a.seed)?;
             cfg.validate()?;
-            ensure_dir(&out)?;
-            run_linearity_dag(&cfg, &out)
+            in_new_dir(&out, |o| run_linearity_dag(&cfg, o))
         }
         Name::Catapult => {
             let base = if a.quick { CatapultConfig::quick() } else { CatapultConfig::full() };
             let cfg = resolve(base, a.config.as_deref(), a.seed)?;
             cfg.validate()?;
-            ensure_dir(&out)?;
-            run_catapult(&cfg, &out)
+            in_new_dir(&out, |o| run_catapult(&cfg, o))
         }
     }
+}
+
+/// Runs `f` with the report folder `out`, created if needed; a failure leaves no folder this call created (only an
+/// empty one is ever removed).
+fn in_new_dir(out: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let created = !out.exists();
+    ensure_dir(out)?;
+    let res = f(out);
+    if res.is_err() && created {
+        let _ = std::fs::remove_dir(out);
+    }
+    res
 }
 
 /// Runs `f` with a progress bar fed by its `(done, total)` callback.

@@ -185,3 +185,20 @@ fn absurd_thread_counts_are_capped_with_a_note() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("capped at"));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[cfg(unix)]
+#[test]
+fn device_files_are_refused_not_read_forever() {
+    // A .csv or model path that is /dev/zero used to be read until memory ran out.
+    let d = tmp("devzero");
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero.csv")).unwrap();
+    let o = bin()
+        .args(["kernel", "--arch", "dense(4),relu,dense(1)", "--x1"])
+        .arg(d.join("zero.csv"))
+        .arg("--out")
+        .arg(d.join("k"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -163,3 +163,18 @@ fn every_u64_seed_is_accepted() {
     assert_eq!(summary(&d.join("rep"))["config"]["seed"].as_u64(), Some(u64::MAX));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn impossible_sizes_fail_before_allocating_and_leave_no_folder() {
+    let d = tmp("huge");
+    std::fs::write(d.join("w.toml"), "widths = [64, 1000000000]\n").unwrap();
+    let o = bin()
+        .args(["run", "linearity", "--quick", "--config", "w.toml", "--out", "rep"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("would need") && err.contains("available"), "{err}");
+    assert!(!d.join("rep").exists(), "the failed run left its report folder");
+    std::fs::remove_dir_all(&d).ok();
+}

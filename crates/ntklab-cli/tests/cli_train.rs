@@ -252,3 +252,15 @@ fn force_replaces_only_ntklab_run_folders() {
     assert!(run.join("records.jsonl").is_file());
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn an_impossible_data_size_is_refused_before_allocating() {
+    let d = tmp("bigdata");
+    let cfg = d.join("c.toml");
+    std::fs::write(&cfg, TINY.replace("n = 16\n", "n = 1000000000\n").replace("d = 3\n", "d = 1000\n")).unwrap();
+    let o = train(&cfg, &d.join("run"), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("would need") && !err.contains("panicked"), "{err}");
+    assert!(!d.join("run").exists() && !d.join("run.partial").exists());
+    std::fs::remove_dir_all(&d).ok();
+}

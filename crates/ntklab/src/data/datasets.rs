@@ -181,8 +181,13 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<Dataset> {
     if spec.name == Builtin::Blobs && spec.classes < 2 {
         return Err(Error::Config(format!("`blobs` needs at least 2 classes, got {}", spec.classes)));
     }
-    let total = spec.n + spec.n_test;
+    let total = spec.n.saturating_add(spec.n_test);
     let d = spec.d;
+    // Inputs (total x d) and targets (total x classes at most), estimated before anything is drawn.
+    crate::data::memory::check_alloc(
+        total.saturating_mul(d.saturating_add(spec.classes.max(1))).saturating_mul(8),
+        &format!("the synthetic data set ({total} points x {d} features)"),
+    )?;
     let sd = (d as f64).sqrt();
     let mut task = rng(derive_seed(spec.seed, 0));
     let mut inputs = rng(derive_seed(spec.seed, 1));

@@ -114,6 +114,16 @@ fn fortran_to_c(data: &[f64], shape: &[usize]) -> Vec<f64> {
     out
 }
 
+/// Err unless `path` is a regular file (after following links): a device such as /dev/zero or a FIFO has no size
+/// to bound a read by.
+pub fn check_regular(path: &Path) -> Result<()> {
+    let m = std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    if !m.is_file() {
+        return Err(Error::file(path, "is not a regular file (a device, FIFO or folder cannot be read as data)"));
+    }
+    Ok(())
+}
+
 /// Read a .npy file (any float/integer dtype, C or Fortran order) as f64.
 pub fn read_npy(path: &Path) -> Result<Array> {
     if let Some(a) = read_npy_plain_float(path)? {
@@ -124,6 +134,7 @@ pub fn read_npy(path: &Path) -> Result<Array> {
 
 /// [`read_npy`] through npyz, for every dtype.
 fn read_npy_general(path: &Path) -> Result<Array> {
+    check_regular(path)?;
     let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let npy =
         npyz::NpyFile::new(BufReader::new(f)).map_err(|e| Error::file(path, format!("not a valid .npy file: {e}")))?;
@@ -134,6 +145,7 @@ fn read_npy_general(path: &Path) -> Result<Array> {
 /// data are decoded straight from the file's bytes. Returns None for anything else (other dtypes, version-3
 /// headers, odd layouts), which the general reader then handles or rejects with its own message.
 fn read_npy_plain_float(path: &Path) -> Result<Option<Array>> {
+    check_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Ok(None);
@@ -207,6 +219,7 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
 
 /// Read a numeric CSV: comma-separated, one row per line; a first line that is not all numbers is a header.
 pub fn read_csv(path: &Path) -> Result<Array> {
+    check_regular(path)?;
     let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).trim(csv::Trim::All).from_reader(BufReader::new(f));
     let mut rows: Vec<Vec<f64>> = Vec::new();

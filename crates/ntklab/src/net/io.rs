@@ -269,6 +269,7 @@ pub fn save_mlp(net: &Mlp, path: &Path, precision: Precision) -> Result<()> {
 /// Load a network saved by [`save_mlp`] or by PyTorch (format by extension, else by content); see
 /// [`LoadOptions`] for files without ntklab metadata. Errors name the file and the offending tensor.
 pub fn load_mlp(path: &Path, opts: &LoadOptions) -> Result<Mlp> {
+    crate::data::io::check_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     match ModelFormat::detect(path, &bytes) {
         ModelFormat::Safetensors => mlp_from_safetensors_bytes(&bytes, opts).map_err(|e| in_file(path, e)),
@@ -278,6 +279,7 @@ pub fn load_mlp(path: &Path, opts: &LoadOptions) -> Result<Mlp> {
 
 /// Load a safetensors file (see [`load_mlp`]).
 pub fn load_safetensors(path: &Path, opts: &LoadOptions) -> Result<Mlp> {
+    crate::data::io::check_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     mlp_from_safetensors_bytes(&bytes, opts).map_err(|e| in_file(path, e))
 }
