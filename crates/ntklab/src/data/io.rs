@@ -117,7 +117,7 @@ fn fortran_to_c(data: &[f64], shape: &[usize]) -> Vec<f64> {
 /// Err unless `path` is a regular file (after following links): a device such as /dev/zero or a FIFO has no size
 /// to bound a read by.
 pub fn check_regular(path: &Path) -> Result<()> {
-    let m = std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let m = std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     if !m.is_file() {
         return Err(Error::file(path, "is not a regular file (a device, FIFO or folder cannot be read as data)"));
     }
