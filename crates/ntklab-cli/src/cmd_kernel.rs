@@ -9,7 +9,7 @@ use faer::Mat;
 use ntklab::kernel::{kernel, kernel_f32, Architecture, Kernel, Parameterization};
 
 use crate::plot::{self, Chart, Series};
-use crate::util::{ensure_dir, load_matrix, spinner};
+use crate::util::{ensure_dir, load_matrix, mark_dir, refuse_existing, spinner, MARKER};
 
 const DEMO_ARCH: &str =
     "dense(512,w_std=1.5,b_std=0.1),relu,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,w_std=1.5,b_std=0.1)";
@@ -45,6 +45,9 @@ pub struct KernelArgs {
     /// and nothing is written).
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// Overwrite existing outputs (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// NNGP and NTK matrices.
@@ -138,6 +141,7 @@ pub fn run(a: KernelArgs) -> Result<()> {
     }
     let arch = resolve_arch(&a, None)?;
     let out = a.out.clone().context("--out DIR is required (nngp.npy and ntk.npy are written there)")?;
+    refuse_existing(&[out.join("nngp.npy"), out.join("ntk.npy")], a.force)?;
     let t_load = Instant::now();
     let x1 = load_matrix(a.x1.as_ref().expect("clap requires --x1 without --demo"), "--x1")?;
     let x2 = match &a.x2 {
@@ -168,6 +172,15 @@ pub fn run(a: KernelArgs) -> Result<()> {
 fn demo(a: &KernelArgs) -> Result<()> {
     let arch = resolve_arch(a, Some(DEMO_ARCH))?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("ntklab-demo"));
+    // The demo folder is ntklab's own (marked): running the demo again refreshes it; anything else is protected
+    // by the usual rule.
+    let ours = out.join(MARKER).is_file();
+    let outputs: Vec<PathBuf> = ["nngp.npy", "ntk.npy", "x.npy", "kernel_vs_angle.svg", "kernel_vs_angle.png"]
+        .iter()
+        .map(|f| out.join(f))
+        .collect();
+    refuse_existing(&outputs, a.force || ours)?;
+    let fresh = !out.exists();
     let n = 181;
     // Points on the unit circle scaled to norm sqrt(2) so that Sigma0(x, x) = 1; angles 0..pi from x_0.
     let x = Mat::from_fn(n, 2, |i, j| {
@@ -177,6 +190,9 @@ fn demo(a: &KernelArgs) -> Result<()> {
     println!("ntklab kernel demo: {n} points on a circle (angles 0..180 deg), architecture");
     println!("  {arch}  [{}]", arch.parameterization);
     let (secs, values) = compute_and_write(&arch, &x, None, &out, (a.f32, a.allow_nonfinite), true)?;
+    if fresh {
+        mark_dir(&out)?;
+    }
     let (nngp, ntk) = values.expect("requested");
     ntklab::data::write_npy_mat(&out.join("x.npy"), x.as_ref())?;
     println!("computed the {n} x {n} NNGP and NTK in {secs:.4} s");

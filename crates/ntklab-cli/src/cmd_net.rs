@@ -15,7 +15,7 @@ use ntklab::net::{cast, load_mlp, save_mlp, Float, LoadOptions, LossCurvature, M
 use ntklab::spectrum::{lanczos, FnOp, LanczosOptions, LanczosResult, SymOp, Which};
 use ntklab::train::loss::Loss;
 
-use crate::util::{load_matrix, spinner};
+use crate::util::{load_matrix, refuse_existing, spinner};
 
 /// Arguments of `ntklab init`.
 #[derive(Args, Debug)]
@@ -41,6 +41,9 @@ pub struct InitArgs {
     /// Store float32 weights (default float64).
     #[arg(long)]
     pub f32: bool,
+    /// Overwrite existing outputs (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// How to read a model file (flattened into `ntk` and `hessian`).
@@ -100,6 +103,9 @@ pub struct NtkArgs {
     /// Write the kernel even when an entry is NaN or infinite (by default that is an error naming the entry).
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// Overwrite existing outputs (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `ntklab hessian`.
@@ -134,11 +140,15 @@ pub struct HessianArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Overwrite existing outputs (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Run `init`.
 pub fn run_init(a: InitArgs) -> Result<()> {
     ntklab::net::ModelFormat::from_path(&a.out)?;
+    refuse_existing(std::slice::from_ref(&a.out), a.force)?;
     let p = Parameterization::parse(&a.parameterization).context("in --parameterization")?;
     let arch = Architecture::parse(&a.arch, p).context("in --arch")?;
     let net = Mlp::init(&arch, a.input_dim, a.alpha, a.seed)?;
@@ -193,6 +203,7 @@ pub fn run_ntk(a: NtkArgs) -> Result<()> {
     if ext != "npy" {
         bail!("--out {}: the kernel is written as .npy; give a file name ending in .npy", a.out.display());
     }
+    refuse_existing(std::slice::from_ref(&a.out), a.force)?;
     let net = load_model(&a.model)?;
     let x = load_inputs(&net, &a.x, "--x")?;
     let x2 = a.x2.as_ref().map(|p| load_inputs(&net, p, "--x2")).transpose()?;
@@ -329,6 +340,7 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
         if j.extension().and_then(|e| e.to_str()).map(|e| e.to_lowercase()).as_deref() != Some("json") {
             bail!("--json {}: give a file name ending in .json", j.display());
         }
+        refuse_existing(std::slice::from_ref(j), a.force)?;
     }
     let net = load_model(&a.model)?;
     let x = load_inputs(&net, &a.x, "--x")?;

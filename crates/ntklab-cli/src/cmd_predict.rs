@@ -13,7 +13,7 @@ use ntklab::kernel::{kernel, Architecture, Parameterization};
 use ntklab::predict::{gp_posterior, krr, LinearizedDynamics, Time};
 use serde_json::json;
 
-use crate::util::{ensure_dir, load_matrix, spinner};
+use crate::util::{ensure_dir, load_matrix, refuse_existing, spinner};
 
 /// Which prediction to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +96,9 @@ pub struct PredictArgs {
     /// (krr) or train_prediction.npy (flow, gd).
     #[arg(long)]
     pub out: PathBuf,
+    /// Overwrite existing outputs (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Reads a matrix; for .npy also reports whether it was a 1-D vector.
@@ -282,6 +285,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let f0_test = a.f0_test.as_ref().map(|p| load_matrix(p, "--f0-test")).transpose()?;
     check_shapes(&k, &y, (&f0_train, &f0_test), from_arch)?;
     let (n, t, m) = (k.train.nrows(), k.test_train.nrows(), y.ncols());
+    refuse_existing(&[a.out.join("prediction.npy"), a.out.join("summary.json")], a.force)?;
     let created = !a.out.exists();
     ensure_dir(&a.out)?;
     let res = predict_into(&a, &k, (&y, y_vec), (&f0_train, &f0_test), (n, t, m));

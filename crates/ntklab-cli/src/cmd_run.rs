@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::plot::{self, Chart, Series};
-use crate::util::{bar, ensure_dir};
+use crate::util::{bar, ensure_dir, refuse_existing};
 
 /// The reproductions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,6 +56,9 @@ pub struct RunArgs {
     /// keys are those of `config` in summary.json.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Overwrite existing outputs (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Configs with a master seed.
@@ -127,26 +130,27 @@ pub fn run(a: RunArgs) -> Result<()> {
             let base = if a.quick { LinearityConfig::quick() } else { LinearityConfig::full() };
             let cfg = resolve(base, a.config.as_deref(), a.seed)?;
             cfg.validate()?;
-            in_new_dir(&out, |o| run_linearity(&cfg, o))
+            in_new_dir(&out, a.force, |o| run_linearity(&cfg, o))
         }
         Name::LinearityDag => {
             let base = if a.quick { LinearityDagConfig::quick() } else { LinearityDagConfig::full() };
             let cfg = resolve(base, a.config.as_deref(), a.seed)?;
             cfg.validate()?;
-            in_new_dir(&out, |o| run_linearity_dag(&cfg, o))
+            in_new_dir(&out, a.force, |o| run_linearity_dag(&cfg, o))
         }
         Name::Catapult => {
             let base = if a.quick { CatapultConfig::quick() } else { CatapultConfig::full() };
             let cfg = resolve(base, a.config.as_deref(), a.seed)?;
             cfg.validate()?;
-            in_new_dir(&out, |o| run_catapult(&cfg, o))
+            in_new_dir(&out, a.force, |o| run_catapult(&cfg, o))
         }
     }
 }
 
 /// Runs `f` with the report folder `out`, created if needed; a failure leaves no folder this call created (only an
 /// empty one is ever removed).
-fn in_new_dir(out: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+fn in_new_dir(out: &Path, force: bool, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    refuse_existing(&[out.join("summary.json"), out.join("report.md")], force)?;
     let created = !out.exists();
     ensure_dir(out)?;
     let res = f(out);

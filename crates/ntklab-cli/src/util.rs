@@ -67,3 +67,14 @@ pub fn check_replaceable(dir: &Path, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// One overwrite rule for every command: Err naming the first of `paths` that already exists, unless `force`.
+pub fn refuse_existing(paths: &[std::path::PathBuf], force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    if let Some(p) = paths.iter().find(|p| p.exists()) {
+        anyhow::bail!("{} already exists (pass --force to overwrite it, or choose another output)", p.display());
+    }
+    Ok(())
+}

@@ -31,7 +31,13 @@ fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Runs a command; these tests rewrite their outputs on purpose, so `--force` is passed (the overwrite rule
+/// itself is tested in `existing_outputs_need_force`).
 fn run(args: &[&str], paths: &[(&str, &Path)]) -> Output {
+    run_exact(&[args, &["--force"]].concat(), paths)
+}
+
+fn run_exact(args: &[&str], paths: &[(&str, &Path)]) -> Output {
     let mut c = bin();
     c.args(args);
     for (flag, p) in paths {
@@ -514,5 +520,30 @@ fn overflowing_models_are_an_error_not_an_infinite_report() {
     let o = run(&["ntk"], &[("--model", &model), ("--x", &d.join("x.npy")), ("--out", &out)]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("non-finite"));
     assert!(!out.exists());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn existing_outputs_need_force() {
+    // One overwrite rule for every command: an existing output is refused without --force and kept intact.
+    let d = tmp("force");
+    let model = d.join("m.safetensors");
+    ok(&run_exact(&["init", "--arch", ARCH, "--input-dim", "3"], &[("--out", &model)]));
+    let before = std::fs::read(&model).unwrap();
+    let o = run_exact(&["init", "--arch", ARCH, "--input-dim", "3", "--seed", "9"], &[("--out", &model)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    ok(&run_exact(&["init", "--arch", ARCH, "--input-dim", "3", "--seed", "9", "--force"], &[("--out", &model)]));
+    assert_ne!(std::fs::read(&model).unwrap(), before);
+    write_x(&d.join("x.npy"), &ntklab::data::synthetic::gaussian(4, 3, 1));
+    let out = d.join("k.npy");
+    ok(&run_exact(&["ntk"], &[("--model", &model), ("--x", &d.join("x.npy")), ("--out", &out)]));
+    let o = run_exact(&["ntk"], &[("--model", &model), ("--x", &d.join("x.npy")), ("--out", &out)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let kdir = d.join("kern");
+    let kargs = ["kernel", "--arch", "dense(8),relu,dense(1)"];
+    ok(&run_exact(&kargs, &[("--x1", &d.join("x.npy")), ("--out", &kdir)]));
+    let o = run_exact(&kargs, &[("--x1", &d.join("x.npy")), ("--out", &kdir)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nngp.npy"));
     std::fs::remove_dir_all(&d).ok();
 }
