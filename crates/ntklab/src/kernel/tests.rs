@@ -556,3 +556,19 @@ fn erf_dual_is_stable_at_large_variance() {
         }
     }
 }
+
+#[test]
+fn gelu_dual_is_stable_at_large_variance() {
+    // At variance q >> 1, GELU(x) = x Phi(x) differs from ReLU only for |x| = O(1), a set of probability
+    // O(1/sqrt(q)): T and Tdot approach the arc-cosine (ReLU) dual, whose closed form has no cancellation, with
+    // relative differences O(1/sqrt(q)) (asserted at 10/sqrt(q)).
+    for q in [1e4, 1e6, 1e8, 1e10, 1e12] {
+        for theta in [0.0f64, 1e-3, 0.5, 2.0] {
+            let (t, td) = Activation::Gelu.closed_dual(q, q * theta.cos(), q).unwrap();
+            let (tr, tdr) = super::activation::relu_dual(q, q * theta.cos(), q);
+            let tol = 10.0 / q.sqrt();
+            assert!((t - tr).abs() <= tol * q, "q {q}, theta {theta}: T {t} vs ReLU {tr}");
+            assert!((td - tdr).abs() <= tol, "q {q}, theta {theta}: Tdot {td} vs ReLU {tdr}");
+        }
+    }
+}
