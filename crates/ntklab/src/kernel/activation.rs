@@ -360,11 +360,12 @@ impl Activation {
         };
         let sin = |a: f64, b: f64, c: f64| {
             let b2 = b * b;
-            let e = (-0.5 * b2 * (s11 + s22)).exp();
-            let ep = (b2 * s12).exp();
-            let em = (-b2 * s12).exp();
+            // exp(-b^2 (s11 + s22) / 2) exp(+-b^2 s12) as single exponents (<= 0 for a covariance): the split form
+            // overflowed to 0 x inf = NaN at large variance.
+            let ep = (-0.5 * b2 * (s11 + s22 - 2.0 * s12)).exp();
+            let em = (-0.5 * b2 * (s11 + s22 + 2.0 * s12)).exp();
             let c2 = (2.0 * c).cos();
-            (0.5 * a * a * e * (ep - c2 * em), 0.5 * a * a * b2 * e * (ep + c2 * em))
+            (0.5 * a * a * (ep - c2 * em), 0.5 * a * a * b2 * (ep + c2 * em))
         };
         Some(match self {
             Relu => relu_dual(s11, s12, s22),

@@ -572,3 +572,23 @@ fn gelu_dual_is_stable_at_large_variance() {
         }
     }
 }
+
+#[test]
+fn sin_and_cos_duals_are_finite_and_exact_at_large_variance() {
+    // Independent route on the diagonal: E[a^2 sin^2(b u + c)] = a^2/2 (1 - cos(2c) e^(-2 b^2 q)) and
+    // E[a^2 b^2 cos^2(b u + c)] = a^2 b^2 / 2 (1 + cos(2c) e^(-2 b^2 q)) for u ~ N(0, q). Off the diagonal the
+    // values must be finite (the split exponentials gave 0 x inf = NaN beyond q ~ 700 / b^2).
+    let (a, b, c) = (1.1, 0.9, 0.3);
+    for q in [0.5, 10.0, 1e3, 1e6, 1e12] {
+        let (t, td) = Activation::Sin { a, b, c }.closed_dual(q, q, q).unwrap();
+        let e = (-2.0 * b * b * q).exp();
+        let (tr, tdr) = (a * a / 2.0 * (1.0 - (2.0 * c).cos() * e), a * a * b * b / 2.0 * (1.0 + (2.0 * c).cos() * e));
+        assert!((t - tr).abs() <= 1e-13 * tr && (td - tdr).abs() <= 1e-13 * tdr, "q {q}: ({t}, {td}) vs ({tr}, {tdr})");
+        for theta in [1e-6f64, 0.7, 3.1] {
+            for act in [Activation::Sin { a, b, c }, Activation::Cos { a, b, c }] {
+                let (t, td) = act.closed_dual(q, q * theta.cos(), q).unwrap();
+                assert!(t.is_finite() && td.is_finite(), "{act} q {q} theta {theta}: ({t}, {td})");
+            }
+        }
+    }
+}
