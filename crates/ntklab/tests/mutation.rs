@@ -170,3 +170,26 @@ fn corrupted_inputs_give_errors_not_panics() {
     assert!(rss < 2 << 30, "peak memory {rss} bytes");
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn a_small_file_declaring_a_huge_network_is_refused_before_allocating() {
+    // 1 KB of tensors whose metadata claims dense(15000),relu,dense(15000) on 15000 inputs (450 M parameters,
+    // 3.4 GB): refused from the declared shapes, before the parameter vector exists.
+    let d = std::env::temp_dir().join(format!("ntklab-huge-claim-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let small =
+        Mlp::init(&Architecture::parse("dense(8),relu,dense(8)", Parameterization::Ntk).unwrap(), 8, 1.0, 1).unwrap();
+    let path = d.join("m.safetensors");
+    save_mlp(&small, &path, Precision::F64).unwrap();
+    let opts = LoadOptions {
+        layers: Some(Architecture::parse("dense(15000),relu,dense(15000)", Parameterization::Ntk).unwrap().layers),
+        ..Default::default()
+    };
+    let before = max_rss();
+    let t0 = std::time::Instant::now();
+    let e = load_mlp(&path, &opts).unwrap_err().to_string();
+    assert!(e.contains("0.weight") && e.contains("[15000, 8]"), "{e}");
+    assert!(t0.elapsed().as_secs_f64() < 1.0);
+    assert!(max_rss().saturating_sub(before) < 100 << 20, "the refusal allocated {} bytes", max_rss() - before);
+    std::fs::remove_dir_all(&d).ok();
+}
