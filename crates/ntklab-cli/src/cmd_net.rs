@@ -369,6 +369,18 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
     if a.max_iter < a.top {
         bail!("--max-iter {} is smaller than --top {}", a.max_iter, a.top);
     }
+    // Peak: the Lanczos basis (one P-vector per step, plus a few work vectors) and the curvature caches (values,
+    // slopes and curvatures of every node, and the kept cotangents: about 4 N x width matrices per node).
+    let widths: usize = net.graph.nodes.iter().map(|nd| nd.width).sum();
+    let basis = (a.max_iter.min(p) + 8).saturating_mul(p);
+    let caches = n.saturating_mul(widths).saturating_mul(4);
+    ntklab::data::memory::check_alloc(
+        basis.saturating_add(caches).saturating_mul(8),
+        &format!(
+            "the Lanczos basis ({} vectors of {p} parameters) and the curvature caches (lower --max-iter)",
+            a.max_iter.min(p) + 8
+        ),
+    )?;
     let opts = LanczosOptions::new(a.top).which(Which::LargestAlgebraic).max_iter(a.max_iter).tol(a.tol).seed(a.seed);
 
     let pb = spinner(&format!("loss, gradient and curvature caches ({n} examples, {p} parameters)"));
