@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use faer::{Mat, MatRef};
-use ntklab::data::{write_npy, Array};
+use ntklab::data::Array;
 use ntklab::kernel::{kernel, Architecture, Parameterization};
 use ntklab::predict::{gp_posterior, krr, LinearizedDynamics, Time};
 use serde_json::json;
@@ -118,14 +118,43 @@ fn dims(m: &Mat<f64>) -> String {
 }
 
 /// Writes `m` as .npy, as a 1-D array when `vector` (m has one column).
-fn write_out(path: &Path, m: MatRef<'_, f64>, vector: bool) -> Result<()> {
-    if vector && m.ncols() == 1 {
-        let a = Array { shape: vec![m.nrows()], data: (0..m.nrows()).map(|i| m[(i, 0)]).collect() };
-        write_npy(path, &a)?;
-    } else {
-        ntklab::data::write_npy_mat(path, m)?;
+/// The files of one `predict` run, encoded as they are produced and committed together at the end, so a failure
+/// anywhere leaves none of them.
+#[derive(Default)]
+struct Staged(Vec<(std::path::PathBuf, Vec<u8>)>);
+
+impl Staged {
+    /// A matrix as .npy (a 1-D array when `vector` and it has one column).
+    fn mat(&mut self, path: std::path::PathBuf, m: MatRef<'_, f64>, vector: bool) -> Result<()> {
+        let bytes = if vector && m.ncols() == 1 {
+            let a = Array { shape: vec![m.nrows()], data: (0..m.nrows()).map(|i| m[(i, 0)]).collect() };
+            ntklab::data::io::npy_bytes(&a)?
+        } else {
+            let mut b = Vec::new();
+            ntklab::data::io::npy_mat_into(&mut b, m, None)?;
+            b
+        };
+        self.0.push((path, bytes));
+        Ok(())
     }
-    Ok(())
+
+    /// All files at once (temporaries renamed together; none left on failure).
+    fn commit(self) -> Result<()> {
+        type Fill<'a> = Box<dyn FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()> + 'a>;
+        let files: Vec<(&Path, Fill<'_>)> = self
+            .0
+            .iter()
+            .map(|(p, b)| {
+                (
+                    p.as_path(),
+                    Box::new(move |w: &mut std::io::BufWriter<std::fs::File>| std::io::Write::write_all(w, b))
+                        as Fill<'_>,
+                )
+            })
+            .collect();
+        ntklab::data::io::write_all_atomic(files)?;
+        Ok(())
+    }
 }
 
 fn check_flags(a: &PredictArgs) -> Result<()> {
@@ -306,6 +335,7 @@ fn predict_into(
     (n, t, m): (usize, usize, usize),
 ) -> Result<()> {
     let pred_path = a.out.join("prediction.npy");
+    let mut staged = Staged::default();
     let mut files = vec!["prediction.npy".to_string()];
     let mut summary = json!({
         "mode": format!("{:?}", a.mode).to_lowercase(),
@@ -317,8 +347,8 @@ fn predict_into(
         Mode::Krr => {
             let reg = a.reg.unwrap_or(0.0);
             let r = krr(k.train.as_ref(), y.as_ref(), k.test_train.as_ref(), reg).context("kernel ridge regression")?;
-            write_out(&pred_path, r.prediction.as_ref(), y_vec)?;
-            write_out(&a.out.join("coefficients.npy"), r.coefficients.as_ref(), y_vec)?;
+            staged.mat(pred_path.clone(), r.prediction.as_ref(), y_vec)?;
+            staged.mat(a.out.join("coefficients.npy"), r.coefficients.as_ref(), y_vec)?;
             files.push("coefficients.npy".into());
             summary["reg"] = json!(reg);
             summary["jitter"] = json!(r.jitter);
@@ -346,8 +376,8 @@ fn predict_into(
                     r.cov[(i, i)]
                 );
             }
-            write_out(&pred_path, r.mean.as_ref(), y_vec)?;
-            ntklab::data::write_npy_mat(&a.out.join("covariance.npy"), r.cov.as_ref())?;
+            staged.mat(pred_path.clone(), r.mean.as_ref(), y_vec)?;
+            staged.mat(a.out.join("covariance.npy"), r.cov.as_ref(), false)?;
             files.push("covariance.npy".into());
             summary["noise"] = json!(noise);
             summary["jitter"] = json!(r.jitter);
@@ -377,8 +407,8 @@ fn predict_into(
             let f0te = f0_test.as_ref().map(|f| f.as_ref());
             let test = dynamics.test(k.test_train.as_ref(), y.as_ref(), f0tr, f0te, time)?;
             let train = dynamics.train(y.as_ref(), f0tr, time)?;
-            write_out(&pred_path, test.as_ref(), y_vec)?;
-            write_out(&a.out.join("train_prediction.npy"), train.as_ref(), y_vec)?;
+            staged.mat(pred_path.clone(), test.as_ref(), y_vec)?;
+            staged.mat(a.out.join("train_prediction.npy"), train.as_ref(), y_vec)?;
             files.push("train_prediction.npy".into());
             let crit = dynamics.critical_lr();
             summary["lr"] = json!(lr);
@@ -406,7 +436,8 @@ fn predict_into(
     summary["files"] = json!(files);
     summary["notes"] = json!(notes);
     let sj = serde_json::to_string_pretty(&summary)?;
-    ntklab::data::io::write_atomic(&a.out.join("summary.json"), |w| std::io::Write::write_all(w, sj.as_bytes()))?;
+    staged.0.push((a.out.join("summary.json"), sj.into_bytes()));
+    staged.commit()?;
     for note in &notes {
         eprintln!("note: {note}");
     }

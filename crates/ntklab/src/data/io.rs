@@ -444,6 +444,13 @@ pub fn write_npy(path: &Path, a: &Array) -> Result<()> {
     write_atomic(path, |w| write_npy_to(w, &a.shape, a.data.iter().copied()))
 }
 
+/// The .npy bytes of an array (any shape, f64), for writers that commit several files together.
+pub fn npy_bytes(a: &Array) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    write_npy_to(&mut out, &a.shape, a.data.iter().copied())?;
+    Ok(out)
+}
+
 /// Write named f64 arrays as an uncompressed .npz archive, atomically.
 pub fn write_npz(path: &Path, arrays: &[(&str, &Array)]) -> Result<()> {
     write_atomic(path, |w| {
