@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::plot::{self, Chart, Series};
-use crate::util::{bar, ensure_dir, refuse_existing};
+use crate::util::{bar, check_replaceable, ensure_dir, mark_dir, refuse_existing};
 
 /// The reproductions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -151,13 +151,38 @@ pub fn run(a: RunArgs) -> Result<()> {
 /// empty one is ever removed).
 fn in_new_dir(out: &Path, force: bool, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     refuse_existing(&[out.join("summary.json"), out.join("report.md")], force)?;
-    let created = !out.exists();
-    ensure_dir(out)?;
-    let res = f(out);
-    if res.is_err() && created {
-        let _ = std::fs::remove_dir(out);
+    // Everything is written into a marked `.partial` sibling and moved into `out` only when the run succeeded,
+    // so a failed or interrupted run leaves no half report (and no folder it created).
+    let name = out.file_name().map_or_else(|| "run".to_string(), |n| n.to_string_lossy().to_string());
+    let partial = out.with_file_name(format!("{name}.partial"));
+    if partial.exists() {
+        check_replaceable(&partial, "a new run")?;
+        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot remove stale {}", partial.display()))?;
     }
-    res
+    ensure_dir(&partial)?;
+    mark_dir(&partial)?;
+    if let Err(e) = f(&partial) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    ensure_dir(out)?;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&partial).with_context(|| format!("cannot list {}", partial.display()))? {
+        let entry = entry?;
+        let fname = entry.file_name();
+        if fname.to_string_lossy() == crate::util::MARKER && out.join(&fname).exists() {
+            continue;
+        }
+        std::fs::rename(entry.path(), out.join(&fname))
+            .with_context(|| format!("cannot move {} into {}", entry.path().display(), out.display()))?;
+        if fname.to_string_lossy() != crate::util::MARKER {
+            names.push(fname.to_string_lossy().to_string());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&partial);
+    names.sort();
+    println!("wrote {}/{{{}}}", out.display(), names.join(","));
+    Ok(())
 }
 
 /// Runs `f` with a progress bar fed by its `(done, total)` callback.
@@ -223,7 +248,6 @@ fn run_linearity_dag(cfg: &LinearityDagConfig, out: &Path) -> Result<()> {
         "slopes of ||d2f|| vs m: uniform {:+.3}, bottleneck {:+.3}, skip {:+.3} (theory: -0.5, 0, -0.5)",
         res.slope_uniform, res.slope_bottleneck, res.slope_skip
     );
-    println!("wrote {}/{{summary.json,report.md,hessian_vs_in_degree.*}}", out.display());
     Ok(())
 }
 
@@ -289,7 +313,6 @@ fn run_linearity(cfg: &LinearityConfig, out: &Path) -> Result<()> {
         );
     }
     println!("theory: -0.5 for ||d2f|| (up to log factors); between -1 and -0.5 for the NTK change (see report.md)");
-    println!("wrote {}/{{summary.json,report.md,hessian_vs_width.*,ntk_change_vs_width.*}}", out.display());
     Ok(())
 }
 
@@ -460,10 +483,6 @@ fn run_catapult(cfg: &CatapultConfig, out: &Path) -> Result<()> {
         );
     }
     println!("{}", eta_max_line(&res));
-    println!(
-        "wrote {}/{{summary.json,report.md,loss_curves.*,ntk_curves.*,phase_diagram.*,final_curvature.*}}",
-        out.display()
-    );
     Ok(())
 }
 
