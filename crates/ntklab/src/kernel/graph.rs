@@ -77,21 +77,37 @@ impl Graph {
     /// not fed by the input directly, its fan-in; the minimum over them (Zhu, Liu & Belkin 2022's "width").
     /// None when every Dense node reads the input.
     pub fn min_in_degree(&self) -> Option<usize> {
-        self.nodes
-            .iter()
-            .filter(|n| matches!(n.op, Op::Dense { .. }) && !self.reads_input_directly(n))
-            .map(|n| self.nodes[n.inputs[0]].width)
+        let consumers = self.consumers();
+        (0..self.nodes.len())
+            .filter(|&v| {
+                matches!(self.nodes[v].op, Op::Dense { .. }) && !self.reaches_without_dense(v, true, &consumers)
+            })
+            .map(|v| self.nodes[self.nodes[v].inputs[0]].width)
             .min()
     }
 
-    fn reads_input_directly(&self, n: &Node) -> bool {
-        // The input reached through pointwise/fan-in nodes only (no Dense in between).
-        let mut stack: Vec<usize> = n.inputs.clone();
+    /// Whether node v reaches the input (`up`) or the output (`!up`) through non-Dense nodes only: a Dense node
+    /// is an "input" node, resp. a "readout" node, of the parameterizations when it does. `consumers` is
+    /// [`Graph::consumers`].
+    pub fn reaches_without_dense(&self, v: usize, up: bool, consumers: &[Vec<usize>]) -> bool {
+        if !up && v == self.output() {
+            return true;
+        }
+        let mut stack: Vec<usize> = if up { self.nodes[v].inputs.clone() } else { consumers[v].clone() };
+        let mut seen = vec![false; self.nodes.len()];
         while let Some(u) = stack.pop() {
+            if std::mem::replace(&mut seen[u], true) {
+                continue;
+            }
             match self.nodes[u].op {
-                Op::Input => return true,
+                Op::Input => return up,
                 Op::Dense { .. } => {}
-                _ => stack.extend(self.nodes[u].inputs.iter().copied()),
+                _ => {
+                    if !up && u == self.output() {
+                        return true;
+                    }
+                    stack.extend(if up { self.nodes[u].inputs.iter() } else { consumers[u].iter() }.copied());
+                }
             }
         }
         false

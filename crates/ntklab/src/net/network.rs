@@ -95,31 +95,6 @@ pub type Mlp = Network<f64>;
 
 pub use crate::layers::dense::multipliers;
 
-/// Whether node v reaches `target` (towards the input when `up`) through non-Dense nodes only.
-fn reaches_without_dense(g: &Graph, v: usize, up: bool, consumers: &[Vec<usize>]) -> bool {
-    let mut stack: Vec<usize> = if up { g.nodes[v].inputs.clone() } else { consumers[v].clone() };
-    if !up && v == g.output() {
-        return true;
-    }
-    let mut seen = vec![false; g.nodes.len()];
-    while let Some(u) = stack.pop() {
-        if std::mem::replace(&mut seen[u], true) {
-            continue;
-        }
-        match g.nodes[u].op {
-            Op::Input => return up,
-            Op::Dense { .. } => {}
-            _ => {
-                if !up && u == g.output() {
-                    return true;
-                }
-                stack.extend(if up { g.nodes[u].inputs.iter() } else { consumers[u].iter() }.copied());
-            }
-        }
-    }
-    false
-}
-
 impl<T: Float> Network<T> {
     /// Shapes and multipliers with all parameters zero; used by `init` and by loaders. The size of the
     /// parameter vector is checked against the memory available before anything is allocated.
@@ -139,8 +114,8 @@ impl<T: Float> Network<T> {
         for (v, node) in graph.nodes.iter().enumerate() {
             if let Op::Dense { width, w_std, b_std } = node.op {
                 let n_in = graph.nodes[node.inputs[0]].width;
-                let is_input = reaches_without_dense(&graph, v, true, &consumers);
-                let is_readout = count > 1 && reaches_without_dense(&graph, v, false, &consumers);
+                let is_input = graph.reaches_without_dense(v, true, &consumers);
+                let is_readout = count > 1 && graph.reaches_without_dense(v, false, &consumers);
                 let (w_mult, w_init, b_mult, b_init) =
                     multipliers(arch.parameterization, is_input, is_readout, n_in, width, w_std, b_std.unwrap_or(0.0));
                 let w_off = off;
