@@ -220,16 +220,13 @@ impl Architecture {
                 return Err(Error::Config(format!("the graph has a cycle through nodes {}", stuck.join(", "))));
             };
             if i == output && done.iter().filter(|d| !**d).count() > 1 {
-                // The output must come last: place every other ready node first.
-                if let Some(j) = (0..items.len())
-                    .find(|&j| j != output && !done[j] && items[j].2.iter().all(|s| placed.contains_key(s.as_str())))
-                {
-                    place(&mut b, &items[j], &mut placed)?;
-                    done[j] = true;
-                    continue;
-                }
+                // `find` takes the lowest ready index, so the output (the highest) comes up only when every node
+                // still waiting reads the output or sits on a cycle: neither can precede the output.
+                let waiting: Vec<&str> =
+                    (0..items.len()).filter(|&j| !done[j] && j != output).map(|j| items[j].0.as_str()).collect();
                 return Err(Error::Config(format!(
-                    "the last node `{}` is the output, but nodes feeding no path to it remain or depend on it",
+                    "nodes {} read the output `{}` (the last node) or form a cycle; the output must come last",
+                    waiting.join(", "),
                     items[output].0
                 )));
             }
@@ -339,6 +336,7 @@ mod tests {
             ("node(a,dense(4),input),node(a,dense(5),a),node(o,dense(1),a)", "twice"),
             ("node(a,dense(4),input),node(dead,dense(5),a),node(o,dense(1),a)", "dead"),
             ("node(a,dense(4),input,input),node(o,dense(1),a)", "exactly one input"),
+            ("node(a,dense(4),input),node(b,relu,o),node(o,dense(1),a)", "read the output"),
         ];
         for (s, want) in cases {
             let e = g(s, 3).unwrap_err().to_string();
