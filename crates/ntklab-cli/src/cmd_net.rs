@@ -322,7 +322,13 @@ fn hessian_parts<T: Float>(
     t0: Instant,
     times: &mut [f64; 3],
 ) -> Result<(f64, f64, LanczosResult, usize, Option<(LanczosResult, usize)>)> {
-    let lc = LossCurvature::new(net, x, y, loss).context("--y does not fit the loss")?;
+    let lc = LossCurvature::new(net, x, y, loss).map_err(|e| match e {
+        ntklab::Error::Numerical(_) => {
+            let wmax = net.params().iter().fold(0.0f64, |m, v| m.max(v.wide().abs()));
+            anyhow::anyhow!("{e} (largest |raw parameter| {wmax:e})")
+        }
+        e => anyhow::Error::new(e).context("--y does not fit the loss"),
+    })?;
     times[0] = t0.elapsed().as_secs_f64();
     let (h, nh) = top_eigs(&lc.hessian_op(), opts, pb, "Hessian")?;
     times[1] = t0.elapsed().as_secs_f64() - times[0];
@@ -387,14 +393,6 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut times = [0.0f64; 3];
     let precision = parse_precision(&a.model.precision)?;
-    let f = net.forward(x.as_ref())?;
-    if let Some(i) = (0..f.nrows()).find(|&i| (0..f.ncols()).any(|j| !f[(i, j)].is_finite())) {
-        let wmax = net.params().iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        bail!(
-            "the network's output is not finite at example {i} (largest |raw parameter| {wmax:e}): the model overflows, \
-             as after a diverged run, so it has no loss, gradient or Hessian"
-        );
-    }
     let res = match precision {
         Precision::F64 => hessian_parts(&net, x.as_ref(), y.as_ref(), loss, &opts, &a, &pb, t0, &mut times),
         Precision::F32 => {

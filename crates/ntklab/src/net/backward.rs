@@ -58,6 +58,17 @@ pub(crate) fn accumulate<T: Float>(acc: &mut [Option<Mat<T>>], u: usize, m: Mat<
 /// The loss at outputs F (computed in f64 whatever T is): its value and dL/dF in T, after checking the targets.
 pub(crate) fn loss_parts<T: Float>(f: &Mat<T>, y: MatRef<'_, f64>, loss: Loss) -> Result<(f64, Mat<T>)> {
     let f64_out: Mat<f64> = cast(f.as_ref());
+    // Overflowing outputs are the network's fault, not the targets': say so before the targets are checked.
+    if let Some((i, j)) = (0..f64_out.ncols())
+        .flat_map(|j| (0..f64_out.nrows()).map(move |i| (i, j)))
+        .find(|&(i, j)| !f64_out[(i, j)].is_finite())
+    {
+        return Err(Error::Numerical(format!(
+            "the network's output is not finite ({}) at example {i}, output {j}: the model overflows, as after a \
+             diverged run, so it has no loss, gradient or Hessian",
+            f64_out[(i, j)]
+        )));
+    }
     loss.check(f64_out.as_ref(), y)?;
     let value = loss.value_unchecked(f64_out.as_ref(), y);
     let gf = loss.gradient_unchecked(f64_out.as_ref(), y);
