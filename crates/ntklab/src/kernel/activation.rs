@@ -1,10 +1,16 @@
 //! Pointwise activations: the finite function (value, first and second derivative) and its infinite-width
-//! dual (T, Tdot) for a bivariate Gaussian, in closed form where one exists and by Gauss–Hermite otherwise.
+//! dual (T, Tdot) for a bivariate Gaussian, in closed form where one exists and by quadrature otherwise.
 //!
 //! Conventions (neural-tangents): for (u, v) ~ N(0, [[s11, s12], [s12, s22]]),
 //! `T = E[phi(u) phi(v)]` and `Tdot = E[phi'(u) phi'(v)]`.
+//!
+//! Every activation is defined once, in the table at the end of the helpers below ([`activations!`]): its name
+//! and aliases for the parser, its parameters with defaults, phi, phi', phi'', its dual (a closed form, or the
+//! quadrature rule to use) and examples for the generic tests. The `Activation` enum, the parser, `Display`,
+//! the [`REGISTRY`] and [`Activation::catalogue`] are generated from that table, so adding an activation is one
+//! entry in this file (ARCHITECTURE.md, "How to add an activation").
 
-use std::f64::consts::{FRAC_1_SQRT_2, PI};
+use std::f64::consts::{FRAC_1_SQRT_2, FRAC_PI_2, PI};
 use std::fmt;
 
 use super::quadrature::{EluDual, GaussHermite, StripTrapezoid};
@@ -16,50 +22,6 @@ pub const DEFAULT_QUAD_DEG: usize = 48;
 
 /// Scale in neural-tangents' `Sigmoid_like`: `0.5 * erf(x / 2.4020563531719796) + 0.5`.
 const SIGMOID_LIKE_SCALE: f64 = 2.402_056_353_171_979_6;
-
-/// A pointwise nonlinearity. Each knows its finite self (`apply`, `derivative`, `second_derivative`)
-/// and its infinite-width self (`dual`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Activation {
-    /// max(x, 0).
-    Relu,
-    /// x for x > 0, a x otherwise.
-    LeakyRelu { a: f64 },
-    /// a min(x, 0) + b max(x, 0) (neural-tangents `ABRelu`).
-    AbRelu { a: f64, b: f64 },
-    /// |x|.
-    Abs,
-    /// a erf(b x) + c.
-    Erf { a: f64, b: f64, c: f64 },
-    /// 0.5 erf(x / 2.4020563531719796) + 0.5 (neural-tangents `Sigmoid_like`).
-    SigmoidLike,
-    /// x Phi(x), the exact (not tanh-approximated) GELU.
-    Gelu,
-    /// a sin(b x + c).
-    Sin { a: f64, b: f64, c: f64 },
-    /// a cos(b x + c).
-    Cos { a: f64, b: f64, c: f64 },
-    /// x.
-    Identity,
-    /// sqrt(2) sin(sqrt(2 gamma) x + pi/4), whose NNGP is exp(-gamma |x - x'|^2)-like (neural-tangents `Rbf`).
-    Rbf { gamma: f64 },
-    /// a exp(b x).
-    Exp { a: f64, b: f64 },
-    /// x^k, k <= 5.
-    Monomial { k: u32 },
-    /// sign(x) (derivative 0 almost everywhere, so its NTK contribution is 0).
-    Sign,
-    /// tanh(x) (quadrature).
-    Tanh,
-    /// ln(1 + e^x) (quadrature).
-    Softplus,
-    /// x sigmoid(x) (quadrature).
-    Silu,
-    /// x for x > 0, alpha (e^x - 1) otherwise (quadrature).
-    Elu { alpha: f64 },
-    /// Any of the above with its dual forced through Gauss–Hermite quadrature of the given degree.
-    Quad { inner: Box<Activation>, deg: usize },
-}
 
 /// The logistic function 1 / (1 + e^-x), without overflow for large |x|.
 #[inline]
@@ -80,6 +42,26 @@ fn std_normal_pdf(x: f64) -> f64 {
 #[inline]
 fn std_normal_cdf(x: f64) -> f64 {
     0.5 * libm::erfc(-x * FRAC_1_SQRT_2)
+}
+
+#[inline]
+fn step(x: f64, below: f64, above: f64) -> f64 {
+    if x > 0.0 {
+        above
+    } else {
+        below
+    }
+}
+
+#[inline]
+fn signum0(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
 }
 
 /// Coefficient of He_m in the Hermite expansion of x^k: k! / (m! ((k-m)/2)! 2^((k-m)/2)).
@@ -123,311 +105,485 @@ pub fn relu_dual(s11: f64, s12: f64, s22: f64) -> (f64, f64) {
     (t, tdot)
 }
 
-impl Activation {
-    /// phi(x).
-    #[inline]
-    pub fn apply(&self, x: f64) -> f64 {
-        use Activation::*;
-        match self {
-            Relu => x.max(0.0),
-            LeakyRelu { a } => {
-                if x > 0.0 {
-                    x
-                } else {
-                    a * x
-                }
-            }
-            AbRelu { a, b } => {
-                if x > 0.0 {
-                    b * x
-                } else {
-                    a * x
-                }
-            }
-            Abs => x.abs(),
-            Erf { a, b, c } => a * libm::erf(b * x) + c,
-            SigmoidLike => 0.5 * libm::erf(x / SIGMOID_LIKE_SCALE) + 0.5,
-            Gelu => x * std_normal_cdf(x),
-            Sin { a, b, c } => a * (b * x + c).sin(),
-            Cos { a, b, c } => a * (b * x + c).cos(),
-            Identity => x,
-            Rbf { gamma } => 2f64.sqrt() * ((2.0 * gamma).sqrt() * x + PI / 4.0).sin(),
-            Exp { a, b } => a * (b * x).exp(),
-            Monomial { k } => x.powi(*k as i32),
-            Sign => {
-                if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                }
-            }
-            Tanh => x.tanh(),
-            Softplus => {
-                if x > 30.0 {
-                    x + (-x).exp()
-                } else {
-                    x.exp().ln_1p()
-                }
-            }
-            Silu => x * sigmoid(x),
-            Elu { alpha } => {
-                if x > 0.0 {
-                    x
-                } else {
-                    alpha * x.exp_m1()
-                }
-            }
-            Quad { inner, .. } => inner.apply(x),
+/// ABReLU family: `T = a b s12 + (b-a)^2 T_relu`, `Tdot = a b + (b-a)^2 (pi - theta)/(2 pi)`.
+#[inline]
+fn abrelu_dual(a: f64, b: f64, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
+    let (t, td) = relu_dual(s11, s12, s22);
+    let d = (b - a) * (b - a);
+    (a * b * s12 + d * t, a * b + d * td)
+}
+
+/// a erf(b x) + c: `T = a^2 (2/pi) asin(2b^2 s12 / sqrt((1+2b^2 s11)(1+2b^2 s22))) + c^2` (Williams 1997).
+#[inline]
+fn erf_dual(a: f64, b: f64, c: f64, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
+    let b2 = b * b;
+    let p1 = 1.0 + 2.0 * b2 * s11;
+    let p2 = 1.0 + 2.0 * b2 * s22;
+    let arg = (2.0 * b2 * s12 / (p1 * p2).sqrt()).clamp(-1.0, 1.0);
+    let t = a * a * (2.0 / PI) * arg.asin() + c * c;
+    // (1 + 2b^2 s11)(1 + 2b^2 s22) - 4b^4 s12^2 expanded so that no two large terms cancel: at large
+    // variance the product form loses everything (on the diagonal it is exactly 1 + 4 b^2 s).
+    let det = (1.0 + 2.0 * b2 * (s11 + s22) + 4.0 * b2 * b2 * (s11 * s22 - s12 * s12).max(0.0)).max(f64::MIN_POSITIVE);
+    let td = 4.0 * a * a * b2 / PI / det.sqrt();
+    (t, td)
+}
+
+/// a sin(b x + c), by the Gaussian characteristic function.
+#[inline]
+fn sin_dual(a: f64, b: f64, c: f64, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
+    let b2 = b * b;
+    // exp(-b^2 (s11 + s22) / 2) exp(+-b^2 s12) as single exponents (<= 0 for a covariance): the split form
+    // overflowed to 0 x inf = NaN at large variance.
+    let ep = (-0.5 * b2 * (s11 + s22 - 2.0 * s12)).exp();
+    let em = (-0.5 * b2 * (s11 + s22 + 2.0 * s12)).exp();
+    let c2 = (2.0 * c).cos();
+    (0.5 * a * a * (ep - c2 * em), 0.5 * a * a * b2 * (ep + c2 * em))
+}
+
+/// Exact GELU x Phi(x), by Price's theorem on the erf form.
+#[inline]
+fn gelu_dual(s11: f64, s12: f64, s22: f64) -> (f64, f64) {
+    let a = 1.0 + s11;
+    let b = 1.0 + s22;
+    let ab = a * b;
+    let r = (ab - s12 * s12).max(f64::MIN_POSITIVE).sqrt();
+    let asn = (s12 / ab.sqrt()).clamp(-1.0, 1.0).asin();
+    let t = 0.25 * s12 + (s12 * asn + r * (s11 * s22 - 1.0) / ab + 1.0 / r) / (2.0 * PI);
+    let td = 0.25 + (asn + s12 / (r * r * r) + s12 * (1.0 / a + 1.0 / b) / r) / (2.0 * PI);
+    (t, td)
+}
+
+/// sign(x): T = (2/pi) asin(cos theta), Tdot = 0.
+#[inline]
+fn sign_dual(s11: f64, s12: f64, s22: f64) -> (f64, f64) {
+    let q = s11 * s22;
+    if q <= 0.0 {
+        (0.0, 0.0)
+    } else {
+        ((2.0 / PI) * (s12 / q.sqrt()).clamp(-1.0, 1.0).asin(), 0.0)
+    }
+}
+
+/// How an activation without a closed-form dual is integrated (see [`Activation::dual`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum QuadratureRule {
+    /// Gauss–Hermite of degree [`DEFAULT_QUAD_DEG`] (smooth activations).
+    Hermite,
+    /// The variance-adapted trapezoidal rule for functions analytic in the strip |Im z| < width
+    /// ([`StripTrapezoid`], ~1e-12 relative where 48-node Gauss–Hermite errs by up to 1e-3 at variance 5).
+    Strip(f64),
+    /// ELU with this alpha: inner expectation in closed form, outer Gauss–Legendre on each side of the kink.
+    Elu(f64),
+}
+
+/// One activation as the parser knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// The canonical name (what `Display` writes).
+    pub name: &'static str,
+    /// Other names the parser accepts.
+    pub aliases: &'static [&'static str],
+    /// Parameters in positional order, with their defaults.
+    pub params: &'static [(&'static str, f64)],
+    /// One line on what it is.
+    pub summary: &'static str,
+}
+
+impl Entry {
+    /// `name(p1,p2)`: the call form with parameter names (for help and error texts).
+    pub fn signature(&self) -> String {
+        if self.params.is_empty() {
+            self.name.to_string()
+        } else {
+            let p: Vec<&str> = self.params.iter().map(|p| p.0).collect();
+            format!("{}({})", self.name, p.join(","))
         }
     }
+}
 
-    /// phi'(x) (the a.e. derivative for piecewise-linear functions; 0 at kinks' left side).
-    #[inline]
-    pub fn derivative(&self, x: f64) -> f64 {
-        use Activation::*;
-        match self {
-            Relu => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-            LeakyRelu { a } => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    *a
-                }
-            }
-            AbRelu { a, b } => {
-                if x > 0.0 {
-                    *b
-                } else {
-                    *a
-                }
-            }
-            Abs => {
-                if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                }
-            }
-            Erf { a, b, .. } => a * b * 2.0 / PI.sqrt() * (-(b * x) * (b * x)).exp(),
-            SigmoidLike => {
-                let b = 1.0 / SIGMOID_LIKE_SCALE;
-                0.5 * b * 2.0 / PI.sqrt() * (-(b * x) * (b * x)).exp()
-            }
-            Gelu => std_normal_cdf(x) + x * std_normal_pdf(x),
-            Sin { a, b, c } => a * b * (b * x + c).cos(),
-            Cos { a, b, c } => -a * b * (b * x + c).sin(),
-            Identity => 1.0,
-            Rbf { gamma } => {
-                let w = (2.0 * gamma).sqrt();
-                2f64.sqrt() * w * (w * x + PI / 4.0).cos()
-            }
-            Exp { a, b } => a * b * (b * x).exp(),
-            Monomial { k } => {
-                if *k == 0 {
-                    0.0
-                } else {
-                    *k as f64 * x.powi(*k as i32 - 1)
-                }
-            }
-            Sign => 0.0,
-            Tanh => {
-                let t = x.tanh();
-                1.0 - t * t
-            }
-            Softplus => sigmoid(x),
-            Silu => {
-                let s = sigmoid(x);
-                s + x * s * (1.0 - s)
-            }
-            Elu { alpha } => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    alpha * x.exp()
-                }
-            }
-            Quad { inner, .. } => inner.derivative(x),
+/// Generates `Activation`, its per-activation methods, the parser, `Display`, [`REGISTRY`] and the catalogue
+/// from one table. Each entry:
+///
+/// ```text
+/// /// doc line(s)
+/// Name { param = default, ... } "parser-name" | "alias" {
+///     valid: <bool over the params> => "message",        (optional)
+///     phi(x) = ..., dphi(x) = ..., d2phi(x) = ...,
+///     closed(s11, s12, s22) = <(T, Tdot)>,               (or)  rule: QuadratureRule::...,
+///     piecewise_linear: true,                            (optional; phi'' = 0 a.e.)
+///     examples: [Activation::Name { .. }, ...],
+/// }
+/// ```
+///
+/// Parameters are f64 and bound by name inside every formula. Without `closed` and `rule` the dual is
+/// Gauss–Hermite of degree [`DEFAULT_QUAD_DEG`].
+macro_rules! activations {
+    ($(
+        $(#[doc = $doc:literal])*
+        $var:ident $({ $($p:ident = $def:expr),* })? $name:literal $(| $alias:literal)* {
+            $(valid: $valid:expr => $msg:literal,)?
+            phi($x1:ident) = $phi:expr,
+            dphi($x2:ident) = $dphi:expr,
+            d2phi($x3:ident) = $d2phi:expr,
+            $(closed($s1:ident, $s2:ident, $s3:ident) = $closed:expr,)?
+            $(rule: $rule:expr,)?
+            $(piecewise_linear: $pl:literal,)?
+            examples: [$($ex:expr),* $(,)?],
         }
-    }
+    )*) => {
+        /// A pointwise nonlinearity. Each knows its finite self (`apply`, `derivative`, `second_derivative`)
+        /// and its infinite-width self (`dual`). Generated from the table in `kernel/activation.rs`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Activation {
+            $( $(#[doc = $doc])* $var $({ $($p: f64),* })?, )*
+            /// Any of the above with its dual forced through Gauss–Hermite quadrature of the given degree.
+            Quad { inner: Box<Activation>, deg: usize },
+        }
 
-    /// phi''(x) (0 for piecewise-linear functions away from the kink).
-    #[inline]
-    pub fn second_derivative(&self, x: f64) -> f64 {
-        use Activation::*;
-        match self {
-            Relu | LeakyRelu { .. } | AbRelu { .. } | Abs | Identity | Sign => 0.0,
-            Erf { b, .. } => -2.0 * b * b * x * self.derivative(x),
-            SigmoidLike => {
-                let b = 1.0 / SIGMOID_LIKE_SCALE;
-                -2.0 * b * b * x * self.derivative(x)
-            }
-            Gelu => std_normal_pdf(x) * (2.0 - x * x),
-            Sin { a, b, c } => -a * b * b * (b * x + c).sin(),
-            Cos { a, b, c } => -a * b * b * (b * x + c).cos(),
-            Rbf { gamma } => {
-                let w = (2.0 * gamma).sqrt();
-                -(2f64.sqrt()) * w * w * (w * x + PI / 4.0).sin()
-            }
-            Exp { a, b } => a * b * b * (b * x).exp(),
-            Monomial { k } => {
-                if *k < 2 {
-                    0.0
-                } else {
-                    (*k as f64) * (*k as f64 - 1.0) * x.powi(*k as i32 - 2)
+        /// Every activation the parser knows (`quad(fn, deg)` aside), in table order.
+        pub const REGISTRY: &[Entry] = &[
+            $( Entry {
+                name: $name,
+                aliases: &[$($alias),*],
+                params: &[$($( (stringify!($p), $def) ),*)?],
+                summary: concat!($($doc),*),
+            }, )*
+        ];
+
+        impl Activation {
+            /// phi(x).
+            #[inline]
+            #[allow(unused_variables)]
+            pub fn apply(&self, x: f64) -> f64 {
+                match self {
+                    $( Activation::$var $({ $($p),* })? => { $($(let $p = *$p;)*)? let $x1 = x; $phi } )*
+                    Activation::Quad { inner, .. } => inner.apply(x),
                 }
             }
-            Tanh => {
-                let t = x.tanh();
-                -2.0 * t * (1.0 - t * t)
-            }
-            Softplus => {
-                let s = sigmoid(x);
-                s * (1.0 - s)
-            }
-            Silu => {
-                let s = sigmoid(x);
-                s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
-            }
-            Elu { alpha } => {
-                if x > 0.0 {
-                    0.0
-                } else {
-                    alpha * x.exp()
+
+            /// phi'(x) (the a.e. derivative for piecewise-linear functions; the left side's at kinks).
+            #[inline]
+            #[allow(unused_variables)]
+            pub fn derivative(&self, x: f64) -> f64 {
+                match self {
+                    $( Activation::$var $({ $($p),* })? => { $($(let $p = *$p;)*)? let $x2 = x; $dphi } )*
+                    Activation::Quad { inner, .. } => inner.derivative(x),
                 }
             }
-            Quad { inner, .. } => inner.second_derivative(x),
+
+            /// phi''(x) (0 for piecewise-linear functions away from the kink).
+            #[inline]
+            #[allow(unused_variables)]
+            pub fn second_derivative(&self, x: f64) -> f64 {
+                match self {
+                    $( Activation::$var $({ $($p),* })? => { $($(let $p = *$p;)*)? let $x3 = x; $d2phi } )*
+                    Activation::Quad { inner, .. } => inner.second_derivative(x),
+                }
+            }
+
+            /// Closed-form (T, Tdot) for a bivariate Gaussian with covariance [[s11, s12], [s12, s22]];
+            /// `None` for activations without one (and for `quad(...)`).
+            #[inline]
+            #[allow(unused_variables, clippy::let_and_return)]
+            pub fn closed_dual(&self, s11: f64, s12: f64, s22: f64) -> Option<(f64, f64)> {
+                match self {
+                    $( Activation::$var $({ $($p),* })? => {
+                        $($(let $p = *$p;)*)?
+                        let out: Option<(f64, f64)> = None;
+                        $( let ($s1, $s2, $s3) = (s11, s12, s22); let out = Some($closed); )?
+                        out
+                    } )*
+                    Activation::Quad { .. } => None,
+                }
+            }
+
+            /// Whether `dual` is available in closed form (otherwise a quadrature rule is used).
+            #[allow(unused_variables, clippy::let_and_return)]
+            pub fn has_closed_form(&self) -> bool {
+                match self {
+                    $( Activation::$var { .. } => {
+                        let closed = false;
+                        $( let closed = { let _ = stringify!($closed); true }; )?
+                        closed
+                    } )*
+                    Activation::Quad { .. } => false,
+                }
+            }
+
+            /// The quadrature rule used when there is no closed form.
+            #[allow(unused_variables, clippy::let_and_return)]
+            pub fn quadrature_rule(&self) -> QuadratureRule {
+                match self {
+                    $( Activation::$var $({ $($p),* })? => {
+                        $($(let $p = *$p;)*)?
+                        let rule = QuadratureRule::Hermite;
+                        $( let rule = $rule; )?
+                        rule
+                    } )*
+                    Activation::Quad { .. } => QuadratureRule::Hermite,
+                }
+            }
+
+            /// Whether phi'' = 0 almost everywhere (ReLU family, identity, sign).
+            #[allow(unused_variables, clippy::let_and_return)]
+            pub fn is_piecewise_linear(&self) -> bool {
+                match self {
+                    $( Activation::$var { .. } => {
+                        let pl = false;
+                        $( let pl = $pl; )?
+                        pl
+                    } )*
+                    Activation::Quad { inner, .. } => inner.is_piecewise_linear(),
+                }
+            }
+
+            /// Build from a parsed call (see [`Activation::parse`]): the name is looked up in [`REGISTRY`]'s
+            /// table, parameters bind by position or name with the table's defaults.
+            pub fn from_call(call: &Call) -> Result<Activation> {
+                let name = call.name.as_str();
+                if name == "quad" {
+                    return Self::quad_from_call(call);
+                }
+                $( if name == $name $(|| name == $alias)* {
+                    let values = call.floats(&[$($( (stringify!($p), $def) ),*)?])?;
+                    #[allow(unused_mut, unused_variables)]
+                    let mut values = values.into_iter();
+                    $($( let $p = values.next().ok_or_else(|| Error::parse(&call.text, "missing parameter"))?; )*)?
+                    $( if let false = $valid {
+                        return Err(Error::parse(&call.text, $msg));
+                    } )?
+                    return Ok(Activation::$var $({ $($p),* })?);
+                } )*
+                let known: Vec<String> = REGISTRY.iter().map(Entry::signature).collect();
+                Err(Error::parse(
+                    &call.text,
+                    format!("unknown activation `{name}` (known: {}, quad(fn, deg))", known.join(", ")),
+                ))
+            }
+
+            /// Examples of every activation in the table, with non-default parameters (for the generic tests).
+            pub fn catalogue() -> Vec<Activation> {
+                let mut all = Vec::new();
+                $( all.extend([$($ex),*]); )*
+                all
+            }
+
+            /// The canonical name (of the inner activation for `quad(...)`).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Activation::$var { .. } => $name, )*
+                    Activation::Quad { inner, .. } => inner.name(),
+                }
+            }
+
+            /// The parameter values in table order.
+            #[allow(unused_variables)]
+            pub fn param_values(&self) -> Vec<f64> {
+                match self {
+                    $( Activation::$var $({ $($p),* })? => vec![$($(*$p),*)?], )*
+                    Activation::Quad { .. } => Vec::new(),
+                }
+            }
         }
-    }
+    };
+}
 
-    /// Whether `dual` is available in closed form (otherwise Gauss–Hermite quadrature is used).
-    pub fn has_closed_form(&self) -> bool {
-        !matches!(
-            self,
-            Activation::Tanh
-                | Activation::Softplus
-                | Activation::Silu
-                | Activation::Elu { .. }
-                | Activation::Quad { .. }
-        )
+activations! {
+    /// max(x, 0).
+    Relu "relu" {
+        phi(x) = x.max(0.0),
+        dphi(x) = step(x, 0.0, 1.0),
+        d2phi(x) = 0.0,
+        closed(s11, s12, s22) = relu_dual(s11, s12, s22),
+        piecewise_linear: true,
+        examples: [Activation::Relu],
     }
-
-    /// Whether the activation is positively homogeneous of degree 1 (ReLU family, identity).
-    pub fn is_piecewise_linear(&self) -> bool {
-        use Activation::*;
-        match self {
-            Relu | LeakyRelu { .. } | AbRelu { .. } | Abs | Identity => true,
-            Quad { inner, .. } => inner.is_piecewise_linear(),
-            _ => false,
-        }
+    /// x for x > 0, a x otherwise.
+    LeakyRelu { a = 0.01 } "leaky_relu" | "leakyrelu" {
+        phi(x) = step(x, a, 1.0) * x,
+        dphi(x) = step(x, a, 1.0),
+        d2phi(x) = 0.0,
+        closed(s11, s12, s22) = abrelu_dual(a, 1.0, s11, s12, s22),
+        piecewise_linear: true,
+        examples: [Activation::LeakyRelu { a: 0.1 }],
     }
-
-    /// Closed-form (T, Tdot) for a bivariate Gaussian with covariance [[s11, s12], [s12, s22]];
-    /// `None` for activations without one. Formulas:
-    /// * ReLU family: `T = a b s12 + (b-a)^2 T_relu`, `Tdot = a b + (b-a)^2 (pi - theta)/(2 pi)` (arc-cosine, Cho & Saul 2009).
-    /// * Erf: `T = a^2 (2/pi) asin(2b^2 s12 / sqrt((1+2b^2 s11)(1+2b^2 s22))) + c^2` (Williams 1997).
-    /// * GELU: Price's theorem on the erf form; Sin/Cos/Rbf/Exp: Gaussian characteristic functions;
-    ///   Monomial: Mehler's Hermite expansion.
-    #[inline]
-    pub fn closed_dual(&self, s11: f64, s12: f64, s22: f64) -> Option<(f64, f64)> {
-        use Activation::*;
-        let abrelu = |a: f64, b: f64| {
-            let (t, td) = relu_dual(s11, s12, s22);
-            let d = (b - a) * (b - a);
-            (a * b * s12 + d * t, a * b + d * td)
-        };
-        let erf = |a: f64, b: f64, c: f64| {
-            let b2 = b * b;
-            let p1 = 1.0 + 2.0 * b2 * s11;
-            let p2 = 1.0 + 2.0 * b2 * s22;
-            let arg = (2.0 * b2 * s12 / (p1 * p2).sqrt()).clamp(-1.0, 1.0);
-            let t = a * a * (2.0 / PI) * arg.asin() + c * c;
-            // (1 + 2b^2 s11)(1 + 2b^2 s22) - 4b^4 s12^2 expanded so that no two large terms cancel: at large
-            // variance the product form loses everything (on the diagonal it is exactly 1 + 4 b^2 s).
-            let det = (1.0 + 2.0 * b2 * (s11 + s22) + 4.0 * b2 * b2 * (s11 * s22 - s12 * s12).max(0.0))
-                .max(f64::MIN_POSITIVE);
-            let td = 4.0 * a * a * b2 / PI / det.sqrt();
+    /// a min(x, 0) + b max(x, 0) (neural-tangents `ABRelu`).
+    AbRelu { a = 0.0, b = 1.0 } "abrelu" | "ab_relu" {
+        phi(x) = step(x, a, b) * x,
+        dphi(x) = step(x, a, b),
+        d2phi(x) = 0.0,
+        closed(s11, s12, s22) = abrelu_dual(a, b, s11, s12, s22),
+        piecewise_linear: true,
+        examples: [Activation::AbRelu { a: -0.3, b: 0.8 }],
+    }
+    /// |x|.
+    Abs "abs" {
+        phi(x) = x.abs(),
+        dphi(x) = signum0(x),
+        d2phi(x) = 0.0,
+        closed(s11, s12, s22) = abrelu_dual(-1.0, 1.0, s11, s12, s22),
+        piecewise_linear: true,
+        examples: [Activation::Abs],
+    }
+    /// a erf(b x) + c.
+    Erf { a = 1.0, b = 1.0, c = 0.0 } "erf" {
+        phi(x) = a * libm::erf(b * x) + c,
+        dphi(x) = a * b * 2.0 / PI.sqrt() * (-(b * x) * (b * x)).exp(),
+        d2phi(x) = -2.0 * b * b * x * (a * b * 2.0 / PI.sqrt() * (-(b * x) * (b * x)).exp()),
+        closed(s11, s12, s22) = erf_dual(a, b, c, s11, s12, s22),
+        examples: [Activation::Erf { a: 1.3, b: 0.7, c: 0.2 }],
+    }
+    /// 0.5 erf(x / 2.4020563531719796) + 0.5 (neural-tangents `Sigmoid_like`).
+    SigmoidLike "sigmoid_like" {
+        phi(x) = 0.5 * libm::erf(x / SIGMOID_LIKE_SCALE) + 0.5,
+        dphi(x) = Activation::Erf { a: 0.5, b: 1.0 / SIGMOID_LIKE_SCALE, c: 0.5 }.derivative(x),
+        d2phi(x) = Activation::Erf { a: 0.5, b: 1.0 / SIGMOID_LIKE_SCALE, c: 0.5 }.second_derivative(x),
+        closed(s11, s12, s22) = erf_dual(0.5, 1.0 / SIGMOID_LIKE_SCALE, 0.5, s11, s12, s22),
+        examples: [Activation::SigmoidLike],
+    }
+    /// x Phi(x), the exact (not tanh-approximated) GELU.
+    Gelu "gelu" {
+        phi(x) = x * std_normal_cdf(x),
+        dphi(x) = std_normal_cdf(x) + x * std_normal_pdf(x),
+        d2phi(x) = std_normal_pdf(x) * (2.0 - x * x),
+        closed(s11, s12, s22) = gelu_dual(s11, s12, s22),
+        examples: [Activation::Gelu],
+    }
+    /// a sin(b x + c).
+    Sin { a = 1.0, b = 1.0, c = 0.0 } "sin" {
+        phi(x) = a * (b * x + c).sin(),
+        dphi(x) = a * b * (b * x + c).cos(),
+        d2phi(x) = -a * b * b * (b * x + c).sin(),
+        closed(s11, s12, s22) = sin_dual(a, b, c, s11, s12, s22),
+        examples: [Activation::Sin { a: 1.1, b: 0.9, c: 0.3 }],
+    }
+    /// a cos(b x + c).
+    Cos { a = 1.0, b = 1.0, c = 0.0 } "cos" {
+        phi(x) = a * (b * x + c).cos(),
+        dphi(x) = -a * b * (b * x + c).sin(),
+        d2phi(x) = -a * b * b * (b * x + c).cos(),
+        closed(s11, s12, s22) = sin_dual(a, b, c + FRAC_PI_2, s11, s12, s22),
+        examples: [Activation::Cos { a: 0.8, b: 1.2, c: -0.4 }],
+    }
+    /// x.
+    Identity "identity" | "linear" {
+        phi(x) = x,
+        dphi(x) = 1.0,
+        d2phi(x) = 0.0,
+        closed(s11, s12, s22) = (s12, 1.0),
+        piecewise_linear: true,
+        examples: [Activation::Identity],
+    }
+    /// sqrt(2) sin(sqrt(2 gamma) x + pi/4), whose NNGP is exp(-gamma |x - x'|^2)-like (neural-tangents `Rbf`).
+    Rbf { gamma = 1.0 } "rbf" {
+        valid: gamma > 0.0 => "rbf needs gamma > 0",
+        phi(x) = 2f64.sqrt() * ((2.0 * gamma).sqrt() * x + PI / 4.0).sin(),
+        dphi(x) = 2f64.sqrt() * (2.0 * gamma).sqrt() * ((2.0 * gamma).sqrt() * x + PI / 4.0).cos(),
+        d2phi(x) = -(2f64.sqrt()) * 2.0 * gamma * ((2.0 * gamma).sqrt() * x + PI / 4.0).sin(),
+        closed(s11, s12, s22) = {
+            let t = (-gamma * (s11 + s22 - 2.0 * s12)).exp();
+            (t, 2.0 * gamma * t)
+        },
+        examples: [Activation::Rbf { gamma: 0.6 }],
+    }
+    /// a exp(b x).
+    Exp { a = 1.0, b = 1.0 } "exp" {
+        phi(x) = a * (b * x).exp(),
+        dphi(x) = a * b * (b * x).exp(),
+        d2phi(x) = a * b * b * (b * x).exp(),
+        closed(s11, s12, s22) = {
+            let t = a * a * (0.5 * b * b * (s11 + s22 + 2.0 * s12)).exp();
+            (t, b * b * t)
+        },
+        examples: [Activation::Exp { a: 0.7, b: 0.5 }],
+    }
+    /// x^k, k an integer in 0..=5 (Mehler's Hermite expansion for the dual).
+    Monomial { k = 1.0 } "monomial" {
+        valid: k.fract() == 0.0 && (0.0..=5.0).contains(&k) => "monomial degree k must be an integer in 0..=5",
+        phi(x) = x.powi(k as i32),
+        dphi(x) = if k == 0.0 { 0.0 } else { k * x.powi(k as i32 - 1) },
+        d2phi(x) = if k < 2.0 { 0.0 } else { k * (k - 1.0) * x.powi(k as i32 - 2) },
+        closed(s11, s12, s22) = {
+            let k = k as u32;
+            let t = monomial_moment(k, s11, s12, s22);
+            let td = if k == 0 { 0.0 } else { (k as f64).powi(2) * monomial_moment(k - 1, s11, s12, s22) };
             (t, td)
-        };
-        let sin = |a: f64, b: f64, c: f64| {
-            let b2 = b * b;
-            // exp(-b^2 (s11 + s22) / 2) exp(+-b^2 s12) as single exponents (<= 0 for a covariance): the split form
-            // overflowed to 0 x inf = NaN at large variance.
-            let ep = (-0.5 * b2 * (s11 + s22 - 2.0 * s12)).exp();
-            let em = (-0.5 * b2 * (s11 + s22 + 2.0 * s12)).exp();
-            let c2 = (2.0 * c).cos();
-            (0.5 * a * a * (ep - c2 * em), 0.5 * a * a * b2 * (ep + c2 * em))
-        };
-        Some(match self {
-            Relu => relu_dual(s11, s12, s22),
-            LeakyRelu { a } => abrelu(*a, 1.0),
-            AbRelu { a, b } => abrelu(*a, *b),
-            Abs => abrelu(-1.0, 1.0),
-            Erf { a, b, c } => erf(*a, *b, *c),
-            SigmoidLike => erf(0.5, 1.0 / SIGMOID_LIKE_SCALE, 0.5),
-            Gelu => {
-                let a = 1.0 + s11;
-                let b = 1.0 + s22;
-                let ab = a * b;
-                let r = (ab - s12 * s12).max(f64::MIN_POSITIVE).sqrt();
-                let asn = (s12 / ab.sqrt()).clamp(-1.0, 1.0).asin();
-                let t = 0.25 * s12 + (s12 * asn + r * (s11 * s22 - 1.0) / ab + 1.0 / r) / (2.0 * PI);
-                let td = 0.25 + (asn + s12 / (r * r * r) + s12 * (1.0 / a + 1.0 / b) / r) / (2.0 * PI);
-                (t, td)
-            }
-            Sin { a, b, c } => sin(*a, *b, *c),
-            Cos { a, b, c } => sin(*a, *b, *c + PI / 2.0),
-            Identity => (s12, 1.0),
-            Rbf { gamma } => {
-                let t = (-gamma * (s11 + s22 - 2.0 * s12)).exp();
-                (t, 2.0 * gamma * t)
-            }
-            Exp { a, b } => {
-                let t = a * a * (0.5 * b * b * (s11 + s22 + 2.0 * s12)).exp();
-                (t, b * b * t)
-            }
-            Monomial { k } => {
-                let t = monomial_moment(*k, s11, s12, s22);
-                let td = if *k == 0 { 0.0 } else { (*k as f64).powi(2) * monomial_moment(*k - 1, s11, s12, s22) };
-                (t, td)
-            }
-            Sign => {
-                let q = s11 * s22;
-                if q <= 0.0 {
-                    (0.0, 0.0)
-                } else {
-                    ((2.0 / PI) * (s12 / q.sqrt()).clamp(-1.0, 1.0).asin(), 0.0)
-                }
-            }
-            Tanh | Softplus | Silu | Elu { .. } | Quad { .. } => return None,
-        })
+        },
+        examples: [
+            Activation::Monomial { k: 0.0 },
+            Activation::Monomial { k: 1.0 },
+            Activation::Monomial { k: 2.0 },
+            Activation::Monomial { k: 3.0 },
+            Activation::Monomial { k: 4.0 },
+            Activation::Monomial { k: 5.0 },
+        ],
     }
+    /// sign(x) (derivative 0 almost everywhere, so its NTK contribution is 0).
+    Sign "sign" {
+        phi(x) = signum0(x),
+        dphi(x) = 0.0,
+        d2phi(x) = 0.0,
+        closed(s11, s12, s22) = sign_dual(s11, s12, s22),
+        piecewise_linear: true,
+        examples: [Activation::Sign],
+    }
+    /// tanh(x) (strip quadrature).
+    Tanh "tanh" {
+        phi(x) = x.tanh(),
+        dphi(x) = 1.0 - x.tanh().powi(2),
+        d2phi(x) = {
+            let t = x.tanh();
+            -2.0 * t * (1.0 - t * t)
+        },
+        rule: QuadratureRule::Strip(FRAC_PI_2),
+        examples: [Activation::Tanh],
+    }
+    /// ln(1 + e^x) (strip quadrature).
+    Softplus "softplus" {
+        phi(x) = if x > 30.0 { x + (-x).exp() } else { x.exp().ln_1p() },
+        dphi(x) = sigmoid(x),
+        d2phi(x) = sigmoid(x) * (1.0 - sigmoid(x)),
+        rule: QuadratureRule::Strip(PI),
+        examples: [Activation::Softplus],
+    }
+    /// x sigmoid(x), also called swish (strip quadrature).
+    Silu "silu" | "swish" {
+        phi(x) = x * sigmoid(x),
+        dphi(x) = {
+            let s = sigmoid(x);
+            s + x * s * (1.0 - s)
+        },
+        d2phi(x) = {
+            let s = sigmoid(x);
+            s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+        },
+        rule: QuadratureRule::Strip(PI),
+        examples: [Activation::Silu],
+    }
+    /// x for x > 0, alpha (e^x - 1) otherwise (semi-analytic quadrature).
+    Elu { alpha = 1.0 } "elu" {
+        phi(x) = if x > 0.0 { x } else { alpha * x.exp_m1() },
+        dphi(x) = if x > 0.0 { 1.0 } else { alpha * x.exp() },
+        d2phi(x) = if x > 0.0 { 0.0 } else { alpha * x.exp() },
+        rule: QuadratureRule::Elu(alpha),
+        examples: [Activation::Elu { alpha: 0.8 }],
+    }
+}
 
+impl Activation {
     /// A ready-to-evaluate dual (T, Tdot): the closed form; for `quad(fn, deg)`, the Gauss–Hermite rule of
-    /// that degree; for tanh, softplus and SiLU (analytic in a strip), the variance-adapted trapezoidal rule
-    /// ([`StripTrapezoid`], ~1e-12 relative where the 48-node Gauss–Hermite rule errs by up to 1e-3 at variance
-    /// 5); for ELU (kinked at 0) the semi-analytic [`EluDual`] (Gauss–Hermite errs by ~1 % there); anything else
-    /// by Gauss–Hermite of degree [`DEFAULT_QUAD_DEG`].
+    /// that degree; otherwise the table's [`QuadratureRule`].
     pub fn dual(&self) -> Dual {
-        use std::f64::consts::{FRAC_PI_2, PI};
-        match self {
-            Activation::Quad { inner, deg } => Dual::Quad { act: (**inner).clone(), rule: GaussHermite::new(*deg) },
-            a if a.has_closed_form() => Dual::Closed(a.clone()),
-            Activation::Tanh => Dual::Strip { act: Activation::Tanh, rule: StripTrapezoid::new(FRAC_PI_2) },
-            a @ (Activation::Softplus | Activation::Silu) => {
-                Dual::Strip { act: a.clone(), rule: StripTrapezoid::new(PI) }
-            }
-            Activation::Elu { alpha } => Dual::Elu(EluDual::new(*alpha)),
-            a => Dual::Quad { act: a.clone(), rule: GaussHermite::new(DEFAULT_QUAD_DEG) },
+        if let Activation::Quad { inner, deg } = self {
+            return Dual::Quad { act: (**inner).clone(), rule: GaussHermite::new(*deg) };
+        }
+        if self.has_closed_form() {
+            return Dual::Closed(self.clone());
+        }
+        match self.quadrature_rule() {
+            QuadratureRule::Hermite => Dual::Quad { act: self.clone(), rule: GaussHermite::new(DEFAULT_QUAD_DEG) },
+            QuadratureRule::Strip(width) => Dual::Strip { act: self.clone(), rule: StripTrapezoid::new(width) },
+            QuadratureRule::Elu(alpha) => Dual::Elu(EluDual::new(alpha)),
         }
     }
 
@@ -437,173 +593,41 @@ impl Activation {
         Self::from_call(&call)
     }
 
-    /// Build from a parsed call (see [`Activation::parse`]).
-    pub fn from_call(call: &Call) -> Result<Activation> {
-        use Activation::*;
-        let f = |p: &[(&str, f64)]| call.floats(p);
-        let act = match call.name.as_str() {
-            "relu" => {
-                f(&[])?;
-                Relu
-            }
-            "leaky_relu" | "leakyrelu" => LeakyRelu { a: f(&[("a", 0.01)])?[0] },
-            "abrelu" | "ab_relu" => {
-                let v = f(&[("a", 0.0), ("b", 1.0)])?;
-                AbRelu { a: v[0], b: v[1] }
-            }
-            "abs" => {
-                f(&[])?;
-                Abs
-            }
-            "erf" => {
-                let v = f(&[("a", 1.0), ("b", 1.0), ("c", 0.0)])?;
-                Erf { a: v[0], b: v[1], c: v[2] }
-            }
-            "sigmoid_like" => {
-                f(&[])?;
-                SigmoidLike
-            }
-            "gelu" => {
-                f(&[])?;
-                Gelu
-            }
-            "sin" => {
-                let v = f(&[("a", 1.0), ("b", 1.0), ("c", 0.0)])?;
-                Sin { a: v[0], b: v[1], c: v[2] }
-            }
-            "cos" => {
-                let v = f(&[("a", 1.0), ("b", 1.0), ("c", 0.0)])?;
-                Cos { a: v[0], b: v[1], c: v[2] }
-            }
-            "identity" | "linear" => {
-                f(&[])?;
-                Identity
-            }
-            "rbf" => {
-                let g = f(&[("gamma", 1.0)])?[0];
-                if g <= 0.0 {
-                    return Err(Error::parse(&call.text, "rbf needs gamma > 0"));
-                }
-                Rbf { gamma: g }
-            }
-            "exp" => {
-                let v = f(&[("a", 1.0), ("b", 1.0)])?;
-                Exp { a: v[0], b: v[1] }
-            }
-            "monomial" => {
-                let k = f(&[("k", 1.0)])?[0];
-                if k.fract() != 0.0 || !(0.0..=5.0).contains(&k) {
-                    return Err(Error::parse(&call.text, "monomial degree k must be an integer in 0..=5"));
-                }
-                Monomial { k: k as u32 }
-            }
-            "sign" => {
-                f(&[])?;
-                Sign
-            }
-            "tanh" => {
-                f(&[])?;
-                Tanh
-            }
-            "softplus" => {
-                f(&[])?;
-                Softplus
-            }
-            "silu" | "swish" => {
-                f(&[])?;
-                Silu
-            }
-            "elu" => Elu { alpha: f(&[("alpha", 1.0)])?[0] },
-            "quad" => {
-                let slots = call.bind(&["fn", "deg"])?;
-                let inner = slots[0]
-                    .as_ref()
-                    .ok_or_else(|| Error::parse(&call.text, "quad needs a function, e.g. quad(tanh, 64)"))?;
-                let inner = Activation::parse(inner)?;
-                if matches!(inner, Quad { .. }) {
-                    return Err(Error::parse(&call.text, "quad cannot be nested"));
-                }
-                let deg = match &slots[1] {
-                    None => DEFAULT_QUAD_DEG,
-                    Some(d) => d
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|d| (2..=512).contains(d))
-                        .ok_or_else(|| Error::parse(&call.text, "quadrature degree must be an integer in 2..=512"))?,
-                };
-                Quad { inner: Box::new(inner), deg }
-            }
-            other => {
-                return Err(Error::parse(
-                    &call.text,
-                    format!(
-                        "unknown activation `{other}` (known: relu, leaky_relu(a), abrelu(a,b), abs, erf(a,b,c), \
-                         sigmoid_like, gelu, sin(a,b,c), cos(a,b,c), identity, rbf(gamma), exp(a,b), monomial(k), sign, \
-                         tanh, softplus, silu, elu(alpha), quad(fn, deg))"
-                    ),
-                ))
-            }
+    /// `quad(fn, deg)`: any activation with its dual by Gauss–Hermite of degree `deg` (default 48).
+    fn quad_from_call(call: &Call) -> Result<Activation> {
+        let slots = call.bind(&["fn", "deg"])?;
+        let inner =
+            slots[0].as_ref().ok_or_else(|| Error::parse(&call.text, "quad needs a function, e.g. quad(tanh, 64)"))?;
+        let inner = Activation::parse(inner)?;
+        if matches!(inner, Activation::Quad { .. }) {
+            return Err(Error::parse(&call.text, "quad cannot be nested"));
+        }
+        let deg = match &slots[1] {
+            None => DEFAULT_QUAD_DEG,
+            Some(d) => d
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|d| (2..=512).contains(d))
+                .ok_or_else(|| Error::parse(&call.text, "quadrature degree must be an integer in 2..=512"))?,
         };
-        Ok(act)
-    }
-
-    /// Every activation name the parser knows, with default parameters (for tests and help text).
-    pub fn catalogue() -> Vec<Activation> {
-        use Activation::*;
-        vec![
-            Relu,
-            LeakyRelu { a: 0.1 },
-            AbRelu { a: -0.3, b: 0.8 },
-            Abs,
-            Erf { a: 1.3, b: 0.7, c: 0.2 },
-            SigmoidLike,
-            Gelu,
-            Sin { a: 1.1, b: 0.9, c: 0.3 },
-            Cos { a: 0.8, b: 1.2, c: -0.4 },
-            Identity,
-            Rbf { gamma: 0.6 },
-            Exp { a: 0.7, b: 0.5 },
-            Monomial { k: 0 },
-            Monomial { k: 1 },
-            Monomial { k: 2 },
-            Monomial { k: 3 },
-            Monomial { k: 4 },
-            Monomial { k: 5 },
-            Sign,
-            Tanh,
-            Softplus,
-            Silu,
-            Elu { alpha: 0.8 },
-        ]
+        Ok(Activation::Quad { inner: Box::new(inner), deg })
     }
 }
 
 impl fmt::Display for Activation {
     /// The canonical textual form, parseable by [`Activation::parse`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use Activation::*;
-        match self {
-            Relu => write!(f, "relu"),
-            LeakyRelu { a } => write!(f, "leaky_relu({a})"),
-            AbRelu { a, b } => write!(f, "abrelu({a},{b})"),
-            Abs => write!(f, "abs"),
-            Erf { a, b, c } => write!(f, "erf({a},{b},{c})"),
-            SigmoidLike => write!(f, "sigmoid_like"),
-            Gelu => write!(f, "gelu"),
-            Sin { a, b, c } => write!(f, "sin({a},{b},{c})"),
-            Cos { a, b, c } => write!(f, "cos({a},{b},{c})"),
-            Identity => write!(f, "identity"),
-            Rbf { gamma } => write!(f, "rbf({gamma})"),
-            Exp { a, b } => write!(f, "exp({a},{b})"),
-            Monomial { k } => write!(f, "monomial({k})"),
-            Sign => write!(f, "sign"),
-            Tanh => write!(f, "tanh"),
-            Softplus => write!(f, "softplus"),
-            Silu => write!(f, "silu"),
-            Elu { alpha } => write!(f, "elu({alpha})"),
-            Quad { inner, deg } => write!(f, "quad({inner},{deg})"),
+        if let Activation::Quad { inner, deg } = self {
+            return write!(f, "quad({inner},{deg})");
         }
+        f.write_str(self.name())?;
+        let values = self.param_values();
+        if !values.is_empty() {
+            let v: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+            write!(f, "({})", v.join(","))?;
+        }
+        Ok(())
     }
 }
 
@@ -671,6 +695,33 @@ mod tests {
         assert!(Activation::parse("monomial(7)").is_err());
         assert!(Activation::parse("quad(tanh, 1)").is_err());
         assert!(Activation::parse("relu(3)").is_err());
+    }
+
+    #[test]
+    fn registry_covers_parser_catalogue_and_display() {
+        // Every table entry parses under its name and aliases with its defaults, has an example in the
+        // catalogue, and shows up in the unknown-name error; every catalogue member belongs to one entry.
+        let err = Activation::parse("nope").unwrap_err().to_string();
+        for e in REGISTRY {
+            let by_name = Activation::parse(e.name).unwrap();
+            assert_eq!(by_name.name(), e.name);
+            let defaults: Vec<f64> = e.params.iter().map(|p| p.1).collect();
+            assert_eq!(by_name.param_values(), defaults, "{}", e.name);
+            for alias in e.aliases {
+                assert_eq!(Activation::parse(alias).unwrap(), by_name, "{alias}");
+            }
+            assert!(Activation::catalogue().iter().any(|a| a.name() == e.name), "{} has no example", e.name);
+            assert!(err.contains(&e.signature()), "{err} lacks {}", e.signature());
+            assert!(!e.summary.trim().is_empty(), "{} has no summary", e.name);
+        }
+        for a in Activation::catalogue() {
+            assert!(REGISTRY.iter().any(|e| e.name == a.name()), "{a}");
+            assert_eq!(a.param_values().len(), REGISTRY.iter().find(|e| e.name == a.name()).unwrap().params.len());
+        }
+        // Validation from the table, by name and by position.
+        assert!(Activation::parse("rbf(gamma=0)").unwrap_err().to_string().contains("gamma > 0"));
+        assert!(Activation::parse("monomial(2.5)").is_err());
+        assert_eq!(Activation::parse("erf(c=0.5, a=2)").unwrap(), Activation::Erf { a: 2.0, b: 1.0, c: 0.5 });
     }
 
     #[test]
