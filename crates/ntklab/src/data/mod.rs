@@ -7,3 +7,4 @@ pub mod synthetic;
 pub use datasets::{Builtin, Dataset, SyntheticSpec};
 pub use io::{read_matrix, read_npy, read_npz, write_npy, write_npy_mat, write_npz, Array};
 pub mod memory;
+pub mod seed;

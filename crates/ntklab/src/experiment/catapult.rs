@@ -45,6 +45,7 @@ pub struct CatapultConfig {
     /// A run diverges when its loss exceeds this multiple of L_0 (or is not finite).
     pub divergence_factor: f64,
     /// Master seed (data and initialization; every run starts from the same network).
+    #[serde(with = "crate::data::seed")]
     pub seed: u64,
 }
 

@@ -60,6 +60,7 @@ pub struct LinearityConfig {
     /// Lanczos relative residual tolerance.
     pub lanczos_tol: f64,
     /// Master seed.
+    #[serde(with = "crate::data::seed")]
     pub seed: u64,
 }
 

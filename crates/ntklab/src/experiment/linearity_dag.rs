@@ -75,6 +75,7 @@ pub struct LinearityDagConfig {
     /// Lanczos relative residual tolerance.
     pub lanczos_tol: f64,
     /// Master seed.
+    #[serde(with = "crate::data::seed")]
     pub seed: u64,
 }
 

@@ -105,6 +105,15 @@ pub fn relu_dual(s11: f64, s12: f64, s22: f64) -> (f64, f64) {
     (t, tdot)
 }
 
+/// s11 s22 - s12^2, the 2x2 covariance determinant, to about one ulp of the result (Kahan's difference of
+/// products with fused multiply-adds): near colinear inputs at large variance the plain form cancels to noise.
+#[inline]
+pub fn det2(s11: f64, s22: f64, s12: f64) -> f64 {
+    let p = s12 * s12;
+    let e = s12.mul_add(s12, -p);
+    s11.mul_add(s22, -p) - e
+}
+
 /// ABReLU family: `T = a b s12 + (b-a)^2 T_relu`, `Tdot = a b + (b-a)^2 (pi - theta)/(2 pi)`.
 #[inline]
 fn abrelu_dual(a: f64, b: f64, s11: f64, s12: f64, s22: f64) -> (f64, f64) {
@@ -140,16 +149,21 @@ fn sin_dual(a: f64, b: f64, c: f64, s11: f64, s12: f64, s22: f64) -> (f64, f64) 
     (0.5 * a * a * (ep - c2 * em), 0.5 * a * a * b2 * (ep + c2 * em))
 }
 
-/// Exact GELU x Phi(x), by Price's theorem on the erf form.
+/// Exact GELU x Phi(x), by Price's theorem on the erf form. With a = 1 + s11, b = 1 + s22 and
+/// r^2 = a b - s12^2 = 1 + s11 + s22 + (s11 s22 - s12^2):
+/// `T = s12/4 + (s12 asin(s12/sqrt(ab)) + (s11 s22 r^2 + s12^2)/(ab r)) / (2 pi)` (the last term is
+/// `r (s11 s22 - 1)/ab + 1/r` brought over one denominator, which cancels to O(q) at small variance), and
+/// `Tdot = 1/4 + (asin(s12/sqrt(ab)) + s12/r^3 + s12 (1/a + 1/b)/r) / (2 pi)`.
 #[inline]
 fn gelu_dual(s11: f64, s12: f64, s22: f64) -> (f64, f64) {
     let a = 1.0 + s11;
     let b = 1.0 + s22;
     let ab = a * b;
-    let r = (ab - s12 * s12).max(f64::MIN_POSITIVE).sqrt();
+    let r2 = (1.0 + s11 + s22 + det2(s11, s22, s12).max(0.0)).max(f64::MIN_POSITIVE);
+    let r = r2.sqrt();
     let asn = (s12 / ab.sqrt()).clamp(-1.0, 1.0).asin();
-    let t = 0.25 * s12 + (s12 * asn + r * (s11 * s22 - 1.0) / ab + 1.0 / r) / (2.0 * PI);
-    let td = 0.25 + (asn + s12 / (r * r * r) + s12 * (1.0 / a + 1.0 / b) / r) / (2.0 * PI);
+    let t = 0.25 * s12 + (s12 * asn + (s11 * s22 * r2 + s12 * s12) / (ab * r)) / (2.0 * PI);
+    let td = 0.25 + (asn + s12 / (r2 * r) + s12 * (1.0 / a + 1.0 / b) / r) / (2.0 * PI);
     (t, td)
 }
 

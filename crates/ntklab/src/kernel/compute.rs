@@ -790,8 +790,9 @@ fn erf_block<R: Real, const FMA: bool>(a: f64, b: f64, c: f64, q1: &[R], q2: R, 
         let p1 = R::ONE + two_b2 * qa;
         let pp = p1 * p2;
         let arg = (two_b2 * s12).div(pp.sqrt()).max(-R::ONE).min(R::ONE);
-        // Expanded determinant (see `Activation::closed_dual`): no cancellation at large variance.
-        let det = (R::ONE + two_b2 * (qa + q2) + four_b4 * (qa * q2 - s12 * s12).max(R::ZERO)).max(R::MIN_POSITIVE);
+        // Expanded determinant (see `kernel::activation::erf_dual`): no cancellation at large variance.
+        let det =
+            (R::ONE + two_b2 * (qa + q2) + four_b4 * R::det2::<FMA>(qa, q2, s12).max(R::ZERO)).max(R::MIN_POSITIVE);
         *k = ct * fastmath::asin::<R, FMA>(arg) + cc;
         *t = *t * cd.div(det.sqrt());
     }

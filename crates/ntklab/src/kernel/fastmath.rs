@@ -68,6 +68,9 @@ pub trait Real:
     fn min(self, o: Self) -> Self;
     /// Maximum.
     fn max(self, o: Self) -> Self;
+    /// a b - c^2; with `FMA`, Kahan's compensated difference of products (about one ulp of the result where the
+    /// plain form cancels, e.g. a 2x2 covariance determinant of near-colinear inputs at large variance).
+    fn det2<const FMA: bool>(a: Self, b: Self, c: Self) -> Self;
     /// asin(s) for 0 <= s <= 1/2; `FMA` fuses the Horner steps (only worth it where the CPU has FMA:
     /// elsewhere `mul_add` is a slow library call).
     fn asin_core<const FMA: bool>(s: Self) -> Self;
@@ -100,6 +103,16 @@ macro_rules! impl_real {
             #[inline(always)]
             fn abs(self) -> Self {
                 $t::abs(self)
+            }
+            #[inline(always)]
+            fn det2<const FMA: bool>(a: Self, b: Self, c: Self) -> Self {
+                if FMA {
+                    let p = c * c;
+                    let e = c.mul_add(c, -p);
+                    a.mul_add(b, -p) - e
+                } else {
+                    a * b - c * c
+                }
             }
             #[inline(always)]
             fn min(self, o: Self) -> Self {

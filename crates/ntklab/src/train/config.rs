@@ -67,8 +67,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Master seed.
-    #[serde(default)]
+    /// Master seed (any u64; above 2^63 - 1 written as a string).
+    #[serde(default, with = "crate::data::seed")]
     pub seed: u64,
     /// Run folder.
     #[serde(default)]
@@ -101,6 +101,7 @@ pub struct DataSection {
     /// Classes (blobs).
     pub classes: Option<usize>,
     /// Data seed (built-in).
+    #[serde(default, with = "crate::data::seed::option", skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Training inputs file (N x d).
     pub x: Option<PathBuf>,
@@ -123,6 +124,7 @@ pub struct ModelSection {
     /// Output scale alpha (default 1).
     pub alpha: Option<f64>,
     /// Initialization seed.
+    #[serde(default, with = "crate::data::seed::option", skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Precision of the training passes: `f64` (default) or `f32` (f32 lanes; losses and optimizer state in f64).
     pub precision: Option<String>,
@@ -236,7 +238,13 @@ const TRAIN_STREAM: u64 = 103;
 impl RunConfig {
     /// Parses TOML text (unknown keys and wrong types are errors that name the key and line).
     pub fn from_toml_str(text: &str) -> Result<RunConfig> {
-        toml::from_str(text).map_err(|e| Error::Config(format!("run config: {}", e.to_string().trim_end())))
+        toml::from_str(text).map_err(|e| {
+            let mut msg = format!("run config: {}", e.to_string().trim_end());
+            if msg.contains("number too large") {
+                msg.push_str(&format!("\n(TOML integers stop at 2^63 - 1; a seed is {})", crate::data::seed::RANGE));
+            }
+            Error::Config(msg)
+        })
     }
 
     /// Reads and parses a TOML file.
@@ -650,6 +658,27 @@ which = ["sharpness", "ntk-max", "linearized"]
         let again = RunConfig::from_toml_str(BASE).unwrap().resolve(Path::new(".")).unwrap();
         assert_eq!(again.net, run.net);
         assert_eq!(again.data, run.data);
+    }
+
+    #[test]
+    fn every_u64_seed_is_accepted_and_written_back() {
+        let big = BASE.replace("seed = 3", "seed = \"18446744073709551615\"");
+        let cfg = RunConfig::from_toml_str(&big).unwrap();
+        assert_eq!(cfg.seed, u64::MAX);
+        let run = cfg.resolve(Path::new(".")).unwrap();
+        let other = RunConfig::from_toml_str(&BASE.replace("seed = 3", "seed = \"18446744073709551614\""))
+            .unwrap()
+            .resolve(Path::new("."))
+            .unwrap();
+        assert_ne!(run.net, other.net, "neighbouring large seeds give different networks");
+        // What ntklab writes (integers above 2^63 - 1 as strings) reads back.
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(RunConfig::from_toml_str(&text).unwrap(), cfg);
+        // A bare integer above TOML's range gets the hint.
+        let e = err(&BASE.replace("seed = 3", "seed = 18446744073709551615"));
+        assert!(e.contains("write it as a string"), "{e}");
+        let e = err(&BASE.replace("seed = 3", "seed = -2"));
+        assert!(e.contains("negative"), "{e}");
     }
 
     #[test]
