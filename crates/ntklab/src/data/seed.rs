@@ -1,6 +1,7 @@
 //! Seeds in config files: every u64 is a seed, but TOML integers stop at 2^63 - 1. A seed field therefore reads a
-//! non-negative integer or a decimal string (`seed = "18446744073709551615"`), and writes an integer when TOML can
-//! hold it and a string otherwise, so a config written by ntklab always reads back. Use with
+//! non-negative integer or a decimal string (`seed = "18446744073709551615"`), and writes a plain integer (JSON
+//! summaries hold any u64; TOML output of a seed above 2^63 - 1 is an error of the TOML writer, not a wrong
+//! value). Use with
 //! `#[serde(with = "crate::data::seed")]` (or `crate::data::seed::option` for `Option<u64>`).
 
 use serde::de::{self, Visitor};
@@ -17,12 +18,9 @@ pub fn parse(text: &str) -> Result<u64, String> {
     t.parse::<u64>().map_err(|_| format!("seed `{t}` is not {RANGE}"))
 }
 
-/// Integer when it fits an i64 (TOML's range), decimal string otherwise.
+/// A plain integer.
 pub fn serialize<S: Serializer>(seed: &u64, s: S) -> Result<S::Ok, S::Error> {
-    match i64::try_from(*seed) {
-        Ok(v) => s.serialize_i64(v),
-        Err(_) => s.serialize_str(&seed.to_string()),
-    }
+    s.serialize_u64(*seed)
 }
 
 /// A non-negative integer or a decimal string.
@@ -87,11 +85,15 @@ mod tests {
     }
 
     #[test]
-    fn every_u64_reads_and_round_trips_through_toml() {
+    fn every_u64_reads_and_round_trips() {
         for s in [0u64, 7, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
             let c = Cfg { seed: s, other: Some(s) };
-            let text = toml::to_string(&c).unwrap();
-            assert_eq!(toml::from_str::<Cfg>(&text).unwrap(), c, "{text}");
+            let text = serde_json::to_string(&c).unwrap();
+            assert_eq!(serde_json::from_str::<Cfg>(&text).unwrap(), c, "{text}");
+            if s <= i64::MAX as u64 {
+                let text = toml::to_string(&c).unwrap();
+                assert_eq!(toml::from_str::<Cfg>(&text).unwrap(), c, "{text}");
+            }
         }
         let c: Cfg = toml::from_str("seed = \"18446744073709551615\"").unwrap();
         assert_eq!((c.seed, c.other), (u64::MAX, None));

@@ -67,7 +67,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Master seed (any u64; above 2^63 - 1 written as a string).
+    /// Master seed (any u64; in TOML, above 2^63 - 1 as a string).
     #[serde(default, with = "crate::data::seed")]
     pub seed: u64,
     /// Run folder.
@@ -218,6 +218,45 @@ pub struct Run {
     pub precision: Precision,
 }
 
+impl Run {
+    /// An upper estimate of the memory the run needs at its peak, from the shapes alone, so that an impossible
+    /// run is refused before it starts instead of failing at its first probe. Counted in 8-byte words:
+    /// * parameters: the vector, its gradient, the initial copy and the optimizer's and flow integrator's state
+    ///   (Dormand–Prince keeps 7 stages) — at most 10 vectors of P;
+    /// * network passes on all N training points at a record: node values, slopes and cotangents (3 per node
+    ///   width), doubled for the second-order caches of the sharpness probe;
+    /// * NTK probes on M points with k outputs: Theta (M k)^2, Theta_0 for `ntk-change`, and the eigensolver's
+    ///   copy;
+    /// * sharpness: the Lanczos basis, `lanczos_max_iter` vectors of P;
+    /// * linearized: the tangent model's parameters, JVP outputs and state (4 P + 2 N k).
+    ///
+    /// Test-set passes reuse the same buffers at most N_test rows, counted like the training set.
+    pub fn peak_bytes(&self) -> usize {
+        let p = self.net.num_params();
+        let k = self.net.output_dim();
+        let n = self.data.n_train() + self.data.test.as_ref().map_or(0, |t| t.0.nrows());
+        let widths: usize = self.net.graph.nodes.iter().map(|v| v.width).sum::<usize>() + self.net.input_dim;
+        let second = if self.probes.has(Probe::Sharpness) { 2 } else { 1 };
+        let mut words = 10usize.saturating_mul(p);
+        words = words.saturating_add(n.saturating_mul(widths).saturating_mul(3 * second));
+        if self.probes.needs_ntk() {
+            let m = self.probes.ntk_subset.unwrap_or(self.data.n_train()).saturating_mul(k);
+            let copies = if self.probes.has(Probe::NtkChange) { 3 } else { 2 };
+            words = words.saturating_add(m.saturating_mul(m).saturating_mul(copies));
+        }
+        if self.probes.has(Probe::Sharpness) {
+            words = words.saturating_add(self.probes.lanczos_max_iter.saturating_mul(p));
+        }
+        if self.probes.has(Probe::Linearized) {
+            words = words
+                .saturating_add(4usize.saturating_mul(p))
+                .saturating_add(2usize.saturating_mul(n).saturating_mul(k));
+        }
+        // f32 runs keep f64 losses and optimizer state: 8 bytes a word bounds both precisions.
+        words.saturating_mul(8)
+    }
+}
+
 fn key_err(key: &str, msg: impl std::fmt::Display) -> Error {
     Error::Config(format!("{key}: {msg}"))
 }
@@ -271,7 +310,9 @@ impl RunConfig {
         let train = self.resolve_optimizer(&data)?;
         let probes = self.resolve_probes(&data, &net)?;
         train.validate(data.n_train())?;
-        Ok(Run { data, net, train, probes, precision })
+        let run = Run { data, net, train, probes, precision };
+        crate::data::memory::check_alloc(run.peak_bytes(), "this run (network passes, optimizer state and probes)")?;
+        Ok(run)
     }
 
     fn resolve_data(&self, base: &Path) -> Result<Dataset> {
@@ -671,14 +712,38 @@ which = ["sharpness", "ntk-max", "linearized"]
             .resolve(Path::new("."))
             .unwrap();
         assert_ne!(run.net, other.net, "neighbouring large seeds give different networks");
-        // What ntklab writes (integers above 2^63 - 1 as strings) reads back.
-        let text = toml::to_string(&cfg).unwrap();
-        assert_eq!(RunConfig::from_toml_str(&text).unwrap(), cfg);
+        // What ntklab writes into summaries reads back.
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<RunConfig>(&text).unwrap(), cfg);
         // A bare integer above TOML's range gets the hint.
         let e = err(&BASE.replace("seed = 3", "seed = 18446744073709551615"));
         assert!(e.contains("write it as a string"), "{e}");
         let e = err(&BASE.replace("seed = 3", "seed = -2"));
         assert!(e.contains("negative"), "{e}");
+    }
+
+    #[test]
+    fn impossible_runs_are_refused_before_they_start() {
+        // The base run is small: its estimate is in kilobytes.
+        let run = RunConfig::from_toml_str(BASE).unwrap().resolve(Path::new(".")).unwrap();
+        assert!(run.peak_bytes() < 1 << 20, "{}", run.peak_bytes());
+        // 200k points through a 100k-wide layer: ~480 GB of node values at the first record.
+        let e = err(&BASE.replace("n = 12", "n = 200000").replace("dense(8,b_std=0.1)", "dense(100000)"));
+        assert!(e.contains("would need") && e.contains("this run"), "{e}");
+        // An NTK probe on 100k points: a 80 GB Gram matrix, though the network is tiny.
+        let e = err(&BASE
+            .replace("n = 12", "n = 100000")
+            .replace("batch = 4", "batch = 100")
+            .replace("\"ntk-max\"", "\"ntk-change\""));
+        assert!(e.contains("would need"), "{e}");
+        // Sharpness keeps a Lanczos basis of lanczos_max_iter parameter vectors.
+        let wide = BASE.replace("dense(8,b_std=0.1)", "dense(200000)");
+        let ok = RunConfig::from_toml_str(&wide).unwrap().resolve(Path::new(".")).unwrap();
+        let with_more = RunConfig::from_toml_str(&wide.replace("every = 5", "every = 5\nlanczos_max_iter = 400"))
+            .unwrap()
+            .resolve(Path::new("."))
+            .unwrap();
+        assert!(with_more.peak_bytes() >= ok.peak_bytes() + 300 * ok.net.num_params() * 8);
     }
 
     #[test]
