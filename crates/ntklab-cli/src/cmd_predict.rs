@@ -242,6 +242,14 @@ fn kernels_from_arch(a: &PredictArgs) -> Result<Kernels> {
     }
     let kind = a.kernel.unwrap_or(if a.mode == Mode::Gp { KernelKind::Nngp } else { KernelKind::Ntk });
     let pick = |k: ntklab::kernel::Kernel<f64>| if kind == KernelKind::Ntk { k.ntk } else { k.nngp };
+    // Both kernels of each block are computed before one is picked: 2 (n^2 + t n (+ t^2 for gp)) values.
+    let (n, t) = (xtr.nrows(), xte.nrows());
+    let blocks = n.saturating_mul(n).saturating_add(t.saturating_mul(n)).saturating_add(if a.mode == Mode::Gp {
+        t.saturating_mul(t)
+    } else {
+        0
+    });
+    ntklab::data::memory::check_alloc(blocks.saturating_mul(16), "the train and test kernels")?;
     let pb = spinner(&format!(
         "computing the infinite-width {kind:?} kernel ({} train, {} test points)",
         xtr.nrows(),
@@ -314,6 +322,10 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let f0_test = a.f0_test.as_ref().map(|p| load_matrix(p, "--f0-test")).transpose()?;
     check_shapes(&k, &y, (&f0_train, &f0_test), from_arch)?;
     let (n, t, m) = (k.train.nrows(), k.test_train.nrows(), y.ncols());
+    // The solve works on copies: an eigendecomposition or Cholesky factor of the n x n kernel with its
+    // workspace (3 n^2) and the test-train product (t n).
+    let solve = 3usize.saturating_mul(n).saturating_mul(n).saturating_add(t.saturating_mul(n));
+    ntklab::data::memory::check_alloc(solve.saturating_mul(8), "the prediction's linear algebra")?;
     refuse_existing(&[a.out.join("prediction.npy"), a.out.join("summary.json")], a.force)?;
     let created = !a.out.exists();
     ensure_dir(&a.out)?;

@@ -373,3 +373,34 @@ fn an_indefinite_test_kernel_is_an_error_with_no_output() {
     assert!(!d.join("gp").exists(), "the failed command left its output folder");
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn kernels_too_large_for_memory_are_refused_before_computing() {
+    // 200k training points: the two train kernels alone are 640 GB. Refused at once, with no output folder.
+    let d = tmp("huge");
+    let n = 200_000;
+    write(&d.join("xtr.npy"), &Mat::from_fn(n, 1, |i, _| i as f64 / n as f64));
+    write(&d.join("ytr.npy"), &Mat::from_fn(n, 1, |i, _| (i % 7) as f64));
+    write(&d.join("xte.npy"), &Mat::from_fn(3, 1, |i, _| i as f64));
+    let err = run_err(
+        &[
+            "predict",
+            "--arch",
+            "dense(8),relu,dense(1)",
+            "--x-train",
+            "xtr.npy",
+            "--x-test",
+            "xte.npy",
+            "--y",
+            "ytr.npy",
+            "--mode",
+            "krr",
+            "--out",
+            "out",
+        ],
+        &d,
+    );
+    assert!(err.contains("would need") && err.contains("kernels"), "{err}");
+    assert!(!d.join("out").exists());
+    std::fs::remove_dir_all(&d).ok();
+}
