@@ -8,8 +8,8 @@ use clap::Args;
 use faer::Mat;
 use ntklab::kernel::{kernel, kernel_f32, Architecture, Kernel, Parameterization};
 
-use crate::plot::{self, Chart, Series};
 use crate::util::{ensure_dir, load_matrix, mark_dir, refuse_existing, spinner, MARKER};
+use ntklab::report::plot::{self, Chart, Series};
 
 const DEMO_ARCH: &str =
     "dense(512,w_std=1.5,b_std=0.1),relu,dense(512,w_std=1.5,b_std=0.1),relu,dense(1,w_std=1.5,b_std=0.1)";

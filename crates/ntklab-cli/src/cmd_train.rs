@@ -6,7 +6,8 @@
 //! * `model.safetensors` (final weights, PyTorch `nn.Sequential` names; see `ntklab::net::io`),
 //!   `model_init.safetensors` and, with the `linearized` probe, `model_linearized.safetensors` (the tangent
 //!   model's parameters w_lin: f_lin(x) = f(x; w_0) + J(w_0)(w_lin - w_0));
-//! * plots (SVG + PNG): `loss`, and per enabled probe `sharpness` (with 2/lr), `ntk_change`, `linearized`.
+//! * plots (SVG + PNG): `loss`, and per enabled probe `sharpness` (with 2/lr), `ntk_change`, `linearized`;
+//! * `report.html` (one self-contained page with every plot), `report.md`, `provenance.json`.
 //!
 //! Everything is written into `OUT.partial/` and renamed to OUT at the end, so OUT only ever holds a finished
 //! run; an interrupted run leaves `OUT.partial/`, which the next run with the same OUT replaces. The config is
@@ -20,9 +21,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ntklab::net::{save_mlp, Precision};
-use ntklab::train::{train_with_progress, Loss, Method, Probe, Record, RunConfig, Status, TrainResult};
+use ntklab::report::{now_unix, Provenance};
+use ntklab::train::{train_with_progress, Record, RunConfig, Status, TrainResult, TrainSummary};
 
-use crate::plot::{self, Chart, Series};
 use crate::util::{bar, check_replaceable, mark_dir};
 
 /// Arguments of `ntklab train`.
@@ -73,7 +74,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("cannot create run folder {}", partial.display()))?;
     mark_dir(&partial)?;
-    let res = write_run(&text, &mut run, &partial);
+    let res = write_run(&text, &mut run, cfg.seed, &partial);
     match res {
         Ok(result) => {
             if out.exists() {
@@ -100,7 +101,8 @@ fn report(r: &TrainResult, out: &Path) {
     println!("{}", out.display());
 }
 
-fn write_run(text: &str, run: &mut ntklab::train::Run, dir: &Path) -> Result<TrainResult> {
+fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path) -> Result<TrainResult> {
+    let started_unix = now_unix();
     ntklab::data::io::write_atomic(&dir.join("config.toml"), |w| w.write_all(text.as_bytes()))?;
     let net0 = run.net.clone();
     save_mlp(&net0, &dir.join("model_init.safetensors"), Precision::F64)?;
@@ -137,107 +139,22 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, dir: &Path) -> Result<Tra
         lin.set_params(wl)?;
         save_mlp(&lin, &dir.join("model_linearized.safetensors"), Precision::F64)?;
     }
-    let summary = serde_json::json!({
-        "status": result.status,
-        "status_text": result.status.to_string(),
-        "steps": result.steps,
-        "t": result.t,
-        "initial_loss": result.initial_loss,
-        "last": result.last,
-        "linearized_diverged_at": result.linearized_diverged_at,
-        "ode": result.ode,
-        "num_params": run.net.num_params(),
-        "n_train": run.data.n_train(),
-        "n_test": run.data.test.as_ref().map_or(0, |(x, _)| x.nrows()),
-        "input_dim": run.data.input_dim(),
-        "output_dim": run.data.output_dim(),
-        "arch": run.net.arch.to_string(),
-        "parameterization": run.net.arch.parameterization.to_string(),
-        "alpha": run.net.alpha,
-        "train": run.train,
-        "probes": run.probes,
-    });
-    let body = serde_json::to_string_pretty(&summary)?;
-    ntklab::data::io::write_atomic(&dir.join("summary.json"), |w| w.write_all(body.as_bytes()))?;
-    plots(&result.records, run, dir)?;
+    let summary = TrainSummary::new(&result, run, seed);
+    ntklab::report::write_json(&dir.join("summary.json"), &summary)?;
+    let prov = Provenance::here("train", Some(seed), started_unix, seconds);
+    ntklab::train::report::report(&summary, &result.records).write(dir, &prov)?;
     eprintln!("trained in {seconds:.2} s");
     Ok(result)
 }
 
-fn series(records: &[Record], name: &str, f: impl Fn(&Record) -> Option<f64>) -> Option<Series> {
-    let pts: Vec<(f64, f64)> = records.iter().filter_map(|r| Some((r.step as f64, f(r)?))).collect();
-    (!pts.is_empty()).then(|| Series::line(name, pts))
-}
-
-fn plots(records: &[Record], run: &ntklab::train::Run, dir: &Path) -> Result<()> {
-    let x_label = if matches!(run.train.method, Method::Flow(_)) { "t / lr" } else { "step" };
-    let chart = |title: &str, y_label: &str, log_y: bool, series: Vec<Series>, hlines: Vec<(String, f64)>| Chart {
-        title: title.into(),
-        x_label: x_label.into(),
-        y_label: y_label.into(),
-        log_x: false,
-        log_y,
-        series,
-        hlines,
-    };
-    let loss: Vec<Series> = [
-        series(records, "train", |r| Some(r.loss)),
-        series(records, "test", |r| r.test_loss),
-        series(records, "linearized (train)", |r| r.lin_loss),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    plot::save(&chart("Training loss", "loss", true, loss, vec![]), &dir.join("loss"))?;
-    let probes = &run.probes;
-    if probes.has(Probe::Sharpness) || probes.has(Probe::NtkMax) {
-        let mut s = Vec::new();
-        s.extend(series(records, "sharpness lambda_max(H)", |r| r.sharpness));
-        let n = run.data.n_train();
-        let whole = probes.ntk_subset.is_none_or(|m| m == n);
-        if run.train.loss == Loss::Mse && whole {
-            s.extend(series(records, "lambda_max(NTK)/N", |r| r.ntk_max.map(|v| v / n as f64)));
-        }
-        let mut h = Vec::new();
-        if !matches!(run.train.method, Method::Flow(_)) {
-            if run.train.schedule.is_constant() {
-                h.push((format!("2/lr = {:.4}", 2.0 / run.train.lr), 2.0 / run.train.lr));
-            } else {
-                s.extend(series(records, "2/lr", |r| Some(2.0 / r.lr)));
-            }
-        }
-        if !s.is_empty() {
-            plot::save(
-                &chart("Sharpness and the edge of stability", "eigenvalue", false, s, h),
-                &dir.join("sharpness"),
-            )?;
-        }
-    }
-    if probes.has(Probe::NtkChange) || probes.has(Probe::WeightChange) {
-        let s: Vec<Series> = [
-            series(records, "||K_t - K_0||_F / ||K_0||_F", |r| r.ntk_change),
-            series(records, "||w_t - w_0|| / ||w_0||", |r| r.weight_change),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        plot::save(
-            &chart("Relative change from initialization", "relative change", false, s, vec![]),
-            &dir.join("ntk_change"),
-        )?;
-    }
-    if probes.has(Probe::Linearized) {
-        let s: Vec<Series> =
-            [series(records, "train", |r| r.lin_distance), series(records, "test", |r| r.lin_test_distance)]
-                .into_iter()
-                .flatten()
-                .collect();
-        if !s.is_empty() {
-            plot::save(
-                &chart("Distance to the linearized model", "||f - f_lin|| / sqrt(N)", false, s, vec![]),
-                &dir.join("linearized"),
-            )?;
-        }
-    }
+/// Remakes the report of a train run folder from its summary.json, records.jsonl and provenance.json.
+pub fn rereport(dir: &Path) -> Result<()> {
+    let p = dir.join("summary.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let summary: TrainSummary =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a train summary", p.display()))?;
+    let records = ntklab::train::report::read_records(&dir.join("records.jsonl"))?;
+    let prov = Provenance::read(dir)?;
+    ntklab::train::report::report(&summary, &records).write(dir, &prov)?;
     Ok(())
 }

@@ -6,7 +6,6 @@ mod cmd_net;
 mod cmd_predict;
 mod cmd_run;
 mod cmd_train;
-mod plot;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -36,8 +35,10 @@ enum Cmd {
     Train(cmd_train::TrainArgs),
     /// Closed-form infinite-width predictions: kernel regression, GP inference, gradient flow / GD at time t.
     Predict(cmd_predict::PredictArgs),
-    /// Run a named reproduction (e.g. `linearity`, `catapult`) and write a report folder.
+    /// Run a named reproduction (`--list` shows them) and write a report folder with an HTML page.
     Run(cmd_run::RunArgs),
+    /// Remake the reports of run folders from their summaries and write an index.html linking them.
+    Report(cmd_run::ReportArgs),
 }
 
 fn main() {
@@ -69,6 +70,7 @@ fn main() {
         Cmd::Train(a) => cmd_train::run(a),
         Cmd::Predict(a) => cmd_predict::run(a),
         Cmd::Run(a) => cmd_run::run(a),
+        Cmd::Report(a) => cmd_run::run_report(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -27,10 +27,33 @@ fn summary(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
+/// The page is one self-contained file: every plot inlined as SVG, no script, stylesheet link, image source or
+/// URL other than XML namespace names (which browsers never fetch).
+pub fn assert_self_contained_html(dir: &Path, stems: &[&str]) {
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    for s in stems {
+        let at = html.find(&format!("<figure id=\"plot-{s}\">")).unwrap_or_else(|| panic!("no figure for {s}"));
+        let end = at + html[at..].find("</figure>").unwrap();
+        assert!(html[at..end].contains("<svg") && html[at..end].contains("</svg>"), "plot {s} not inlined");
+    }
+    assert_eq!(html.matches("<figure").count(), stems.len(), "unexpected figures");
+    for bad in ["<script", "<link", "<img", "src=", "url("] {
+        assert!(!html.contains(bad), "{bad} in report.html");
+    }
+    for (i, _) in html.match_indices("http") {
+        let before = &html[i.saturating_sub(16)..i];
+        assert!(before.contains("xmlns"), "external URL in report.html: {}", &html[i..(i + 60).min(html.len())]);
+    }
+    assert!(html.contains("Provenance") && html.contains("Claim and measurement") || stems.is_empty());
+}
+
 fn assert_files(dir: &Path, stems: &[&str]) {
-    for f in ["summary.json", "report.md"] {
+    for f in ["summary.json", "report.md", "report.html", "provenance.json"] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
+    assert!(!dir.join("checkpoint.jsonl").exists(), "a finished run keeps no checkpoint");
+    assert_self_contained_html(dir, stems);
     for s in stems {
         for ext in ["svg", "png"] {
             let p = dir.join(format!("{s}.{ext}"));
@@ -58,7 +81,11 @@ fn linearity_quick_shows_width_to_the_minus_half() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("slope of ||d2f||"), "{stdout}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("Fitted slopes"));
+    assert!(report.contains("Claim and measurement") && report.contains("slope of ||d2f|| vs width"));
+    let prov: Value = serde_json::from_str(&std::fs::read_to_string(out.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["kind"], "run:linearity");
+    assert!(prov["command"].as_array().unwrap().iter().any(|a| a == "--quick"));
+    assert!(prov["wall_seconds"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
@@ -176,5 +203,80 @@ fn impossible_sizes_fail_before_allocating_and_leave_no_folder() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("would need") && err.contains("available"), "{err}");
     assert!(!d.join("rep").exists(), "the failed run left its report folder");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn list_names_every_reproduction() {
+    let d = tmp("list");
+    let o = run_ok(&["run", "--list"], &d);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for n in ["linearity", "linearity-dag", "catapult"] {
+        assert!(text.lines().any(|l| l.starts_with(n)), "{n} missing from:\n{text}");
+    }
+    let o = run_ok(&["run", "catapult", "--quick", "--print-config"], &d);
+    let cfg: toml::Table = String::from_utf8_lossy(&o.stdout).parse().unwrap();
+    assert!(cfg.contains_key("lr_factors") && cfg.contains_key("seed"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn an_interrupted_run_resumes_from_its_completed_steps_to_the_same_result() {
+    let d = tmp("resume");
+    // Reference: uninterrupted.
+    run_ok(&["run", "linearity-dag", "--quick", "--out", "whole"], &d);
+    // Killed (SIGKILL: nothing can be cleaned up) once at least two steps are in the checkpoint.
+    let mut child = bin()
+        .args(["run", "linearity-dag", "--quick", "--out", "cut"])
+        .current_dir(&d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = d.join("cut.partial/checkpoint.jsonl");
+    loop {
+        let lines = std::fs::read_to_string(&ckpt).map_or(0, |t| t.lines().count());
+        if lines >= 3 {
+            break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the run ended ({st}) before it could be interrupted");
+        }
+        std::thread::yield_now();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!d.join("cut").exists(), "an interrupted run has no report folder");
+    let o = run_ok(&["run", "linearity-dag", "--quick", "--out", "cut", "--resume"], &d);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("resumed:"), "{text}");
+    assert!(!d.join("cut.partial").exists());
+    // Same numbers as the uninterrupted run (the summary; provenance differs in wall time).
+    assert_eq!(
+        std::fs::read(d.join("whole/summary.json")).unwrap(),
+        std::fs::read(d.join("cut/summary.json")).unwrap()
+    );
+    // A checkpoint of another configuration is refused.
+    std::fs::create_dir_all(d.join("other.partial")).unwrap();
+    std::fs::write(d.join("other.partial/.ntklab-output"), "x").unwrap();
+    std::fs::write(d.join("other.partial/checkpoint.jsonl"), "{\"ntklab_checkpoint\":1,\"config_hash\":\"0\"}\n")
+        .unwrap();
+    let o =
+        bin().args(["run", "linearity-dag", "--quick", "--out", "other", "--resume"]).current_dir(&d).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("different configuration"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn report_remakes_pages_and_writes_an_index() {
+    let d = tmp("report");
+    run_ok(&["run", "catapult", "--quick", "--out", "runs/a"], &d);
+    std::fs::remove_file(d.join("runs/a/report.html")).unwrap();
+    std::fs::remove_file(d.join("runs/a/loss_curves.svg")).unwrap();
+    let o = run_ok(&["report", "runs"], &d);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("remade 1 report"));
+    assert_files(&d.join("runs/a"), &["loss_curves", "ntk_curves", "phase_diagram", "final_curvature"]);
+    let index = std::fs::read_to_string(d.join("runs/index.html")).unwrap();
+    assert!(index.contains("href=\"a/report.html\"") && index.contains("run:catapult"), "{index}");
     std::fs::remove_dir_all(&d).ok();
 }

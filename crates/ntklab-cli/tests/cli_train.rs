@@ -81,12 +81,24 @@ fn writes_a_complete_run_folder() {
         "model_linearized.safetensors",
         "ntk_change.png",
         "ntk_change.svg",
+        "provenance.json",
         "records.jsonl",
+        "report.html",
+        "report.md",
         "sharpness.png",
         "sharpness.svg",
         "summary.json",
     ];
     assert_eq!(files_in(&out), want);
+    // One page with all four plots inlined and no external resource.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for stem in ["loss", "sharpness", "ntk_change", "linearized"] {
+        let at = html.find(&format!("<figure id=\"plot-{stem}\"><svg")).unwrap_or_else(|| panic!("{stem}"));
+        assert!(html[at..].contains("</svg>"));
+    }
+    for bad in ["<script", "<link", "<img", "src="] {
+        assert!(!html.contains(bad), "{bad}");
+    }
     assert!(!d.join("run.partial").exists());
     assert_eq!(std::fs::read_to_string(out.join("config.toml")).unwrap(), TINY);
     let recs = records(&out);

@@ -15,6 +15,7 @@ pub mod kernel;
 pub(crate) mod layers;
 pub mod net;
 pub mod predict;
+pub mod report;
 pub mod spectrum;
 pub mod train;
 

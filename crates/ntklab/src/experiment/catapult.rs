@@ -19,6 +19,9 @@
 use faer::Mat;
 use serde::{Deserialize, Serialize};
 
+use super::{Context, Reproduction};
+use crate::report::{Chart, Comparison, Report, Section, Series};
+
 use crate::data::datasets::{synthetic, Builtin, Dataset, SyntheticSpec};
 use crate::data::synthetic::derive_seed;
 use crate::kernel::{Activation, Parameterization};
@@ -266,8 +269,8 @@ fn gd_run(net0: &Mlp, data: &Dataset, cfg: &CatapultConfig, eta_crit: f64, facto
     })
 }
 
-/// Runs the sweep and the bisection; `progress(done, total)` is called after each GD run.
-pub fn run(cfg: &CatapultConfig, mut progress: impl FnMut(usize, usize)) -> Result<CatapultResult> {
+/// Runs the sweep and the bisection; each GD run is one checkpointed step of `ctx`.
+pub fn run(cfg: &CatapultConfig, ctx: &mut Context) -> Result<CatapultResult> {
     cfg.validate()?;
     let (data, net) = setup(cfg)?;
     let theta0 = net.empirical_ntk(data.x.as_ref(), None, NtkOutputs::Trace)?;
@@ -279,11 +282,11 @@ pub fn run(cfg: &CatapultConfig, mut progress: impl FnMut(usize, usize)) -> Resu
     factors.sort_by(|a, b| a.total_cmp(b));
     factors.dedup();
     let total = factors.len() + cfg.refine;
-    progress(0, total);
+    ctx.progress(0, total);
     let mut runs = Vec::with_capacity(factors.len());
     for (i, &c) in factors.iter().enumerate() {
-        runs.push(gd_run(&net, &data, cfg, eta_crit, c)?);
-        progress(i + 1, total);
+        runs.push(ctx.step(&format!("lr_factor={c}"), || gd_run(&net, &data, cfg, eta_crit, c))?);
+        ctx.progress(i + 1, total);
     }
     // Bracket: the first failing factor, and the largest converging one below it.
     let first_fail = runs.iter().position(|r| !r.phase.converged());
@@ -296,7 +299,7 @@ pub fn run(cfg: &CatapultConfig, mut progress: impl FnMut(usize, usize)) -> Resu
     for j in 0..cfg.refine {
         if let (Some(a), Some(b)) = (lo, hi) {
             let mid = 0.5 * (a + b);
-            let r = gd_run(&net, &data, cfg, eta_crit, mid)?;
+            let r = ctx.step(&format!("lr_factor={mid}"), || gd_run(&net, &data, cfg, eta_crit, mid))?;
             if r.phase.converged() {
                 lo = Some(mid);
             } else {
@@ -304,7 +307,7 @@ pub fn run(cfg: &CatapultConfig, mut progress: impl FnMut(usize, usize)) -> Resu
             }
             refinement.push(r);
         }
-        progress(factors.len() + j + 1, total);
+        ctx.progress(factors.len() + j + 1, total);
     }
     Ok(CatapultResult {
         config: cfg.clone(),
@@ -316,6 +319,261 @@ pub fn run(cfg: &CatapultConfig, mut progress: impl FnMut(usize, usize)) -> Resu
         max_converging_factor: lo,
         first_failing_factor: hi,
     })
+}
+
+/// `ntklab run catapult`.
+pub struct Catapult;
+
+impl Reproduction for Catapult {
+    const NAME: &'static str = "catapult";
+    const DESCRIPTION: &'static str =
+        "Catapult phase of large-learning-rate GD (Lewkowycz et al. 2020): lazy / catapult / divergent";
+    type Config = CatapultConfig;
+    type Summary = CatapultResult;
+
+    fn full() -> CatapultConfig {
+        CatapultConfig::full()
+    }
+    fn quick() -> CatapultConfig {
+        CatapultConfig::quick()
+    }
+    fn seed(cfg: &CatapultConfig) -> u64 {
+        cfg.seed
+    }
+    fn set_seed(cfg: &mut CatapultConfig, seed: u64) {
+        cfg.seed = seed;
+    }
+    fn validate(cfg: &CatapultConfig) -> Result<()> {
+        cfg.validate()
+    }
+    fn run(cfg: &CatapultConfig, ctx: &mut Context) -> Result<CatapultResult> {
+        run(cfg, ctx)
+    }
+    fn report(res: &CatapultResult) -> Report {
+        report(res)
+    }
+    fn console(res: &CatapultResult) -> String {
+        let c = &res.config;
+        let mut s = format!(
+            "catapult: two-layer ReLU net, width {}, N = {}, d = {}, {} GD steps\nlambda0 = lambda_max(NTK)/N = {:.6} \
+             -> eta_crit = 2/lambda0 = {:.6}; learning rates in units of eta_crit:\n{:>8} {:>11} {:>10} {:>12} {:>12} \
+             {:>12}\n",
+            c.width,
+            c.n_train,
+            c.input_dim,
+            c.steps,
+            res.lambda0,
+            res.eta_crit,
+            "eta/crit",
+            "phase",
+            "monotone",
+            "peak/L0",
+            "final/L0",
+            "lam_T/lam_0"
+        );
+        for r in res.runs.iter().chain(&res.refinement) {
+            s += &format!(
+                "{:>8.3} {:>11} {:>10} {:>12.3e} {:>12.3e} {:>12.4}\n",
+                r.lr_factor,
+                r.phase.to_string(),
+                r.monotone,
+                r.loss_peak / r.loss_initial,
+                r.loss_final / r.loss_initial,
+                r.ntk_max_final / r.ntk_max_initial
+            );
+        }
+        s + &eta_max_line(res)
+    }
+}
+
+fn eta_max_line(res: &CatapultResult) -> String {
+    match (res.max_converging_factor, res.first_failing_factor) {
+        (Some(a), Some(b)) => format!(
+            "measured eta_max in [{a:.3}, {b:.3}] x 2/lambda0 (i.e. {:.2}/lambda0 .. {:.2}/lambda0); the uv model \
+             of Lewkowycz et al. predicts 2 x 2/lambda0",
+            2.0 * a,
+            2.0 * b
+        ),
+        (Some(a), None) => format!("every rate converged: eta_max > {a:.3} x 2/lambda0 (extend lr_factors)"),
+        (None, Some(b)) => format!("even the smallest rate ({b:.3} x 2/lambda0) failed to converge"),
+        (None, None) => "no runs".into(),
+    }
+}
+
+fn run_label(r: &CatapultRun) -> String {
+    format!("{:.2} ({})", r.lr_factor, r.phase)
+}
+
+fn report(res: &CatapultResult) -> Report {
+    let c = &res.config;
+    // Curves of the converged runs and of the first one that did not converge (later ones only blow up faster).
+    let first_fail = res.runs.iter().position(|r| !r.phase.converged()).map_or(res.runs.len(), |k| k + 1);
+    let runs: Vec<&CatapultRun> = res.runs.iter().take(first_fail).collect();
+    let curve = |r: &CatapultRun, v: &[f64], v0: f64| -> Series {
+        Series::line(run_label(r), v.iter().enumerate().map(|(i, l)| (i as f64, l / v0)).collect())
+    };
+    let loss = Chart {
+        title: "Training loss / L0 (eta in units of 2/lambda0)".into(),
+        x_label: "GD step".into(),
+        y_label: "L_t / L_0".into(),
+        log_x: false,
+        log_y: true,
+        series: runs.iter().map(|r| curve(r, &r.losses, r.loss_initial)).collect(),
+        hlines: vec![("L_0".into(), 1.0)],
+    };
+    let ntk = Chart {
+        title: "Top NTK eigenvalue / its initial value".into(),
+        x_label: "GD step".into(),
+        y_label: "lambda_max(K_t) / lambda_max(K_0)".into(),
+        log_x: false,
+        log_y: true,
+        series: runs.iter().map(|r| curve(r, &r.ntk_max, r.ntk_max_initial)).collect(),
+        hlines: vec![("initial".into(), 1.0)],
+    };
+    let all: Vec<&CatapultRun> = res.runs.iter().chain(&res.refinement).collect();
+    let thr = c.divergence_factor;
+    let mut series = Vec::new();
+    for ph in [Phase::Lazy, Phase::Catapult, Phase::Unresolved, Phase::Divergent] {
+        let pts: Vec<(f64, f64)> = all
+            .iter()
+            .filter(|r| r.phase == ph)
+            .map(|r| (r.lr_factor, if ph == Phase::Divergent { thr } else { r.loss_peak / r.loss_initial }))
+            .collect();
+        if !pts.is_empty() {
+            let name = if ph == Phase::Divergent { format!("divergent (drawn at {thr:.0e})") } else { ph.to_string() };
+            series.push(Series::markers(name, pts));
+        }
+    }
+    let phase = Chart {
+        title: "Phase diagram: peak loss / L0 vs learning rate".into(),
+        x_label: "eta / (2/lambda0)".into(),
+        y_label: "max_t L_t / L_0".into(),
+        log_x: false,
+        log_y: true,
+        series,
+        hlines: vec![],
+    };
+    let conv: Vec<(f64, f64)> = all
+        .iter()
+        .filter(|r| r.phase.converged())
+        .map(|r| (r.lr_factor, r.ntk_max_final / r.ntk_max_initial))
+        .collect();
+    let mut xs: Vec<f64> = all.iter().map(|r| r.lr_factor).collect();
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let flat = Chart {
+        title: "Final top NTK eigenvalue of converged runs".into(),
+        x_label: "eta / (2/lambda0)".into(),
+        y_label: "lambda_max(K_T) / lambda_max(K_0)".into(),
+        log_x: false,
+        log_y: false,
+        series: vec![
+            Series::markers("converged runs", conv),
+            Series::line(
+                "stability bound 2/eta (= 1/c)",
+                xs.iter().filter(|&&c| c >= 0.5).map(|&c| (c, 1.0 / c)).collect(),
+            ),
+        ],
+        hlines: vec![("initial".into(), 1.0)],
+    };
+    let rows = all
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{:.3}", r.lr_factor),
+                format!("{:.4}", r.lr),
+                r.phase.to_string(),
+                r.monotone.to_string(),
+                format!("{:.3e} ({})", r.loss_peak / r.loss_initial, r.peak_step),
+                format!("{:.3e}", r.loss_final / r.loss_initial),
+                format!("{:.4}", r.ntk_max_final / r.ntk_max_initial),
+                r.status.to_string(),
+            ]
+        })
+        .collect();
+    let lazy_ok = res.runs.iter().filter(|r| r.lr_factor < 1.0).all(|r| r.phase == Phase::Lazy);
+    let catapult_seen = all.iter().any(|r| r.phase == Phase::Catapult);
+    let flatter = all
+        .iter()
+        .filter(|r| r.phase == Phase::Catapult)
+        .all(|r| r.ntk_max_final / r.ntk_max_initial < 1.0 / r.lr_factor.max(1e-300) * 1.05);
+    let plot =
+        |stem: &str, chart: Chart, caption: &str| Section::Plot { stem: stem.into(), chart, caption: caption.into() };
+    Report {
+        title: "Catapult phase of large-learning-rate gradient descent".into(),
+        claim: "Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari (2020): with MSE loss, GD on a wide network is lazy \
+                for eta < 2/lambda0; for larger rates the loss first grows, the top NTK eigenvalue drops until the run \
+                fits in the new, flatter region (the catapult), and beyond eta_max training diverges. Their solvable \
+                two-layer linear (uv) model has eta_max = 4/lambda0; they report larger maximal rates for ReLU \
+                networks."
+            .into(),
+        setup: format!(
+            "f(x) = (1/sqrt(m)) sum_i a_i relu(w_i . x / sqrt(d)), ntk parameterization, m = {}, d = {}; N = {} \
+             points on the sphere with a random ReLU-teacher target; full-batch GD on L = 1/(2N) sum (f - y)^2 for \
+             {} steps from the same initialization at every rate. lambda0 = lambda_max(K_0)/N = {:.6}, eta_crit = \
+             2/lambda0 = {:.6}. Phases: lazy = the loss never exceeds L0 and ends below it; catapult = it exceeds L0, \
+             then ends below it; divergent = non-finite or above {:.0e} L0; unresolved = still >= L0 after all \
+             steps. Seed {}.",
+            c.width, c.input_dim, c.n_train, c.steps, res.lambda0, res.eta_crit, c.divergence_factor, c.seed
+        ),
+        comparisons: vec![
+            Comparison {
+                quantity: "phase below eta_crit".into(),
+                expected: "lazy (monotone loss)".into(),
+                measured: if lazy_ok { "lazy".into() } else { "not all lazy".into() },
+                agrees: Some(lazy_ok),
+            },
+            Comparison {
+                quantity: "catapult runs above eta_crit".into(),
+                expected: "loss spike, then convergence with lambda_T < 2/eta".into(),
+                measured: format!(
+                    "{} catapult run(s){}",
+                    all.iter().filter(|r| r.phase == Phase::Catapult).count(),
+                    if flatter { ", all ending below 2/eta" } else { ", some above 2/eta" }
+                ),
+                agrees: Some(catapult_seen && flatter),
+            },
+            Comparison {
+                quantity: "eta_max".into(),
+                expected: "4/lambda0 in the uv model, larger for ReLU".into(),
+                measured: eta_max_line(res),
+                agrees: None,
+            },
+        ],
+        sections: vec![
+            plot("loss_curves", loss, "Loss curves of the converged runs and the first failing one"),
+            plot("ntk_curves", ntk, "Top NTK eigenvalue during training"),
+            plot("phase_diagram", phase, "Peak loss against the learning rate, by phase"),
+            plot(
+                "final_curvature",
+                flat,
+                "Converged catapult runs should sit below the line 1/c, i.e. end with lambda_max < 2/eta where GD \
+                 at that rate is stable",
+            ),
+            Section::Table {
+                caption: format!(
+                    "All runs{}",
+                    if res.refinement.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (the last {} rows are the bisection for eta_max)", res.refinement.len())
+                    }
+                ),
+                headers: [
+                    "eta / eta_crit",
+                    "eta",
+                    "phase",
+                    "monotone",
+                    "peak L / L0 (step)",
+                    "final L / L0",
+                    "lambda_T / lambda_0",
+                    "status",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+            },
+        ],
+    }
 }
 
 #[cfg(test)]
@@ -338,7 +596,7 @@ mod tests {
     fn quick_sweep_shows_lazy_catapult_and_divergent_phases() {
         let cfg =
             CatapultConfig { lr_factors: vec![0.5, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0, 6.0], ..CatapultConfig::quick() };
-        let res = run(&cfg, |_, _| {}).unwrap();
+        let res = run(&cfg, &mut Context::quiet()).unwrap();
         for r in &res.runs {
             eprintln!(
                 "c = {:.2}: {} (peak {:.3e} at {}, final {:.3e}, lambda {:.3} -> {:.3})",

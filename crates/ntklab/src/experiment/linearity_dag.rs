@@ -20,10 +20,11 @@
 use faer::Mat;
 use serde::{Deserialize, Serialize};
 
-use super::{fit_power_law, mean_std, PowerLawFit};
+use super::{fit_power_law, mean_std, Context, PowerLawFit, Reproduction};
 use crate::data::synthetic::{derive_seed, sphere};
 use crate::kernel::{Activation, Architecture, Parameterization};
 use crate::net::{Network, OutputCurvature};
+use crate::report::{Chart, Comparison, Report, Section, Series};
 use crate::spectrum::{lanczos, LanczosOptions, Which};
 use crate::{Error, Result};
 
@@ -223,14 +224,14 @@ const DATA_STREAM: u64 = 0;
 const NET_STREAM: u64 = 1;
 const LANCZOS_STREAM: u64 = 2;
 
-/// Runs the sweep; `progress(done, total)` is called after each (family, width, seed).
-pub fn run(cfg: &LinearityDagConfig, mut progress: impl FnMut(usize, usize)) -> Result<LinearityDagResult> {
+/// Runs the sweep; each (family, width, seed) is one checkpointed step of `ctx`.
+pub fn run(cfg: &LinearityDagConfig, ctx: &mut Context) -> Result<LinearityDagResult> {
     cfg.validate()?;
     let d = cfg.input_dim;
     let xs = sphere(cfg.hessian_inputs, d, derive_seed(cfg.seed, DATA_STREAM));
     let total = Family::ALL.len() * cfg.widths.len() * cfg.seeds;
     let mut done = 0;
-    progress(done, total);
+    ctx.progress(done, total);
     let one = Mat::from_fn(1, 1, |_, _| 1.0);
     let mut points = Vec::new();
     for (fi, family) in Family::ALL.into_iter().enumerate() {
@@ -239,22 +240,30 @@ pub fn run(cfg: &LinearityDagConfig, mut progress: impl FnMut(usize, usize)) -> 
             let (mut norms, mut converged, mut params, mut min_in) = (Vec::new(), true, 0, 0);
             for r in 0..cfg.seeds {
                 let task = derive_seed(derive_seed(derive_seed(cfg.seed, fi as u64), m as u64), r as u64);
-                let net = Network::<f64>::init(&arch, d, 1.0, derive_seed(task, NET_STREAM))?;
-                params = net.num_params();
-                min_in = net.graph.min_in_degree().unwrap_or(0);
-                for i in 0..cfg.hessian_inputs {
-                    let oc = OutputCurvature::new(&net, xs.as_ref().subrows(i, 1), one.as_ref())?;
-                    let opts = LanczosOptions::new(1)
-                        .which(Which::LargestMagnitude)
-                        .max_iter(cfg.lanczos_max_iter)
-                        .tol(cfg.lanczos_tol)
-                        .seed(derive_seed(derive_seed(task, LANCZOS_STREAM), i as u64));
-                    let res = lanczos(&oc.op(), &opts)?;
-                    norms.push(res.values[0].abs());
-                    converged &= res.converged;
-                }
+                // (params, min in-degree, norms, converged)
+                let key = format!("family={},width={m},seed={r}", family.as_str());
+                let t: (usize, usize, Vec<f64>, bool) = ctx.step(&key, || {
+                    let net = Network::<f64>::init(&arch, d, 1.0, derive_seed(task, NET_STREAM))?;
+                    let (mut ns, mut ok_all) = (Vec::new(), true);
+                    for i in 0..cfg.hessian_inputs {
+                        let oc = OutputCurvature::new(&net, xs.as_ref().subrows(i, 1), one.as_ref())?;
+                        let opts = LanczosOptions::new(1)
+                            .which(Which::LargestMagnitude)
+                            .max_iter(cfg.lanczos_max_iter)
+                            .tol(cfg.lanczos_tol)
+                            .seed(derive_seed(derive_seed(task, LANCZOS_STREAM), i as u64));
+                        let res = lanczos(&oc.op(), &opts)?;
+                        ns.push(res.values[0].abs());
+                        ok_all &= res.converged;
+                    }
+                    Ok((net.num_params(), net.graph.min_in_degree().unwrap_or(0), ns, ok_all))
+                })?;
+                params = t.0;
+                min_in = t.1;
+                norms.extend(t.2);
+                converged &= t.3;
                 done += 1;
-                progress(done, total);
+                ctx.progress(done, total);
             }
             let (h, hs) = mean_std(&norms);
             points.push(DagPoint {
@@ -287,6 +296,148 @@ pub fn run(cfg: &LinearityDagConfig, mut progress: impl FnMut(usize, usize)) -> 
     })
 }
 
+/// `ntklab run linearity-dag`.
+pub struct LinearityDag;
+
+impl Reproduction for LinearityDag {
+    const NAME: &'static str = "linearity-dag";
+    const DESCRIPTION: &'static str =
+        "Transition to linearity on DAGs (Zhu, Liu & Belkin 2022): Hessian norm vs minimum in-degree, bottleneck";
+    type Config = LinearityDagConfig;
+    type Summary = LinearityDagResult;
+
+    fn full() -> LinearityDagConfig {
+        LinearityDagConfig::full()
+    }
+    fn quick() -> LinearityDagConfig {
+        LinearityDagConfig::quick()
+    }
+    fn seed(cfg: &LinearityDagConfig) -> u64 {
+        cfg.seed
+    }
+    fn set_seed(cfg: &mut LinearityDagConfig, seed: u64) {
+        cfg.seed = seed;
+    }
+    fn validate(cfg: &LinearityDagConfig) -> Result<()> {
+        cfg.validate()
+    }
+    fn run(cfg: &LinearityDagConfig, ctx: &mut Context) -> Result<LinearityDagResult> {
+        run(cfg, ctx)
+    }
+    fn report(res: &LinearityDagResult) -> Report {
+        report(res)
+    }
+    fn console(res: &LinearityDagResult) -> String {
+        let c = &res.config;
+        let mut s = format!(
+            "transition to linearity on DAGs: {} activation, {} hidden layers\n{:>11} {:>7} {:>10} {:>10} {:>13}\n",
+            c.activation, c.hidden_layers, "family", "width", "min in-deg", "params", "||d2f||"
+        );
+        for p in &res.points {
+            s += &format!(
+                "{:>11} {:>7} {:>10} {:>10} {:>13.5e}\n",
+                p.family.as_str(),
+                p.width,
+                p.min_in_degree,
+                p.params,
+                p.hessian_norm
+            );
+        }
+        s + &format!(
+            "slopes of ||d2f|| vs m: uniform {:+.3}, bottleneck {:+.3}, skip {:+.3} (theory: -0.5, 0, -0.5)",
+            res.slope_uniform, res.slope_bottleneck, res.slope_skip
+        )
+    }
+}
+
+fn report(res: &LinearityDagResult) -> Report {
+    let c = &res.config;
+    let mut series = Vec::new();
+    for (family, fit) in &res.fits {
+        let pts: Vec<(f64, f64)> =
+            res.points.iter().filter(|p| p.family == *family).map(|p| (p.width as f64, p.hessian_norm)).collect();
+        series.push(Series::markers(family.as_str(), pts.clone()));
+        let line = pts.iter().map(|&(w, _)| (w, fit.eval(w))).collect();
+        series.push(Series::line(format!("{} fit: slope {:+.2}", family.as_str(), fit.exponent), line));
+    }
+    if let Some(p0) = res.points.iter().find(|p| p.family == Family::Uniform) {
+        let (w0, v0) = (p0.width as f64, p0.hessian_norm);
+        series.push(Series::line(
+            "slope -1/2",
+            c.widths.iter().map(|&w| (w as f64, v0 * (w as f64 / w0).powf(-0.5))).collect(),
+        ));
+    }
+    let chart = Chart {
+        title: "Output Hessian of DAG networks at init".into(),
+        x_label: "width m (minimum in-degree, except the bottleneck)".into(),
+        y_label: "||d2f/dw2||".into(),
+        log_x: true,
+        log_y: true,
+        series,
+        hlines: vec![],
+    };
+    let cmp = |q: &str, e: &str, v: f64, ok: bool| Comparison {
+        quantity: q.into(),
+        expected: e.into(),
+        measured: format!("{v:+.3}"),
+        agrees: Some(ok),
+    };
+    let rows = res
+        .points
+        .iter()
+        .map(|p| {
+            vec![
+                p.family.as_str().to_string(),
+                p.width.to_string(),
+                p.min_in_degree.to_string(),
+                p.params.to_string(),
+                format!("{:.4e}", p.hessian_norm),
+                format!("{:.2e}", p.hessian_norm_std),
+            ]
+        })
+        .collect();
+    Report {
+        title: "Transition to linearity of DAG networks".into(),
+        claim: "Zhu, Liu & Belkin (2022): for a network on any directed acyclic graph the spectral norm of the \
+                Hessian of the output w.r.t. the parameters is O~(1/sqrt(m)) at initialization, m the minimum \
+                in-degree of the neurons outside the input and first layers; a neuron whose in-degree stays fixed \
+                (a bottleneck) keeps it O(1)."
+            .into(),
+        setup: format!(
+            "{} hidden layers of width m, {} activation, NTK parameterization, no biases, d = {}; bottleneck width \
+             k = {}; ||d2f|| by Lanczos on exact output-Hessian products at {} inputs x {} seeds. Seed {}.",
+            c.hidden_layers, c.activation, c.input_dim, c.bottleneck, c.hessian_inputs, c.seeds, c.seed
+        ),
+        comparisons: vec![
+            cmp(
+                "uniform (in-degrees m and 2m): slope vs m",
+                "-0.5",
+                res.slope_uniform,
+                (-0.8..-0.3).contains(&res.slope_uniform),
+            ),
+            cmp("bottleneck (k neurons feeding m): slope vs m", "0", res.slope_bottleneck, res.slope_bottleneck > -0.2),
+            cmp(
+                "skip (input into every layer): slope vs m",
+                "-0.5",
+                res.slope_skip,
+                (-0.8..-0.3).contains(&res.slope_skip),
+            ),
+        ],
+        sections: vec![
+            Section::Plot {
+                stem: "hessian_vs_in_degree".into(),
+                chart,
+                caption: "Hessian norm vs width for the three families, log-log".into(),
+            },
+            Section::Table {
+                caption: "Measurements (means over seeds)".into(),
+                headers: ["family", "m", "min in-degree", "params", "mean ||d2f||", "std"].map(String::from).to_vec(),
+                rows,
+            },
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +460,7 @@ mod tests {
         // scatter by about +-0.1 (a single bottleneck neuron makes its family the noisiest); the bands are wide
         // enough for that and still separate "decays like m^-1/2" from "does not decay".
         let cfg = LinearityDagConfig::quick();
-        let res = run(&cfg, |_, _| {}).unwrap();
+        let res = run(&cfg, &mut Context::quiet()).unwrap();
         assert_eq!(res.points.len(), 12);
         for p in &res.points {
             assert!(p.lanczos_converged && p.hessian_norm > 0.0, "{} at m = {}", p.family.as_str(), p.width);

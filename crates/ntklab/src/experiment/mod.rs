@@ -1,6 +1,7 @@
-//! Named reproductions of results from the literature: a serde-serializable config (with `full()` and `quick()`
-//! instances) -> `run(&config, progress)` -> a serde-serializable result record. Files, plots and printing live
-//! in the CLI (`ntklab run <name>`).
+//! Named reproductions of results from the literature, each a [`Reproduction`] in the [`REGISTRY`]: a typed
+//! config (with `full()` and `quick()` instances, overridable key by key from TOML) -> `run(&config, ctx)` ->
+//! a typed summary -> a [`crate::report::Report`] (HTML page, Markdown, plots). `ntklab run <name>` drives any
+//! of them through [`Experiment`]; [`Context`] carries progress and the checkpoint that makes runs resumable.
 //!
 //! * [`linearity`]: transition to linearity (Liu, Zhu & Belkin 2020): the spectral norm of the Hessian of the
 //!   network output and the relative NTK change after training both scale like width^(-1/2).
@@ -9,20 +10,22 @@
 //! * [`catapult`]: the large learning-rate phases of GD (Lewkowycz et al. 2020): lazy below eta = 2/lambda0,
 //!   catapult (loss spike, then convergence to a flatter region) above it, divergence beyond eta_max.
 //!
-//! Progress callbacks are `FnMut(done, total)` (pass `|_, _| {}` for none). All randomness comes from the
+//! Progress goes through [`Context::progress`] ([`Context::quiet`] for none). All randomness comes from the
 //! config's seed through [`crate::data::synthetic::derive_seed`], so results are the same on every machine and
 //! thread count.
 
 pub mod catapult;
+pub mod context;
 pub mod linearity;
 pub mod linearity_dag;
+pub mod registry;
+
+pub use context::{content_hash, Context};
+pub use registry::{find, Executed, Experiment, Prepared, Reproduction, Typed, REGISTRY};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
-
-/// The names accepted by `ntklab run`.
-pub const NAMES: &str = "linearity, linearity-dag, catapult";
 
 /// A least-squares power law y = prefactor * x^exponent, fitted as a line through (ln x, ln y).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

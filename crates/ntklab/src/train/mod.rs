@@ -18,6 +18,7 @@ pub mod loss;
 pub mod ode;
 pub mod optim;
 pub mod probes;
+pub mod report;
 pub mod schedule;
 mod trainer;
 
@@ -29,5 +30,6 @@ pub use loss::Loss;
 pub use ode::{Dopri5, OdeOptions, OdeStats};
 pub use optim::{BatchSampler, Method, TrainConfig};
 pub use probes::{Probe, ProbeConfig, Record};
+pub use report::TrainSummary;
 pub use schedule::{Decay, Schedule};
 pub use trainer::{train, train_with_progress, Status, TrainResult};

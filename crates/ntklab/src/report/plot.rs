@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+use crate::{Error, Result};
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
 fn register_font() {
@@ -85,7 +86,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, c: &C
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("plot: {e:?}"))?;
+    root.fill(&WHITE).map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?;
     let data: Vec<Vec<(f64, f64)>> = c
         .series
         .iter()
@@ -123,26 +124,26 @@ where
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-        .map_err(|e| anyhow::anyhow!("plot: {e:?}"))?;
+        .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?;
     chart
         .configure_mesh()
         .x_desc(xl)
         .y_desc(yl)
         .label_style(("sans-serif", 14))
         .draw()
-        .map_err(|e| anyhow::anyhow!("plot: {e:?}"))?;
+        .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?;
     for (i, (s, pts)) in c.series.iter().zip(&data).enumerate() {
         let col = PALETTE[i % PALETTE.len()];
         if s.markers {
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))
-                .map_err(|e| anyhow::anyhow!("plot: {e:?}"))?
+                .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?
                 .label(s.name.clone())
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, col.filled()));
         } else {
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), col.stroke_width(2)))
-                .map_err(|e| anyhow::anyhow!("plot: {e:?}"))?
+                .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?
                 .label(s.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         }
@@ -152,7 +153,7 @@ where
         let y = *y;
         chart
             .draw_series(DashedLineSeries::new(vec![(x0, y), (x1, y)], 8, 5, col.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("plot: {e:?}"))?
+            .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?
             .label(name.clone())
             .legend(move |(x, yy)| PathElement::new(vec![(x, yy), (x + 20, yy)], col.stroke_width(2)));
     }
@@ -163,9 +164,9 @@ where
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
             .draw()
-            .map_err(|e| anyhow::anyhow!("plot: {e:?}"))?;
+            .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?;
     }
-    root.present().map_err(|e| anyhow::anyhow!("plot: {e:?}"))?;
+    root.present().map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?;
     Ok(())
 }
 
@@ -174,17 +175,24 @@ fn tmp_with_ext(path: &Path, ext: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}.{ext}", std::process::id()))
 }
 
-/// Write `stem.svg` and `stem.png` (800 x 500) for the chart; each file appears only when complete.
-pub fn save(chart: &Chart, stem: &Path) -> Result<()> {
+/// The chart as an SVG document (800 x 500), e.g. to inline into an HTML page.
+pub fn svg(chart: &Chart) -> Result<String> {
     register_font();
-    let svg_path = stem.with_extension("svg");
-    let png_path = stem.with_extension("png");
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
         draw(root, chart)?;
     }
-    ntklab::data::io::write_atomic(&svg_path, |w| std::io::Write::write_all(w, svg.as_bytes()))?;
+    Ok(svg)
+}
+
+/// Write `stem.svg` and `stem.png` (800 x 500) for the chart; each file appears only when complete. Returns the
+/// SVG text.
+pub fn save(chart: &Chart, stem: &Path) -> Result<String> {
+    let svg_path = stem.with_extension("svg");
+    let png_path = stem.with_extension("png");
+    let svg = svg(chart)?;
+    crate::data::io::write_atomic(&svg_path, |w| std::io::Write::write_all(w, svg.as_bytes()))?;
     let tmp = tmp_with_ext(&png_path, "png");
     let res = (|| -> Result<()> {
         let root = BitMapBackend::new(&tmp, (800, 500)).into_drawing_area();
@@ -192,7 +200,7 @@ pub fn save(chart: &Chart, stem: &Path) -> Result<()> {
         Ok(())
     })();
     match res {
-        Ok(()) => std::fs::rename(&tmp, &png_path).with_context(|| format!("writing {}", png_path.display())),
+        Ok(()) => std::fs::rename(&tmp, &png_path).map(|_| svg).map_err(|e| Error::file(&png_path, e)),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
