@@ -300,13 +300,9 @@ impl Report {
         let _ = writeln!(s, "<h2>Setup</h2>\n{}", paragraphs(&self.setup));
         if !self.comparisons.is_empty() {
             let _ = writeln!(s, "<h2>Claim and measurement</h2>");
-            let mut rows = self.comparison_rows();
             let h = ["quantity", "claim", "measured", "verdict"].map(String::from);
-            let mut t = table_html("", &h, &rows);
+            let mut t = table_html("", &h, &self.comparison_rows());
             // Colour the verdicts.
-            for r in &mut rows {
-                let _ = r;
-            }
             t = t.replace("<td>agrees</td>", "<td class=\"ok\">agrees</td>");
             t = t.replace("<td>differs</td>", "<td class=\"bad\">differs</td>");
             s.push_str(&t);
