@@ -52,7 +52,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         std::fs::read_to_string(&a.config).with_context(|| format!("cannot read config {}", a.config.display()))?;
     let cfg = RunConfig::from_toml_str(&text).with_context(|| format!("in {}", a.config.display()))?;
     let base = a.config.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut run = cfg.resolve(&base).with_context(|| format!("in {}", a.config.display()))?;
     let out = match (&a.out, &cfg.out) {
         (Some(o), _) | (None, Some(o)) => o.clone(),
         (None, None) => {
@@ -60,30 +59,39 @@ pub fn run(a: TrainArgs) -> Result<()> {
             PathBuf::from("runs").join(stem)
         }
     };
-    if out.exists() && !a.force {
+    let result = train_into(&text, &base, &out, a.force, true).with_context(|| format!("in {}", a.config.display()))?;
+    report(&result, &out);
+    Ok(())
+}
+
+/// Trains the run described by the TOML `text` (array paths relative to `base`) into the run folder `out`,
+/// written as `out.partial` and renamed at the end. `show` draws a progress bar on a terminal.
+pub fn train_into(text: &str, base: &Path, out: &Path, force: bool, show: bool) -> Result<TrainResult> {
+    let cfg = RunConfig::from_toml_str(text)?;
+    let mut run = cfg.resolve(base)?;
+    if out.exists() && !force {
         bail!("run folder {} already exists (pass --force to replace it, or choose another --out)", out.display());
     }
     if out.exists() {
         // --force: only a run folder ntklab made, never the working directory or a parent of it.
-        check_replaceable(&out, "--force")?;
+        check_replaceable(out, "--force")?;
     }
-    let partial = partial_dir(&out);
+    let partial = partial_dir(out);
     if partial.exists() {
         check_replaceable(&partial, "a new run")?;
         std::fs::remove_dir_all(&partial).with_context(|| format!("cannot remove stale {}", partial.display()))?;
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("cannot create run folder {}", partial.display()))?;
     mark_dir(&partial)?;
-    let res = write_run(&text, &mut run, cfg.seed, &partial);
+    let res = write_run(text, &mut run, cfg.seed, &partial, show);
     match res {
         Ok(result) => {
             if out.exists() {
-                std::fs::remove_dir_all(&out).with_context(|| format!("cannot replace {}", out.display()))?;
+                std::fs::remove_dir_all(out).with_context(|| format!("cannot replace {}", out.display()))?;
             }
-            std::fs::rename(&partial, &out)
+            std::fs::rename(&partial, out)
                 .with_context(|| format!("cannot move {} to {}", partial.display(), out.display()))?;
-            report(&result, &out);
-            Ok(())
+            Ok(result)
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&partial);
@@ -101,7 +109,7 @@ fn report(r: &TrainResult, out: &Path) {
     println!("{}", out.display());
 }
 
-fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path) -> Result<TrainResult> {
+fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path, show: bool) -> Result<TrainResult> {
     let started_unix = now_unix();
     ntklab::data::io::write_atomic(&dir.join("config.toml"), |w| w.write_all(text.as_bytes()))?;
     let net0 = run.net.clone();
@@ -109,7 +117,7 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path) ->
     let rec_path = dir.join("records.jsonl");
     let mut w =
         BufWriter::new(File::create(&rec_path).with_context(|| format!("cannot create {}", rec_path.display()))?);
-    let pb = bar(run.train.steps, "training");
+    let pb = if show { bar(run.train.steps, "training") } else { indicatif::ProgressBar::hidden() };
     let started = Instant::now();
     let on_record = |r: &Record| {
         let line = serde_json::to_string(r).map_err(|e| ntklab::Error::file(&rec_path, e))?;
@@ -143,7 +151,9 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path) ->
     ntklab::report::write_json(&dir.join("summary.json"), &summary)?;
     let prov = Provenance::here("train", Some(seed), started_unix, seconds);
     ntklab::train::report::report(&summary, &result.records).write(dir, &prov)?;
-    eprintln!("trained in {seconds:.2} s");
+    if show {
+        eprintln!("trained in {seconds:.2} s");
+    }
     Ok(result)
 }
 

@@ -5,6 +5,7 @@ mod cmd_kernel;
 mod cmd_net;
 mod cmd_predict;
 mod cmd_run;
+mod cmd_sweep;
 mod cmd_train;
 mod util;
 
@@ -33,6 +34,8 @@ enum Cmd {
     Hessian(cmd_net::HessianArgs),
     /// Train a finite network with per-step diagnostics (`--config run.toml`).
     Train(cmd_train::TrainArgs),
+    /// A grid of train runs (`--grid key=v1,v2 --seeds 0..4`), in parallel and resumable, with a table and a page.
+    Sweep(cmd_sweep::SweepArgs),
     /// Closed-form infinite-width predictions: kernel regression, GP inference, gradient flow / GD at time t.
     Predict(cmd_predict::PredictArgs),
     /// Run a named reproduction (`--list` shows them) and write a report folder with an HTML page.
@@ -68,6 +71,7 @@ fn main() {
         Cmd::Ntk(a) => cmd_net::run_ntk(a),
         Cmd::Hessian(a) => cmd_net::run_hessian(a),
         Cmd::Train(a) => cmd_train::run(a),
+        Cmd::Sweep(a) => cmd_sweep::run(a),
         Cmd::Predict(a) => cmd_predict::run(a),
         Cmd::Run(a) => cmd_run::run(a),
         Cmd::Report(a) => cmd_run::run_report(a),

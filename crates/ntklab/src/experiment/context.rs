@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
-/// A content hash (FNV-1a, 64 bits, hex) of a value's JSON form: equal configs, equal hashes.
+/// A content hash (FNV-1a, 64 bits, then the MurmurHash3 finalizer so that every input byte moves every output
+/// bit; hex) of a value's JSON form: equal configs, equal hashes.
 pub fn content_hash<T: Serialize>(value: &T) -> String {
     let text = serde_json::to_string(value).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -25,6 +26,11 @@ pub fn content_hash<T: Serialize>(value: &T) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
     format!("{h:016x}")
 }
 

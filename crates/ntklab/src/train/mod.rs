@@ -20,6 +20,7 @@ pub mod optim;
 pub mod probes;
 pub mod report;
 pub mod schedule;
+pub mod sweep;
 mod trainer;
 
 #[cfg(test)]

@@ -1,0 +1,122 @@
+//! End-to-end tests of `ntklab sweep`: a grid over config keys and seeds, one folder per run, the table and the
+//! page, and resumption (completed runs skipped, incomplete ones redone).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ntklab"))
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ntklab-cli-sweep-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const BASE: &str = r#"
+seed = 1
+[data]
+name = "teacher"
+n = 24
+d = 3
+n_test = 6
+[model]
+arch = "dense(16),relu,dense(1)"
+[optimizer]
+kind = "gd"
+lr = 0.5
+steps = 20
+[probes]
+every = 10
+"#;
+
+fn sweep(d: &Path, extra: &[&str]) -> std::process::Output {
+    bin()
+        .args(["sweep", "--config", "base.toml", "--grid", "optimizer.lr=0.1,0.4", "--seeds", "0..2", "--out", "sw"])
+        .args(extra)
+        .current_dir(d)
+        .output()
+        .unwrap()
+}
+
+fn csv_rows(d: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(d.join("sw/sweep.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn grid_times_seeds_runs_each_once_and_resumes() {
+    let d = tmp("grid");
+    std::fs::write(d.join("base.toml"), BASE).unwrap();
+    let o = sweep(&d, &["--jobs", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = csv_rows(&d);
+    assert_eq!(rows.len(), 4);
+    let mut seen: Vec<(String, String)> = rows.iter().map(|r| (r[1].clone(), r[2].clone())).collect();
+    seen.sort();
+    assert_eq!(seen, [("0.1", "0"), ("0.1", "1"), ("0.4", "0"), ("0.4", "1")].map(|(a, b)| (a.into(), b.into())));
+    for r in &rows {
+        assert_eq!(r[3], "completed");
+        let run = d.join("sw/runs").join(&r[0]);
+        assert!(run.join("report.html").is_file() && run.join("summary.json").is_file());
+        // Each run's config is the base with its settings.
+        let cfg: toml::Table = std::fs::read_to_string(run.join("config.toml")).unwrap().parse().unwrap();
+        assert_eq!(cfg["optimizer"]["lr"].as_float().unwrap().to_string(), r[1]);
+        assert_eq!(cfg["seed"].as_integer().unwrap().to_string(), r[2]);
+        assert!(r[5].parse::<f64>().unwrap() > 0.0, "final loss");
+    }
+    // Different seeds, different runs: the final losses are not all equal.
+    assert_ne!(rows[0][5], rows[1][5]);
+    let html = std::fs::read_to_string(d.join("sw/report.html")).unwrap();
+    assert!(html.contains("<figure id=\"plot-sweep\"><svg") && !html.contains("<script"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("sw/sweep.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 4);
+
+    // Again: nothing to do.
+    let o = sweep(&d, &[]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("4 already complete"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // An interrupted run (left as <id>.partial, its finished folder absent) is redone, the others skipped.
+    let victim = d.join("sw/runs").join(&rows[2][0]);
+    let before = std::fs::read(victim.join("summary.json")).unwrap();
+    std::fs::rename(&victim, victim.with_file_name(format!("{}.partial", rows[2][0]))).unwrap();
+    std::fs::remove_file(victim.with_file_name(format!("{}.partial", rows[2][0])).join("summary.json")).unwrap();
+    let o = sweep(&d, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("3 already complete"), "{out}");
+    assert_eq!(std::fs::read(victim.join("summary.json")).unwrap(), before, "a redone run gives the same numbers");
+    assert_eq!(csv_rows(&d).len(), 4);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn bad_grids_fail_before_any_run() {
+    let d = tmp("bad");
+    std::fs::write(d.join("base.toml"), BASE).unwrap();
+    for (grid, want) in [
+        ("optimizer.lrr=0.1,0.2", "lrr"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.lr", "key=v1,v2"),
+        ("seed=1,2", "--seeds"),
+    ] {
+        let o = bin()
+            .args(["sweep", "--config", "base.toml", "--grid", grid, "--out", "sw"])
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{grid}: {err}");
+        assert!(!d.join("sw").exists(), "{grid}: a failed sweep made its folder");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
