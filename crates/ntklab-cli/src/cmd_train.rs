@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ntklab::net::{save_mlp, Precision};
 use ntklab::report::{now_unix, Provenance};
-use ntklab::train::{train_with_progress, Record, RunConfig, Status, TrainResult, TrainSummary};
+use ntklab::train::{train_streaming, Record, RunConfig, Status, TrainResult, TrainSummary};
 
 use crate::util::{bar, check_replaceable, mark_dir};
 
@@ -125,12 +125,39 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path, sh
         pb.set_message(format!("loss {:.3e}", r.loss));
         Ok(())
     };
-    let progress = |s| pb.set_position(s);
+    let every = run.checkpoint_every;
+    let template = run.net.clone();
+    let ck_dir = dir.join("checkpoints");
+    if every.is_some() {
+        std::fs::create_dir_all(&ck_dir).with_context(|| format!("cannot create {}", ck_dir.display()))?;
+    }
+    // Checkpoints at steps k, 2k, ... (and none of a diverged state: saving is skipped for non-finite weights).
+    let checkpoint = |s: u64, w: &[f64]| -> ntklab::Result<()> {
+        pb.set_position(s);
+        match every {
+            Some(k) if s.is_multiple_of(k) && w.iter().all(|v| v.is_finite()) => {
+                let mut net = template.clone();
+                net.set_params(w)?;
+                save_mlp(&net, &ck_dir.join(format!("step_{s:08}.safetensors")), Precision::F64)
+            }
+            _ => Ok(()),
+        }
+    };
     let result = match run.precision {
-        Precision::F64 => train_with_progress(&mut run.net, &run.data, &run.train, &run.probes, on_record, progress),
+        Precision::F64 => train_streaming(&mut run.net, &run.data, &run.train, &run.probes, on_record, checkpoint),
         Precision::F32 => {
             let mut n32 = run.net.cast::<f32>();
-            let r = train_with_progress(&mut n32, &run.data, &run.train, &run.probes, on_record, progress);
+            let mut wide = Vec::new();
+            let r = train_streaming(&mut n32, &run.data, &run.train, &run.probes, on_record, |s, w: &[f32]| {
+                if every.is_some_and(|k| s.is_multiple_of(k)) {
+                    wide.clear();
+                    wide.extend(w.iter().map(|&v| f64::from(v)));
+                    checkpoint(s, &wide)
+                } else {
+                    pb.set_position(s);
+                    Ok(())
+                }
+            });
             run.net = n32.cast();
             r
         }
@@ -150,7 +177,10 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path, sh
     let summary = TrainSummary::new(&result, run, seed);
     ntklab::report::write_json(&dir.join("summary.json"), &summary)?;
     let prov = Provenance::here("train", Some(seed), started_unix, seconds);
-    ntklab::train::report::report(&summary, &result.records).write(dir, &prov)?;
+    // The records went to disk as they came (the trainer keeps none in memory); the plots read them back,
+    // thinned to a few thousand points.
+    let records = ntklab::train::report::read_records_thinned(&rec_path, 4000)?;
+    ntklab::train::report::report(&summary, &records).write(dir, &prov)?;
     if show {
         eprintln!("trained in {seconds:.2} s");
     }
@@ -163,7 +193,7 @@ pub fn rereport(dir: &Path) -> Result<()> {
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     let summary: TrainSummary =
         serde_json::from_str(&text).with_context(|| format!("{} is not a train summary", p.display()))?;
-    let records = ntklab::train::report::read_records(&dir.join("records.jsonl"))?;
+    let records = ntklab::train::report::read_records_thinned(&dir.join("records.jsonl"), 4000)?;
     let prov = Provenance::read(dir)?;
     ntklab::train::report::report(&summary, &records).write(dir, &prov)?;
     Ok(())

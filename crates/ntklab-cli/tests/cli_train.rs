@@ -276,3 +276,61 @@ fn an_impossible_data_size_is_refused_before_allocating() {
     assert!(!d.join("run").exists() && !d.join("run.partial").exists());
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn a_pytorch_initialization_trains_step_for_step_like_pytorch() {
+    // tools/make_torch_gd_fixture.py: nn.Sequential(Linear(3,16), Tanh, Linear(16,1)) in f64, 25 steps of
+    // torch.optim.SGD at lr 0.3 on (1/N) sum 0.5 (f - y)^2. Standard parameterization: the trained variables are
+    // PyTorch's weights, so both runs take the same steps; they agree to rounding (1e-10 leaves room for the
+    // different summation orders over 25 steps).
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_gd");
+    let d = tmp("torch");
+    let cfg = d.join("run.toml");
+    let p = |f: &str| fx.join(f).display().to_string();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\nx = \"{}\"\ny = \"{}\"\n[model]\narch = \"dense(16,b_std=1),tanh,dense(1,b_std=1)\"\n\
+             parameterization = \"standard\"\ninit = \"{}\"\ncheckpoint_every = 10\n[optimizer]\nkind = \"gd\"\n\
+             lr = 0.3\nsteps = 25\n[probes]\nevery = 5\n",
+            p("x.npy"),
+            p("y.npy"),
+            p("init.safetensors")
+        ),
+    )
+    .unwrap();
+    let out = d.join("run");
+    let o = train(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let arch = ntklab::kernel::Architecture::parse(
+        "dense(16,b_std=1),tanh,dense(1,b_std=1)",
+        ntklab::kernel::Parameterization::Standard,
+    )
+    .unwrap();
+    let opts = ntklab::net::LoadOptions {
+        layers: Some(arch.layers.clone()),
+        parameterization: Some(ntklab::kernel::Parameterization::Standard),
+        ..Default::default()
+    };
+    let load = |path: &Path| ntklab::net::load_mlp(path, &opts).unwrap();
+    let (ours, theirs, init) =
+        (load(&out.join("model.safetensors")), load(&fx.join("final.safetensors")), load(&fx.join("init.safetensors")));
+    let moved = ours.params().iter().zip(init.params()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(moved > 1e-3, "training moved the weights by {moved}");
+    let diff = ours.params().iter().zip(theirs.params()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(diff < 1e-10, "ntklab vs PyTorch after 25 steps: max |dw| = {diff:e}");
+    assert_eq!(load(&out.join("model_init.safetensors")).params(), init.params());
+    // Checkpoints at steps 10 and 20.
+    let mut ck: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    ck.sort();
+    assert_eq!(ck, ["step_00000010.safetensors", "step_00000020.safetensors"]);
+    // A file whose shapes do not fit the architecture is refused, naming the key.
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("dense(16,", "dense(8,")).unwrap();
+    let o = train(&cfg, &d.join("bad"), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("model.init"), "{err}");
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -19,6 +19,9 @@
 //! parameterization = "ntk"     # ntk | standard | mean-field | mup
 //! alpha = 1.0                  # output scale
 //! seed = 2                     # optional
+//! init = "m.safetensors"       # optional: start from these weights (relative to this file; e.g. a PyTorch
+//!                              # nn.Sequential state dict) instead of a random initialization
+//! checkpoint_every = 100       # optional: save the weights every k steps (checkpoints/step_<k>.safetensors)
 //!
 //! [optimizer]
 //! kind = "gd"                  # gd | sgd | momentum | nesterov | flow
@@ -128,6 +131,10 @@ pub struct ModelSection {
     pub seed: Option<u64>,
     /// Precision of the training passes: `f64` (default) or `f32` (f32 lanes; losses and optimizer state in f64).
     pub precision: Option<String>,
+    /// Initial weights from a model file (safetensors or npz, relative to the config file) instead of `seed`.
+    pub init: Option<PathBuf>,
+    /// Save the weights every k steps.
+    pub checkpoint_every: Option<u64>,
 }
 
 /// `[optimizer]`.
@@ -216,6 +223,8 @@ pub struct Run {
     pub probes: ProbeConfig,
     /// The precision the network trains in (`[model] precision`).
     pub precision: Precision,
+    /// Save the weights every k steps (`[model] checkpoint_every`).
+    pub checkpoint_every: Option<u64>,
 }
 
 impl Run {
@@ -296,7 +305,7 @@ impl RunConfig {
     /// value, naming the offending key.
     pub fn resolve(&self, base_dir: &Path) -> Result<Run> {
         let data = self.resolve_data(base_dir)?;
-        let mut net = self.resolve_model(&data)?;
+        let mut net = self.resolve_model(&data, base_dir)?;
         let precision = match self.model.precision.as_deref().map(|p| p.trim().to_ascii_lowercase()) {
             None => Precision::F64,
             Some(p) if p == "f64" || p == "float64" => Precision::F64,
@@ -310,7 +319,7 @@ impl RunConfig {
         let train = self.resolve_optimizer(&data)?;
         let probes = self.resolve_probes(&data, &net)?;
         train.validate(data.n_train())?;
-        let run = Run { data, net, train, probes, precision };
+        let run = Run { data, net, train, probes, precision, checkpoint_every: self.model.checkpoint_every };
         crate::data::memory::check_alloc(run.peak_bytes(), "this run (network passes, optimizer state and probes)")?;
         Ok(run)
     }
@@ -402,7 +411,7 @@ impl RunConfig {
         }
     }
 
-    fn resolve_model(&self, data: &Dataset) -> Result<Mlp> {
+    fn resolve_model(&self, data: &Dataset, base: &Path) -> Result<Mlp> {
         let m = &self.model;
         let param = match &m.parameterization {
             Some(p) => Parameterization::parse(p).map_err(|e| key_err("model.parameterization", e))?,
@@ -413,8 +422,43 @@ impl RunConfig {
         if !(alpha.is_finite() && alpha != 0.0) {
             return Err(key_err("model.alpha", format!("must be finite and non-zero, got {alpha}")));
         }
-        let seed = m.seed.unwrap_or_else(|| derive_seed(self.seed, MODEL_STREAM));
-        let net = Mlp::init(&arch, data.input_dim(), alpha, seed).map_err(|e| key_err("model.arch", e))?;
+        if m.checkpoint_every == Some(0) {
+            return Err(key_err("model.checkpoint_every", "must be at least 1"));
+        }
+        let net = match &m.init {
+            Some(path) => {
+                if m.seed.is_some() {
+                    return Err(key_err(
+                        "model.seed",
+                        "has no effect with model.init (the weights come from the file)",
+                    ));
+                }
+                let full = base.join(path);
+                let opts = crate::net::LoadOptions {
+                    layers: Some(arch.layers.clone()),
+                    parameterization: Some(param),
+                    alpha: Some(alpha),
+                    activation: None,
+                };
+                let net = crate::net::load_mlp(&full, &opts).map_err(|e| key_err("model.init", e))?;
+                if net.input_dim != data.input_dim() {
+                    return Err(key_err(
+                        "model.init",
+                        format!(
+                            "{} takes {} input features but the data have {}",
+                            full.display(),
+                            net.input_dim,
+                            data.input_dim()
+                        ),
+                    ));
+                }
+                net
+            }
+            None => {
+                let seed = m.seed.unwrap_or_else(|| derive_seed(self.seed, MODEL_STREAM));
+                Mlp::init(&arch, data.input_dim(), alpha, seed).map_err(|e| key_err("model.arch", e))?
+            }
+        };
         if net.output_dim() != data.output_dim() {
             return Err(key_err(
                 "model.arch",

@@ -33,4 +33,4 @@ pub use optim::{BatchSampler, Method, TrainConfig};
 pub use probes::{Probe, ProbeConfig, Record};
 pub use report::TrainSummary;
 pub use schedule::{Decay, Schedule};
-pub use trainer::{train, train_with_progress, Status, TrainResult};
+pub use trainer::{train, train_streaming, train_with_progress, Status, TrainResult};

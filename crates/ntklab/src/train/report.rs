@@ -95,6 +95,40 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
+/// Reads at most about `max` records from `records.jsonl`, evenly spaced, always with the first and the last,
+/// in one pass of bounded memory (for plots of runs with millions of records).
+pub fn read_records_thinned(path: &Path, max: usize) -> Result<Vec<Record>> {
+    use std::io::BufRead;
+    let count = {
+        let f = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
+        std::io::BufReader::new(f).lines().count()
+    };
+    let stride = count.div_ceil(max.max(1)).max(1);
+    let f = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
+    let mut out = Vec::with_capacity(count.min(max) + 1);
+    let mut last = None;
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::file(path, e))?;
+        let Ok(r) = serde_json::from_str::<Record>(&line) else {
+            if i + 1 == count {
+                break; // a torn last line
+            }
+            return Err(Error::file(path, format!("line {} is not a record", i + 1)));
+        };
+        if i % stride == 0 {
+            out.push(r);
+        } else {
+            last = Some(r);
+        }
+    }
+    if let Some(r) = last {
+        if out.last().is_none_or(|l| l.step < r.step) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 fn series(records: &[Record], name: &str, f: impl Fn(&Record) -> Option<f64>) -> Option<Series> {
     let pts: Vec<(f64, f64)> = records.iter().filter_map(|r| Some((r.step as f64, f(r)?))).collect();
     (!pts.is_empty()).then(|| Series::line(name, pts))

@@ -308,8 +308,18 @@ fn stop_loss_ends_early() {
     let mut m = net("dense(1)", 5, 3);
     let cfg = TrainConfig { stop_loss: Some(0.6), ..TrainConfig::gd(1.0, 10_000) };
     let mut ticks = Vec::new();
-    let res =
-        train_with_progress(&mut m, &data, &cfg, &ProbeConfig::loss_only(1), |_| Ok(()), |s| ticks.push(s)).unwrap();
+    let res = train_with_progress(
+        &mut m,
+        &data,
+        &cfg,
+        &ProbeConfig::loss_only(1),
+        |_| Ok(()),
+        |s, _| {
+            ticks.push(s);
+            Ok(())
+        },
+    )
+    .unwrap();
     match res.status {
         Status::Converged { step } => {
             assert!(step < 10_000 && res.last.unwrap().loss <= 0.6);
@@ -360,4 +370,39 @@ fn bad_inputs_are_errors() {
     // A callback error aborts the run.
     let r = train(&mut m, &data, &TrainConfig::gd(0.1, 5), &ok, |_| Err(crate::Error::Config("stop".into())));
     assert!(r.is_err());
+}
+
+#[test]
+fn streaming_keeps_no_records_and_thinned_reads_keep_the_ends() {
+    let (data, _, _) = linear_problem(20, 5);
+    let cfg = TrainConfig::gd(0.5, 300);
+    let probes = ProbeConfig::loss_only(1);
+    let mut kept = net("dense(1)", 5, 3);
+    let all = train(&mut kept, &data, &cfg, &probes, |_| Ok(())).unwrap();
+    let mut streamed = net("dense(1)", 5, 3);
+    let mut lines = Vec::new();
+    let res = train_streaming(
+        &mut streamed,
+        &data,
+        &cfg,
+        &probes,
+        |r| {
+            lines.push(serde_json::to_string(r).unwrap());
+            Ok(())
+        },
+        |_, _| Ok(()),
+    )
+    .unwrap();
+    assert!(res.records.is_empty());
+    assert_eq!(res.last, all.last);
+    assert_eq!(lines.len(), all.records.len());
+    assert_eq!(streamed.params(), kept.params());
+    let path = std::env::temp_dir().join(format!("ntklab-records-{}.jsonl", std::process::id()));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let thin = super::report::read_records_thinned(&path, 50).unwrap();
+    assert!(thin.len() <= 52 && thin.len() >= 40, "{}", thin.len());
+    assert_eq!(thin.first().unwrap(), &all.records[0]);
+    assert_eq!(thin.last().unwrap(), all.records.last().unwrap());
+    assert!(thin.windows(2).all(|w| w[0].step < w[1].step));
+    std::fs::remove_file(&path).ok();
 }

@@ -405,18 +405,43 @@ pub fn train<T: Float>(
     probes: &ProbeConfig,
     on_record: impl FnMut(&Record) -> Result<()>,
 ) -> Result<TrainResult> {
-    train_with_progress(net, data, cfg, probes, on_record, |_| {})
+    train_inner(net, data, cfg, probes, on_record, |_, _| Ok(()), true)
 }
 
-/// [`train`] that also calls `on_step(s)` after each update s = 1..S (gradient flow: at each record), e.g. for
-/// a progress bar when records are sparse.
+/// [`train`] that also calls `on_step(s, w_s)` after each update s = 1..S with the parameters after it
+/// (gradient flow: at each record), e.g. for a progress bar or checkpoints; an error from it stops the run.
 pub fn train_with_progress<T: Float>(
     net: &mut Network<T>,
     data: &Dataset,
     cfg: &TrainConfig,
     probes: &ProbeConfig,
+    on_record: impl FnMut(&Record) -> Result<()>,
+    on_step: impl FnMut(u64, &[T]) -> Result<()>,
+) -> Result<TrainResult> {
+    train_inner(net, data, cfg, probes, on_record, on_step, true)
+}
+
+/// [`train_with_progress`] that keeps no records in memory (`TrainResult::records` is empty; `last` is kept):
+/// `on_record` is their only destination, e.g. a file streamed to disk, so memory does not grow with the run.
+pub fn train_streaming<T: Float>(
+    net: &mut Network<T>,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    probes: &ProbeConfig,
+    on_record: impl FnMut(&Record) -> Result<()>,
+    on_step: impl FnMut(u64, &[T]) -> Result<()>,
+) -> Result<TrainResult> {
+    train_inner(net, data, cfg, probes, on_record, on_step, false)
+}
+
+fn train_inner<T: Float>(
+    net: &mut Network<T>,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    probes: &ProbeConfig,
     mut on_record: impl FnMut(&Record) -> Result<()>,
-    mut on_step: impl FnMut(u64),
+    mut on_step: impl FnMut(u64, &[T]) -> Result<()>,
+    keep: bool,
 ) -> Result<TrainResult> {
     let n = data.n_train();
     cfg.validate(n)?;
@@ -451,10 +476,10 @@ pub fn train_with_progress<T: Float>(
     match cfg.method {
         Method::Discrete { batch, momentum, nesterov } => {
             let opt = (batch, momentum, nesterov);
-            run_discrete(net, data, cfg, probes, &prober, tangent.as_ref(), opt, &mut on_record, &mut on_step)
+            run_discrete(net, data, cfg, probes, &prober, tangent.as_ref(), opt, &mut on_record, &mut on_step, keep)
         }
         Method::Flow(opts) => {
-            run_flow(net, data, cfg, probes, &prober, tangent.as_ref(), opts, &mut on_record, &mut on_step)
+            run_flow(net, data, cfg, probes, &prober, tangent.as_ref(), opts, &mut on_record, &mut on_step, keep)
         }
     }
 }
@@ -469,7 +494,8 @@ fn run_discrete<T: Float>(
     tangent: Option<&Tangent<T>>,
     (batch, momentum, nesterov): (Option<usize>, f64, bool),
     on_record: &mut impl FnMut(&Record) -> Result<()>,
-    on_step: &mut impl FnMut(u64),
+    on_step: &mut impl FnMut(u64, &[T]) -> Result<()>,
+    keep: bool,
 ) -> Result<TrainResult> {
     let (n, loss) = (data.n_train(), cfg.loss);
     let (x, y) = (prober.xs.train.as_ref(), data.y.as_ref());
@@ -482,6 +508,7 @@ fn run_discrete<T: Float>(
     let mut lin_alive = tangent.is_some();
     let mut lin_diverged_at = None;
     let mut records = Vec::new();
+    let mut last: Option<Record> = None;
     let mut status = Status::Completed;
     let (mut t, mut done) = (0.0, 0u64);
     let mut guard = Guard::new();
@@ -505,7 +532,10 @@ fn run_discrete<T: Float>(
             let rec =
                 prober.record(net, net.params(), full, s, t, cfg.lr_at(s.min(cfg.steps.saturating_sub(1))), lin)?;
             on_record(&rec)?;
-            records.push(rec);
+            last = Some(rec.clone());
+            if keep {
+                records.push(rec);
+            }
             if let Some(target) = cfg.stop_loss {
                 if full.loss <= target {
                     status = Status::Converged { step: s };
@@ -558,7 +588,7 @@ fn run_discrete<T: Float>(
         }
         t += eta;
         done += 1;
-        on_step(done);
+        on_step(done, net.params())?;
     }
     let linearized_params =
         tangent.filter(|_| lin_alive).map(|_| prober.w0.iter().zip(&delta).map(|(a, b)| a.wide() + b.wide()).collect());
@@ -567,7 +597,7 @@ fn run_discrete<T: Float>(
         steps: done,
         t,
         initial_loss: guard.initial_loss,
-        last: records.last().cloned(),
+        last,
         linearized_diverged_at: lin_diverged_at,
         ode: None,
         records,
@@ -585,7 +615,8 @@ fn run_flow<T: Float>(
     tangent: Option<&Tangent<T>>,
     opts: super::ode::OdeOptions,
     on_record: &mut impl FnMut(&Record) -> Result<()>,
-    on_step: &mut impl FnMut(u64),
+    on_step: &mut impl FnMut(u64, &[T]) -> Result<()>,
+    keep: bool,
 ) -> Result<TrainResult> {
     let loss = cfg.loss;
     let (x, y) = (prober.xs.train.as_ref(), data.y.as_ref());
@@ -626,6 +657,7 @@ fn run_flow<T: Float>(
     };
     let mut ode = Dopri5::new(super::ode::OdeOptions { h0: opts.h0.or(Some(cfg.lr)), ..opts })?;
     let mut records = Vec::new();
+    let mut last: Option<Record> = None;
     let mut status = Status::Completed;
     let mut t = 0.0;
     let mut done = 0u64;
@@ -642,7 +674,7 @@ fn run_flow<T: Float>(
         }
         set_from_f64(net, &state[..p]);
         done = s;
-        on_step(s);
+        on_step(s, net.params())?;
         let full = match guard.eval(cfg, net, (x, y), k == 0, &mut EvalBuffers::default()) {
             Ok(e) => e,
             Err(reason) => {
@@ -655,7 +687,10 @@ fn run_flow<T: Float>(
         let mut rec = prober.record(net, &state_t[..p], &full, s, t, cfg.lr, lin_arg)?;
         rec.ode = Some(ode.stats());
         on_record(&rec)?;
-        records.push(rec);
+        last = Some(rec.clone());
+        if keep {
+            records.push(rec);
+        }
         if let Some(target) = cfg.stop_loss {
             if full.loss <= target {
                 status = Status::Converged { step: s };
@@ -669,7 +704,7 @@ fn run_flow<T: Float>(
         steps: done,
         t,
         initial_loss: guard.initial_loss,
-        last: records.last().cloned(),
+        last,
         linearized_diverged_at: None,
         ode: Some(ode.stats()),
         records,
