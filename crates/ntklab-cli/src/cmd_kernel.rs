@@ -6,9 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use faer::Mat;
-use ntklab::kernel::{kernel, kernel_f32, Architecture, Kernel, Parameterization};
+use ntklab::kernel::{kernel_with_progress, Architecture, Kernel, Parameterization};
 
-use crate::util::{ensure_dir, load_matrix, mark_dir, refuse_existing, spinner, MARKER};
+use crate::util::{bar, ensure_dir, load_matrix, mark_dir, refuse_existing, MARKER};
 use ntklab::report::plot::{self, Chart, Series};
 
 const DEMO_ARCH: &str =
@@ -112,12 +112,16 @@ fn compute_and_write(
     (f32, allow_nonfinite): (bool, bool),
     values: bool,
 ) -> Result<(f64, Option<KernelPair>)> {
-    let pb = spinner(&format!("computing NNGP and NTK ({} x {})", x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows())));
+    let pb = bar(1, &format!("NNGP and NTK ({} x {})", x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows())));
+    let progress = |done: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    };
     let t0 = Instant::now();
     if f32 {
         let a = to_f32(x1);
         let b = x2.map(to_f32);
-        let k = kernel_f32(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()));
+        let k = kernel_with_progress::<f32>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &progress);
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let k = k?;
@@ -125,7 +129,7 @@ fn compute_and_write(
         let up = |m: &Mat<f32>| Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f64);
         Ok((secs, values.then(|| (up(&k.nngp), up(&k.ntk)))))
     } else {
-        let k = kernel(arch, x1.as_ref(), x2.map(|m| m.as_ref()));
+        let k = kernel_with_progress::<f64>(arch, x1.as_ref(), x2.map(|m| m.as_ref()), &progress);
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let k = k?;

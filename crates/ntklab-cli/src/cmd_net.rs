@@ -292,7 +292,7 @@ struct HessianJson {
 fn top_eigs(
     op: &impl SymOp,
     opts: &LanczosOptions,
-    pb: &indicatif::ProgressBar,
+    pb: &crate::util::Progress,
     what: &str,
 ) -> Result<(LanczosResult, usize)> {
     let count = Cell::new(0usize);
@@ -318,7 +318,7 @@ fn hessian_parts<T: Float>(
     loss: Loss,
     opts: &LanczosOptions,
     a: &HessianArgs,
-    pb: &indicatif::ProgressBar,
+    pb: &crate::util::Progress,
     t0: Instant,
     times: &mut [f64; 3],
 ) -> Result<(f64, f64, LanczosResult, usize, Option<(LanczosResult, usize)>)> {

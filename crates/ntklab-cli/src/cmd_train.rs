@@ -117,7 +117,7 @@ fn write_run(text: &str, run: &mut ntklab::train::Run, seed: u64, dir: &Path, sh
     let rec_path = dir.join("records.jsonl");
     let mut w =
         BufWriter::new(File::create(&rec_path).with_context(|| format!("cannot create {}", rec_path.display()))?);
-    let pb = if show { bar(run.train.steps, "training") } else { indicatif::ProgressBar::hidden() };
+    let pb = if show { bar(run.train.steps, "training") } else { crate::util::Progress::hidden() };
     let started = Instant::now();
     let on_record = |r: &Record| {
         let line = serde_json::to_string(r).map_err(|e| ntklab::Error::file(&rec_path, e))?;

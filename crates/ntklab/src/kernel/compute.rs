@@ -243,7 +243,18 @@ pub fn kernel_generic<T: KernelScalar>(
     x1: MatRef<'_, T>,
     x2: Option<MatRef<'_, T>>,
 ) -> Result<Kernel<T>> {
-    kernel_with(arch, x1, x2, simd_level())
+    kernel_with(arch, x1, x2, simd_level(), &|_, _| {})
+}
+
+/// [`kernel_generic`] calling `progress(done, total)` (from worker threads) as output tiles finish, e.g. for a
+/// progress bar with an ETA.
+pub fn kernel_with_progress<T: KernelScalar>(
+    arch: &Architecture,
+    x1: MatRef<'_, T>,
+    x2: Option<MatRef<'_, T>>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Kernel<T>> {
+    kernel_with(arch, x1, x2, simd_level(), progress)
 }
 
 /// [`kernel_generic`] with a chosen build of the block kernels (tests compare them).
@@ -252,6 +263,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     x1: MatRef<'_, T>,
     x2: Option<MatRef<'_, T>>,
     simd: Simd,
+    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Kernel<T>> {
     let d = x1.ncols();
     if x1.nrows() == 0 || d == 0 {
@@ -304,6 +316,8 @@ pub(crate) fn kernel_with<T: KernelScalar>(
         (0..nb2).flat_map(|jb| (0..nb1).map(move |ib| (ib, jb))).collect()
     };
     let inv_d = 1.0 / d as f64;
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    progress(0, tiles.len());
     tiles.par_iter().with_max_len(1).for_each_init(
         || ColVars::<T>::new(nslots, regs),
         |col, &(ib, jb)| {
@@ -341,6 +355,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
                     }
                 }
             }
+            progress(finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, tiles.len());
         },
     );
     if symmetric {
