@@ -120,3 +120,53 @@ fn bad_grids_fail_before_any_run() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn an_interrupt_keeps_finished_runs_and_the_next_call_completes_the_sweep() {
+    // Slow enough runs that the sweep is still busy when interrupted after its first finished run.
+    let d = tmp("sigint");
+    let slow =
+        BASE.replace("steps = 20", "steps = 4000").replace("n = 24", "n = 200").replace("dense(16)", "dense(64)");
+    std::fs::write(d.join("base.toml"), slow).unwrap();
+    let args =
+        ["sweep", "--config", "base.toml", "--grid", "optimizer.lr=0.01,0.02,0.03,0.04", "--jobs", "1", "--out", "sw"];
+    let mut child = bin().args(args).current_dir(&d).stdout(std::process::Stdio::null()).spawn().unwrap();
+    loop {
+        if std::fs::read_to_string(d.join("sw/sweep.csv")).map_or(0, |t| t.lines().count()) >= 2 {
+            break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the sweep ended ({st}) before it could be interrupted");
+        }
+        std::thread::yield_now();
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let st = child.wait().unwrap();
+    assert!(!st.success(), "interrupted");
+    let runs: Vec<String> = std::fs::read_dir(d.join("sw/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let finished: Vec<&String> = runs.iter().filter(|r| !r.ends_with(".partial")).collect();
+    assert!(!finished.is_empty() && finished.len() < 4, "{runs:?}");
+    for r in &finished {
+        assert!(d.join("sw/runs").join(r).join("summary.json").is_file(), "{r} finished without a summary");
+    }
+    for r in runs.iter().filter(|r| r.ends_with(".partial")) {
+        assert!(!d.join("sw/runs").join(r).join("summary.json").exists(), "{r}: an incomplete run has no summary");
+    }
+    // The table lists exactly the finished runs and parses.
+    let rows = csv_rows(&d);
+    assert_eq!(rows.len(), finished.len());
+    let o = bin().args(args).current_dir(&d).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains(&format!("{} already complete", finished.len())), "{out}");
+    assert_eq!(csv_rows(&d).len(), 4);
+    assert!(std::fs::read_dir(d.join("sw/runs")).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".partial")));
+    std::fs::remove_dir_all(&d).ok();
+}
