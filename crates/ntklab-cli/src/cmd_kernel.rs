@@ -195,7 +195,7 @@ fn demo(a: &KernelArgs) -> Result<()> {
     println!("  {arch}  [{}]", arch.parameterization);
     let (secs, values) = compute_and_write(&arch, &x, None, &out, (a.f32, a.allow_nonfinite), true)?;
     if fresh {
-        mark_dir(&out)?;
+        mark_dir(&out, "kernel")?;
     }
     let (nngp, ntk) = values.expect("requested");
     ntklab::data::write_npy_mat(&out.join("x.npy"), x.as_ref())?;

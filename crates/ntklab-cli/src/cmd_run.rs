@@ -2,7 +2,6 @@
 //! folder (summary.json, report.html, report.md, provenance.json, plots) and prints the key numbers; with
 //! `--resume` an interrupted run continues from its completed steps. `ntklab report DIR...` remakes reports.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -77,11 +76,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         eprintln!("note: nothing to resume in {} (no checkpoint); starting from the beginning", partial.display());
     }
     if partial.exists() && !resuming {
-        check_replaceable(&partial, "a new run")?;
+        check_replaceable(&partial, "a new run", "run")?;
         std::fs::remove_dir_all(&partial).with_context(|| format!("cannot remove stale {}", partial.display()))?;
     }
     ensure_dir(&partial)?;
-    mark_dir(&partial)?;
+    mark_dir(&partial, "run")?;
     let res = execute(exp, &prepared, &partial, resuming, name);
     match res {
         Ok((console, reused)) => {
@@ -123,16 +122,9 @@ fn execute(
     name: &str,
 ) -> Result<(String, usize)> {
     let pb = bar(1, &format!("{name}: steps"));
-    let interactive = std::io::stderr().is_terminal();
-    let mut last_line = std::time::Instant::now();
     let progress = |done: usize, total: usize| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
-        // Without a terminal: a line per step, at most one every 2 s (and the last).
-        if !interactive && (done == total || last_line.elapsed().as_secs_f64() > 2.0) {
-            eprintln!("{name}: {done}/{total} steps");
-            last_line = std::time::Instant::now();
-        }
     };
     let mut ctx = Context::new(progress).with_checkpoint(&dir.join("checkpoint.jsonl"), &prepared.hash, resume)?;
     let res = exp.execute(prepared, dir, &mut ctx);
@@ -141,7 +133,7 @@ fn execute(
     pb.finish_and_clear();
     let done = res?;
     let _ = std::fs::remove_file(dir.join("checkpoint.jsonl"));
-    Ok((done.console, reused))
+    Ok((format!("{}\n({:.1} s)", done.console, done.seconds), reused))
 }
 
 /// Moves everything from the finished `.partial` folder into `out`; returns the file names.
@@ -183,15 +175,32 @@ pub fn run_report(a: ReportArgs) -> Result<()> {
         let mut runs = Vec::new();
         collect_runs(root, 0, &mut runs);
         let mut made = 0;
+        let mut failed = 0;
         for d in &runs {
-            let prov = ntklab::report::Provenance::read(d)?;
-            if let Some(name) = prov.kind.strip_prefix("run:") {
-                find(name)?.rereport(d).with_context(|| format!("remaking the report in {}", d.display()))?;
-                made += 1;
-            } else if prov.kind == "train" {
-                crate::cmd_train::rereport(d).with_context(|| format!("remaking the report in {}", d.display()))?;
-                made += 1;
+            // One bad folder is reported and skipped; the others are still remade.
+            let res = (|| -> Result<bool> {
+                let prov = ntklab::report::Provenance::read(d)?;
+                if let Some(name) = prov.kind.strip_prefix("run:") {
+                    find(name)?.rereport(d)?;
+                    Ok(true)
+                } else if prov.kind == "train" {
+                    crate::cmd_train::rereport(d)?;
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            })();
+            match res {
+                Ok(true) => made += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("warning: cannot remake the report in {}: {e:#}", d.display());
+                }
             }
+        }
+        if failed > 0 {
+            eprintln!("{failed} folder(s) skipped");
         }
         let listed = ntklab::report::write_index(root)?;
         println!("{}: remade {made} report(s); index.html lists {listed}", root.display());

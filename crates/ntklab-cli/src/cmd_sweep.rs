@@ -54,24 +54,42 @@ pub fn run(a: SweepArgs) -> Result<()> {
     let axes: Vec<Axis> = a.grid.iter().map(|g| parse_axis(g)).collect::<ntklab::Result<_>>()?;
     let seeds = a.seeds.as_deref().map(parse_seeds).transpose()?.unwrap_or_default();
     let points = expand(&base, &axes, &seeds)?;
-    // Every point must be a valid run before anything starts (a typo in a key fails here, naming it).
+    let grid_size = axes.iter().map(|a| a.values.len()).product::<usize>() * seeds.len().max(1);
+    if points.len() < grid_size {
+        println!(
+            "note: {} grid points repeat a configuration; each distinct run is done once",
+            grid_size - points.len()
+        );
+    }
+    if !ntklab::train::sweep::METRICS.contains(&a.metric.as_str()) {
+        bail!("--metric {}: not a record field (one of {})", a.metric, ntklab::train::sweep::METRICS.join(", "));
+    }
+    // Every point must be a valid run before anything starts (a typo in a key fails here, naming it), and the
+    // runs that go at once must fit in memory together.
+    let mut peak = 0usize;
     for p in &points {
         let t = toml::to_string(&p.config).context("writing a run config")?;
         let cfg = ntklab::train::RunConfig::from_toml_str(&t).with_context(|| describe(p))?;
-        cfg.resolve(&base_dir).with_context(|| describe(p))?;
+        peak = peak.max(cfg.resolve(&base_dir).with_context(|| describe(p))?.peak_bytes());
     }
     let stem = a.config.file_stem().map_or_else(|| "sweep".to_string(), |s| s.to_string_lossy().to_string());
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("sweeps").join(&stem));
-    if out.exists() && !out.join(crate::util::MARKER).is_file() {
+    if out.exists() && !crate::util::marked_as(&out, "sweep") {
         bail!("{} exists and is not a sweep folder made by ntklab; choose another --out", out.display());
     }
-    ensure_dir(&out.join("runs"))?;
-    mark_dir(&out)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = a.jobs.unwrap_or(cores).clamp(1, 8 * cores).min(points.len().max(1));
+    ntklab::data::memory::check_alloc(
+        peak.saturating_mul(jobs),
+        &format!("{jobs} runs at once (pass a smaller --jobs)"),
+    )?;
+    ensure_dir(&out.join("runs"))?;
+    mark_dir(&out, "sweep")?;
+    let _lock = Lock::take(&out)?;
     let started_unix = now_unix();
     let t0 = Instant::now();
-    let done_before: Vec<bool> = points.iter().map(|p| finished(&out, p).is_some()).collect();
+    let before: Vec<Option<TrainSummary>> = points.iter().map(|p| finished(&out, p)).collect::<Result<_>>()?;
+    let done_before: Vec<bool> = before.iter().map(Option::is_some).collect();
     let skipped = done_before.iter().filter(|d| **d).count();
     println!(
         "sweep: {} runs ({} already complete, skipped), {jobs} at a time, into {}",
@@ -79,13 +97,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
         skipped,
         out.display()
     );
-    let rows: Mutex<Vec<Option<SweepRow>>> = Mutex::new(
-        points
-            .iter()
-            .zip(&done_before)
-            .map(|(p, d)| d.then(|| row(p, Ok(&finished(&out, p).unwrap()), &a.metric)))
-            .collect(),
-    );
+    let rows: Mutex<Vec<Option<SweepRow>>> =
+        Mutex::new(points.iter().zip(&before).map(|(p, b)| b.as_ref().map(|s| row(p, Ok(s), &a.metric))).collect());
     let next = AtomicUsize::new(0);
     let failures = AtomicUsize::new(0);
     let publish = |rows: &[Option<SweepRow>]| -> Result<()> {
@@ -151,11 +164,57 @@ fn describe(p: &Point) -> String {
     format!("in the sweep point {}", describe_short(p))
 }
 
-/// The summary of a completed run folder, if it is one.
-fn finished(out: &Path, p: &Point) -> Option<TrainSummary> {
-    let dir = out.join("runs").join(&p.id);
-    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-    serde_json::from_str(&text).ok()
+/// The summary of a completed run folder (None: not completed). A summary that exists but cannot be read is
+/// an error: the folder is then neither skipped nor replaced.
+fn finished(out: &Path, p: &Point) -> Result<Option<TrainSummary>> {
+    let path = out.join("runs").join(&p.id).join("summary.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let s = serde_json::from_str(&text).with_context(|| {
+        format!("{} exists but is not a train summary; move that run folder away to redo it", path.display())
+    })?;
+    Ok(Some(s))
+}
+
+/// `sweep.lock` in the sweep folder while a sweep runs into it (with its pid); a lock whose process is gone (an
+/// interrupted sweep) is taken over.
+struct Lock(PathBuf);
+
+impl Lock {
+    fn take(dir: &Path) -> Result<Lock> {
+        let path = dir.join("sweep.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id()).with_context(|| format!("writing {}", path.display()))?;
+                    return Ok(Lock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                    let alive = !pid.is_empty() && Path::new("/proc").join(&pid).exists();
+                    if alive {
+                        bail!(
+                            "another sweep (pid {pid}) is running into {}; wait for it, or remove {} if it is gone",
+                            dir.display(),
+                            path.display()
+                        );
+                    }
+                    std::fs::remove_file(&path).with_context(|| format!("removing the stale {}", path.display()))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!("cannot take {}", path.display())
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Trains one point into `dir` (its config saved as the run's config.toml).
@@ -163,7 +222,7 @@ fn run_point(p: &Point, base_dir: &Path, dir: &Path) -> Result<TrainSummary> {
     let text = toml::to_string(&p.config).context("writing the run config")?;
     if dir.exists() {
         // A folder without a readable summary: an earlier failure; ntklab made it, so it may be replaced.
-        check_replaceable(dir, "the sweep")?;
+        check_replaceable(dir, "the sweep", "train")?;
     }
     crate::cmd_train::train_into(&text, base_dir, dir, true, false)?;
     let s = std::fs::read_to_string(dir.join("summary.json")).context("reading the run's summary")?;

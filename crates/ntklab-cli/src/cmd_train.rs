@@ -74,15 +74,15 @@ pub fn train_into(text: &str, base: &Path, out: &Path, force: bool, show: bool) 
     }
     if out.exists() {
         // --force: only a run folder ntklab made, never the working directory or a parent of it.
-        check_replaceable(out, "--force")?;
+        check_replaceable(out, "--force", "train")?;
     }
     let partial = partial_dir(out);
     if partial.exists() {
-        check_replaceable(&partial, "a new run")?;
+        check_replaceable(&partial, "a new run", "train")?;
         std::fs::remove_dir_all(&partial).with_context(|| format!("cannot remove stale {}", partial.display()))?;
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("cannot create run folder {}", partial.display()))?;
-    mark_dir(&partial)?;
+    mark_dir(&partial, "train")?;
     let res = write_run(text, &mut run, cfg.seed, &partial, show);
     match res {
         Ok(result) => {

@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Progress {
     pb: ProgressBar,
     lines: Option<std::sync::Mutex<LineState>>,
+    /// The furthest position reported (reports from worker threads may arrive out of order).
+    pos: std::sync::atomic::AtomicU64,
 }
 
 struct LineState {
@@ -28,7 +30,7 @@ impl Progress {
             let now = Instant::now();
             std::sync::Mutex::new(LineState { msg: msg.to_string(), started: now, last: now, len })
         });
-        Progress { pb, lines }
+        Progress { pb, lines, pos: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// Total units of work.
@@ -43,6 +45,10 @@ impl Progress {
 
     /// Units done.
     pub fn set_position(&self, pos: u64) {
+        let prev = self.pos.fetch_max(pos, std::sync::atomic::Ordering::Relaxed);
+        if pos < prev {
+            return;
+        }
         self.pb.set_position(pos);
         if let Some(l) = &self.lines {
             if let Ok(mut g) = l.lock() {
@@ -78,7 +84,7 @@ impl Progress {
 
     /// No output at all (runs inside a sweep).
     pub fn hidden() -> Progress {
-        Progress { pb: ProgressBar::hidden(), lines: None }
+        Progress { pb: ProgressBar::hidden(), lines: None, pos: std::sync::atomic::AtomicU64::new(0) }
     }
 }
 
@@ -117,15 +123,16 @@ pub fn load_matrix(path: &Path, what: &str) -> Result<faer::Mat<f64>> {
 /// own output from anything else.
 pub const MARKER: &str = ".ntklab-output";
 
-/// Mark `dir` as created by ntklab.
-pub fn mark_dir(dir: &Path) -> Result<()> {
-    std::fs::write(dir.join(MARKER), b"created by ntklab; --force may replace this folder\n")
+/// Mark `dir` as created by ntklab as a folder of `kind` (`train`, `run`, `sweep`, `kernel`).
+pub fn mark_dir(dir: &Path, kind: &str) -> Result<()> {
+    std::fs::write(dir.join(MARKER), format!("created by ntklab; --force may replace this folder\nkind: {kind}\n"))
         .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))
 }
 
-/// Err unless `dir` may be deleted to be replaced: a folder that ntklab created (it holds [`MARKER`]) and
-/// neither the working directory nor one of its parents. `what` names the option in the message.
-pub fn check_replaceable(dir: &Path, what: &str) -> Result<()> {
+/// Err unless `dir` may be deleted to be replaced by a folder of `kind`: a folder that ntklab created (it holds
+/// [`MARKER`]) as that kind (markers from before kinds were recorded match any), and neither the working
+/// directory nor one of its parents. `what` names the option in the message.
+pub fn check_replaceable(dir: &Path, what: &str, kind: &str) -> Result<()> {
     let canon = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
     let cwd = std::env::current_dir().and_then(|c| c.canonicalize()).context("cannot resolve the working directory")?;
     if cwd.starts_with(&canon) {
@@ -141,7 +148,25 @@ pub fn check_replaceable(dir: &Path, what: &str) -> Result<()> {
             dir.display()
         );
     }
+    let marker = std::fs::read_to_string(canon.join(MARKER)).unwrap_or_default();
+    if let Some(found) = marker.lines().find_map(|l| l.strip_prefix("kind: ")) {
+        if found.trim() != kind {
+            anyhow::bail!(
+                "refusing to replace {}: it is a {} folder, not a {kind} folder, so {what} will not delete it",
+                dir.display(),
+                found.trim()
+            );
+        }
+    }
     Ok(())
+}
+
+/// Whether `dir` holds an ntklab marker of `kind` (or an older marker without a kind).
+pub fn marked_as(dir: &Path, kind: &str) -> bool {
+    match std::fs::read_to_string(dir.join(MARKER)) {
+        Err(_) => false,
+        Ok(m) => m.lines().find_map(|l| l.strip_prefix("kind: ")).is_none_or(|k| k.trim() == kind),
+    }
 }
 
 /// One overwrite rule for every command: Err naming the first of `paths` that already exists, unless `force`.

@@ -170,3 +170,24 @@ fn an_interrupt_keeps_finished_runs_and_the_next_call_completes_the_sweep() {
         .ends_with(".partial")));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn a_sweep_folder_is_not_a_train_folder_and_has_one_writer() {
+    let d = tmp("kinds");
+    std::fs::write(d.join("base.toml"), BASE).unwrap();
+    assert!(sweep(&d, &[]).status.success());
+    // train --force will not delete a sweep folder.
+    let o = bin().args(["train", "--config", "base.toml", "--out", "sw", "--force"]).current_dir(&d).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("sweep folder"), "{err}");
+    assert!(d.join("sw/sweep.csv").is_file());
+    // A live lock (this test's own pid) keeps a second sweep out; a stale one is taken over.
+    std::fs::write(d.join("sw/sweep.lock"), format!("{}\n", std::process::id())).unwrap();
+    let o = sweep(&d, &[]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("another sweep"));
+    std::fs::write(d.join("sw/sweep.lock"), "999999999\n").unwrap();
+    let o = sweep(&d, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!d.join("sw/sweep.lock").exists());
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -2,6 +2,7 @@
 
 pub mod datasets;
 pub mod io;
+pub mod json_f64;
 pub mod synthetic;
 
 pub use datasets::{Builtin, Dataset, SyntheticSpec};

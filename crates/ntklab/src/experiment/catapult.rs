@@ -42,10 +42,12 @@ pub struct CatapultConfig {
     /// GD steps per learning rate.
     pub steps: u64,
     /// Learning rates as factors c of eta_crit = 2 / lambda0.
+    #[serde(with = "crate::data::json_f64::vec")]
     pub lr_factors: Vec<f64>,
     /// Bisection steps refining c_max between the last converging and the first divergent factor.
     pub refine: usize,
     /// A run diverges when its loss exceeds this multiple of L_0 (or is not finite).
+    #[serde(with = "crate::data::json_f64")]
     pub divergence_factor: f64,
     /// Master seed (data and initialization; every run starts from the same network).
     #[serde(with = "crate::data::seed")]
@@ -157,8 +159,10 @@ pub fn is_monotone(losses: &[f64]) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatapultRun {
     /// c in eta = c * 2 / lambda0.
+    #[serde(with = "crate::data::json_f64")]
     pub lr_factor: f64,
     /// The learning rate eta.
+    #[serde(with = "crate::data::json_f64")]
     pub lr: f64,
     /// The phase.
     pub phase: Phase,
@@ -169,20 +173,27 @@ pub struct CatapultRun {
     /// Steps taken.
     pub steps: u64,
     /// L_0.
+    #[serde(with = "crate::data::json_f64")]
     pub loss_initial: f64,
     /// max_t L_t over the recorded steps.
+    #[serde(with = "crate::data::json_f64")]
     pub loss_peak: f64,
     /// The step of the peak.
     pub peak_step: u64,
     /// The last recorded loss.
+    #[serde(with = "crate::data::json_f64")]
     pub loss_final: f64,
     /// lambda_max(Theta) at initialization.
+    #[serde(with = "crate::data::json_f64")]
     pub ntk_max_initial: f64,
     /// lambda_max(Theta) at the last record.
+    #[serde(with = "crate::data::json_f64")]
     pub ntk_max_final: f64,
     /// Loss at every step until the end (or divergence).
+    #[serde(with = "crate::data::json_f64::vec")]
     pub losses: Vec<f64>,
     /// lambda_max of the empirical NTK at every step.
+    #[serde(with = "crate::data::json_f64::vec")]
     pub ntk_max: Vec<f64>,
 }
 
@@ -192,10 +203,13 @@ pub struct CatapultResult {
     /// The configuration that produced it.
     pub config: CatapultConfig,
     /// lambda_max(Theta_0) of the train NTK at initialization.
+    #[serde(with = "crate::data::json_f64")]
     pub ntk_max0: f64,
     /// lambda0 = lambda_max(Theta_0) / N, the top eigenvalue of the loss Hessian's Gauss–Newton part.
+    #[serde(with = "crate::data::json_f64")]
     pub lambda0: f64,
     /// The linearized stability edge eta_crit = 2 / lambda0.
+    #[serde(with = "crate::data::json_f64")]
     pub eta_crit: f64,
     /// The swept runs in order of `lr_factors`.
     pub runs: Vec<CatapultRun>,
@@ -203,8 +217,10 @@ pub struct CatapultResult {
     pub refinement: Vec<CatapultRun>,
     /// Largest factor c (swept or bisected) that converged below the first divergent or unresolved one
     /// (None when even the smallest factor failed to converge).
+    #[serde(default, with = "crate::data::json_f64::opt")]
     pub max_converging_factor: Option<f64>,
     /// Smallest factor c above it that did not converge (None when every swept factor converged).
+    #[serde(default, with = "crate::data::json_f64::opt")]
     pub first_failing_factor: Option<f64>,
 }
 

@@ -64,6 +64,9 @@ impl<'a> Context<'a> {
     pub fn with_checkpoint(mut self, path: &Path, config_hash: &str, resume: bool) -> Result<Context<'a>> {
         let mut done = HashMap::new();
         let mut keep_bytes = 0u64;
+        // The hash covers the configuration and the build: steps computed by other code are not mixed in.
+        let build = format!("{}-{}", env!("CARGO_PKG_VERSION"), option_env!("NTKLAB_GIT_COMMIT").unwrap_or(""));
+        let config_hash = &content_hash(&(config_hash, &build));
         let header = serde_json::json!({ "ntklab_checkpoint": 1, "config_hash": config_hash }).to_string();
         if resume && path.is_file() {
             let f = File::open(path).map_err(|e| Error::file(path, e))?;
@@ -84,8 +87,8 @@ impl<'a> Context<'a> {
                     let h = v.get("config_hash").and_then(|h| h.as_str()).unwrap_or("");
                     if h != config_hash {
                         return Err(Error::Config(format!(
-                            "{} was written for a different configuration (hash {h}, now {config_hash}); run \
-                             without --resume to start over",
+                            "{} was written for a different configuration or ntklab build (hash {h}, now \
+                             {config_hash}); run without --resume to start over",
                             path.display()
                         )));
                     }

@@ -55,10 +55,12 @@ pub struct LinearityConfig {
     /// GD steps of the NTK-change runs.
     pub steps: u64,
     /// Learning rate as a fraction of the linearized stability edge 2N / lambda_max(Theta_0).
+    #[serde(with = "crate::data::json_f64")]
     pub lr_factor: f64,
     /// Lanczos steps per Hessian norm.
     pub lanczos_max_iter: usize,
     /// Lanczos relative residual tolerance.
+    #[serde(with = "crate::data::json_f64")]
     pub lanczos_tol: f64,
     /// Master seed.
     #[serde(with = "crate::data::seed")]
@@ -153,26 +155,36 @@ pub struct LinearityPoint {
     /// Number of parameters P.
     pub params: usize,
     /// Mean of ||d^2 f(x)/dw^2||_2 over seeds and inputs.
+    #[serde(with = "crate::data::json_f64")]
     pub hessian_norm: f64,
     /// Its sample standard deviation.
+    #[serde(with = "crate::data::json_f64")]
     pub hessian_norm_std: f64,
     /// Every measured norm (seed-major).
+    #[serde(with = "crate::data::json_f64::vec")]
     pub hessian_norms: Vec<f64>,
     /// Whether every Lanczos run met its tolerance.
     pub lanczos_converged: bool,
     /// Mean relative NTK change ||Theta_T - Theta_0||_F / ||Theta_0||_F after `steps` GD steps.
+    #[serde(with = "crate::data::json_f64")]
     pub ntk_change: f64,
     /// Its sample standard deviation.
+    #[serde(with = "crate::data::json_f64")]
     pub ntk_change_std: f64,
     /// Every measured change (one per seed; NaN for a run that diverged).
+    #[serde(with = "crate::data::json_f64::vec")]
     pub ntk_changes: Vec<f64>,
     /// Mean lambda_max(Theta_0) of the train NTK.
+    #[serde(with = "crate::data::json_f64")]
     pub ntk_max0: f64,
     /// Mean learning rate used.
+    #[serde(with = "crate::data::json_f64")]
     pub lr: f64,
     /// Mean training loss at initialization and after the GD steps.
+    #[serde(with = "crate::data::json_f64")]
     pub loss_initial: f64,
     /// Mean final training loss.
+    #[serde(with = "crate::data::json_f64")]
     pub loss_final: f64,
 }
 

@@ -74,6 +74,7 @@ pub struct LinearityDagConfig {
     /// Lanczos steps per Hessian norm.
     pub lanczos_max_iter: usize,
     /// Lanczos relative residual tolerance.
+    #[serde(with = "crate::data::json_f64")]
     pub lanczos_tol: f64,
     /// Master seed.
     #[serde(with = "crate::data::seed")]
@@ -193,10 +194,13 @@ pub struct DagPoint {
     /// Number of parameters P.
     pub params: usize,
     /// Mean of ||d^2 f(x)/dw^2||_2 over seeds and inputs.
+    #[serde(with = "crate::data::json_f64")]
     pub hessian_norm: f64,
     /// Its sample standard deviation.
+    #[serde(with = "crate::data::json_f64")]
     pub hessian_norm_std: f64,
     /// Every measured norm (seed-major).
+    #[serde(with = "crate::data::json_f64::vec")]
     pub hessian_norms: Vec<f64>,
     /// Whether every Lanczos run met its tolerance.
     pub lanczos_converged: bool,
@@ -208,10 +212,13 @@ pub struct LinearityDagResult {
     /// The configuration that produced it.
     pub config: LinearityDagConfig,
     /// Log-log slope of the Hessian norm against m, uniform family (theory: about -1/2).
+    #[serde(with = "crate::data::json_f64")]
     pub slope_uniform: f64,
     /// The same with a bottleneck (theory: about 0).
+    #[serde(with = "crate::data::json_f64")]
     pub slope_bottleneck: f64,
     /// The same with skip connections from the input (theory: about -1/2).
+    #[serde(with = "crate::data::json_f64")]
     pub slope_skip: f64,
     /// The full fits, in [`Family::ALL`] order.
     pub fits: Vec<(Family, PowerLawFit)>,

@@ -31,10 +31,13 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PowerLawFit {
     /// The fitted exponent (the log-log slope).
+    #[serde(with = "crate::data::json_f64")]
     pub exponent: f64,
     /// The prefactor exp(intercept).
+    #[serde(with = "crate::data::json_f64")]
     pub prefactor: f64,
     /// Coefficient of determination of the log-log fit (1: a perfect line).
+    #[serde(with = "crate::data::json_f64")]
     pub r2: f64,
     /// Number of points used (those with x > 0, y > 0, both finite).
     pub points: usize,

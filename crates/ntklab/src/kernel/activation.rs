@@ -132,7 +132,7 @@ fn erf_dual(a: f64, b: f64, c: f64, s11: f64, s12: f64, s22: f64) -> (f64, f64) 
     let t = a * a * (2.0 / PI) * arg.asin() + c * c;
     // (1 + 2b^2 s11)(1 + 2b^2 s22) - 4b^4 s12^2 expanded so that no two large terms cancel: at large
     // variance the product form loses everything (on the diagonal it is exactly 1 + 4 b^2 s).
-    let det = (1.0 + 2.0 * b2 * (s11 + s22) + 4.0 * b2 * b2 * (s11 * s22 - s12 * s12).max(0.0)).max(f64::MIN_POSITIVE);
+    let det = (1.0 + 2.0 * b2 * (s11 + s22) + 4.0 * b2 * b2 * det2(s11, s22, s12).max(0.0)).max(f64::MIN_POSITIVE);
     let td = 4.0 * a * a * b2 / PI / det.sqrt();
     (t, td)
 }
@@ -162,7 +162,8 @@ fn gelu_dual(s11: f64, s12: f64, s22: f64) -> (f64, f64) {
     let r2 = (1.0 + s11 + s22 + det2(s11, s22, s12).max(0.0)).max(f64::MIN_POSITIVE);
     let r = r2.sqrt();
     let asn = (s12 / ab.sqrt()).clamp(-1.0, 1.0).asin();
-    let t = 0.25 * s12 + (s12 * asn + (s11 * s22 * r2 + s12 * s12) / (ab * r)) / (2.0 * PI);
+    // (s11 s22 r^2 + s12^2) / (ab r) as products of ratios: no q^4 intermediate to overflow at large variance.
+    let t = 0.25 * s12 + (s12 * asn + (s11 / a) * (s22 / b) * r + s12 * (s12 / ab) / r) / (2.0 * PI);
     let td = 0.25 + (asn + s12 / (r2 * r) + s12 * (1.0 / a + 1.0 / b) / r) / (2.0 * PI);
     (t, td)
 }

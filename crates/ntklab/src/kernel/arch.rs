@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::activation::Activation;
+use super::spatial::{parse_extents, show_extents, Padding};
 use super::spec::{parse_f64, split_top, Call};
 use crate::{Error, Result};
 
@@ -69,6 +70,49 @@ pub enum Layer {
     Concat,
     /// A named DAG node: `node(name, op, input, ...)`; the graph input is `input`.
     Node { name: String, op: Box<Layer>, inputs: Vec<String> },
+    /// Convolution (neural-tangents `Conv`): `channels` outputs, a window of extents `filter` (one per spatial
+    /// axis), `stride` per axis, `padding`; weight scale `w_std`, bias scale `b_std` (None: no bias).
+    Conv { channels: usize, filter: Vec<usize>, stride: Vec<usize>, padding: Padding, w_std: f64, b_std: Option<f64> },
+    /// Average pooling (neural-tangents `AvgPool`, dividing by the window size; default stride 1).
+    AvgPool { window: Vec<usize>, stride: Vec<usize>, padding: Padding },
+    /// Mean over all positions (neural-tangents `GlobalAvgPool`).
+    GlobalAvgPool,
+    /// Positions and channels into one feature vector (neural-tangents `Flatten`).
+    Flatten,
+}
+
+/// A stride argument: one value for every axis, or one per axis (`2` or `2x1`).
+fn strides(s: Option<&String>, axes: usize, text: &str) -> Result<Vec<usize>> {
+    match s {
+        None => Ok(vec![1; axes]),
+        Some(v) => {
+            let st = parse_extents(v, "stride")?;
+            match st.len() {
+                1 => Ok(vec![st[0]; axes]),
+                n if n == axes => Ok(st),
+                n => Err(Error::parse(text, format!("{n} strides for a {axes}-d window"))),
+            }
+        }
+    }
+}
+
+fn padding_arg(s: Option<&String>) -> Result<Padding> {
+    s.map_or(Ok(Padding::Valid), |p| Padding::parse(p))
+}
+
+/// A non-negative scale argument (`none` or absent: None).
+fn std_arg(call: &Call, v: Option<&String>, name: &str) -> Result<Option<f64>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => Ok(None),
+        Some(v) => {
+            let x = parse_f64(v).map_err(|m| Error::parse(&call.text, format!("{name}: {m}")))?;
+            if x < 0.0 {
+                return Err(Error::parse(&call.text, format!("{name} must be >= 0, got {x}")));
+            }
+            Ok(Some(x))
+        }
+    }
 }
 
 /// Parse a comma-separated layer list (the body of an architecture or of a `residual(...)`).
@@ -150,6 +194,46 @@ impl Layer {
             }
             _ => {}
         }
+        match call.name.as_str() {
+            "conv" | "conv2d" | "conv1d" => {
+                let slots = call.bind(&["channels", "filter", "stride", "padding", "w_std", "b_std"])?;
+                let ch = slots[0].as_ref().ok_or_else(|| {
+                    Error::parse(&call.text, "conv needs channels and a filter, e.g. conv(16,3x3,padding=same)")
+                })?;
+                let channels =
+                    ch.trim().parse::<usize>().ok().filter(|c| *c > 0).ok_or_else(|| {
+                        Error::parse(&call.text, format!("channels `{ch}` must be a positive integer"))
+                    })?;
+                let filter = parse_extents(
+                    slots[1].as_ref().ok_or_else(|| Error::parse(&call.text, "conv needs a filter, e.g. 3x3"))?,
+                    "filter",
+                )?;
+                let stride = strides(slots[2].as_ref(), filter.len(), &call.text)?;
+                let padding = padding_arg(slots[3].as_ref())?;
+                let w_std = std_arg(&call, slots[4].as_ref(), "w_std")?.unwrap_or(1.0);
+                let b_std = std_arg(&call, slots[5].as_ref(), "b_std")?;
+                return Ok(Layer::Conv { channels, filter, stride, padding, w_std, b_std });
+            }
+            "avg_pool" | "avgpool" => {
+                let slots = call.bind(&["window", "stride", "padding"])?;
+                let window = parse_extents(
+                    slots[0].as_ref().ok_or_else(|| Error::parse(&call.text, "avg_pool needs a window, e.g. 2x2"))?,
+                    "window",
+                )?;
+                let stride = strides(slots[1].as_ref(), window.len(), &call.text)?;
+                let padding = padding_arg(slots[2].as_ref())?;
+                return Ok(Layer::AvgPool { window, stride, padding });
+            }
+            "global_avg_pool" | "globalavgpool" | "gap" => {
+                call.bind(&[])?;
+                return Ok(Layer::GlobalAvgPool);
+            }
+            "flatten" => {
+                call.bind(&[])?;
+                return Ok(Layer::Flatten);
+            }
+            _ => {}
+        }
         if call.name == "dense" || call.name == "linear_layer" || call.name == "fc" {
             let slots = call.bind(&["width", "w_std", "b_std"])?;
             let width_s =
@@ -196,6 +280,23 @@ impl fmt::Display for Layer {
             Layer::Sum => f.write_str("sum"),
             Layer::Concat => f.write_str("concat"),
             Layer::Node { name, op, inputs } => write!(f, "node({name},{op},{})", inputs.join(",")),
+            Layer::Conv { channels, filter, stride, padding, w_std, b_std } => {
+                write!(
+                    f,
+                    "conv({channels},{},stride={},padding={padding},w_std={w_std}",
+                    show_extents(filter),
+                    show_extents(stride)
+                )?;
+                match b_std {
+                    Some(b) => write!(f, ",b_std={b})"),
+                    None => f.write_str(")"),
+                }
+            }
+            Layer::AvgPool { window, stride, padding } => {
+                write!(f, "avg_pool({},stride={},padding={padding})", show_extents(window), show_extents(stride))
+            }
+            Layer::GlobalAvgPool => f.write_str("global_avg_pool"),
+            Layer::Flatten => f.write_str("flatten"),
         }
     }
 }

@@ -126,6 +126,17 @@ fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
         let what = |v: usize| if g.is_chain() { format!("layer {v}") } else { format!("node `{}`", g.nodes[v].name) };
         match &node.op {
             Op::Input => unreachable!("node 0 is the only input"),
+            // On feature vectors flatten is the identity (neural-tangents' Flatten of a 2-d input).
+            Op::Flatten if !g.nodes[u0].shape.is_spatial() => {
+                gaussian[v] = gaussian[u0];
+            }
+            Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
+                return Err(Error::Config(format!(
+                    "{} is a spatial layer: its kernel needs inputs with spatial axes (N x H x W x C), computed by \
+                     kernel::cnn",
+                    what(v)
+                )));
+            }
             Op::Dense { w_std, b_std, .. } => {
                 stages.push(layers::dense::kernel_stage(r, *w_std, *b_std, arch.parameterization, g.nodes[u0].width));
             }

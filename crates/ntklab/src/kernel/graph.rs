@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::activation::Activation;
 use super::arch::{Architecture, Layer};
+use super::spatial::{Padding, Shape, Window};
 use crate::{Error, Result};
 
 /// What a node computes from its inputs (rows are examples; widths are feature counts).
@@ -24,6 +25,21 @@ pub enum Op {
     Sum,
     /// Concatenation of the inputs' features: neural-tangents `FanInConcat(axis=-1)`.
     Concat,
+    /// Convolution over the spatial axes (see [`Layer::Conv`]).
+    Conv { channels: usize, filter: Vec<usize>, stride: Vec<usize>, padding: Padding, w_std: f64, b_std: Option<f64> },
+    /// Average pooling (see [`Layer::AvgPool`]).
+    AvgPool { window: Vec<usize>, stride: Vec<usize>, padding: Padding },
+    /// Mean over positions.
+    GlobalAvgPool,
+    /// Positions and channels into one feature vector.
+    Flatten,
+}
+
+impl Op {
+    /// Whether the op is one of the spatial layers (conv, pooling, flatten).
+    pub fn is_spatial(&self) -> bool {
+        matches!(self, Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten)
+    }
 }
 
 /// One node of a compiled graph.
@@ -35,8 +51,10 @@ pub struct Node {
     pub op: Op,
     /// Indices of the input nodes (all smaller than this node's index).
     pub inputs: Vec<usize>,
-    /// Output width (features).
+    /// Output width (values per example: positions x channels).
     pub width: usize,
+    /// Output shape per example (spatial extents and channels; no spatial axes for feature vectors).
+    pub shape: Shape,
 }
 
 /// A network as a DAG of nodes in topological order (see the module docs).
@@ -122,22 +140,82 @@ struct Builder {
 impl Builder {
     fn push(&mut self, name: String, op: Op, inputs: Vec<usize>) -> Result<usize> {
         let widths: Vec<usize> = inputs.iter().map(|&u| self.nodes[u].width).collect();
-        let width = match &op {
-            Op::Input => unreachable!("the input node is created once"),
-            Op::Dense { width, .. } => *width,
-            Op::Activation(_) => widths[0],
-            Op::Sum | Op::Concat => crate::layers::fan_in::width(&op, &widths, || {
-                format!("node `{name}` (inputs {})", fmt_widths(&inputs, &widths, &self.nodes))
-            })?,
-        };
-        if matches!(op, Op::Dense { .. } | Op::Activation(_)) && inputs.len() != 1 {
-            return Err(Error::Config(format!("node `{name}`: a dense layer or activation takes exactly one input")));
+        let one_input = matches!(
+            op,
+            Op::Dense { .. }
+                | Op::Activation(_)
+                | Op::Conv { .. }
+                | Op::AvgPool { .. }
+                | Op::GlobalAvgPool
+                | Op::Flatten
+        );
+        if one_input && inputs.len() != 1 {
+            return Err(Error::Config(format!("node `{name}`: `{}` takes exactly one input", op_name(&op))));
         }
-        self.nodes.push(Node { name, op, inputs, width });
+        let shapes: Vec<&Shape> = inputs.iter().map(|&u| &self.nodes[u].shape).collect();
+        let spatial_in = |what: &str| -> Result<&Shape> {
+            if !shapes[0].is_spatial() {
+                return Err(Error::Config(format!(
+                    "node `{name}`: {what} needs spatial inputs (N x H x W x C or N x W x C), but `{}` gives                      {} features per example",
+                    self.nodes[inputs[0]].name, shapes[0]
+                )));
+            }
+            Ok(shapes[0])
+        };
+        let shape = match &op {
+            Op::Input => unreachable!("the input node is created once"),
+            Op::Dense { width, .. } => {
+                if shapes[0].is_spatial() {
+                    return Err(Error::Config(format!(
+                        "node `{name}`: dense reads feature vectors, but `{}` is {} (positions x channels); put                          flatten or global_avg_pool before it",
+                        self.nodes[inputs[0]].name, shapes[0]
+                    )));
+                }
+                Shape::flat(*width)
+            }
+            Op::Activation(_) => shapes[0].clone(),
+            Op::Sum | Op::Concat => {
+                if shapes.iter().any(|s| s.is_spatial()) {
+                    if matches!(op, Op::Concat) {
+                        return Err(Error::Config(format!(
+                            "node `{name}`: concat of spatial inputs is not supported yet (flatten them first)"
+                        )));
+                    }
+                    if shapes.iter().any(|s| *s != shapes[0]) {
+                        let list: Vec<String> = inputs
+                            .iter()
+                            .map(|&u| format!("`{}` ({})", self.nodes[u].name, self.nodes[u].shape))
+                            .collect();
+                        return Err(Error::Config(format!(
+                            "node `{name}`: a sum needs inputs of one shape, got {}",
+                            list.join(", ")
+                        )));
+                    }
+                    shapes[0].clone()
+                } else {
+                    Shape::flat(crate::layers::fan_in::width(&op, &widths, || {
+                        format!("node `{name}` (inputs {})", fmt_widths(&inputs, &widths, &self.nodes))
+                    })?)
+                }
+            }
+            Op::Conv { channels, filter, stride, padding, .. } => {
+                let s = spatial_in("conv")?;
+                let w = Window::new(&s.spatial, filter, stride, *padding).map_err(|e| in_node(&name, s, e))?;
+                Shape::image(&w.out, *channels)
+            }
+            Op::AvgPool { window, stride, padding } => {
+                let s = spatial_in("avg_pool")?;
+                let w = Window::new(&s.spatial, window, stride, *padding).map_err(|e| in_node(&name, s, e))?;
+                Shape::image(&w.out, s.channels)
+            }
+            Op::GlobalAvgPool => Shape::flat(spatial_in("global_avg_pool")?.channels),
+            Op::Flatten => Shape::flat(shapes[0].size()),
+        };
+        let width = shape.size();
+        self.nodes.push(Node { name, op, inputs, width, shape });
         Ok(self.nodes.len() - 1)
     }
 
-    /// Append a layer list after node `from`, naming items `prefix{i}`; returns the last node.
     fn chain(&mut self, layers: &[Layer], from: usize, prefix: &str) -> Result<usize> {
         let mut cur = from;
         for (i, l) in layers.iter().enumerate() {
@@ -162,7 +240,44 @@ impl Builder {
             Layer::Node { name: n, .. } => {
                 Err(Error::parse(n.clone(), "a node(...) cannot appear inside a layer list"))
             }
+            Layer::Conv { channels, filter, stride, padding, w_std, b_std } => self.push(
+                name,
+                Op::Conv {
+                    channels: *channels,
+                    filter: filter.clone(),
+                    stride: stride.clone(),
+                    padding: *padding,
+                    w_std: *w_std,
+                    b_std: *b_std,
+                },
+                vec![from],
+            ),
+            Layer::AvgPool { window, stride, padding } => self.push(
+                name,
+                Op::AvgPool { window: window.clone(), stride: stride.clone(), padding: *padding },
+                vec![from],
+            ),
+            Layer::GlobalAvgPool => self.push(name, Op::GlobalAvgPool, vec![from]),
+            Layer::Flatten => self.push(name, Op::Flatten, vec![from]),
         }
+    }
+}
+
+fn in_node(name: &str, s: &Shape, e: Error) -> Error {
+    Error::Config(format!("node `{name}` on {s}: {e}"))
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Input => "input",
+        Op::Dense { .. } => "dense",
+        Op::Activation(_) => "an activation",
+        Op::Sum => "sum",
+        Op::Concat => "concat",
+        Op::Conv { .. } => "conv",
+        Op::AvgPool { .. } => "avg_pool",
+        Op::GlobalAvgPool => "global_avg_pool",
+        Op::Flatten => "flatten",
     }
 }
 
@@ -174,12 +289,28 @@ impl Architecture {
     /// Compile into a [`Graph`] for inputs of dimension `input_dim`, checking names, cycles, widths and that
     /// every node reaches the output. Errors name the node.
     pub fn graph(&self, input_dim: usize) -> Result<Graph> {
+        self.graph_for(&Shape::flat(input_dim))
+    }
+
+    /// [`Architecture::graph`] for inputs of the given shape per example (spatial for conv and pooling layers).
+    pub fn graph_for(&self, input: &Shape) -> Result<Graph> {
         self.validate()?;
-        if input_dim == 0 {
-            return Err(Error::Config("input dimension must be positive".into()));
+        if input.size() == 0 {
+            return Err(Error::Config(if input.is_spatial() {
+                format!("the input shape {input} has no values")
+            } else {
+                "input dimension must be positive".to_string()
+            }));
         }
-        let mut b =
-            Builder { nodes: vec![Node { name: "input".into(), op: Op::Input, inputs: vec![], width: input_dim }] };
+        let mut b = Builder {
+            nodes: vec![Node {
+                name: "input".into(),
+                op: Op::Input,
+                inputs: vec![],
+                width: input.size(),
+                shape: input.clone(),
+            }],
+        };
         if !matches!(self.layers[0], Layer::Node { .. }) {
             b.chain(&self.layers, 0, "")?;
             return Ok(Graph { nodes: b.nodes });

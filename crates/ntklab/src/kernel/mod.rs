@@ -7,10 +7,12 @@
 
 pub mod activation;
 pub mod arch;
+pub mod cnn;
 pub mod compute;
 pub mod fastmath;
 pub mod graph;
 pub mod quadrature;
+pub mod spatial;
 pub mod spec;
 
 pub use activation::{Activation, Dual};
@@ -18,6 +20,7 @@ pub use arch::{Architecture, Layer, Parameterization};
 pub use compute::{kernel, kernel_f32, kernel_with_progress, Kernel};
 pub use graph::{Graph, Node, Op};
 pub use quadrature::GaussHermite;
+pub use spatial::{Padding, Shape};
 
 #[cfg(test)]
 mod graph_tests;

@@ -113,6 +113,9 @@ impl<T: Float> Network<T> {
             let node = &g.nodes[v];
             match &node.op {
                 Op::Input => unreachable!("node 0 is the only input"),
+                Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
+                    unreachable!("Network::zeros refuses spatial layers")
+                }
                 Op::Dense { .. } => {
                     let l = self.dense_of[v].expect("dense node");
                     visit(l, &gv);

@@ -50,6 +50,9 @@ impl<T: Float> Network<T> {
             let node = &g.nodes[w];
             let out = match &node.op {
                 Op::Input => unreachable!("node 0 is the only input"),
+                Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
+                    unreachable!("Network::zeros refuses spatial layers")
+                }
                 Op::Dense { .. } => {
                     let l = self.dense_of[w].expect("dense node");
                     let u = node.inputs[0];

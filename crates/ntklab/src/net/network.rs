@@ -103,6 +103,13 @@ impl<T: Float> Network<T> {
             return Err(Error::Config(format!("output scale alpha must be finite and non-zero, got {alpha}")));
         }
         let graph = arch.graph(input_dim)?;
+        if let Some(n) = graph.nodes.iter().find(|n| n.op.is_spatial()) {
+            return Err(Error::Config(format!(
+                "node `{}`: finite networks with conv, pooling or flatten layers are not implemented yet (their \
+                 infinite-width kernels are: kernel::cnn)",
+                n.name
+            )));
+        }
         let count = graph.dense_count();
         if count == 0 {
             return Err(Error::Config("a finite network needs at least one dense layer".into()));

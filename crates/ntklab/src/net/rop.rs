@@ -253,6 +253,9 @@ fn rop_backward<T: Float>(
         let rgw = rg[w].take();
         match &node.op {
             Op::Input => unreachable!("node 0 is the only input"),
+            Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
+                unreachable!("Network::zeros refuses spatial layers")
+            }
             Op::Dense { .. } => {
                 let l = net.dense_of[w].expect("dense node");
                 let u = node.inputs[0];

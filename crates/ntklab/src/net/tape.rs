@@ -102,6 +102,9 @@ impl<T: Float> Network<T> {
             let node = &g.nodes[v];
             let out = match &node.op {
                 Op::Input => unreachable!("node 0 is the only input"),
+                Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
+                    unreachable!("Network::zeros refuses spatial layers")
+                }
                 Op::Dense { .. } => {
                     let l = self.dense_of[v].expect("dense node");
                     layers::dense::forward(self, l, values[node.inputs[0]].as_ref(), pool)

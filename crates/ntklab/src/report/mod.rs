@@ -86,7 +86,7 @@ impl Provenance {
             kind: kind.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             commit: option_env!("NTKLAB_GIT_COMMIT").filter(|c| !c.is_empty()).map(str::to_string),
-            command: std::env::args().collect(),
+            command: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect(),
             seed,
             machine: machine(),
             started_unix,
@@ -418,7 +418,14 @@ pub fn write_index(root: &Path) -> Result<usize> {
     for d in &dirs {
         let rel = d.strip_prefix(root).unwrap_or(d);
         let rel_s = if rel.as_os_str().is_empty() { ".".to_string() } else { rel.to_string_lossy().replace('\\', "/") };
-        let href = format!("{}/report.html", rel_s);
+        // Percent-encode what would end or change the meaning of an href.
+        let href: String = format!("{rel_s}/report.html")
+            .chars()
+            .map(|c| match c {
+                ' ' | '"' | '#' | '?' | '%' | '<' | '>' => format!("%{:02X}", c as u32),
+                c => c.to_string(),
+            })
+            .collect();
         let title = std::fs::read_to_string(d.join("report.html"))
             .ok()
             .and_then(|t| {
@@ -426,7 +433,8 @@ pub fn write_index(root: &Path) -> Result<usize> {
                 let b = t[a..].find("</title>")? + a;
                 Some(t[a..b].to_string())
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .replace('<', "&lt;");
         let (kind, when, wall) = match Provenance::read(d) {
             Ok(p) => (p.kind, utc(p.started_unix), format!("{:.1} s", p.wall_seconds)),
             Err(_) => ("?".into(), "?".into(), "?".into()),

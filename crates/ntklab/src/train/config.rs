@@ -250,8 +250,11 @@ impl Run {
         words = words.saturating_add(n.saturating_mul(widths).saturating_mul(3 * second));
         if self.probes.needs_ntk() {
             let m = self.probes.ntk_subset.unwrap_or(self.data.n_train()).saturating_mul(k);
-            let copies = if self.probes.has(Probe::NtkChange) { 3 } else { 2 };
+            // Theta and its accumulation scratch, a symmetrized copy and the eigensolver's, Theta_0 and the
+            // difference for `ntk-change`; the reverse pass runs on k stacked copies of the M rows.
+            let copies = if self.probes.has(Probe::NtkChange) { 6 } else { 4 };
             words = words.saturating_add(m.saturating_mul(m).saturating_mul(copies));
+            words = words.saturating_add(m.saturating_mul(widths).saturating_mul(3));
         }
         if self.probes.has(Probe::Sharpness) {
             words = words.saturating_add(self.probes.lanczos_max_iter.saturating_mul(p));

@@ -47,6 +47,7 @@ pub struct TrainConfig {
     /// The optimizer.
     pub method: Method,
     /// Base learning rate eta > 0 (for gradient flow: the time unit, t = eta * steps).
+    #[serde(with = "crate::data::json_f64")]
     pub lr: f64,
     /// Number of steps S (for gradient flow: integrate to t = eta S, records every `every` steps of length eta).
     pub steps: u64,
@@ -55,8 +56,10 @@ pub struct TrainConfig {
     /// Seed of the mini-batch shuffling and of the Lanczos start vectors.
     pub seed: u64,
     /// Divergence: training stops when a loss exceeds `divergence_factor` times the initial loss (or is not finite).
+    #[serde(with = "crate::data::json_f64")]
     pub divergence_factor: f64,
     /// Stop early (status `Converged`) once the full training loss at a record is <= this value.
+    #[serde(default, with = "crate::data::json_f64::opt")]
     pub stop_loss: Option<f64>,
 }
 

@@ -109,6 +109,7 @@ pub struct ProbeConfig {
     /// Lanczos iterations (Hessian-vector products) per sharpness probe.
     pub lanczos_max_iter: usize,
     /// Lanczos relative residual tolerance.
+    #[serde(with = "crate::data::json_f64")]
     pub lanczos_tol: f64,
 }
 
@@ -195,36 +196,40 @@ pub struct Record {
     /// Updates performed so far (gradient flow: t / eta).
     pub step: u64,
     /// Time t = sum of the learning rates of the updates so far.
+    #[serde(with = "crate::data::json_f64")]
     pub t: f64,
     /// Learning rate of the next update.
+    #[serde(with = "crate::data::json_f64")]
     pub lr: f64,
     /// Full training loss.
+    #[serde(with = "crate::data::json_f64")]
     pub loss: f64,
     /// ||grad L|| of the full training loss.
+    #[serde(with = "crate::data::json_f64")]
     pub grad_norm: f64,
     /// Test loss.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub test_loss: Option<f64>,
     /// Training accuracy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub accuracy: Option<f64>,
     /// Test accuracy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub test_accuracy: Option<f64>,
     /// ||grad L||^2 / (2 L).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub pl_ratio: Option<f64>,
     /// lambda_max of the empirical NTK (subset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub ntk_max: Option<f64>,
     /// lambda_min of the empirical NTK (subset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub ntk_min: Option<f64>,
     /// ||Theta_t - Theta_0||_F / ||Theta_0||_F.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub ntk_change: Option<f64>,
     /// lambda_1 of the loss Hessian (= `hessian_top[0]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub sharpness: Option<f64>,
     /// The top-k Hessian eigenvalues, descending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,16 +238,16 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hessian_converged: Option<bool>,
     /// ||w_t - w_0|| / ||w_0||.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub weight_change: Option<f64>,
     /// Training loss of the linearized model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub lin_loss: Option<f64>,
     /// ||f_t - f_lin,t||_F / sqrt(N) on the training set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub lin_distance: Option<f64>,
     /// ||f_t - f_lin,t||_F / sqrt(T) on the test set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::data::json_f64::opt")]
     pub lin_test_distance: Option<f64>,
     /// Integrator statistics so far (gradient flow only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,8 +19,10 @@ pub struct TrainSummary {
     /// Updates performed.
     pub steps: u64,
     /// Time reached (gradient flow).
+    #[serde(with = "crate::data::json_f64")]
     pub t: f64,
     /// Training loss at initialization.
+    #[serde(with = "crate::data::json_f64")]
     pub initial_loss: f64,
     /// The last record.
     pub last: Option<Record>,
@@ -43,6 +45,7 @@ pub struct TrainSummary {
     /// Parameterization.
     pub parameterization: String,
     /// Output scale.
+    #[serde(with = "crate::data::json_f64")]
     pub alpha: f64,
     /// Optimizer settings.
     pub train: TrainConfig,

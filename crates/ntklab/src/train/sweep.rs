@@ -83,12 +83,17 @@ pub fn parse_axis(spec: &str) -> Result<Axis> {
 
 /// Parses seeds: `0..4` (0, 1, 2, 3), `0..=4`, or a list `1,5,9`.
 pub fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
+    const MAX: u64 = 100_000;
     let s = spec.trim();
     let num = |t: &str| crate::data::seed::parse(t).map_err(|m| Error::parse(spec, m));
+    let too_many = || Error::parse(spec, format!("more than {MAX} seeds"));
     let seeds: Vec<u64> = if let Some((a, b)) = s.split_once("..=") {
         let (a, b) = (num(a)?, num(b)?);
         if a > b {
             return Err(Error::parse(spec, "empty seed range"));
+        }
+        if b - a >= MAX {
+            return Err(too_many());
         }
         (a..=b).collect()
     } else if let Some((a, b)) = s.split_once("..") {
@@ -96,13 +101,17 @@ pub fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
         if a >= b {
             return Err(Error::parse(spec, "empty seed range (0..4 means 0, 1, 2, 3)"));
         }
+        if b - a > MAX {
+            return Err(too_many());
+        }
         (a..b).collect()
     } else {
-        s.split(',').map(num).collect::<Result<_>>()?
+        let v: Vec<u64> = s.split(',').map(num).collect::<Result<_>>()?;
+        if v.len() as u64 > MAX {
+            return Err(too_many());
+        }
+        v
     };
-    if seeds.len() > 100_000 {
-        return Err(Error::parse(spec, "more than 100000 seeds"));
-    }
     Ok(seeds)
 }
 
@@ -131,8 +140,33 @@ pub struct Point {
     pub id: String,
 }
 
-/// The grid's runs: every combination of the axes' values (the last axis fastest), times the seeds.
+/// The metrics a sweep can tabulate: the numeric fields of a [`super::Record`].
+pub const METRICS: &[&str] = &[
+    "loss",
+    "grad_norm",
+    "test_loss",
+    "accuracy",
+    "test_accuracy",
+    "pl_ratio",
+    "ntk_max",
+    "ntk_min",
+    "ntk_change",
+    "sharpness",
+    "weight_change",
+    "lin_loss",
+    "lin_distance",
+    "lin_test_distance",
+];
+
+/// The grid's distinct runs: every combination of the axes' values (the last axis fastest), times the seeds;
+/// points with the same full config (a repeated value, a value equal to the base) are kept once. A key given
+/// by two axes is an error.
 pub fn expand(base: &toml::Table, axes: &[Axis], seeds: &[u64]) -> Result<Vec<Point>> {
+    for (i, a) in axes.iter().enumerate() {
+        if axes[..i].iter().any(|b| b.key == a.key) {
+            return Err(Error::Config(format!("`{}` is swept twice; give all its values in one --grid", a.key)));
+        }
+    }
     let total = axes.iter().try_fold(seeds.len().max(1), |acc, a| acc.checked_mul(a.values.len()));
     match total {
         Some(n) if n <= 100_000 => {}
@@ -167,7 +201,9 @@ pub fn expand(base: &toml::Table, axes: &[Axis], seeds: &[u64]) -> Result<Vec<Po
                 config.insert("seed".into(), v);
             }
             let id = content_hash(&config)[..12].to_string();
-            out.push(Point { settings: c.clone(), seed, config, id });
+            if !out.iter().any(|p: &Point| p.id == id) {
+                out.push(Point { settings: c.clone(), seed, config, id });
+            }
         }
     }
     Ok(out)
@@ -193,10 +229,13 @@ pub struct SweepRow {
     /// `completed`, `converged`, `diverged`, ... or `failed: <error>`.
     pub status: String,
     /// Final training loss.
+    #[serde(default, with = "crate::data::json_f64::opt")]
     pub final_loss: Option<f64>,
     /// Final test loss.
+    #[serde(default, with = "crate::data::json_f64::opt")]
     pub final_test_loss: Option<f64>,
     /// The chosen metric at the last record.
+    #[serde(default, with = "crate::data::json_f64::opt")]
     pub metric: Option<f64>,
     /// Steps performed.
     pub steps: Option<u64>,
@@ -386,6 +425,11 @@ mod tests {
         let ids: std::collections::BTreeSet<&String> = pts.iter().map(|p| &p.id).collect();
         assert_eq!(ids.len(), 6);
         assert_eq!(expand(&base, &[a], &[0, 1]).unwrap()[4].id, pts[4].id);
+        // A repeated value (0.1 and 1e-1) is one run; a key swept twice is an error.
+        let dup = parse_axis("optimizer.lr=0.1,1e-1,0.5").unwrap();
+        assert_eq!(expand(&base, std::slice::from_ref(&dup), &[]).unwrap().len(), 2, "0.1 and 1e-1 are one run");
+        assert!(expand(&base, &[dup.clone(), dup], &[]).unwrap_err().to_string().contains("swept twice"));
+        assert!(parse_seeds("0..18446744073709551615").unwrap_err().to_string().contains("more than"));
         let mut t = toml::Table::new();
         set_key(&mut t, "model.arch", "relu".into()).unwrap();
         assert!(set_key(&mut t, "model.arch.x", 1.into()).is_err());

@@ -1,0 +1,472 @@
+//! Infinite-width NNGP and NTK of convolutional networks (CNN-GP and CNTK: Novak et al. 2019, Arora et al.
+//! 2019) in neural-tangents' conventions, on inputs with spatial axes (N x H x W x C, or N x W x C, stored as
+//! N rows of H W C values, channels fastest).
+//!
+//! Per pair of inputs (x, x') each node carries the covariance of its pre-activations between positions,
+//! `K[p, q] = lim E[z_c(x)_p z_c(x')_q]` (the same for every channel), and the NTK `Theta[p, q]`:
+//! * input: `K[p, q] = (1/C) sum_c x_{p,c} x'_{q,c}`, `Theta = 0`;
+//! * conv, 'ntk' parameterization: `K'[p, q] = W^2/|F| sum_j K[p_j, q_j] + b^2` over the window offsets j (p_j
+//!   the input position read at offset j: zero outside the image for `same`, wrapped for `circular`), and
+//!   `Theta' = W^2/|F| sum_j Theta[p_j, q_j] + K'`; 'standard': `Theta' = C |F| (1/|F|) sum_j K[p_j, q_j]
+//!   + [bias] 1 + W^2/|F| sum_j Theta[p_j, q_j]`;
+//! * activation: `K' = T(q_x[p], K[p, q], q_x'[q])`, `Theta' = Theta Tdot(...)`, with q_x the variances of the
+//!   same node for x with itself;
+//! * avg_pool: the mean of K (and Theta) over both windows, divided by the window size squared (padding counts,
+//!   as neural-tangents' default `normalize_edges=False`); global_avg_pool: the mean over all (p, q);
+//!   flatten: the mean of the diagonal; dense and fan-ins as in [`super::compute`].
+//!
+//! Only what the architecture needs is kept: without pooling every node needs just the diagonal K[p, p] (P
+//! values per pair instead of P^2). Work is one pair at a time per thread, so memory is the N1 x N2 outputs
+//! plus a few P x P buffers per thread, whatever N.
+
+use faer::{Mat, MatRef};
+use rayon::prelude::*;
+
+use super::activation::Dual;
+use super::arch::{Architecture, Parameterization};
+use super::compute::Kernel;
+use super::graph::{Graph, Op};
+use super::spatial::{Shape, Window};
+use crate::{Error, Result};
+
+/// How a node acts on a pair's (K, Theta), precomputed from the graph.
+enum Rule {
+    Input,
+    /// Window taps (per output position, `size` offsets) and the affine coefficients.
+    Conv {
+        win: Window,
+        n_in: usize,
+        w2: f64,
+        b2: f64,
+        bias: bool,
+        fan_in: f64,
+    },
+    Pool {
+        win: Window,
+        n_in: usize,
+    },
+    GlobalAvgPool,
+    Flatten,
+    Dense {
+        w2: f64,
+        b2: f64,
+        bias: bool,
+        n_in: f64,
+    },
+    Act(Dual),
+    Fan(Vec<f64>),
+}
+
+/// Covariances of one node for one pair: P x P (full) or P (diagonal) values, row-major.
+#[derive(Clone, Default)]
+struct Cov {
+    k: Vec<f64>,
+    t: Vec<f64>,
+    /// Positions (1 for feature vectors).
+    p: usize,
+}
+
+struct Plan {
+    graph: Graph,
+    rules: Vec<Rule>,
+    /// Keep P x P covariances (pooling present) instead of the diagonal.
+    full: bool,
+    ntk_param: bool,
+    /// For each node, the last node that reads it (to free buffers).
+    last_use: Vec<usize>,
+    /// Nodes whose self-variances activations need (the inputs of activation nodes).
+    var_nodes: Vec<usize>,
+}
+
+fn build(arch: &Architecture, input: &Shape) -> Result<Plan> {
+    let graph = arch.graph_for(input)?;
+    let out = graph.output();
+    if graph.nodes[out].shape.is_spatial() {
+        return Err(Error::Config(format!(
+            "the network ends in `{}` of shape {}: end it with flatten or global_avg_pool (then dense) to get one \
+             kernel value per pair of inputs",
+            graph.nodes[out].name, graph.nodes[out].shape
+        )));
+    }
+    let full = graph.nodes.iter().any(|n| matches!(n.op, Op::AvgPool { .. } | Op::GlobalAvgPool));
+    let ntk_param = arch.parameterization == Parameterization::Ntk;
+    let mut gaussian = vec![true; graph.nodes.len()];
+    let mut rules = Vec::with_capacity(graph.nodes.len());
+    let mut var_nodes = Vec::new();
+    for (v, node) in graph.nodes.iter().enumerate() {
+        let u0 = node.inputs.first().copied().unwrap_or(0);
+        let ins = &graph.nodes[u0];
+        let rule = match &node.op {
+            Op::Input => Rule::Input,
+            Op::Conv { filter, stride, padding, w_std, b_std, .. } => Rule::Conv {
+                win: Window::new(&ins.shape.spatial, filter, stride, *padding)?,
+                n_in: ins.shape.positions(),
+                w2: w_std * w_std,
+                b2: b_std.map_or(0.0, |b| b * b),
+                bias: b_std.is_some(),
+                fan_in: (ins.shape.channels * filter.iter().product::<usize>()) as f64,
+            },
+            Op::AvgPool { window, stride, padding } => Rule::Pool {
+                win: Window::new(&ins.shape.spatial, window, stride, *padding)?,
+                n_in: ins.shape.positions(),
+            },
+            Op::GlobalAvgPool => Rule::GlobalAvgPool,
+            Op::Flatten => {
+                gaussian[v] = !ins.shape.is_spatial() && gaussian[u0];
+                Rule::Flatten
+            }
+            Op::Dense { w_std, b_std, .. } => Rule::Dense {
+                w2: w_std * w_std,
+                b2: b_std.map_or(0.0, |b| b * b),
+                bias: b_std.is_some(),
+                n_in: ins.width as f64,
+            },
+            Op::Activation(a) => {
+                if !gaussian[u0] {
+                    return Err(Error::Config(format!(
+                        "node `{}` (`{a}`) reads `{}`, which is not Gaussian in the infinite-width limit (an \
+                         activation, a flatten or a concatenation): no kernel rule applies, as in neural-tangents; \
+                         put a conv or dense layer before it",
+                        node.name, ins.name
+                    )));
+                }
+                var_nodes.push(u0);
+                Rule::Act(a.dual())
+            }
+            Op::Sum | Op::Concat => {
+                if let Some(&bad) = node.inputs.iter().find(|&&u| !gaussian[u]) {
+                    return Err(Error::Config(format!(
+                        "node `{}` sums or concatenates `{}`, which is not Gaussian: fan-ins need Gaussian inputs, \
+                         as in neural-tangents",
+                        node.name, graph.nodes[bad].name
+                    )));
+                }
+                let widths: Vec<usize> = node.inputs.iter().map(|&u| graph.nodes[u].width).collect();
+                Rule::Fan(crate::layers::fan_in::kernel_weights(&node.op, &widths))
+            }
+        };
+        if matches!(node.op, Op::Activation(_) | Op::Concat) {
+            gaussian[v] = false;
+        }
+        if matches!(node.op, Op::AvgPool { .. } | Op::GlobalAvgPool) {
+            gaussian[v] = gaussian[u0];
+        }
+        rules.push(rule);
+    }
+    let mut last_use: Vec<usize> = (0..graph.nodes.len()).collect();
+    for (v, n) in graph.nodes.iter().enumerate() {
+        for &u in &n.inputs {
+            last_use[u] = last_use[u].max(v);
+        }
+    }
+    last_use[out] = usize::MAX;
+    var_nodes.sort_unstable();
+    var_nodes.dedup();
+    Ok(Plan { graph, rules, full, ntk_param, last_use, var_nodes })
+}
+
+/// Self-variances of one input at the nodes activations read: `vars[k][p]` for `plan.var_nodes[k]`.
+type Vars = Vec<Vec<f64>>;
+
+impl Plan {
+    fn positions(&self, v: usize) -> usize {
+        self.graph.nodes[v].shape.positions()
+    }
+
+    /// Runs the recursion for one pair; with `record`, returns the variances at `var_nodes` (a self pair).
+    fn pair(&self, x1: &[f64], x2: &[f64], v1: Option<&Vars>, v2: Option<&Vars>, record: bool) -> (f64, f64, Vars) {
+        let n = self.graph.nodes.len();
+        let mut vals: Vec<Option<Cov>> = vec![None; n];
+        let mut rec: Vars = Vec::new();
+        for v in 0..n {
+            let node = &self.graph.nodes[v];
+            let p = self.positions(v);
+            let get = |u: usize| vals[u].as_ref().expect("inputs are computed before their readers");
+            let cov = match &self.rules[v] {
+                Rule::Input => input_cov(x1, x2, &node.shape, self.full),
+                Rule::Conv { win, n_in, w2, b2, bias, fan_in } => {
+                    let c = get(node.inputs[0]);
+                    let (mut k, mut t) =
+                        (window_sum(&c.k, win, *n_in, self.full, true), window_sum(&c.t, win, *n_in, self.full, true));
+                    let inv = 1.0 / win.size as f64;
+                    if self.ntk_param {
+                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
+                            *kk = w2 * *kk * inv + b2;
+                            *tt = w2 * *tt * inv + *kk;
+                        }
+                    } else {
+                        let one = if *bias { 1.0 } else { 0.0 };
+                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
+                            let ku = *kk * inv;
+                            *tt = fan_in * ku + one + w2 * *tt * inv;
+                            *kk = w2 * ku + b2;
+                        }
+                    }
+                    Cov { k, t, p }
+                }
+                Rule::Pool { win, n_in } => {
+                    let c = get(node.inputs[0]);
+                    let inv = 1.0 / (win.size * win.size) as f64;
+                    let mut k = window_sum(&c.k, win, *n_in, true, false);
+                    let mut t = window_sum(&c.t, win, *n_in, true, false);
+                    k.iter_mut().chain(t.iter_mut()).for_each(|x| *x *= inv);
+                    Cov { k, t, p }
+                }
+                Rule::GlobalAvgPool => {
+                    let c = get(node.inputs[0]);
+                    let m = (c.p * c.p) as f64;
+                    Cov { k: vec![c.k.iter().sum::<f64>() / m], t: vec![c.t.iter().sum::<f64>() / m], p: 1 }
+                }
+                Rule::Flatten => {
+                    let c = get(node.inputs[0]);
+                    let (k, t) = if self.full && c.p > 1 {
+                        let d: f64 = (0..c.p).map(|i| c.k[i * c.p + i]).sum();
+                        let e: f64 = (0..c.p).map(|i| c.t[i * c.p + i]).sum();
+                        (d, e)
+                    } else {
+                        (c.k.iter().sum(), c.t.iter().sum())
+                    };
+                    Cov { k: vec![k / c.p as f64], t: vec![t / c.p as f64], p: 1 }
+                }
+                Rule::Dense { w2, b2, bias, n_in } => {
+                    let c = get(node.inputs[0]);
+                    let (k0, t0) = (c.k[0], c.t[0]);
+                    let k = w2 * k0 + b2;
+                    let t =
+                        if self.ntk_param { w2 * t0 + k } else { n_in * k0 + if *bias { 1.0 } else { 0.0 } + w2 * t0 };
+                    Cov { k: vec![k], t: vec![t], p: 1 }
+                }
+                Rule::Act(dual) => {
+                    let u = node.inputs[0];
+                    let c = get(u);
+                    let slot = self.var_nodes.binary_search(&u).expect("activation inputs are recorded");
+                    let (q1, q2): (Vec<f64>, Vec<f64>) = match (v1, v2) {
+                        (Some(a), Some(b)) => (a[slot].clone(), b[slot].clone()),
+                        _ => {
+                            // A self pair: the variances are this pair's own diagonal.
+                            let d = diag(c, self.full);
+                            (d.clone(), d)
+                        }
+                    };
+                    if record {
+                        rec.push(q1.clone());
+                    }
+                    let mut k = c.k.clone();
+                    let mut t = c.t.clone();
+                    if self.full && c.p > 1 {
+                        for i in 0..c.p {
+                            for j in 0..c.p {
+                                let (tv, td) = dual.eval(q1[i], k[i * c.p + j], q2[j]);
+                                k[i * c.p + j] = tv;
+                                t[i * c.p + j] *= td;
+                            }
+                        }
+                    } else {
+                        for i in 0..c.p {
+                            let (tv, td) = dual.eval(q1[i], k[i], q2[i]);
+                            k[i] = tv;
+                            t[i] *= td;
+                        }
+                    }
+                    Cov { k, t, p: c.p }
+                }
+                Rule::Fan(weights) => {
+                    let first = get(node.inputs[0]);
+                    let mut k = vec![0.0; first.k.len()];
+                    let mut t = vec![0.0; first.t.len()];
+                    for (&u, &w) in node.inputs.iter().zip(weights) {
+                        let c = get(u);
+                        for (a, b) in k.iter_mut().zip(&c.k) {
+                            *a += w * b;
+                        }
+                        for (a, b) in t.iter_mut().zip(&c.t) {
+                            *a += w * b;
+                        }
+                    }
+                    Cov { k, t, p }
+                }
+            };
+            vals[v] = Some(cov);
+            for &u in &node.inputs {
+                if self.last_use[u] == v {
+                    vals[u] = None;
+                }
+            }
+        }
+        let outv = vals[self.graph.output()].take().expect("the output is computed");
+        // Variances recorded in activation order; reorder to var_nodes order.
+        let rec = if record { self.order_vars(rec) } else { rec };
+        (outv.k[0], outv.t[0], rec)
+    }
+
+    /// Activation nodes appear in graph order; several may read one node. Map to `var_nodes` slots.
+    fn order_vars(&self, rec: Vars) -> Vars {
+        let mut out: Vars = vec![Vec::new(); self.var_nodes.len()];
+        let mut it = rec.into_iter();
+        for (v, r) in self.rules.iter().enumerate() {
+            if let Rule::Act(_) = r {
+                let u = self.graph.nodes[v].inputs[0];
+                let slot = self.var_nodes.binary_search(&u).expect("recorded");
+                let q = it.next().expect("one record per activation");
+                out[slot] = q;
+            }
+        }
+        out
+    }
+}
+
+fn diag(c: &Cov, full: bool) -> Vec<f64> {
+    if full && c.p > 1 {
+        (0..c.p).map(|i| c.k[i * c.p + i]).collect()
+    } else {
+        c.k.clone()
+    }
+}
+
+/// The input covariance between positions: (1/C) sum_c x[p, c] x'[q, c] (full) or its diagonal.
+fn input_cov(x1: &[f64], x2: &[f64], shape: &Shape, full: bool) -> Cov {
+    let (p, c) = (shape.positions(), shape.channels);
+    let inv = 1.0 / c as f64;
+    let dot = |i: usize, j: usize| -> f64 { (0..c).map(|k| x1[i * c + k] * x2[j * c + k]).sum::<f64>() * inv };
+    let k: Vec<f64> = if full && p > 1 {
+        (0..p * p).map(|ij| dot(ij / p, ij % p)).collect()
+    } else {
+        (0..p).map(|i| dot(i, i)).collect()
+    };
+    let t = vec![0.0; k.len()];
+    Cov { k, t, p }
+}
+
+/// Window sums of a covariance: `same` = true sums K[p_j, q_j] over common offsets j (conv), false sums
+/// K[p_j, q_j'] over both windows (pooling). Full (P_in x P_in -> P_out x P_out) or diagonal (P_in -> P_out).
+fn window_sum(src: &[f64], win: &Window, n_in: usize, full: bool, same: bool) -> Vec<f64> {
+    let n_out: usize = win.out.iter().product();
+    let s = win.size;
+    if !full {
+        return (0..n_out).map(|o| win.taps[o * s..(o + 1) * s].iter().flatten().map(|&i| src[i]).sum()).collect();
+    }
+    let mut out = vec![0.0; n_out * n_out];
+    if same {
+        for a in 0..n_out {
+            let ta = &win.taps[a * s..(a + 1) * s];
+            for b in 0..n_out {
+                let tb = &win.taps[b * s..(b + 1) * s];
+                let mut acc = 0.0;
+                for (pa, pb) in ta.iter().zip(tb) {
+                    if let (Some(i), Some(j)) = (pa, pb) {
+                        acc += src[i * n_in + j];
+                    }
+                }
+                out[a * n_out + b] = acc;
+            }
+        }
+    } else {
+        // Separable: first pool the rows (P_out x P_in), then the columns.
+        let mut half = vec![0.0; n_out * n_in];
+        for a in 0..n_out {
+            for &i in win.taps[a * s..(a + 1) * s].iter().flatten() {
+                let row = &src[i * n_in..(i + 1) * n_in];
+                for (h, r) in half[a * n_in..(a + 1) * n_in].iter_mut().zip(row) {
+                    *h += r;
+                }
+            }
+        }
+        for a in 0..n_out {
+            for b in 0..n_out {
+                out[a * n_out + b] =
+                    win.taps[b * s..(b + 1) * s].iter().flatten().map(|&j| half[a * n_in + j]).sum::<f64>();
+            }
+        }
+    }
+    out
+}
+
+/// Infinite-width NNGP and NTK of a convolutional `arch` between the rows of `x1` (N1 x size of `input`) and
+/// `x2` (or `x1` with itself, symmetric), in f64. `progress(done, total)` counts rows of the output.
+pub fn cnn_kernel(
+    arch: &Architecture,
+    input: &Shape,
+    x1: MatRef<'_, f64>,
+    x2: Option<MatRef<'_, f64>>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Kernel<f64>> {
+    let size = input.size();
+    for (m, what) in [(Some(x1), "x1"), (x2, "x2")] {
+        if let Some(m) = m {
+            if m.ncols() != size || m.nrows() == 0 {
+                return Err(Error::Shape(format!(
+                    "{what} is {} x {} but inputs of shape {input} need {size} values per row",
+                    m.nrows(),
+                    m.ncols()
+                )));
+            }
+            if let Some((i, j)) =
+                (0..m.nrows()).flat_map(|i| (0..size).map(move |j| (i, j))).find(|&(i, j)| !m[(i, j)].is_finite())
+            {
+                return Err(Error::InvalidInput(format!("{what}[{i}, {j}] is {}", m[(i, j)])));
+            }
+        }
+    }
+    let plan = build(arch, input)?;
+    let symmetric = x2.is_none();
+    let x2m = x2.unwrap_or(x1);
+    let (n1, n2) = (x1.nrows(), x2m.nrows());
+    // Memory: the outputs, plus per thread a few P x P (or P) buffers per live node.
+    let pmax = plan.graph.nodes.iter().map(|n| n.shape.positions()).max().unwrap_or(1);
+    let per_pair = if plan.full { pmax.saturating_mul(pmax) } else { pmax };
+    let threads = rayon::current_num_threads();
+    let bytes = n1
+        .saturating_mul(n2)
+        .saturating_mul(16)
+        .saturating_add(threads.saturating_mul(per_pair).saturating_mul(16 * 6))
+        .saturating_add((n1 + n2).saturating_mul(pmax).saturating_mul(8 * plan.var_nodes.len().max(1)));
+    crate::data::memory::check_alloc(bytes, &format!("the convolutional NNGP and NTK ({n1} x {n2})"))?;
+    let rows = |m: MatRef<'_, f64>, i: usize| -> Vec<f64> { (0..size).map(|j| m[(i, j)]).collect() };
+    let self_vars = |m: MatRef<'_, f64>, n: usize| -> Vec<(Vars, f64, f64)> {
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let r = rows(m, i);
+                let (k, t, v) = plan.pair(&r, &r, None, None, true);
+                (v, k, t)
+            })
+            .collect()
+    };
+    let s1 = self_vars(x1, n1);
+    let s2 = if symmetric { None } else { Some(self_vars(x2m, n2)) };
+    let s2r = s2.as_ref().unwrap_or(&s1);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    progress(0, n1);
+    let out: Vec<Vec<(f64, f64)>> = (0..n1)
+        .into_par_iter()
+        .map(|i| {
+            let a = rows(x1, i);
+            let hi = if symmetric { i + 1 } else { n2 };
+            let row = (0..hi)
+                .map(|j| {
+                    if symmetric && i == j {
+                        return (s1[i].1, s1[i].2);
+                    }
+                    let b = rows(x2m, j);
+                    let (k, t, _) = plan.pair(&a, &b, Some(&s1[i].0), Some(&s2r[j].0), false);
+                    (k, t)
+                })
+                .collect();
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1);
+            row
+        })
+        .collect();
+    let mut nngp = Mat::zeros(n1, n2);
+    let mut ntk = Mat::zeros(n1, n2);
+    for (i, row) in out.iter().enumerate() {
+        for (j, &(k, t)) in row.iter().enumerate() {
+            nngp[(i, j)] = k;
+            ntk[(i, j)] = t;
+            if symmetric {
+                nngp[(j, i)] = k;
+                ntk[(j, i)] = t;
+            }
+        }
+    }
+    Ok(Kernel { nngp, ntk })
+}
