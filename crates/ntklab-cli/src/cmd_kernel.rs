@@ -138,6 +138,34 @@ fn compute_and_write(
     }
 }
 
+/// Inputs from a file: N x d feature rows (.npy of rank 2, .csv), or N x W x C / N x H x W x C (/ N x D x H x W x
+/// C) examples with spatial axes (.npy), returned as N rows of their values in C order with the example shape.
+fn load_inputs(path: &Path, what: &str) -> Result<(Mat<f64>, Option<ntklab::kernel::Shape>)> {
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if !is_npy {
+        return Ok((load_matrix(path, what)?, None));
+    }
+    let arr = ntklab::data::read_npy(path).with_context(|| format!("reading {what}"))?;
+    match arr.shape.len() {
+        2 => Ok((load_matrix(path, what)?, None)),
+        3..=5 => {
+            let n = arr.shape[0];
+            let rest: usize = arr.shape[1..].iter().product();
+            if n == 0 || rest == 0 {
+                bail!("{what}: {} has no values (shape {:?})", path.display(), arr.shape);
+            }
+            let k = arr.shape.len();
+            let shape = ntklab::kernel::Shape::image(&arr.shape[1..k - 1], arr.shape[k - 1]);
+            let m = Mat::from_fn(n, rest, |i, j| arr.data[i * rest + j]);
+            Ok((m, Some(shape)))
+        }
+        r => bail!(
+            "{what}: {} has rank {r}; expected N x d features, or N x W x C / N x H x W x C images",
+            path.display()
+        ),
+    }
+}
+
 /// Run `ntklab kernel`.
 pub fn run(a: KernelArgs) -> Result<()> {
     if a.demo {
@@ -147,14 +175,46 @@ pub fn run(a: KernelArgs) -> Result<()> {
     let out = a.out.clone().context("--out DIR is required (nngp.npy and ntk.npy are written there)")?;
     refuse_existing(&[out.join("nngp.npy"), out.join("ntk.npy")], a.force)?;
     let t_load = Instant::now();
-    let x1 = load_matrix(a.x1.as_ref().expect("clap requires --x1 without --demo"), "--x1")?;
+    let (x1, shape1) = load_inputs(a.x1.as_ref().expect("clap requires --x1 without --demo"), "--x1")?;
     let x2 = match &a.x2 {
-        Some(p) => Some(load_matrix(p, "--x2")?),
+        Some(p) => Some(load_inputs(p, "--x2")?),
         None => None,
     };
+    if let Some((_, s2)) = &x2 {
+        if *s2 != shape1 {
+            bail!(
+                "--x1 has examples of shape {} but --x2 of shape {}",
+                shape1.as_ref().map_or("(features)".into(), |s| s.to_string()),
+                s2.as_ref().map_or("(features)".into(), |s| s.to_string())
+            );
+        }
+    }
+    let x2 = x2.map(|(m, _)| m);
     let load_secs = t_load.elapsed().as_secs_f64();
     let t_all = Instant::now();
-    let (secs, _) = compute_and_write(&arch, &x1, x2.as_ref(), &out, (a.f32, a.allow_nonfinite), false)?;
+    let secs = match &shape1 {
+        None => compute_and_write(&arch, &x1, x2.as_ref(), &out, (a.f32, a.allow_nonfinite), false)?.0,
+        Some(shape) => {
+            if a.f32 {
+                bail!("--f32 is not available for convolutional kernels yet (they are computed in f64)");
+            }
+            let pb = bar(
+                1,
+                &format!("CNN-GP and CNTK ({} x {})", x1.nrows(), x2.as_ref().map_or(x1.nrows(), |m| m.nrows())),
+            );
+            let progress = |done: usize, total: usize| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            };
+            let t0 = Instant::now();
+            let k =
+                ntklab::kernel::cnn::cnn_kernel(&arch, shape, x1.as_ref(), x2.as_ref().map(|m| m.as_ref()), &progress);
+            pb.finish_and_clear();
+            let secs = t0.elapsed().as_secs_f64();
+            write_kernel(&out, &k?, a.allow_nonfinite)?;
+            secs
+        }
+    };
     if std::env::var_os("NTKLAB_PROFILE").is_some() {
         eprintln!(
             "[profile] read inputs: {load_secs:.4} s; write outputs: {:.4} s",

@@ -202,3 +202,44 @@ fn device_files_are_refused_not_read_forever() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn image_inputs_give_the_convolutional_kernel() {
+    use ntklab::data::io::Array;
+    let d = tmp("cnn");
+    let (n, h, w, c) = (3, 4, 3, 2);
+    let data: Vec<f64> = (0..n * h * w * c).map(|i| ((i * 37 % 23) as f64 - 11.0) / 7.0).collect();
+    ntklab::data::write_npy(&d.join("x.npy"), &Array { shape: vec![n, h, w, c], data: data.clone() }).unwrap();
+    let arch = "conv(4,3x3,padding=same,w_std=1.3,b_std=0.2),relu,avg_pool(2x2,stride=1),global_avg_pool,dense(1)";
+    let o = bin().args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", "k"]).current_dir(&d).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = ntklab::data::read_npy(&d.join("k/ntk.npy")).unwrap();
+    let x = Mat::from_fn(n, h * w * c, |i, j| data[i * h * w * c + j]);
+    let want = ntklab::kernel::cnn::cnn_kernel(
+        &ntklab::kernel::Architecture::parse(arch, ntklab::kernel::Parameterization::Ntk).unwrap(),
+        &ntklab::kernel::Shape::image(&[h, w], c),
+        x.as_ref(),
+        None,
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(got.shape, vec![n, n]);
+    for i in 0..n {
+        for j in 0..n {
+            assert_eq!(got.data[i * n + j], want.ntk[(i, j)]);
+        }
+    }
+    // f32 is refused for now, with the reason; a spatial net on feature rows is named.
+    let o = bin()
+        .args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", "k2", "--f32"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--f32"));
+    write_x(&d.join("flat.npy"), &Mat::from_fn(3, 24, |i, j| (i + j) as f64));
+    let o = bin().args(["kernel", "--arch", arch, "--x1", "flat.npy", "--out", "k3"]).current_dir(&d).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("needs spatial inputs"), "{err}");
+    assert!(!d.join("k2").exists() && !d.join("k3").exists());
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -470,3 +470,58 @@ pub fn cnn_kernel(
     }
     Ok(Kernel { nngp, ntk })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::gaussian;
+
+    #[test]
+    fn a_conv_net_on_one_pixel_images_is_the_dense_net() {
+        // On 1 x 1 images a 1x1 convolution with C_in channels is a dense layer on C_in features, and
+        // flatten / global_avg_pool of one position are the identity.
+        let x = gaussian(5, 3, 7);
+        for (conv, dense, param) in [
+            (
+                "conv(8,1x1,w_std=1.3,b_std=0.2),relu,conv(8,1x1,w_std=1.1),erf,flatten,dense(1,w_std=1.2,b_std=0.1)",
+                "dense(8,w_std=1.3,b_std=0.2),relu,dense(8,w_std=1.1),erf,dense(1,w_std=1.2,b_std=0.1)",
+                Parameterization::Ntk,
+            ),
+            (
+                "conv(8,1x1,w_std=1.3,b_std=0.2),relu,global_avg_pool,dense(1,w_std=1.2,b_std=0.1)",
+                "dense(8,w_std=1.3,b_std=0.2),relu,dense(1,w_std=1.2,b_std=0.1)",
+                Parameterization::Standard,
+            ),
+        ] {
+            let a = Architecture::parse(conv, param).unwrap();
+            let b = Architecture::parse(dense, param).unwrap();
+            let kc = cnn_kernel(&a, &Shape::image(&[1, 1], 3), x.as_ref(), None, &|_, _| {}).unwrap();
+            let kd = crate::kernel::kernel(&b, x.as_ref(), None).unwrap();
+            for i in 0..5 {
+                for j in 0..5 {
+                    assert!((kc.nngp[(i, j)] - kd.nngp[(i, j)]).abs() < 1e-12 * kd.nngp[(i, i)], "{conv}");
+                    assert!((kc.ntk[(i, j)] - kd.ntk[(i, j)]).abs() < 1e-12 * kd.ntk[(i, i)], "{conv}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_networks_are_named() {
+        let s = Shape::image(&[4, 4], 2);
+        let x = gaussian(2, 32, 1);
+        let err = |a: &str| {
+            let arch = Architecture::parse(a, Parameterization::Ntk).unwrap();
+            cnn_kernel(&arch, &s, x.as_ref(), None, &|_, _| {}).unwrap_err().to_string()
+        };
+        assert!(err("conv(3,3x3),relu").contains("end it with flatten or global_avg_pool"));
+        let e = err("conv(3,3x3),relu,dense(1)");
+        assert!(e.contains("flatten or global_avg_pool before it"), "{e}");
+        assert!(err("conv(3,5x5,padding=valid),flatten,dense(1)").contains("does not fit"));
+        assert!(err("conv(3,3x3),relu,relu,flatten,dense(1)").contains("not Gaussian"));
+        assert!(err("conv(3,3x3),flatten,relu,dense(1)").contains("not Gaussian"));
+        let arch = Architecture::parse("conv(3,3x3),flatten,dense(1)", Parameterization::Ntk).unwrap();
+        let bad = gaussian(2, 31, 1);
+        assert!(cnn_kernel(&arch, &s, bad.as_ref(), None, &|_, _| {}).unwrap_err().to_string().contains("32 values"));
+    }
+}

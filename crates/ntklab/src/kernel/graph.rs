@@ -156,7 +156,8 @@ impl Builder {
         let spatial_in = |what: &str| -> Result<&Shape> {
             if !shapes[0].is_spatial() {
                 return Err(Error::Config(format!(
-                    "node `{name}`: {what} needs spatial inputs (N x H x W x C or N x W x C), but `{}` gives                      {} features per example",
+                    "node `{name}`: {what} needs spatial inputs (N x H x W x C or N x W x C), but `{}` gives \
+                     {} features per example",
                     self.nodes[inputs[0]].name, shapes[0]
                 )));
             }
@@ -167,7 +168,8 @@ impl Builder {
             Op::Dense { width, .. } => {
                 if shapes[0].is_spatial() {
                     return Err(Error::Config(format!(
-                        "node `{name}`: dense reads feature vectors, but `{}` is {} (positions x channels); put                          flatten or global_avg_pool before it",
+                        "node `{name}`: dense reads feature vectors, but `{}` is {} (positions x channels); put \
+                         flatten or global_avg_pool before it",
                         self.nodes[inputs[0]].name, shapes[0]
                     )));
                 }
