@@ -48,6 +48,10 @@ pub struct KernelArgs {
     /// Overwrite existing outputs (refused otherwise).
     #[arg(long)]
     pub force: bool,
+    /// Convolutional kernels: compute and write B rows at a time, so the N1 x N2 outputs need not fit in memory
+    /// (the result is bit-identical to one shot).
+    #[arg(long)]
+    pub batch: Option<usize>,
 }
 
 /// NNGP and NTK matrices.
@@ -138,6 +142,68 @@ fn compute_and_write(
     }
 }
 
+/// The convolutional kernel into `out`: one shot, or `--batch` rows at a time streamed into the .npy files. The
+/// memory the job needs is printed first; a job that cannot fit is refused before computing.
+fn cnn_into(
+    arch: &Architecture,
+    shape: &ntklab::kernel::Shape,
+    x1: &Mat<f64>,
+    x2: Option<&Mat<f64>>,
+    out: &Path,
+    a: &KernelArgs,
+) -> Result<f64> {
+    use ntklab::data::memory::{available_bytes, fmt_bytes};
+    let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows()));
+    let job = ntklab::kernel::cnn::CnnKernel::new(arch, shape, x1.as_ref(), x2.map(|m| m.as_ref()))?;
+    let rows = match a.batch {
+        Some(0) => bail!("--batch must be at least 1"),
+        Some(b) => b.min(n1),
+        None => n1,
+    };
+    let need = job.bytes_for_rows(rows) as u64;
+    eprintln!(
+        "memory: about {} needed{}{}",
+        fmt_bytes(need),
+        available_bytes().map_or(String::new(), |v| format!(", {} available", fmt_bytes(v))),
+        if a.batch.is_some() { format!(" ({rows} rows at a time)") } else { String::new() }
+    );
+    let pb = bar(1, &format!("CNN-GP and CNTK ({n1} x {n2})"));
+    let t0 = Instant::now();
+    let created = !out.exists();
+    let res = (|| -> Result<()> {
+        if a.batch.is_none() {
+            let k = job.full(&|d: usize, t: usize| {
+                pb.set_length(t as u64);
+                pb.set_position(d as u64);
+            })?;
+            pb.finish_and_clear();
+            return write_kernel(out, &k, a.allow_nonfinite);
+        }
+        ensure_dir(out)?;
+        let check = |n: &'static str| (!a.allow_nonfinite).then_some(n);
+        let mut wn = ntklab::data::io::NpyRowWriter::create(&out.join("nngp.npy"), n1, n2, check("nngp"))?;
+        let mut wt = ntklab::data::io::NpyRowWriter::create(&out.join("ntk.npy"), n1, n2, check("ntk"))?;
+        pb.set_length(n1 as u64);
+        let mut r0 = 0;
+        while r0 < n1 {
+            let r1 = (r0 + rows).min(n1);
+            let base = r0;
+            let k = job.rows(r0, r1, &|d: usize, _| pb.set_position((base + d) as u64))?;
+            wn.push(k.nngp.as_ref())?;
+            wt.push(k.ntk.as_ref())?;
+            r0 = r1;
+        }
+        pb.finish_and_clear();
+        ntklab::data::io::NpyRowWriter::commit_all(vec![wn, wt])?;
+        Ok(())
+    })();
+    if res.is_err() && created {
+        let _ = std::fs::remove_dir(out);
+    }
+    res?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// Inputs from a file: N x d feature rows (.npy of rank 2, .csv), or N x W x C / N x H x W x C (/ N x D x H x W x
 /// C) examples with spatial axes (.npy), returned as N rows of their values in C order with the example shape.
 fn load_inputs(path: &Path, what: &str) -> Result<(Mat<f64>, Option<ntklab::kernel::Shape>)> {
@@ -193,26 +259,20 @@ pub fn run(a: KernelArgs) -> Result<()> {
     let load_secs = t_load.elapsed().as_secs_f64();
     let t_all = Instant::now();
     let secs = match &shape1 {
-        None => compute_and_write(&arch, &x1, x2.as_ref(), &out, (a.f32, a.allow_nonfinite), false)?.0,
+        None => {
+            if a.batch.is_some() {
+                bail!(
+                    "--batch applies to convolutional kernels (inputs with spatial axes); for dense kernels pass \
+                       row blocks as --x1 with --x2"
+                );
+            }
+            compute_and_write(&arch, &x1, x2.as_ref(), &out, (a.f32, a.allow_nonfinite), false)?.0
+        }
         Some(shape) => {
             if a.f32 {
                 bail!("--f32 is not available for convolutional kernels yet (they are computed in f64)");
             }
-            let pb = bar(
-                1,
-                &format!("CNN-GP and CNTK ({} x {})", x1.nrows(), x2.as_ref().map_or(x1.nrows(), |m| m.nrows())),
-            );
-            let progress = |done: usize, total: usize| {
-                pb.set_length(total as u64);
-                pb.set_position(done as u64);
-            };
-            let t0 = Instant::now();
-            let k =
-                ntklab::kernel::cnn::cnn_kernel(&arch, shape, x1.as_ref(), x2.as_ref().map(|m| m.as_ref()), &progress);
-            pb.finish_and_clear();
-            let secs = t0.elapsed().as_secs_f64();
-            write_kernel(&out, &k?, a.allow_nonfinite)?;
-            secs
+            cnn_into(&arch, shape, &x1, x2.as_ref(), &out, &a)?
         }
     };
     if std::env::var_os("NTKLAB_PROFILE").is_some() {

@@ -229,6 +229,23 @@ fn image_inputs_give_the_convolutional_kernel() {
             assert_eq!(got.data[i * n + j], want.ntk[(i, j)]);
         }
     }
+    // --batch: the same bytes, written a few rows at a time; the memory needed is printed first.
+    let o = bin()
+        .args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", "kb", "--batch", "2"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("memory: about"));
+    for f in ["nngp.npy", "ntk.npy"] {
+        let (one, batched) = (
+            ntklab::data::read_npy(&d.join("k").join(f)).unwrap(),
+            ntklab::data::read_npy(&d.join("kb").join(f)).unwrap(),
+        );
+        assert_eq!(one.shape, batched.shape);
+        let bits = |a: &Array| a.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one), bits(&batched), "{f}");
+    }
     // f32 is refused for now, with the reason; a spatial net on feature rows is named.
     let o = bin()
         .args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", "k2", "--f32"])

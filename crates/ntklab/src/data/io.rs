@@ -345,6 +345,94 @@ fn write_npy_to<W: Write, T: NpyElem>(w: W, shape: &[usize], values: impl Iterat
     wr.finish()
 }
 
+/// A rows x cols f64 `.npy` written a block of rows at a time into a temporary sibling of its path, and renamed
+/// into place by [`NpyRowWriter::commit_all`] once every row is in (dropped unfinished, it removes its
+/// temporary): outputs larger than memory, never a partial file.
+pub struct NpyRowWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    w: Option<BufWriter<File>>,
+    rows: usize,
+    cols: usize,
+    written: usize,
+    what: Option<String>,
+}
+
+impl NpyRowWriter {
+    /// Starts `path` (rows x cols). With `check = Some(name)`, a non-finite value is an error naming `name`
+    /// and the entry.
+    pub fn create(path: &Path, rows: usize, cols: usize, check: Option<&str>) -> Result<NpyRowWriter> {
+        let tmp = temp_sibling(path);
+        let f = File::create(&tmp).map_err(|e| Error::file(path, e))?;
+        let mut w = BufWriter::new(f);
+        w.write_all(&npy_header_2d("<f8", rows, cols, false)).map_err(|e| Error::file(path, e))?;
+        Ok(NpyRowWriter {
+            path: path.to_path_buf(),
+            tmp,
+            w: Some(w),
+            rows,
+            cols,
+            written: 0,
+            what: check.map(str::to_string),
+        })
+    }
+
+    /// Appends the rows of `block` (cols must match).
+    pub fn push(&mut self, block: faer::MatRef<'_, f64>) -> Result<()> {
+        if block.ncols() != self.cols || self.written + block.nrows() > self.rows {
+            return Err(Error::Shape(format!(
+                "{}: a block of {} x {} after {} of {} rows of {} columns",
+                self.path.display(),
+                block.nrows(),
+                block.ncols(),
+                self.written,
+                self.rows,
+                self.cols
+            )));
+        }
+        let w = self.w.as_mut().ok_or_else(|| Error::file(&self.path, "already finished"))?;
+        let mut buf = Vec::with_capacity(self.cols * 8);
+        for i in 0..block.nrows() {
+            buf.clear();
+            for j in 0..self.cols {
+                let v = block[(i, j)];
+                if let (Some(name), false) = (&self.what, v.is_finite()) {
+                    return Err(Error::Numerical(format!("{name}[{}, {j}] is {v}", self.written + i)));
+                }
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            w.write_all(&buf).map_err(|e| Error::file(&self.path, e))?;
+        }
+        self.written += block.nrows();
+        Ok(())
+    }
+
+    /// Flushes every writer and renames them all into place, or none (each must hold all its rows).
+    pub fn commit_all(mut writers: Vec<NpyRowWriter>) -> Result<()> {
+        for w in &mut writers {
+            if w.written != w.rows {
+                return Err(Error::Shape(format!("{}: {} of {} rows written", w.path.display(), w.written, w.rows)));
+            }
+            let mut bw = w.w.take().ok_or_else(|| Error::file(&w.path, "already finished"))?;
+            bw.flush().map_err(|e| Error::file(&w.path, e))?;
+        }
+        for w in &mut writers {
+            std::fs::rename(&w.tmp, &w.path).map_err(|e| Error::file(&w.path, e))?;
+            w.tmp = PathBuf::new();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NpyRowWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            self.w = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// The .npy v1.0 preamble for a 2-D array (header padded so data starts on a 64-byte boundary).
 fn npy_header_2d(descr: &str, rows: usize, cols: usize, fortran: bool) -> Vec<u8> {
     let dict = format!(

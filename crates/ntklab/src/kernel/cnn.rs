@@ -35,6 +35,8 @@ enum Rule {
     /// Window taps (per output position, `size` offsets) and the affine coefficients.
     Conv {
         win: Window,
+        /// Per window offset, the (output, input) position pairs it connects and their contiguous runs.
+        lists: Vec<Offset>,
         n_in: usize,
         w2: f64,
         b2: f64,
@@ -76,6 +78,8 @@ struct Plan {
     last_use: Vec<usize>,
     /// Nodes whose self-variances activations need (the inputs of activation nodes).
     var_nodes: Vec<usize>,
+    /// Build of the vectorized duals.
+    simd: super::compute::Simd,
 }
 
 fn build(arch: &Architecture, input: &Shape) -> Result<Plan> {
@@ -98,14 +102,19 @@ fn build(arch: &Architecture, input: &Shape) -> Result<Plan> {
         let ins = &graph.nodes[u0];
         let rule = match &node.op {
             Op::Input => Rule::Input,
-            Op::Conv { filter, stride, padding, w_std, b_std, .. } => Rule::Conv {
-                win: Window::new(&ins.shape.spatial, filter, stride, *padding)?,
-                n_in: ins.shape.positions(),
-                w2: w_std * w_std,
-                b2: b_std.map_or(0.0, |b| b * b),
-                bias: b_std.is_some(),
-                fan_in: (ins.shape.channels * filter.iter().product::<usize>()) as f64,
-            },
+            Op::Conv { filter, stride, padding, w_std, b_std, .. } => {
+                let win = Window::new(&ins.shape.spatial, filter, stride, *padding)?;
+                let lists = offset_lists(&win);
+                Rule::Conv {
+                    win,
+                    lists,
+                    n_in: ins.shape.positions(),
+                    w2: w_std * w_std,
+                    b2: b_std.map_or(0.0, |b| b * b),
+                    bias: b_std.is_some(),
+                    fan_in: (ins.shape.channels * filter.iter().product::<usize>()) as f64,
+                }
+            }
             Op::AvgPool { window, stride, padding } => Rule::Pool {
                 win: Window::new(&ins.shape.spatial, window, stride, *padding)?,
                 n_in: ins.shape.positions(),
@@ -162,7 +171,7 @@ fn build(arch: &Architecture, input: &Shape) -> Result<Plan> {
     last_use[out] = usize::MAX;
     var_nodes.sort_unstable();
     var_nodes.dedup();
-    Ok(Plan { graph, rules, full, ntk_param, last_use, var_nodes })
+    Ok(Plan { graph, rules, full, ntk_param, last_use, var_nodes, simd: super::compute::simd_level() })
 }
 
 /// Self-variances of one input at the nodes activations read: `vars[k][p]` for `plan.var_nodes[k]`.
@@ -184,10 +193,13 @@ impl Plan {
             let get = |u: usize| vals[u].as_ref().expect("inputs are computed before their readers");
             let cov = match &self.rules[v] {
                 Rule::Input => input_cov(x1, x2, &node.shape, self.full),
-                Rule::Conv { win, n_in, w2, b2, bias, fan_in } => {
+                Rule::Conv { win, lists, n_in, w2, b2, bias, fan_in } => {
                     let c = get(node.inputs[0]);
-                    let (mut k, mut t) =
-                        (window_sum(&c.k, win, *n_in, self.full, true), window_sum(&c.t, win, *n_in, self.full, true));
+                    let (mut k, mut t) = if self.full {
+                        conv_full(&c.k, &c.t, lists, *n_in, p)
+                    } else {
+                        (window_sum(&c.k, win, *n_in, false), window_sum(&c.t, win, *n_in, false))
+                    };
                     let inv = 1.0 / win.size as f64;
                     if self.ntk_param {
                         for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
@@ -207,8 +219,8 @@ impl Plan {
                 Rule::Pool { win, n_in } => {
                     let c = get(node.inputs[0]);
                     let inv = 1.0 / (win.size * win.size) as f64;
-                    let mut k = window_sum(&c.k, win, *n_in, true, false);
-                    let mut t = window_sum(&c.t, win, *n_in, true, false);
+                    let mut k = window_sum(&c.k, win, *n_in, true);
+                    let mut t = window_sum(&c.t, win, *n_in, true);
                     k.iter_mut().chain(t.iter_mut()).for_each(|x| *x *= inv);
                     Cov { k, t, p }
                 }
@@ -254,12 +266,15 @@ impl Plan {
                     let mut k = c.k.clone();
                     let mut t = c.t.clone();
                     if self.full && c.p > 1 {
-                        for i in 0..c.p {
-                            for j in 0..c.p {
-                                let (tv, td) = dual.eval(q1[i], k[i * c.p + j], q2[j]);
-                                k[i * c.p + j] = tv;
-                                t[i * c.p + j] *= td;
-                            }
+                        // Row i (positions of x) is contiguous over j (positions of x'): the vectorized duals
+                        // run on it with x' variances along the row. The spatial diagonal (theta = 0 when x = x',
+                        // where the block formulas lose digits) is redone with the exact scalar dual: P of P^2.
+                        let diag_k: Vec<f64> = (0..c.p).map(|i| c.k[i * c.p + i]).collect();
+                        super::compute::dual_columns(self.simd, dual, &q2, &q1, &mut k, &mut t);
+                        for (i, &kd) in diag_k.iter().enumerate() {
+                            let (tv, td) = dual.eval(q1[i], kd, q2[i]);
+                            k[i * c.p + i] = tv;
+                            t[i * c.p + i] = c.t[i * c.p + i] * td;
                         }
                     } else {
                         for i in 0..c.p {
@@ -337,48 +352,244 @@ fn input_cov(x1: &[f64], x2: &[f64], shape: &Shape, full: bool) -> Cov {
     Cov { k, t, p }
 }
 
-/// Window sums of a covariance: `same` = true sums K[p_j, q_j] over common offsets j (conv), false sums
-/// K[p_j, q_j'] over both windows (pooling). Full (P_in x P_in -> P_out x P_out) or diagonal (P_in -> P_out).
-fn window_sum(src: &[f64], win: &Window, n_in: usize, full: bool, same: bool) -> Vec<f64> {
+/// One window offset: the (output position, input position) pairs it connects (padding dropped) and the same
+/// as runs (first output, first input, length) of consecutive outputs reading consecutive inputs.
+struct Offset {
+    pairs: Vec<(usize, usize)>,
+    runs: Vec<(usize, usize, usize)>,
+}
+
+/// For each window offset j, its [`Offset`].
+fn offset_lists(win: &Window) -> Vec<Offset> {
+    let n_out: usize = win.out.iter().product();
+    (0..win.size)
+        .map(|j| {
+            let pairs: Vec<(usize, usize)> =
+                (0..n_out).filter_map(|o| win.taps[o * win.size + j].map(|i| (o, i))).collect();
+            let runs = runs(&pairs);
+            Offset { pairs, runs }
+        })
+        .collect()
+}
+
+/// Runs of an offset list: (first output, first input, length) with outputs and inputs both consecutive, so the
+/// inner loop of [`conv_full`] adds contiguous slices (one run per image row for stride-1 windows).
+fn runs(l: &[(usize, usize)]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for &(b, i) in l {
+        match out.last_mut() {
+            Some((b0, i0, len)) if *b0 + *len == b && *i0 + *len == i => *len += 1,
+            _ => out.push((b, i, 1)),
+        }
+    }
+    out
+}
+
+/// The convolution of a full covariance and its NTK together: out[a, b] = sum_j K[a_j, b_j] over the offsets j
+/// valid at both a and b (the inner loop adds contiguous slices).
+fn conv_full(k: &[f64], t: &[f64], lists: &[Offset], n_in: usize, n_out: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut ok = vec![0.0; n_out * n_out];
+    let mut ot = vec![0.0; n_out * n_out];
+    for l in lists {
+        for &(a, i) in &l.pairs {
+            let (krow, trow) = (&k[i * n_in..(i + 1) * n_in], &t[i * n_in..(i + 1) * n_in]);
+            let (okr, otr) = (&mut ok[a * n_out..(a + 1) * n_out], &mut ot[a * n_out..(a + 1) * n_out]);
+            for &(b0, i0, len) in &l.runs {
+                for (o, s) in okr[b0..b0 + len].iter_mut().zip(&krow[i0..i0 + len]) {
+                    *o += s;
+                }
+                for (o, s) in otr[b0..b0 + len].iter_mut().zip(&trow[i0..i0 + len]) {
+                    *o += s;
+                }
+            }
+        }
+    }
+    (ok, ot)
+}
+
+/// Window sums of a covariance for pooling and diagonal convolutions: with `full`, sum K[p_j, q_j'] over both
+/// windows (P_in x P_in -> P_out x P_out, separably: rows first, then columns); otherwise the diagonal
+/// K[p_j] summed over the window (P_in -> P_out).
+fn window_sum(src: &[f64], win: &Window, n_in: usize, full: bool) -> Vec<f64> {
     let n_out: usize = win.out.iter().product();
     let s = win.size;
     if !full {
         return (0..n_out).map(|o| win.taps[o * s..(o + 1) * s].iter().flatten().map(|&i| src[i]).sum()).collect();
     }
-    let mut out = vec![0.0; n_out * n_out];
-    if same {
-        for a in 0..n_out {
-            let ta = &win.taps[a * s..(a + 1) * s];
-            for b in 0..n_out {
-                let tb = &win.taps[b * s..(b + 1) * s];
-                let mut acc = 0.0;
-                for (pa, pb) in ta.iter().zip(tb) {
-                    if let (Some(i), Some(j)) = (pa, pb) {
-                        acc += src[i * n_in + j];
-                    }
-                }
-                out[a * n_out + b] = acc;
-            }
-        }
-    } else {
-        // Separable: first pool the rows (P_out x P_in), then the columns.
-        let mut half = vec![0.0; n_out * n_in];
-        for a in 0..n_out {
-            for &i in win.taps[a * s..(a + 1) * s].iter().flatten() {
-                let row = &src[i * n_in..(i + 1) * n_in];
-                for (h, r) in half[a * n_in..(a + 1) * n_in].iter_mut().zip(row) {
-                    *h += r;
-                }
-            }
-        }
-        for a in 0..n_out {
-            for b in 0..n_out {
-                out[a * n_out + b] =
-                    win.taps[b * s..(b + 1) * s].iter().flatten().map(|&j| half[a * n_in + j]).sum::<f64>();
+    let mut half = vec![0.0; n_out * n_in];
+    for a in 0..n_out {
+        for &i in win.taps[a * s..(a + 1) * s].iter().flatten() {
+            let row = &src[i * n_in..(i + 1) * n_in];
+            for (h, r) in half[a * n_in..(a + 1) * n_in].iter_mut().zip(row) {
+                *h += r;
             }
         }
     }
+    let mut out = vec![0.0; n_out * n_out];
+    for a in 0..n_out {
+        for b in 0..n_out {
+            out[a * n_out + b] =
+                win.taps[b * s..(b + 1) * s].iter().flatten().map(|&j| half[a * n_in + j]).sum::<f64>();
+        }
+    }
     out
+}
+
+/// A convolutional kernel job: the compiled plan, the inputs and their self-variances. [`CnnKernel::full`] computes
+/// the whole N1 x N2 kernel; [`CnnKernel::rows`] any block of its rows, bit-identical to the same rows of `full`
+/// (every entry is computed from its pair in the same order), so a kernel larger than memory can be written in
+/// slices.
+pub struct CnnKernel<'a> {
+    plan: Plan,
+    x1: MatRef<'a, f64>,
+    x2: Option<MatRef<'a, f64>>,
+    size: usize,
+    /// Per input of x1 (and x2): variances at the activation inputs, and the self NNGP and NTK.
+    s1: Vec<(Vars, f64, f64)>,
+    s2: Option<Vec<(Vars, f64, f64)>>,
+}
+
+impl<'a> CnnKernel<'a> {
+    /// Checks the inputs (rows of `input.size()` finite values) and the architecture, and runs every input
+    /// through the network with itself (the variances the nonlinearities need).
+    pub fn new(
+        arch: &Architecture,
+        input: &Shape,
+        x1: MatRef<'a, f64>,
+        x2: Option<MatRef<'a, f64>>,
+    ) -> Result<CnnKernel<'a>> {
+        let size = input.size();
+        for (m, what) in [(Some(x1), "x1"), (x2, "x2")] {
+            if let Some(m) = m {
+                if m.ncols() != size || m.nrows() == 0 {
+                    return Err(Error::Shape(format!(
+                        "{what} is {} x {} but inputs of shape {input} need {size} values per row",
+                        m.nrows(),
+                        m.ncols()
+                    )));
+                }
+                for i in 0..m.nrows() {
+                    for j in 0..size {
+                        if !m[(i, j)].is_finite() {
+                            return Err(Error::InvalidInput(format!("{what}[{i}, {j}] is {}", m[(i, j)])));
+                        }
+                    }
+                }
+            }
+        }
+        let plan = build(arch, input)?;
+        let pmax = plan.graph.nodes.iter().map(|n| n.shape.positions()).max().unwrap_or(1);
+        let n_all = x1.nrows() + x2.map_or(0, |m| m.nrows());
+        crate::data::memory::check_alloc(
+            n_all.saturating_mul(pmax).saturating_mul(8 * plan.var_nodes.len().max(1)),
+            "the inputs' per-position variances",
+        )?;
+        let mut me = CnnKernel { plan, x1, x2, size, s1: Vec::new(), s2: None };
+        me.s1 = me.self_pass(x1);
+        me.s2 = x2.map(|m| me.self_pass(m));
+        Ok(me)
+    }
+
+    fn row(&self, m: MatRef<'_, f64>, i: usize) -> Vec<f64> {
+        (0..self.size).map(|j| m[(i, j)]).collect()
+    }
+
+    fn self_pass(&self, m: MatRef<'_, f64>) -> Vec<(Vars, f64, f64)> {
+        (0..m.nrows())
+            .into_par_iter()
+            .map(|i| {
+                let r = self.row(m, i);
+                let (k, t, v) = self.plan.pair(&r, &r, None, None, true);
+                (v, k, t)
+            })
+            .collect()
+    }
+
+    /// Bytes needed for an output block of `rows` rows (the outputs plus a few P x P buffers per thread).
+    pub fn bytes_for_rows(&self, rows: usize) -> usize {
+        let n2 = self.x2.map_or(self.x1.nrows(), |m| m.nrows());
+        let pmax = self.plan.graph.nodes.iter().map(|n| n.shape.positions()).max().unwrap_or(1);
+        let per_pair = if self.plan.full { pmax.saturating_mul(pmax) } else { pmax };
+        rows.saturating_mul(n2)
+            .saturating_mul(16)
+            .saturating_add(rayon::current_num_threads().saturating_mul(per_pair).saturating_mul(16 * 8))
+    }
+
+    /// The entry (i, j): the symmetric kernel takes each pair in one canonical order (larger index first).
+    fn entry(&self, i: usize, j: usize) -> (f64, f64) {
+        match self.x2 {
+            None if i == j => (self.s1[i].1, self.s1[i].2),
+            None => {
+                let (a, b) = if i > j { (i, j) } else { (j, i) };
+                let (ra, rb) = (self.row(self.x1, a), self.row(self.x1, b));
+                let (k, t, _) = self.plan.pair(&ra, &rb, Some(&self.s1[a].0), Some(&self.s1[b].0), false);
+                (k, t)
+            }
+            Some(x2) => {
+                let s2 = self.s2.as_ref().expect("set with x2");
+                let (ra, rb) = (self.row(self.x1, i), self.row(x2, j));
+                let (k, t, _) = self.plan.pair(&ra, &rb, Some(&self.s1[i].0), Some(&s2[j].0), false);
+                (k, t)
+            }
+        }
+    }
+
+    /// Rows `r0..r1` of the kernel (all columns); `progress(done, total)` counts rows.
+    pub fn rows(&self, r0: usize, r1: usize, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Kernel<f64>> {
+        let (n1, n2) = (self.x1.nrows(), self.x2.map_or(self.x1.nrows(), |m| m.nrows()));
+        if r0 > r1 || r1 > n1 {
+            return Err(Error::Shape(format!("rows {r0}..{r1} of a kernel with {n1} rows")));
+        }
+        crate::data::memory::check_alloc(
+            self.bytes_for_rows(r1 - r0),
+            &format!("the convolutional NNGP and NTK rows {r0}..{r1} ({} x {n2})", r1 - r0),
+        )?;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let out: Vec<Vec<(f64, f64)>> = (r0..r1)
+            .into_par_iter()
+            .map(|i| {
+                let row = (0..n2).map(|j| self.entry(i, j)).collect();
+                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, r1 - r0);
+                row
+            })
+            .collect();
+        let nngp = Mat::from_fn(r1 - r0, n2, |i, j| out[i][j].0);
+        let ntk = Mat::from_fn(r1 - r0, n2, |i, j| out[i][j].1);
+        Ok(Kernel { nngp, ntk })
+    }
+
+    /// The whole kernel, each pair computed once (the symmetric case mirrors).
+    pub fn full(&self, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Kernel<f64>> {
+        let n1 = self.x1.nrows();
+        if self.x2.is_some() {
+            return self.rows(0, n1, progress);
+        }
+        crate::data::memory::check_alloc(
+            self.bytes_for_rows(n1),
+            &format!("the convolutional NNGP and NTK ({n1} x {n1}; --batch computes them in slices of rows)"),
+        )?;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        progress(0, n1);
+        let out: Vec<Vec<(f64, f64)>> = (0..n1)
+            .into_par_iter()
+            .map(|i| {
+                let row = (0..=i).map(|j| self.entry(i, j)).collect();
+                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1);
+                row
+            })
+            .collect();
+        let mut nngp = Mat::zeros(n1, n1);
+        let mut ntk = Mat::zeros(n1, n1);
+        for (i, row) in out.iter().enumerate() {
+            for (j, &(k, t)) in row.iter().enumerate() {
+                nngp[(i, j)] = k;
+                ntk[(i, j)] = t;
+                nngp[(j, i)] = k;
+                ntk[(j, i)] = t;
+            }
+        }
+        Ok(Kernel { nngp, ntk })
+    }
 }
 
 /// Infinite-width NNGP and NTK of a convolutional `arch` between the rows of `x1` (N1 x size of `input`) and
@@ -390,85 +601,7 @@ pub fn cnn_kernel(
     x2: Option<MatRef<'_, f64>>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Kernel<f64>> {
-    let size = input.size();
-    for (m, what) in [(Some(x1), "x1"), (x2, "x2")] {
-        if let Some(m) = m {
-            if m.ncols() != size || m.nrows() == 0 {
-                return Err(Error::Shape(format!(
-                    "{what} is {} x {} but inputs of shape {input} need {size} values per row",
-                    m.nrows(),
-                    m.ncols()
-                )));
-            }
-            if let Some((i, j)) =
-                (0..m.nrows()).flat_map(|i| (0..size).map(move |j| (i, j))).find(|&(i, j)| !m[(i, j)].is_finite())
-            {
-                return Err(Error::InvalidInput(format!("{what}[{i}, {j}] is {}", m[(i, j)])));
-            }
-        }
-    }
-    let plan = build(arch, input)?;
-    let symmetric = x2.is_none();
-    let x2m = x2.unwrap_or(x1);
-    let (n1, n2) = (x1.nrows(), x2m.nrows());
-    // Memory: the outputs, plus per thread a few P x P (or P) buffers per live node.
-    let pmax = plan.graph.nodes.iter().map(|n| n.shape.positions()).max().unwrap_or(1);
-    let per_pair = if plan.full { pmax.saturating_mul(pmax) } else { pmax };
-    let threads = rayon::current_num_threads();
-    let bytes = n1
-        .saturating_mul(n2)
-        .saturating_mul(16)
-        .saturating_add(threads.saturating_mul(per_pair).saturating_mul(16 * 6))
-        .saturating_add((n1 + n2).saturating_mul(pmax).saturating_mul(8 * plan.var_nodes.len().max(1)));
-    crate::data::memory::check_alloc(bytes, &format!("the convolutional NNGP and NTK ({n1} x {n2})"))?;
-    let rows = |m: MatRef<'_, f64>, i: usize| -> Vec<f64> { (0..size).map(|j| m[(i, j)]).collect() };
-    let self_vars = |m: MatRef<'_, f64>, n: usize| -> Vec<(Vars, f64, f64)> {
-        (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let r = rows(m, i);
-                let (k, t, v) = plan.pair(&r, &r, None, None, true);
-                (v, k, t)
-            })
-            .collect()
-    };
-    let s1 = self_vars(x1, n1);
-    let s2 = if symmetric { None } else { Some(self_vars(x2m, n2)) };
-    let s2r = s2.as_ref().unwrap_or(&s1);
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    progress(0, n1);
-    let out: Vec<Vec<(f64, f64)>> = (0..n1)
-        .into_par_iter()
-        .map(|i| {
-            let a = rows(x1, i);
-            let hi = if symmetric { i + 1 } else { n2 };
-            let row = (0..hi)
-                .map(|j| {
-                    if symmetric && i == j {
-                        return (s1[i].1, s1[i].2);
-                    }
-                    let b = rows(x2m, j);
-                    let (k, t, _) = plan.pair(&a, &b, Some(&s1[i].0), Some(&s2r[j].0), false);
-                    (k, t)
-                })
-                .collect();
-            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1);
-            row
-        })
-        .collect();
-    let mut nngp = Mat::zeros(n1, n2);
-    let mut ntk = Mat::zeros(n1, n2);
-    for (i, row) in out.iter().enumerate() {
-        for (j, &(k, t)) in row.iter().enumerate() {
-            nngp[(i, j)] = k;
-            ntk[(i, j)] = t;
-            if symmetric {
-                nngp[(j, i)] = k;
-                ntk[(j, i)] = t;
-            }
-        }
-    }
-    Ok(Kernel { nngp, ntk })
+    CnnKernel::new(arch, input, x1, x2)?.full(progress)
 }
 
 #[cfg(test)]
@@ -504,6 +637,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn row_blocks_are_bit_identical_to_the_whole_kernel() {
+        let s = Shape::image(&[5, 4], 2);
+        let x = gaussian(7, 40, 3);
+        let arch = Architecture::parse(
+            "conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),relu,avg_pool(2x2),conv(2,2x2,padding=circular),relu,global_avg_pool,dense(1)",
+            Parameterization::Ntk,
+        )
+        .unwrap();
+        let job = CnnKernel::new(&arch, &s, x.as_ref(), None).unwrap();
+        let whole = job.full(&|_, _| {}).unwrap();
+        for (r0, r1) in [(0, 3), (3, 6), (6, 7)] {
+            let b = job.rows(r0, r1, &|_, _| {}).unwrap();
+            for i in r0..r1 {
+                for j in 0..7 {
+                    assert_eq!(b.nngp[(i - r0, j)].to_bits(), whole.nngp[(i, j)].to_bits());
+                    assert_eq!(b.ntk[(i - r0, j)].to_bits(), whole.ntk[(i, j)].to_bits());
+                }
+            }
+        }
+        assert!(job.rows(6, 8, &|_, _| {}).is_err());
     }
 
     #[test]
