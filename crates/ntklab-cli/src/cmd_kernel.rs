@@ -206,7 +206,7 @@ fn cnn_into(
 
 /// Inputs from a file: N x d feature rows (.npy of rank 2, .csv), or N x W x C / N x H x W x C (/ N x D x H x W x
 /// C) examples with spatial axes (.npy), returned as N rows of their values in C order with the example shape.
-fn load_inputs(path: &Path, what: &str) -> Result<(Mat<f64>, Option<ntklab::kernel::Shape>)> {
+pub fn load_inputs(path: &Path, what: &str) -> Result<(Mat<f64>, Option<ntklab::kernel::Shape>)> {
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if !is_npy {
         return Ok((load_matrix(path, what)?, None));

@@ -235,11 +235,24 @@ fn kernels_from_arch(a: &PredictArgs) -> Result<Kernels> {
     let p = Parameterization::parse(&a.parameterization)?;
     let arch_s = a.arch.as_ref().expect("called with --arch");
     let arch = Architecture::parse(arch_s, p).context("in --arch")?;
-    let xtr = load_matrix(a.x_train.as_ref().expect("clap requires --x-train"), "--x-train")?;
-    let xte = load_matrix(a.x_test.as_ref().expect("clap requires --x-test"), "--x-test")?;
-    if xtr.ncols() != xte.ncols() {
-        bail!("--x-train has {} features per row but --x-test has {}", xtr.ncols(), xte.ncols());
+    let (xtr, str_) =
+        crate::cmd_kernel::load_inputs(a.x_train.as_ref().expect("clap requires --x-train"), "--x-train")?;
+    let (xte, ste) = crate::cmd_kernel::load_inputs(a.x_test.as_ref().expect("clap requires --x-test"), "--x-test")?;
+    if xtr.ncols() != xte.ncols() || str_ != ste {
+        let show = |s: &Option<ntklab::kernel::Shape>, m: &Mat<f64>| {
+            s.as_ref().map_or(format!("{} features", m.ncols()), |s| format!("shape {s}"))
+        };
+        bail!("--x-train has examples of {} but --x-test of {}", show(&str_, &xtr), show(&ste, &xte));
     }
+    // Inputs with spatial axes (N x H x W x C) take the convolutional kernel.
+    let kernel = |a1: &Mat<f64>, a2: Option<&Mat<f64>>| -> ntklab::Result<ntklab::kernel::Kernel<f64>> {
+        match &str_ {
+            None => kernel(&arch, a1.as_ref(), a2.map(|m| m.as_ref())),
+            Some(shape) => {
+                ntklab::kernel::cnn::cnn_kernel(&arch, shape, a1.as_ref(), a2.map(|m| m.as_ref()), &|_, _| {})
+            }
+        }
+    };
     let kind = a.kernel.unwrap_or(if a.mode == Mode::Gp { KernelKind::Nngp } else { KernelKind::Ntk });
     let pick = |k: ntklab::kernel::Kernel<f64>| if kind == KernelKind::Ntk { k.ntk } else { k.nngp };
     // Both kernels of each block are computed before one is picked: 2 (n^2 + t n (+ t^2 for gp)) values.
@@ -256,9 +269,9 @@ fn kernels_from_arch(a: &PredictArgs) -> Result<Kernels> {
         xte.nrows()
     ));
     let res = (|| -> Result<Kernels> {
-        let train = pick(kernel(&arch, xtr.as_ref(), None)?);
-        let test_train = pick(kernel(&arch, xte.as_ref(), Some(xtr.as_ref()))?);
-        let test_test = if a.mode == Mode::Gp { Some(pick(kernel(&arch, xte.as_ref(), None)?)) } else { None };
+        let train = pick(kernel(&xtr, None)?);
+        let test_train = pick(kernel(&xte, Some(&xtr))?);
+        let test_test = if a.mode == Mode::Gp { Some(pick(kernel(&xte, None)?)) } else { None };
         Ok(Kernels { train, test_train, test_test, source: serde_json::Value::Null })
     })();
     pb.finish_and_clear();

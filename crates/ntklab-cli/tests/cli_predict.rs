@@ -404,3 +404,70 @@ fn kernels_too_large_for_memory_are_refused_before_computing() {
     assert!(!d.join("out").exists());
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn image_inputs_predict_with_the_convolutional_kernel() {
+    use ntklab::data::io::Array;
+    let d = tmp("cnn");
+    let (n, t, h, w, c) = (6, 2, 4, 4, 2);
+    let xtr = ntklab::data::synthetic::gaussian(n, h * w * c, 4);
+    let xte = ntklab::data::synthetic::gaussian(t, h * w * c, 5);
+    let y = ntklab::data::synthetic::gaussian(n, 1, 6);
+    let as_images = |m: &Mat<f64>, rows: usize| Array {
+        shape: vec![rows, h, w, c],
+        data: (0..rows).flat_map(|i| (0..h * w * c).map(move |j| (i, j))).map(|(i, j)| m[(i, j)]).collect(),
+    };
+    ntklab::data::write_npy(&d.join("xtr.npy"), &as_images(&xtr, n)).unwrap();
+    ntklab::data::write_npy(&d.join("xte.npy"), &as_images(&xte, t)).unwrap();
+    write(&d.join("y.npy"), &y);
+    let arch_s = "conv(4,3x3,padding=same,w_std=1.4,b_std=0.1),relu,global_avg_pool,dense(1,w_std=1.4,b_std=0.1)";
+    run_ok(
+        &[
+            "predict",
+            "--mode",
+            "krr",
+            "--arch",
+            arch_s,
+            "--x-train",
+            "xtr.npy",
+            "--x-test",
+            "xte.npy",
+            "--y",
+            "y.npy",
+            "--reg",
+            "1e-3",
+            "--out",
+            "o",
+        ],
+        &d,
+    );
+    let arch = ntklab::kernel::Architecture::parse(arch_s, ntklab::kernel::Parameterization::Ntk).unwrap();
+    let shape = ntklab::kernel::Shape::image(&[h, w], c);
+    let k = ntklab::kernel::cnn::cnn_kernel(&arch, &shape, xtr.as_ref(), None, &|_, _| {}).unwrap().ntk;
+    let kt = ntklab::kernel::cnn::cnn_kernel(&arch, &shape, xte.as_ref(), Some(xtr.as_ref()), &|_, _| {}).unwrap().ntk;
+    let want = krr(k.as_ref(), y.as_ref(), kt.as_ref(), 1e-3).unwrap().prediction;
+    assert!(max_diff(&read(&d.join("o/prediction.npy")), &want) < 1e-12);
+    // Train and test of different shapes are named.
+    ntklab::data::write_npy(&d.join("bad.npy"), &Array { shape: vec![t, h * w, c], data: as_images(&xte, t).data })
+        .unwrap();
+    let err = run_err(
+        &[
+            "predict",
+            "--mode",
+            "krr",
+            "--arch",
+            arch_s,
+            "--x-train",
+            "xtr.npy",
+            "--x-test",
+            "bad.npy",
+            "--y",
+            "y.npy",
+            "--out",
+            "b",
+        ],
+        &d,
+    );
+    assert!(err.contains("shape"), "{err}");
+    std::fs::remove_dir_all(&d).ok();
+}
