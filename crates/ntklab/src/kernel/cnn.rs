@@ -314,6 +314,159 @@ impl Plan {
         (outv.k[0], outv.t[0], rec)
     }
 
+    /// Diagonal mode (no pooling), one input x against many x'_j at once: every node holds a P x m array stored
+    /// position-major (`[p * m + jj]`), so the duals run as vectorized columns over jj. `xs[jj]` are the x'
+    /// rows, `vars[jj]` their self-variances, `v1` those of x. Entry by entry the arithmetic is that of one pair,
+    /// whatever m (elementwise operations only), so any subset of columns gives the same bits.
+    /// `xt` holds the x' inputs transposed (value (p, c) of x'_j at `[(p C + c) n2 + j]`) and `vt[slot]` their
+    /// variances (`[p n2 + j]`); the columns are j0..j1.
+    #[allow(clippy::too_many_arguments)]
+    fn diag_row(
+        &self,
+        x1: &[f64],
+        v1: &Vars,
+        xt: &[f64],
+        vt: &[Vec<f64>],
+        n2: usize,
+        j0: usize,
+        j1: usize,
+    ) -> Vec<(f64, f64)> {
+        let m = j1 - j0;
+        let n = self.graph.nodes.len();
+        let mut vals: Vec<Option<(Vec<f64>, Vec<f64>)>> = vec![None; n];
+        for v in 0..n {
+            let node = &self.graph.nodes[v];
+            let pv = self.positions(v);
+            let get = |u: usize| vals[u].as_ref().expect("inputs are computed before their readers");
+            let (k, t) = match &self.rules[v] {
+                Rule::Input => {
+                    let c = node.shape.channels;
+                    let inv = 1.0 / c as f64;
+                    let mut k = vec![0.0; pv * m];
+                    for p in 0..pv {
+                        let kp = &mut k[p * m..(p + 1) * m];
+                        for q in 0..c {
+                            let a = x1[p * c + q];
+                            let col = &xt[(p * c + q) * n2 + j0..(p * c + q) * n2 + j1];
+                            for (o, &b) in kp.iter_mut().zip(col) {
+                                *o += a * b;
+                            }
+                        }
+                        kp.iter_mut().for_each(|o| *o *= inv);
+                    }
+                    (k, vec![0.0; pv * m])
+                }
+                Rule::Conv { win, w2, b2, bias, fan_in, .. } => {
+                    let (ck, ct) = get(node.inputs[0]);
+                    let mut k = vec![0.0; pv * m];
+                    let mut t = vec![0.0; pv * m];
+                    for o in 0..pv {
+                        let (ko, to) = (&mut k[o * m..(o + 1) * m], &mut t[o * m..(o + 1) * m]);
+                        for &i in win.taps[o * win.size..(o + 1) * win.size].iter().flatten() {
+                            for (a, b) in ko.iter_mut().zip(&ck[i * m..(i + 1) * m]) {
+                                *a += b;
+                            }
+                            for (a, b) in to.iter_mut().zip(&ct[i * m..(i + 1) * m]) {
+                                *a += b;
+                            }
+                        }
+                    }
+                    let inv = 1.0 / win.size as f64;
+                    if self.ntk_param {
+                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
+                            *kk = w2 * *kk * inv + b2;
+                            *tt = w2 * *tt * inv + *kk;
+                        }
+                    } else {
+                        let one = if *bias { 1.0 } else { 0.0 };
+                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
+                            let ku = *kk * inv;
+                            *tt = fan_in * ku + one + w2 * *tt * inv;
+                            *kk = w2 * ku + b2;
+                        }
+                    }
+                    (k, t)
+                }
+                Rule::Flatten => {
+                    let (ck, ct) = get(node.inputs[0]);
+                    let pu = self.positions(node.inputs[0]);
+                    let mut k = vec![0.0; m];
+                    let mut t = vec![0.0; m];
+                    for p in 0..pu {
+                        for (a, b) in k.iter_mut().zip(&ck[p * m..(p + 1) * m]) {
+                            *a += b;
+                        }
+                        for (a, b) in t.iter_mut().zip(&ct[p * m..(p + 1) * m]) {
+                            *a += b;
+                        }
+                    }
+                    k.iter_mut().chain(t.iter_mut()).for_each(|x| *x /= pu as f64);
+                    (k, t)
+                }
+                Rule::Dense { w2, b2, bias, n_in } => {
+                    let (ck, ct) = get(node.inputs[0]);
+                    let mut k = vec![0.0; m];
+                    let mut t = vec![0.0; m];
+                    for jj in 0..m {
+                        k[jj] = w2 * ck[jj] + b2;
+                        t[jj] = if self.ntk_param {
+                            w2 * ct[jj] + k[jj]
+                        } else {
+                            n_in * ck[jj] + if *bias { 1.0 } else { 0.0 } + w2 * ct[jj]
+                        };
+                    }
+                    (k, t)
+                }
+                Rule::Act(dual) => {
+                    let u = node.inputs[0];
+                    let (ck, ct) = get(u);
+                    let slot = self.var_nodes.binary_search(&u).expect("activation inputs are recorded");
+                    let (mut k, mut t) = (ck.clone(), ct.clone());
+                    for p in 0..pv {
+                        let qcol = &vt[slot][p * n2 + j0..p * n2 + j1];
+                        let (ks, ts) = (&mut k[p * m..(p + 1) * m], &mut t[p * m..(p + 1) * m]);
+                        let qi = v1[slot][p];
+                        super::compute::dual_columns(self.simd, dual, qcol, &[qi], ks, ts);
+                        // Identical inputs (x' = x, entry by entry the same variance and covariance): theta = 0,
+                        // where the block formulas lose digits; the exact scalar dual instead.
+                        for jj in 0..m {
+                            let kk = ck[p * m + jj];
+                            if kk == qi && kk == qcol[jj] {
+                                let (tv, td) = dual.eval(qi, kk, qi);
+                                ks[jj] = tv;
+                                ts[jj] = ct[p * m + jj] * td;
+                            }
+                        }
+                    }
+                    (k, t)
+                }
+                Rule::Fan(weights) => {
+                    let mut k = vec![0.0; pv * m];
+                    let mut t = vec![0.0; pv * m];
+                    for (&u, &w) in node.inputs.iter().zip(weights) {
+                        let (ck, ct) = get(u);
+                        for (a, b) in k.iter_mut().zip(ck) {
+                            *a += w * b;
+                        }
+                        for (a, b) in t.iter_mut().zip(ct) {
+                            *a += w * b;
+                        }
+                    }
+                    (k, t)
+                }
+                Rule::Pool { .. } | Rule::GlobalAvgPool => unreachable!("pooling selects the full mode"),
+            };
+            vals[v] = Some((k, t));
+            for &u in &node.inputs {
+                if self.last_use[u] == v {
+                    vals[u] = None;
+                }
+            }
+        }
+        let (k, t) = vals[self.graph.output()].take().expect("the output is computed");
+        k.into_iter().zip(t).collect()
+    }
+
     /// Activation nodes appear in graph order; several may read one node. Map to `var_nodes` slots.
     fn order_vars(&self, rec: Vars) -> Vars {
         let mut out: Vars = vec![Vec::new(); self.var_nodes.len()];
@@ -447,6 +600,9 @@ pub struct CnnKernel<'a> {
     /// Per input of x1 (and x2): variances at the activation inputs, and the self NNGP and NTK.
     s1: Vec<(Vars, f64, f64)>,
     s2: Option<Vec<(Vars, f64, f64)>>,
+    /// Diagonal mode: the column-side inputs and their variances transposed (see `Plan::diag_row`).
+    xt: Vec<f64>,
+    vt: Vec<Vec<f64>>,
 }
 
 impl<'a> CnnKernel<'a> {
@@ -484,9 +640,32 @@ impl<'a> CnnKernel<'a> {
             n_all.saturating_mul(pmax).saturating_mul(8 * plan.var_nodes.len().max(1)),
             "the inputs' per-position variances",
         )?;
-        let mut me = CnnKernel { plan, x1, x2, size, s1: Vec::new(), s2: None };
+        let mut me = CnnKernel { plan, x1, x2, size, s1: Vec::new(), s2: None, xt: Vec::new(), vt: Vec::new() };
         me.s1 = me.self_pass(x1);
         me.s2 = x2.map(|m| me.self_pass(m));
+        if !me.plan.full {
+            let xr = x2.unwrap_or(x1);
+            let n2 = xr.nrows();
+            me.xt = vec![0.0; size * n2];
+            for j in 0..n2 {
+                for f in 0..size {
+                    me.xt[f * n2 + j] = xr[(j, f)];
+                }
+            }
+            let side = me.s2.as_ref().unwrap_or(&me.s1);
+            me.vt = (0..me.plan.var_nodes.len())
+                .map(|slot| {
+                    let p = me.plan.positions(me.plan.var_nodes[slot]);
+                    let mut t = vec![0.0; p * n2];
+                    for (j, (vars, _, _)) in side.iter().enumerate() {
+                        for q in 0..p {
+                            t[q * n2 + j] = vars[slot][q];
+                        }
+                    }
+                    t
+                })
+                .collect();
+        }
         Ok(me)
     }
 
@@ -534,6 +713,37 @@ impl<'a> CnnKernel<'a> {
         }
     }
 
+    /// Row i against the columns `js` in diagonal mode (one vectorized pass), the symmetric kernel's own
+    /// diagonal taken from the self pass.
+    fn diag_entries(&self, i: usize, j0: usize, j1: usize) -> Vec<(f64, f64)> {
+        let n2 = self.x2.map_or(self.x1.nrows(), |m| m.nrows());
+        let a = self.row(self.x1, i);
+        let mut out = self.plan.diag_row(&a, &self.s1[i].0, &self.xt, &self.vt, n2, j0, j1);
+        if self.x2.is_none() && (j0..j1).contains(&i) {
+            out[i - j0] = (self.s1[i].1, self.s1[i].2);
+        }
+        out
+    }
+
+    /// One output row: columns `0..n2` (or `0..=i` for the symmetric kernel's lower triangle with `lower`),
+    /// each entry computed in its canonical pair order.
+    fn row_entries(&self, i: usize, lower: bool) -> Vec<(f64, f64)> {
+        let n2 = self.x2.map_or(self.x1.nrows(), |m| m.nrows());
+        let end = if lower { i + 1 } else { n2 };
+        if self.plan.full {
+            return (0..end).map(|j| self.entry(i, j)).collect();
+        }
+        if self.x2.is_some() || lower {
+            return self.diag_entries(i, 0, end);
+        }
+        // Symmetric, whole row: j <= i from this row, j > i as column i of row j (its canonical order).
+        let mut out = self.diag_entries(i, 0, i + 1);
+        for j in i + 1..n2 {
+            out.push(self.diag_entries(j, i, i + 1)[0]);
+        }
+        out
+    }
+
     /// Rows `r0..r1` of the kernel (all columns); `progress(done, total)` counts rows.
     pub fn rows(&self, r0: usize, r1: usize, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Kernel<f64>> {
         let (n1, n2) = (self.x1.nrows(), self.x2.map_or(self.x1.nrows(), |m| m.nrows()));
@@ -548,7 +758,7 @@ impl<'a> CnnKernel<'a> {
         let out: Vec<Vec<(f64, f64)>> = (r0..r1)
             .into_par_iter()
             .map(|i| {
-                let row = (0..n2).map(|j| self.entry(i, j)).collect();
+                let row = self.row_entries(i, false);
                 progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, r1 - r0);
                 row
             })
@@ -573,7 +783,7 @@ impl<'a> CnnKernel<'a> {
         let out: Vec<Vec<(f64, f64)>> = (0..n1)
             .into_par_iter()
             .map(|i| {
-                let row = (0..=i).map(|j| self.entry(i, j)).collect();
+                let row = self.row_entries(i, true);
                 progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1);
                 row
             })
@@ -660,6 +870,24 @@ mod tests {
             }
         }
         assert!(job.rows(6, 8, &|_, _| {}).is_err());
+        // The diagonal mode (no pooling) vectorizes over columns: blocks must still give the same bits.
+        let arch = Architecture::parse(
+            "conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),relu,conv(2,2x2,padding=circular),erf,flatten,dense(1)",
+            Parameterization::Ntk,
+        )
+        .unwrap();
+        let job = CnnKernel::new(&arch, &s, x.as_ref(), None).unwrap();
+        let whole = job.full(&|_, _| {}).unwrap();
+        let b = job.rows(2, 5, &|_, _| {}).unwrap();
+        for i in 2..5 {
+            for j in 0..7 {
+                assert_eq!(b.ntk[(i - 2, j)].to_bits(), whole.ntk[(i, j)].to_bits(), "({i}, {j})");
+            }
+        }
+        // And the vectorized rows agree with the pair-by-pair recursion.
+        let (xi, xj) = (job.row(x.as_ref(), 4), job.row(x.as_ref(), 1));
+        let (k, t, _) = job.plan.pair(&xi, &xj, Some(&job.s1[4].0), Some(&job.s1[1].0), false);
+        assert!((k - whole.nngp[(4, 1)]).abs() < 1e-14 * k.abs() && (t - whole.ntk[(4, 1)]).abs() < 1e-14 * t.abs());
     }
 
     #[test]
