@@ -263,6 +263,12 @@ fn kernels_from_arch(a: &PredictArgs) -> Result<Kernels> {
         0
     });
     ntklab::data::memory::check_alloc(blocks.saturating_mul(16), "the train and test kernels")?;
+    // The solve that follows needs its own copies (3 n^2 + t n): refused now rather than after the kernels.
+    let solve = 3usize.saturating_mul(n).saturating_mul(n).saturating_add(t.saturating_mul(n));
+    ntklab::data::memory::check_alloc(
+        blocks.saturating_mul(8).saturating_add(solve).saturating_mul(8),
+        "the kernels and the prediction's linear algebra",
+    )?;
     let pb = spinner(&format!(
         "computing the infinite-width {kind:?} kernel ({} train, {} test points)",
         xtr.nrows(),
@@ -328,6 +334,8 @@ fn check_shapes(k: &Kernels, y: &Mat<f64>, f0: (&Option<Mat<f64>>, &Option<Mat<f
 /// Run `ntklab predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
     check_flags(&a)?;
+    // Existing outputs are refused before any kernel is computed.
+    refuse_existing(&[a.out.join("prediction.npy"), a.out.join("summary.json")], a.force)?;
     let from_arch = a.arch.is_some();
     let k = if from_arch { kernels_from_arch(&a)? } else { kernels_from_files(&a)? };
     let (y, y_vec) = read_with_rank(&a.y, "--y")?;
@@ -339,7 +347,6 @@ pub fn run(a: PredictArgs) -> Result<()> {
     // workspace (3 n^2) and the test-train product (t n).
     let solve = 3usize.saturating_mul(n).saturating_mul(n).saturating_add(t.saturating_mul(n));
     ntklab::data::memory::check_alloc(solve.saturating_mul(8), "the prediction's linear algebra")?;
-    refuse_existing(&[a.out.join("prediction.npy"), a.out.join("summary.json")], a.force)?;
     let created = !a.out.exists();
     ensure_dir(&a.out)?;
     let res = predict_into(&a, &k, (&y, y_vec), (&f0_train, &f0_test), (n, t, m));

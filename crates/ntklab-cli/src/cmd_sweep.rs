@@ -53,7 +53,26 @@ pub fn run(a: SweepArgs) -> Result<()> {
     let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
     let axes: Vec<Axis> = a.grid.iter().map(|g| parse_axis(g)).collect::<ntklab::Result<_>>()?;
     let seeds = a.seeds.as_deref().map(parse_seeds).transpose()?.unwrap_or_default();
-    let points = expand(&base, &axes, &seeds)?;
+    let mut points = expand(&base, &axes, &seeds)?;
+    // A run's id covers its data files' contents too: changed data are not "done".
+    for p in &mut points {
+        let mut files = Vec::new();
+        if let Some(toml::Value::Table(d)) = p.config.get("data") {
+            for key in ["x", "y", "x_test", "y_test"] {
+                if let Some(toml::Value::String(f)) = d.get(key) {
+                    let bytes = std::fs::read(base_dir.join(f)).with_context(|| format!("reading data.{key} = {f}"))?;
+                    files.push((key, ntklab::experiment::bytes_hash(&bytes)));
+                }
+            }
+        }
+        if let Some(model) = p.config.get("model").and_then(|m| m.get("init")).and_then(|v| v.as_str()) {
+            let bytes = std::fs::read(base_dir.join(model)).with_context(|| format!("reading model.init = {model}"))?;
+            files.push(("init", ntklab::experiment::bytes_hash(&bytes)));
+        }
+        if !files.is_empty() {
+            p.id = ntklab::experiment::content_hash(&(&p.config, &files))[..12].to_string();
+        }
+    }
     let grid_size = axes.iter().map(|a| a.values.len()).product::<usize>() * seeds.len().max(1);
     if points.len() < grid_size {
         println!(

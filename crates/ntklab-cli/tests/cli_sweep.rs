@@ -191,3 +191,29 @@ fn a_sweep_folder_is_not_a_train_folder_and_has_one_writer() {
     assert!(!d.join("sw/sweep.lock").exists());
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn changed_data_files_are_not_done() {
+    let d = tmp("data");
+    let x = ntklab::data::synthetic::gaussian(10, 3, 1);
+    let y = ntklab::data::synthetic::gaussian(10, 1, 2);
+    ntklab::data::write_npy_mat(&d.join("x.npy"), x.as_ref()).unwrap();
+    ntklab::data::write_npy_mat(&d.join("y.npy"), y.as_ref()).unwrap();
+    let cfg = "[data]\nx = \"x.npy\"\ny = \"y.npy\"\n[model]\narch = \"dense(8),relu,dense(1)\"\n[optimizer]\nkind = \"gd\"\nlr = 0.1\nsteps = 5\n";
+    std::fs::write(d.join("base.toml"), cfg).unwrap();
+    let run = || {
+        let o = bin()
+            .args(["sweep", "--config", "base.toml", "--grid", "optimizer.lr=0.1,0.2", "--out", "sw"])
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(run().contains("0 already complete"));
+    assert!(run().contains("2 already complete"));
+    let y2 = ntklab::data::synthetic::gaussian(10, 1, 3);
+    ntklab::data::write_npy_mat(&d.join("y.npy"), y2.as_ref()).unwrap();
+    assert!(run().contains("0 already complete"), "new targets, new runs");
+    std::fs::remove_dir_all(&d).ok();
+}

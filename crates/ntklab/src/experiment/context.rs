@@ -20,9 +20,13 @@ use crate::{Error, Result};
 /// A content hash (FNV-1a, 64 bits, then the MurmurHash3 finalizer so that every input byte moves every output
 /// bit; hex) of a value's JSON form: equal configs, equal hashes.
 pub fn content_hash<T: Serialize>(value: &T) -> String {
-    let text = serde_json::to_string(value).unwrap_or_default();
+    bytes_hash(serde_json::to_string(value).unwrap_or_default().as_bytes())
+}
+
+/// The same hash of raw bytes (e.g. a data file's contents).
+pub fn bytes_hash(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -127,9 +131,13 @@ impl<'a> Context<'a> {
     pub fn step<T: Serialize + DeserializeOwned>(&mut self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         if let Some(cp) = &self.checkpoint {
             if let Some(v) = cp.done.get(key) {
-                if let Ok(t) = serde_json::from_value::<T>(v.clone()) {
-                    self.reused += 1;
-                    return Ok(t);
+                match serde_json::from_value::<T>(v.clone()) {
+                    Ok(t) => {
+                        self.reused += 1;
+                        return Ok(t);
+                    }
+                    // Recomputed (and appended again); said, so that a changed record format is not silent.
+                    Err(e) => eprintln!("note: checkpointed step {key} cannot be read back ({e}); computing it again"),
                 }
             }
         }

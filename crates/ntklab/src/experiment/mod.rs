@@ -20,7 +20,7 @@ pub mod linearity;
 pub mod linearity_dag;
 pub mod registry;
 
-pub use context::{content_hash, Context};
+pub use context::{bytes_hash, content_hash, Context};
 pub use registry::{find, Executed, Experiment, Prepared, Reproduction, Typed, REGISTRY};
 
 use serde::{Deserialize, Serialize};
