@@ -7,7 +7,10 @@
 //! * [`dense`]: affine maps with the parameterization multipliers (the only family with parameters).
 //! * [`activation`]: pointwise nonlinearities (the functions and their duals live in `kernel::activation`).
 //! * [`fan_in`]: sums and concatenations of several nodes (fan-out needs no code: a node read twice).
+//! * [`conv`]: convolution and pooling on N x (P C) activations (tested math; not yet called by the traversals,
+//!   whose spatial arms `Network::zeros` keeps unreachable).
 
 pub(crate) mod activation;
+pub(crate) mod conv;
 pub(crate) mod dense;
 pub(crate) mod fan_in;
