@@ -7,6 +7,8 @@
 //!   network output and the relative NTK change after training both scale like width^(-1/2).
 //! * [`linearity_dag`]: the same for networks on directed acyclic graphs (Zhu, Liu & Belkin 2022): the Hessian
 //!   norm scales like (minimum in-degree)^(-1/2), and a bottleneck neuron of fixed in-degree stops it.
+//! * [`nngp_prior`]: random networks of growing width converge to the NNGP Gaussian process (Neal 1994; Lee et
+//!   al. 2018): covariance error and excess kurtosis ~ 1/width.
 //! * [`catapult`]: the large learning-rate phases of GD (Lewkowycz et al. 2020): lazy below eta = 2/lambda0,
 //!   catapult (loss spike, then convergence to a flatter region) above it, divergence beyond eta_max.
 //!
@@ -18,6 +20,7 @@ pub mod catapult;
 pub mod context;
 pub mod linearity;
 pub mod linearity_dag;
+pub mod nngp_prior;
 pub mod registry;
 
 pub use context::{bytes_hash, content_hash, Context};

@@ -170,6 +170,7 @@ pub const REGISTRY: &[&dyn Experiment] = &[
     &Typed::<super::linearity::Linearity>::new(),
     &Typed::<super::linearity_dag::LinearityDag>::new(),
     &Typed::<super::catapult::Catapult>::new(),
+    &Typed::<super::nngp_prior::NngpPrior>::new(),
 ];
 
 /// The reproduction called `name`, or an error listing the known ones.

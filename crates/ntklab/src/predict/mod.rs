@@ -9,7 +9,7 @@
 
 mod dynamics;
 mod gp;
-mod jitter;
+pub(crate) mod jitter;
 mod krr;
 #[cfg(test)]
 mod wide_net_tests;

@@ -180,7 +180,7 @@ th:first-child{text-align:left}caption{caption-side:top;text-align:left;font-wei
 figure{margin:1rem 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.9rem;\
 color:#555}.claim{background:#f6f8ff;border-left:4px solid #4062bb;padding:.5rem 1rem}.ok{color:#17752b;\
 font-weight:600}.bad{color:#b3261e;font-weight:600}.prov td{text-align:left}code{background:#f3f3f3;\
-padding:0 .2rem;border-radius:3px}";
+padding:0 .2rem;border-radius:3px;overflow-wrap:anywhere}";
 
 fn table_html(caption: &str, headers: &[String], rows: &[Vec<String>]) -> String {
     let mut s = String::from("<table>");
