@@ -211,7 +211,7 @@ fn list_names_every_reproduction() {
     let d = tmp("list");
     let o = run_ok(&["run", "--list"], &d);
     let text = String::from_utf8_lossy(&o.stdout);
-    for n in ["linearity", "linearity-dag", "catapult", "nngp-prior"] {
+    for n in ["linearity", "linearity-dag", "catapult", "nngp-prior", "pl"] {
         assert!(text.lines().any(|l| l.starts_with(n)), "{n} missing from:\n{text}");
     }
     let o = run_ok(&["run", "catapult", "--quick", "--print-config"], &d);

@@ -9,6 +9,8 @@
 //!   norm scales like (minimum in-degree)^(-1/2), and a bottleneck neuron of fixed in-degree stops it.
 //! * [`nngp_prior`]: random networks of growing width converge to the NNGP Gaussian process (Neal 1994; Lee et
 //!   al. 2018): covariance error and excess kurtosis ~ 1/width.
+//! * [`pl`]: the PL* condition (Liu, Zhu & Belkin 2022): lambda_min of the NTK along GD stays away from 0 for
+//!   wide networks, which converge at least as fast as (1 - eta mu)^t; it is 0 for under-parameterized ones.
 //! * [`catapult`]: the large learning-rate phases of GD (Lewkowycz et al. 2020): lazy below eta = 2/lambda0,
 //!   catapult (loss spike, then convergence to a flatter region) above it, divergence beyond eta_max.
 //!
@@ -21,6 +23,7 @@ pub mod context;
 pub mod linearity;
 pub mod linearity_dag;
 pub mod nngp_prior;
+pub mod pl;
 pub mod registry;
 
 pub use context::{bytes_hash, content_hash, Context};

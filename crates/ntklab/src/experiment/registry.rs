@@ -171,6 +171,7 @@ pub const REGISTRY: &[&dyn Experiment] = &[
     &Typed::<super::linearity_dag::LinearityDag>::new(),
     &Typed::<super::catapult::Catapult>::new(),
     &Typed::<super::nngp_prior::NngpPrior>::new(),
+    &Typed::<super::pl::Pl>::new(),
 ];
 
 /// The reproduction called `name`, or an error listing the known ones.
