@@ -351,7 +351,8 @@ fn report(res: &PlResult) -> Report {
             Section::Plot {
                 stem: "loss".into(),
                 chart: chart("Training loss and the PL* bound", "L_t", bound_series, true),
-                caption: "Loss curves, with the PL* bound (1 - eta mu_min)^t L_0 of the widest net as the last line".into(),
+                caption: "Loss curves, with the PL* bound (1 - eta mu_min)^t L_0 of the widest net as the last line"
+                    .into(),
             },
             Section::Plot {
                 stem: "mu".into(),
