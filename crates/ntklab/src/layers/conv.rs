@@ -149,6 +149,32 @@ pub(crate) fn tangent<T: Float>(
     z
 }
 
+/// Second order (the R-operator of the reverse pass) along the direction (Hdot, V_w, V_b): given delta and
+/// R{delta}, adds R{gW}, R{gb} into `rgw`, `rgb` and returns R{dH}. The layer is bilinear in (H, W), so each is a
+/// sum of the first-order passes: R{gW} = gW(Hdot, delta) + gW(H, R{delta}), R{gb} = gb(R{delta}),
+/// R{dH} = dH(V_w, delta) + dH(W, R{delta}).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rop<T: Float>(
+    g: &Geom,
+    w: &[T],
+    vw: &[T],
+    h: MatRef<'_, T>,
+    hdot: Option<MatRef<'_, T>>,
+    delta: MatRef<'_, T>,
+    rdelta: MatRef<'_, T>,
+    mults: (f64, f64),
+    rgw: &mut [T],
+    rgb: Option<&mut [T]>,
+) -> Mat<T> {
+    param_grad(g, h, rdelta, mults, rgw, rgb);
+    if let Some(hd) = hdot {
+        param_grad(g, hd, delta, mults, rgw, None);
+    }
+    let mut rdh = input_cotangent(g, w, mults.0, rdelta);
+    rdh += &input_cotangent(g, vw, mults.0, delta);
+    rdh
+}
+
 /// Average pooling (divide by the window size; padding counts) as a linear map on N x P C activations.
 pub(crate) fn avg_pool<T: Float>(g: &Geom, h: MatRef<'_, T>) -> Mat<T> {
     let inv = 1.0 / g.k as f64;
@@ -306,6 +332,55 @@ mod tests {
             let fd = Mat::from_fn(4, g.p_out * c_out, |i, j| (zp[(i, j)] - zm[(i, j)]) / (2.0 * e));
             assert!(max_diff(&fd, &jv) < 1e-6, "JVP");
         }
+    }
+
+    #[test]
+    fn the_r_operator_is_the_derivative_of_the_reverse_pass() {
+        // Along t -> (H + t Hd, W + t Vw, b + t Vb) with the output cotangent delta + t Rd, the reverse pass's
+        // outputs (gW, gb, dH) move at the rates rop returns (central differences, exact up to rounding since
+        // the passes are bilinear).
+        let g = geom(&[5, 4], &[3, 2], &[1, 2], Padding::Same, 2, 3);
+        let h = gaussian(3, g.p_in * 2, 11);
+        let hd = gaussian(3, g.p_in * 2, 12);
+        let w: Vec<f64> = gaussian(1, 3 * 2 * g.k, 13).row(0).iter().copied().collect();
+        let vw: Vec<f64> = gaussian(1, w.len(), 14).row(0).iter().copied().collect();
+        let delta = gaussian(3, g.p_out * 3, 15);
+        let rd = gaussian(3, g.p_out * 3, 16);
+        let mults = (0.7, 1.1);
+        let reverse = |t: f64| {
+            let hh = Mat::from_fn(3, h.ncols(), |i, j| h[(i, j)] + t * hd[(i, j)]);
+            let ww: Vec<f64> = w.iter().zip(&vw).map(|(a, b)| a + t * b).collect();
+            let dd = Mat::from_fn(3, delta.ncols(), |i, j| delta[(i, j)] + t * rd[(i, j)]);
+            let mut gw = vec![0.0; w.len()];
+            let mut gb = vec![0.0; 3];
+            param_grad(&g, hh.as_ref(), dd.as_ref(), mults, &mut gw, Some(&mut gb));
+            (gw, gb, input_cotangent(&g, &ww, mults.0, dd.as_ref()))
+        };
+        let e = 1e-5;
+        let ((gwp, gbp, dhp), (gwm, gbm, dhm)) = (reverse(e), reverse(-e));
+        let mut rgw = vec![0.0; w.len()];
+        let mut rgb = vec![0.0; 3];
+        let rdh = rop(
+            &g,
+            &w,
+            &vw,
+            h.as_ref(),
+            Some(hd.as_ref()),
+            delta.as_ref(),
+            rd.as_ref(),
+            mults,
+            &mut rgw,
+            Some(&mut rgb),
+        );
+        for (k, r) in rgw.iter().enumerate() {
+            let fd = (gwp[k] - gwm[k]) / (2.0 * e);
+            assert!((fd - r).abs() < 1e-7 * (1.0 + fd.abs()), "R gW[{k}]");
+        }
+        for (k, r) in rgb.iter().enumerate() {
+            assert!(((gbp[k] - gbm[k]) / (2.0 * e) - r).abs() < 1e-7, "R gb[{k}]");
+        }
+        let fd = Mat::from_fn(3, h.ncols(), |i, j| (dhp[(i, j)] - dhm[(i, j)]) / (2.0 * e));
+        assert!(max_diff(&fd, &rdh) < 1e-7, "R dH");
     }
 
     #[test]
