@@ -172,8 +172,9 @@ pub fn run_report(a: ReportArgs) -> Result<()> {
         if !root.is_dir() {
             anyhow::bail!("{} is not a folder", root.display());
         }
-        let mut runs = Vec::new();
-        collect_runs(root, 0, &mut runs);
+        let runs = ntklab::report::find_dirs(root, 6, &|d| {
+            d.join("provenance.json").is_file() && d.join("summary.json").is_file()
+        });
         let mut made = 0;
         let mut failed = 0;
         for d in &runs {
@@ -206,24 +207,4 @@ pub fn run_report(a: ReportArgs) -> Result<()> {
         println!("{}: remade {made} report(s); index.html lists {listed}", root.display());
     }
     Ok(())
-}
-
-fn collect_runs(d: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if d.join("provenance.json").is_file() && d.join("summary.json").is_file() {
-        out.push(d.to_path_buf());
-    }
-    if depth >= 6 {
-        return;
-    }
-    let Ok(rd) = std::fs::read_dir(d) else { return };
-    let mut subs: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| e.path())
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".partial")))
-        .collect();
-    subs.sort();
-    for s in subs {
-        collect_runs(&s, depth + 1, out);
-    }
 }

@@ -244,21 +244,8 @@ impl Layer {
                 .ok()
                 .filter(|w| *w > 0)
                 .ok_or_else(|| Error::parse(&call.text, format!("width `{width_s}` must be a positive integer")))?;
-            let num = |i: usize, name: &str| -> Result<Option<f64>> {
-                match &slots[i] {
-                    None => Ok(None),
-                    Some(v) if v.trim().eq_ignore_ascii_case("none") => Ok(None),
-                    Some(v) => {
-                        let x = parse_f64(v).map_err(|m| Error::parse(&call.text, format!("{name}: {m}")))?;
-                        if x < 0.0 {
-                            return Err(Error::parse(&call.text, format!("{name} must be >= 0, got {x}")));
-                        }
-                        Ok(Some(x))
-                    }
-                }
-            };
-            let w_std = num(1, "w_std")?.unwrap_or(1.0);
-            let b_std = num(2, "b_std")?;
+            let w_std = std_arg(&call, slots[1].as_ref(), "w_std")?.unwrap_or(1.0);
+            let b_std = std_arg(&call, slots[2].as_ref(), "b_std")?;
             Ok(Layer::Dense { width, w_std, b_std })
         } else {
             Ok(Layer::Activation(Activation::from_call(&call)?))

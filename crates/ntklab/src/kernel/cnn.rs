@@ -200,20 +200,7 @@ impl Plan {
                     } else {
                         (window_sum(&c.k, win, *n_in, false), window_sum(&c.t, win, *n_in, false))
                     };
-                    let inv = 1.0 / win.size as f64;
-                    if self.ntk_param {
-                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
-                            *kk = w2 * *kk * inv + b2;
-                            *tt = w2 * *tt * inv + *kk;
-                        }
-                    } else {
-                        let one = if *bias { 1.0 } else { 0.0 };
-                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
-                            let ku = *kk * inv;
-                            *tt = fan_in * ku + one + w2 * *tt * inv;
-                            *kk = w2 * ku + b2;
-                        }
-                    }
+                    self.conv_affine(&mut k, &mut t, win.size, (*w2, *b2, *bias, *fan_in));
                     Cov { k, t, p }
                 }
                 Rule::Pool { win, n_in } => {
@@ -242,10 +229,7 @@ impl Plan {
                 }
                 Rule::Dense { w2, b2, bias, n_in } => {
                     let c = get(node.inputs[0]);
-                    let (k0, t0) = (c.k[0], c.t[0]);
-                    let k = w2 * k0 + b2;
-                    let t =
-                        if self.ntk_param { w2 * t0 + k } else { n_in * k0 + if *bias { 1.0 } else { 0.0 } + w2 * t0 };
+                    let (k, t) = self.dense_affine(c.k[0], c.t[0], (*w2, *b2, *bias, *n_in));
                     Cov { k: vec![k], t: vec![t], p: 1 }
                 }
                 Rule::Act(dual) => {
@@ -371,20 +355,7 @@ impl Plan {
                             }
                         }
                     }
-                    let inv = 1.0 / win.size as f64;
-                    if self.ntk_param {
-                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
-                            *kk = w2 * *kk * inv + b2;
-                            *tt = w2 * *tt * inv + *kk;
-                        }
-                    } else {
-                        let one = if *bias { 1.0 } else { 0.0 };
-                        for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
-                            let ku = *kk * inv;
-                            *tt = fan_in * ku + one + w2 * *tt * inv;
-                            *kk = w2 * ku + b2;
-                        }
-                    }
+                    self.conv_affine(&mut k, &mut t, win.size, (*w2, *b2, *bias, *fan_in));
                     (k, t)
                 }
                 Rule::Flatten => {
@@ -405,17 +376,7 @@ impl Plan {
                 }
                 Rule::Dense { w2, b2, bias, n_in } => {
                     let (ck, ct) = get(node.inputs[0]);
-                    let mut k = vec![0.0; m];
-                    let mut t = vec![0.0; m];
-                    for jj in 0..m {
-                        k[jj] = w2 * ck[jj] + b2;
-                        t[jj] = if self.ntk_param {
-                            w2 * ct[jj] + k[jj]
-                        } else {
-                            n_in * ck[jj] + if *bias { 1.0 } else { 0.0 } + w2 * ct[jj]
-                        };
-                    }
-                    (k, t)
+                    ck.iter().zip(ct).map(|(&k0, &t0)| self.dense_affine(k0, t0, (*w2, *b2, *bias, *n_in))).unzip()
                 }
                 Rule::Act(dual) => {
                     let u = node.inputs[0];
@@ -465,6 +426,32 @@ impl Plan {
         }
         let (k, t) = vals[self.graph.output()].take().expect("the output is computed");
         k.into_iter().zip(t).collect()
+    }
+
+    /// A dense layer on one (K, Theta) entry (the rules of `kernel::compute`'s Affine stage).
+    fn dense_affine(&self, k0: f64, t0: f64, (w2, b2, bias, n_in): (f64, f64, bool, f64)) -> (f64, f64) {
+        let k = w2 * k0 + b2;
+        let t = if self.ntk_param { w2 * t0 + k } else { n_in * k0 + if bias { 1.0 } else { 0.0 } + w2 * t0 };
+        (k, t)
+    }
+
+    /// A convolution's scaling of its window sums (K, Theta), in place: 'ntk' K' = W^2 K/|F| + b^2,
+    /// Theta' = W^2 Theta/|F| + K'; otherwise Theta' = C_in |F| K/|F| + [bias] 1 + W^2 Theta/|F|.
+    fn conv_affine(&self, k: &mut [f64], t: &mut [f64], size: usize, (w2, b2, bias, fan_in): (f64, f64, bool, f64)) {
+        let inv = 1.0 / size as f64;
+        if self.ntk_param {
+            for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
+                *kk = w2 * *kk * inv + b2;
+                *tt = w2 * *tt * inv + *kk;
+            }
+        } else {
+            let one = if bias { 1.0 } else { 0.0 };
+            for (kk, tt) in k.iter_mut().zip(t.iter_mut()) {
+                let ku = *kk * inv;
+                *tt = fan_in * ku + one + w2 * *tt * inv;
+                *kk = w2 * ku + b2;
+            }
+        }
     }
 
     /// Activation nodes appear in graph order; several may read one node. Map to `var_nodes` slots.

@@ -384,12 +384,12 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_text(path, &(serde_json::to_string_pretty(value).map_err(json_err)? + "\n"))
 }
 
-/// Every folder at or under `root` (depth-first, sorted, at most `max_depth` levels down) holding a
-/// `report.html`.
-pub fn find_reports(root: &Path, max_depth: usize) -> Vec<PathBuf> {
+/// Every folder at or under `root` (depth-first, sorted, at most `max_depth` levels down, skipping `.partial`
+/// folders) for which `keep` holds.
+pub fn find_dirs(root: &Path, max_depth: usize, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    fn walk(d: &Path, depth: usize, max: usize, out: &mut Vec<PathBuf>) {
-        if d.join("report.html").is_file() {
+    fn walk(d: &Path, depth: usize, max: usize, keep: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) {
+        if keep(d) {
             out.push(d.to_path_buf());
         }
         if depth >= max {
@@ -404,11 +404,16 @@ pub fn find_reports(root: &Path, max_depth: usize) -> Vec<PathBuf> {
             .collect();
         subs.sort();
         for s in subs {
-            walk(&s, depth + 1, max, out);
+            walk(&s, depth + 1, max, keep, out);
         }
     }
-    walk(root, 0, max_depth, &mut out);
+    walk(root, 0, max_depth, keep, &mut out);
     out
+}
+
+/// Every folder at or under `root` holding a `report.html` (see [`find_dirs`]).
+pub fn find_reports(root: &Path, max_depth: usize) -> Vec<PathBuf> {
+    find_dirs(root, max_depth, &|d| d.join("report.html").is_file())
 }
 
 /// Writes `root/index.html` linking every report under `root`, with each one's kind, start and wall time.
