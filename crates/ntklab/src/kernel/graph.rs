@@ -40,6 +40,11 @@ impl Op {
     pub fn is_spatial(&self) -> bool {
         matches!(self, Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten)
     }
+
+    /// Whether the op has trainable parameters (Dense and Conv).
+    pub fn has_params(&self) -> bool {
+        matches!(self, Op::Dense { .. } | Op::Conv { .. })
+    }
 }
 
 /// One node of a compiled graph.
@@ -91,6 +96,11 @@ impl Graph {
         self.nodes.iter().filter(|n| matches!(n.op, Op::Dense { .. })).count()
     }
 
+    /// Number of nodes with trainable parameters (Dense and Conv).
+    pub fn param_count(&self) -> usize {
+        self.nodes.iter().filter(|n| n.op.has_params()).count()
+    }
+
     /// The minimum in-degree of the graph's neurons outside the input and first layers: for each Dense node
     /// not fed by the input directly, its fan-in; the minimum over them (Zhu, Liu & Belkin 2022's "width").
     /// None when every Dense node reads the input.
@@ -104,8 +114,9 @@ impl Graph {
             .min()
     }
 
-    /// Whether node v reaches the input (`up`) or the output (`!up`) through non-Dense nodes only: a Dense node
-    /// is an "input" node, resp. a "readout" node, of the parameterizations when it does. `consumers` is
+    /// Whether node v reaches the input (`up`) or the output (`!up`) through nodes without parameters only
+    /// (Dense and Conv nodes stop the walk): a Dense or Conv node is an "input" node, resp. a "readout" node, of
+    /// the parameterizations when it does. `consumers` is
     /// [`Graph::consumers`].
     pub fn reaches_without_dense(&self, v: usize, up: bool, consumers: &[Vec<usize>]) -> bool {
         if !up && v == self.output() {
@@ -119,7 +130,7 @@ impl Graph {
             }
             match self.nodes[u].op {
                 Op::Input => return up,
-                Op::Dense { .. } => {}
+                Op::Dense { .. } | Op::Conv { .. } => {}
                 _ => {
                     if !up && u == self.output() {
                         return true;

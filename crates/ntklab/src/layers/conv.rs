@@ -3,20 +3,32 @@
 //!
 //! Convolution with weights W (C_out x C_in x K..., PyTorch `nn.Conv2d` layout) and multipliers as for dense
 //! layers: `Z[:, o] = w_mult sum_j H[:, i_j(o)] W_j^T + b_mult b`, where W_j (C_out x C_in) is the slice of W at
-//! window offset j and i_j(o) the input position output o reads at offset j (none: zero padding). Each of these
-//! is a GEMM on column blocks, so the passes are as many small GEMMs as (output position, offset) pairs.
+//! window offset j and i_j(o) the input position output o reads at offset j (none: zero padding).
 //!
-//! Step 1 of the finite conv layers: the math with its tests; the graph traversals call it next
-//! (ARCHITECTURE.md, "How to add a layer").
-#![allow(dead_code)]
+//! Every pass is one GEMM per position on gathered windows ("im2col" one position at a time, so the extra memory
+//! is one N x K C_in patch per thread):
+//! * forward: Z[:, o] = w_mult Patch_o Wm with Patch_o = [H[:, i_0(o)], ..., H[:, i_{K-1}(o)]] (N x K C_in) and
+//!   Wm (K C_in x C_out) the weights stacked by offset;
+//! * input cotangent: for each input position i, dH[:, i] = w_mult [Delta[:, o_0(i)], ..., Delta[:, o_{K-1}(i)]]
+//!   Wt, where o_j(i) is the output reading i at offset j (at most one: windows of one offset never collide)
+//!   and Wt (K C_out x C_in) stacks the W_j;
+//! * parameter gradient: gWm = w_mult sum_o Patch_o^T Delta[:, o], summed over fixed groups of positions in
+//!   parallel and then in group order (deterministic whatever the thread count).
+//!
+//! Positions run in parallel with sequential GEMMs when there are enough of them, else one parallel GEMM each.
+//! The network-level entry points (`*_node`) read a node's geometry, weights and multipliers from the
+//! [`Network`] and are what the graph traversals dispatch to (ARCHITECTURE.md, "How to add a layer").
 
-use faer::{Accum, Mat, MatRef};
+use faer::prelude::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
 
 use crate::kernel::spatial::Window;
-use crate::net::ops::{gemm, Float};
+use crate::net::ops::Float;
+use crate::net::Network;
 
 /// The geometry of one convolution or pooling node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Geom {
     /// Input channels and output channels (equal for pooling).
     pub c_in: usize,
@@ -28,44 +40,120 @@ pub(crate) struct Geom {
     pub p_out: usize,
     /// For each window offset j, the (output position, input position) pairs it connects.
     pub pairs: Vec<Vec<(usize, usize)>>,
+    /// `taps[o K + j]`: the input position output o reads at offset j (None: padding).
+    pub taps: Vec<Option<usize>>,
+    /// `inv[i K + j]`: the output position that reads input i at offset j, if any.
+    pub inv: Vec<Option<usize>>,
 }
 
 impl Geom {
     pub fn new(win: &Window, p_in: usize, c_in: usize, c_out: usize) -> Geom {
         let p_out: usize = win.out.iter().product();
-        let pairs = (0..win.size)
-            .map(|j| (0..p_out).filter_map(|o| win.taps[o * win.size + j].map(|i| (o, i))).collect())
-            .collect();
-        Geom { c_in, c_out, k: win.size, p_in, p_out, pairs }
+        let k = win.size;
+        let pairs = (0..k).map(|j| (0..p_out).filter_map(|o| win.taps[o * k + j].map(|i| (o, i))).collect()).collect();
+        let mut inv = vec![None; p_in * k];
+        for o in 0..p_out {
+            for j in 0..k {
+                if let Some(i) = win.taps[o * k + j] {
+                    debug_assert!(inv[i * k + j].is_none(), "two outputs read one input at the same offset");
+                    inv[i * k + j] = Some(o);
+                }
+            }
+        }
+        Geom { c_in, c_out, k, p_in, p_out, pairs, taps: win.taps.clone(), inv }
     }
 }
 
-/// W_j^T (C_in x C_out) from PyTorch-layout weights `w[(co C_in + ci) K + j]`.
-fn wt_t<T: Float>(g: &Geom, w: &[T], j: usize) -> Mat<T> {
-    Mat::from_fn(g.c_in, g.c_out, |ci, co| w[(co * g.c_in + ci) * g.k + j])
+/// Positions per group of the parameter-gradient reduction (fixed, so sums do not depend on the thread count).
+const GROUP: usize = 8;
+
+/// Whether to run positions in parallel (sequential GEMMs) rather than one parallel GEMM per position.
+fn by_position(positions: usize, n: usize) -> bool {
+    positions >= 2 * rayon::current_num_threads() || n < 64
+}
+
+/// Wm (K C_in x C_out): row j C_in + ci, column co = w[(co C_in + ci) K + j].
+fn stack_in<T: Float>(g: &Geom, w: &[T]) -> Mat<T> {
+    Mat::from_fn(g.k * g.c_in, g.c_out, |r, co| w[(co * g.c_in + r % g.c_in) * g.k + r / g.c_in])
+}
+
+/// Wt (K C_out x C_in): row j C_out + co, column ci = w[(co C_in + ci) K + j].
+fn stack_out<T: Float>(g: &Geom, w: &[T]) -> Mat<T> {
+    Mat::from_fn(g.k * g.c_out, g.c_in, |r, ci| w[((r % g.c_out) * g.c_in + ci) * g.k + r / g.c_out])
+}
+
+/// Copy the c-column blocks `src` selects (block t of `out` = block `src(t)` of `m`, zeros for None).
+fn gather<T: Float>(m: MatRef<'_, T>, c: usize, src: impl Iterator<Item = Option<usize>>, mut out: MatMut<'_, T>) {
+    for (t, s) in src.enumerate() {
+        let mut dst = out.rb_mut().subcols_mut(t * c, c);
+        match s {
+            Some(i) => dst.copy_from(m.subcols(i * c, c)),
+            None => dst.fill(T::ZERO),
+        }
+    }
+}
+
+/// out[:, o block] (+)= scale * [m blocks selected for o] * w for every o: the shared shape of the forward pass
+/// (blocks of c_src = C_in columns, `sel[o K + j]` = taps) and of the input cotangent (C_out blocks, inverse taps).
+#[allow(clippy::too_many_arguments)]
+fn windowed_gemm<T: Float>(
+    out: &mut Mat<T>,
+    accum: Accum,
+    m: MatRef<'_, T>,
+    c_src: usize,
+    sel: &[Option<usize>],
+    k: usize,
+    w: MatRef<'_, T>,
+    scale: f64,
+) {
+    let n = m.nrows();
+    let c_dst = w.ncols();
+    let positions = out.ncols() / c_dst;
+    let body = |o: usize, dst: MatMut<'_, T>, patch: &mut Mat<T>, par: Par| {
+        gather(m, c_src, sel[o * k..(o + 1) * k].iter().copied(), patch.as_mut());
+        T::matmul(dst, accum, patch.as_ref(), w, scale, par);
+    };
+    if by_position(positions, n) {
+        out.as_mut()
+            .par_col_chunks_mut(c_dst)
+            .enumerate()
+            .for_each_init(|| Mat::<T>::zeros(n, k * c_src), |patch, (o, dst)| body(o, dst, patch, Par::Seq));
+    } else {
+        let mut patch = Mat::<T>::zeros(n, k * c_src);
+        for o in 0..positions {
+            body(o, out.as_mut().subcols_mut(o * c_dst, c_dst), &mut patch, Par::rayon(0));
+        }
+    }
+}
+
+/// Z (+)= w_mult conv(H, W) + b_mult b into `z` (N x P_out C_out): the forward pass with Accum::Replace.
+fn conv_into<T: Float>(
+    g: &Geom,
+    w: &[T],
+    b: Option<&[T]>,
+    mults: (f64, f64),
+    h: MatRef<'_, T>,
+    z: &mut Mat<T>,
+    accum: Accum,
+) {
+    let wm = stack_in(g, w);
+    windowed_gemm(z, accum, h, g.c_in, &g.taps, g.k, wm.as_ref(), mults.0);
+    if let Some(b) = b {
+        let n = h.nrows();
+        for o in 0..g.p_out {
+            for co in 0..g.c_out {
+                let v = T::of(mults.1 * b[co].wide());
+                let c = z.col_as_slice_mut(o * g.c_out + co);
+                c[..n].iter_mut().for_each(|x| *x += v);
+            }
+        }
+    }
 }
 
 /// Z = w_mult conv(H, W) + b_mult b (N x P_out C_out).
 pub(crate) fn forward<T: Float>(g: &Geom, w: &[T], b: Option<&[T]>, mults: (f64, f64), h: MatRef<'_, T>) -> Mat<T> {
-    let n = h.nrows();
-    let mut z = Mat::<T>::zeros(n, g.p_out * g.c_out);
-    for (j, pairs) in g.pairs.iter().enumerate() {
-        let wt = wt_t(g, w, j);
-        for &(o, i) in pairs {
-            let dst = z.as_mut().subcols_mut(o * g.c_out, g.c_out);
-            gemm(dst, Accum::Add, h.subcols(i * g.c_in, g.c_in), wt.as_ref(), mults.0);
-        }
-    }
-    if let Some(b) = b {
-        for o in 0..g.p_out {
-            for co in 0..g.c_out {
-                let v = T::of(mults.1 * b[co].wide());
-                for r in 0..n {
-                    z[(r, o * g.c_out + co)] += v;
-                }
-            }
-        }
-    }
+    let mut z = Mat::<T>::zeros(h.nrows(), g.p_out * g.c_out);
+    conv_into(g, w, b, mults, h, &mut z, Accum::Replace);
     z
 }
 
@@ -79,21 +167,34 @@ pub(crate) fn param_grad<T: Float>(
     gw: &mut [T],
     gb: Option<&mut [T]>,
 ) {
-    let mut acc = Mat::<T>::zeros(g.c_in, g.c_out);
-    for (j, pairs) in g.pairs.iter().enumerate() {
-        acc.fill(T::ZERO);
-        for &(o, i) in pairs {
-            gemm(
+    let n = h.nrows();
+    let groups = g.p_out.div_ceil(GROUP);
+    let one_group = |grp: usize, par: Par| -> Mat<T> {
+        let mut acc = Mat::<T>::zeros(g.k * g.c_in, g.c_out);
+        let mut patch = Mat::<T>::zeros(n, g.k * g.c_in);
+        for o in grp * GROUP..((grp + 1) * GROUP).min(g.p_out) {
+            gather(h, g.c_in, g.taps[o * g.k..(o + 1) * g.k].iter().copied(), patch.as_mut());
+            T::matmul(
                 acc.as_mut(),
                 Accum::Add,
-                h.subcols(i * g.c_in, g.c_in).transpose(),
+                patch.as_ref().transpose(),
                 delta.subcols(o * g.c_out, g.c_out),
                 mults.0,
+                par,
             );
         }
-        for ci in 0..g.c_in {
+        acc
+    };
+    let parts: Vec<Mat<T>> = if by_position(g.p_out, n) {
+        (0..groups).into_par_iter().map(|grp| one_group(grp, Par::Seq)).collect()
+    } else {
+        (0..groups).map(|grp| one_group(grp, Par::rayon(0))).collect()
+    };
+    for acc in &parts {
+        for r in 0..g.k * g.c_in {
+            let (j, ci) = (r / g.c_in, r % g.c_in);
             for co in 0..g.c_out {
-                gw[(co * g.c_in + ci) * g.k + j] += acc[(ci, co)];
+                gw[(co * g.c_in + ci) * g.k + j] += acc[(r, co)];
             }
         }
     }
@@ -101,31 +202,23 @@ pub(crate) fn param_grad<T: Float>(
         for (co, gbc) in gb.iter_mut().enumerate() {
             let mut s = 0.0;
             for o in 0..g.p_out {
-                for r in 0..delta.nrows() {
-                    s += delta[(r, o * g.c_out + co)].wide();
-                }
+                s += delta.col(o * g.c_out + co).iter().fold(0.0, |a, v| a + v.wide());
             }
             *gbc += T::of(mults.1 * s);
         }
     }
 }
 
+/// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
+fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
+    let wt = stack_out(g, w);
+    windowed_gemm(dh, accum, delta, g.c_out, &g.inv, g.k, wt.as_ref(), w_mult);
+}
+
 /// The input cotangent: dH[:, i_j(o)] += w_mult delta[:, o] W_j (N x P_in C_in).
 pub(crate) fn input_cotangent<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>) -> Mat<T> {
-    let n = delta.nrows();
-    let mut dh = Mat::<T>::zeros(n, g.p_in * g.c_in);
-    for (j, pairs) in g.pairs.iter().enumerate() {
-        let wt = wt_t(g, w, j);
-        for &(o, i) in pairs {
-            gemm(
-                dh.as_mut().subcols_mut(i * g.c_in, g.c_in),
-                Accum::Add,
-                delta.subcols(o * g.c_out, g.c_out),
-                wt.as_ref().transpose(),
-                w_mult,
-            );
-        }
-    }
+    let mut dh = Mat::<T>::zeros(delta.nrows(), g.p_in * g.c_in);
+    input_cotangent_into(g, w, w_mult, delta, &mut dh, Accum::Replace);
     dh
 }
 
@@ -143,12 +236,12 @@ pub(crate) fn tangent<T: Float>(
 ) -> Mat<T> {
     let mut z = forward(g, dw, db, mults, h);
     if let Some(hd) = hdot {
-        let z2 = forward(g, w, None, mults, hd);
-        z += &z2;
+        conv_into(g, w, None, mults, hd, &mut z, Accum::Add);
     }
     z
 }
 
+#[cfg(test)]
 /// Second order (the R-operator of the reverse pass) along the direction (Hdot, V_w, V_b): given delta and
 /// R{delta}, adds R{gW}, R{gb} into `rgw`, `rgb` and returns R{dH}. The layer is bilinear in (H, W), so each is a
 /// sum of the first-order passes: R{gW} = gW(Hdot, delta) + gW(H, R{delta}), R{gb} = gb(R{delta}),
@@ -171,52 +264,246 @@ pub(crate) fn rop<T: Float>(
         param_grad(g, hd, delta, mults, rgw, None);
     }
     let mut rdh = input_cotangent(g, w, mults.0, rdelta);
-    rdh += &input_cotangent(g, vw, mults.0, delta);
+    input_cotangent_into(g, vw, mults.0, delta, &mut rdh, Accum::Add);
     rdh
 }
 
 /// Average pooling (divide by the window size; padding counts) as a linear map on N x P C activations.
 pub(crate) fn avg_pool<T: Float>(g: &Geom, h: MatRef<'_, T>) -> Mat<T> {
-    let inv = 1.0 / g.k as f64;
     let mut z = Mat::<T>::zeros(h.nrows(), g.p_out * g.c_in);
-    for pairs in &g.pairs {
-        for &(o, i) in pairs {
-            for c in 0..g.c_in {
-                for r in 0..h.nrows() {
-                    z[(r, o * g.c_in + c)] += T::of(inv * h[(r, i * g.c_in + c)].wide());
-                }
-            }
-        }
-    }
+    pool_add(g, h, &mut z, false);
     z
 }
 
 /// The transpose of [`avg_pool`] (its VJP).
 pub(crate) fn avg_pool_transpose<T: Float>(g: &Geom, delta: MatRef<'_, T>) -> Mat<T> {
-    let inv = 1.0 / g.k as f64;
     let mut dh = Mat::<T>::zeros(delta.nrows(), g.p_in * g.c_in);
-    for pairs in &g.pairs {
-        for &(o, i) in pairs {
-            for c in 0..g.c_in {
-                for r in 0..delta.nrows() {
-                    dh[(r, i * g.c_in + c)] += T::of(inv * delta[(r, o * g.c_in + c)].wide());
-                }
+    pool_add(g, delta, &mut dh, true);
+    dh
+}
+
+/// out += avg_pool(m) (or its transpose): column by column, each output column a sum over its window in a fixed
+/// order.
+fn pool_add<T: Float>(g: &Geom, m: MatRef<'_, T>, out: &mut Mat<T>, transpose: bool) {
+    let inv = T::of(1.0 / g.k as f64);
+    let c = g.c_in;
+    let sel = if transpose { &g.inv } else { &g.taps };
+    crate::net::ops::for_each_col(out, |col, o| {
+        let (pos, ch) = (col / c, col % c);
+        for s in sel[pos * g.k..(pos + 1) * g.k].iter().flatten() {
+            for (o, &x) in o.iter_mut().zip(m.col(s * c + ch).iter()) {
+                *o += inv * x;
             }
         }
-    }
-    dh
+    });
 }
 
 /// Global average pooling: the mean over positions of each channel (N x C).
 pub(crate) fn global_avg_pool<T: Float>(h: MatRef<'_, T>, p: usize, c: usize) -> Mat<T> {
-    let inv = 1.0 / p as f64;
-    Mat::from_fn(h.nrows(), c, |r, ch| T::of(inv * (0..p).map(|q| h[(r, q * c + ch)].wide()).sum::<f64>()))
+    let inv = T::of(1.0 / p as f64);
+    let mut z = Mat::<T>::zeros(h.nrows(), c);
+    crate::net::ops::for_each_col(&mut z, |ch, o| {
+        for q in 0..p {
+            for (o, &x) in o.iter_mut().zip(h.col(q * c + ch).iter()) {
+                *o += inv * x;
+            }
+        }
+    });
+    z
 }
 
 /// The transpose of [`global_avg_pool`].
 pub(crate) fn global_avg_pool_transpose<T: Float>(delta: MatRef<'_, T>, p: usize, c: usize) -> Mat<T> {
-    let inv = 1.0 / p as f64;
-    Mat::from_fn(delta.nrows(), p * c, |r, pc| T::of(inv * delta[(r, pc % c)].wide()))
+    let inv = T::of(1.0 / p as f64);
+    let mut dh = Mat::<T>::zeros(delta.nrows(), p * c);
+    crate::net::ops::for_each_col(&mut dh, |pc, o| {
+        for (o, &x) in o.iter_mut().zip(delta.col(pc % c).iter()) {
+            *o = inv * x;
+        }
+    });
+    dh
+}
+
+// ---- Network-level entry points: the graph traversals dispatch here. ----
+
+/// The geometry of Conv or AvgPool node `v`.
+fn geom_at<T: Float>(net: &Network<T>, v: usize) -> &Geom {
+    net.geom[v].as_ref().expect("conv and avg_pool nodes have a geometry")
+}
+
+/// The (weight, bias) blocks of parameter node l in a parameter-space vector.
+fn blocks<'a, T: Float>(net: &Network<T>, l: usize, v: &'a [T]) -> (&'a [T], Option<&'a [T]>) {
+    let d = &net.dense[l];
+    let nw = d.n_out * d.n_in;
+    (&v[d.w_off..d.w_off + nw], d.b_off.map(|b| &v[b..b + d.n_out]))
+}
+
+/// The (weight, bias) blocks of parameter node l in a parameter-space vector, for writing (bias right after the
+/// weights in the flat layout).
+fn blocks_mut<'a, T: Float>(net: &Network<T>, l: usize, v: &'a mut [T]) -> (&'a mut [T], Option<&'a mut [T]>) {
+    let d = &net.dense[l];
+    let nw = d.n_out * d.n_in;
+    let (w, rest) = v[d.w_off..].split_at_mut(nw);
+    (w, d.b_off.map(|_| &mut rest[..d.n_out]))
+}
+
+fn mults<T: Float>(net: &Network<T>, l: usize) -> (f64, f64) {
+    (net.dense[l].w_mult, net.dense[l].b_mult)
+}
+
+/// Forward of Conv node l: Z = w_mult conv(H, W) + b_mult b.
+pub(crate) fn forward_node<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>) -> Mat<T> {
+    let (w, b) = blocks(net, l, net.params());
+    forward(geom_at(net, net.dense[l].node), w, b, mults(net, l), h)
+}
+
+/// Reverse, parameters of Conv node l: its gradient blocks in `g` are overwritten.
+pub(crate) fn param_grad_node<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, delta: &Mat<T>, g: &mut [T]) {
+    let (gw, mut gb) = blocks_mut(net, l, g);
+    gw.fill(T::ZERO);
+    if let Some(b) = gb.as_deref_mut() {
+        b.fill(T::ZERO);
+    }
+    param_grad(geom_at(net, net.dense[l].node), h, delta.as_ref(), mults(net, l), gw, gb);
+}
+
+/// Reverse, input of Conv node l: Gamma_u = w_mult delta W^T (transposed convolution; delta may stack b
+/// cotangents).
+pub(crate) fn input_cotangent_node<T: Float>(net: &Network<T>, l: usize, delta: &Mat<T>) -> Mat<T> {
+    let (w, _) = blocks(net, l, net.params());
+    input_cotangent(geom_at(net, net.dense[l].node), w, net.dense[l].w_mult, delta.as_ref())
+}
+
+/// Forward mode of Conv node l along the parameter tangent v and the input tangent `hdot` (None: zero).
+pub(crate) fn tangent_node<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    h: MatRef<'_, T>,
+    hdot: Option<&Mat<T>>,
+    v: &[T],
+) -> Mat<T> {
+    let (w, _) = blocks(net, l, net.params());
+    let (dw, db) = blocks(net, l, v);
+    tangent(geom_at(net, net.dense[l].node), w, h, hdot.map(|m| m.as_ref()), dw, db, mults(net, l))
+}
+
+/// R-operator of Conv node l (as `dense::rop`): R{dW}, R{db} overwrite their blocks of `out`; returns
+/// R{Gamma_u} = w_mult (R{delta} W^T + delta V^T) when `input_needed` (R{delta}, R{H} = None: zero).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rop_node<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    h: MatRef<'_, T>,
+    hdot: Option<&Mat<T>>,
+    delta: &Mat<T>,
+    rdelta: Option<&Mat<T>>,
+    v: &[T],
+    out: &mut [T],
+    input_needed: bool,
+) -> Option<Mat<T>> {
+    let g = geom_at(net, net.dense[l].node);
+    let m = mults(net, l);
+    {
+        let (ow, mut ob) = blocks_mut(net, l, out);
+        ow.fill(T::ZERO);
+        if let Some(b) = ob.as_deref_mut() {
+            b.fill(T::ZERO);
+        }
+        if let Some(rd) = rdelta {
+            param_grad(g, h, rd.as_ref(), m, ow, ob);
+        }
+        if let Some(hd) = hdot {
+            param_grad(g, hd.as_ref(), delta.as_ref(), m, ow, None);
+        }
+    }
+    input_needed.then(|| {
+        let (w, _) = blocks(net, l, net.params());
+        let (vw, _) = blocks(net, l, v);
+        let mut r = input_cotangent(g, vw, m.0, delta.as_ref());
+        if let Some(rd) = rdelta {
+            input_cotangent_into(g, w, m.0, rd.as_ref(), &mut r, Accum::Add);
+        }
+        r
+    })
+}
+
+/// A parameter-free spatial node v (avg_pool, global_avg_pool, flatten) applied to its input's value (or
+/// tangent): all three are linear.
+pub(crate) fn linear_forward<T: Float>(net: &Network<T>, v: usize, h: MatRef<'_, T>) -> Mat<T> {
+    let node = &net.graph.nodes[v];
+    let src = &net.graph.nodes[node.inputs[0]].shape;
+    match node.op {
+        crate::kernel::Op::AvgPool { .. } => avg_pool(geom_at(net, v), h),
+        crate::kernel::Op::GlobalAvgPool => global_avg_pool(h, src.positions(), src.channels),
+        crate::kernel::Op::Flatten => h.to_owned(),
+        _ => unreachable!("linear_forward is for pooling and flatten nodes"),
+    }
+}
+
+/// The transpose of [`linear_forward`] at node v (its VJP; also the R-operator's).
+pub(crate) fn linear_transpose<T: Float>(net: &Network<T>, v: usize, delta: Mat<T>) -> Mat<T> {
+    let node = &net.graph.nodes[v];
+    let src = &net.graph.nodes[node.inputs[0]].shape;
+    match node.op {
+        crate::kernel::Op::AvgPool { .. } => avg_pool_transpose(geom_at(net, v), delta.as_ref()),
+        crate::kernel::Op::GlobalAvgPool => global_avg_pool_transpose(delta.as_ref(), src.positions(), src.channels),
+        crate::kernel::Op::Flatten => delta,
+        _ => unreachable!("linear_transpose is for pooling and flatten nodes"),
+    }
+}
+
+/// The Jacobian block of Conv node l, transposed: P_l x (N k), column i k + a = dF_a(x_i)/d(W_l, b_l) in the
+/// flat order (weights (co, ci, j), then the bias), from the stacked output cotangents `d` ((k N) x P_out C_out,
+/// row a N + i) and the node's input H (N x P_in C_in). Column i k + a is w_mult vec(Patch_i^T D_(a,i)) with
+/// Patch_i (P_out x K C_in) example i's windows and D_(a,i) (P_out x C_out) its cotangent; bias entries are
+/// b_mult times D's column sums.
+pub(crate) fn jacobian_block<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, d: &Mat<T>) -> Mat<T> {
+    let dl = &net.dense[l];
+    let g = geom_at(net, dl.node);
+    let n = h.nrows();
+    let k = d.nrows() / n;
+    let (wm, bm) = mults(net, l);
+    let mut jt = Mat::<T>::zeros(dl.num_params(), n * k);
+    let kc = g.k * g.c_in;
+    jt.as_mut().par_col_chunks_mut(k).enumerate().for_each_init(
+        || (Mat::<T>::zeros(g.p_out, kc), Mat::<T>::zeros(g.p_out, g.c_out), Mat::<T>::zeros(kc, g.c_out)),
+        |(patch, dm, gm), (i, mut cols)| {
+            for o in 0..g.p_out {
+                for j in 0..g.k {
+                    for ci in 0..g.c_in {
+                        patch[(o, j * g.c_in + ci)] = match g.taps[o * g.k + j] {
+                            Some(p) => h[(i, p * g.c_in + ci)],
+                            None => T::ZERO,
+                        };
+                    }
+                }
+            }
+            for a in 0..k {
+                let r = a * n + i;
+                for o in 0..g.p_out {
+                    for co in 0..g.c_out {
+                        dm[(o, co)] = d[(r, o * g.c_out + co)];
+                    }
+                }
+                T::matmul(gm.as_mut(), Accum::Replace, patch.as_ref().transpose(), dm.as_ref(), wm, Par::Seq);
+                for ci in 0..g.c_in {
+                    for co in 0..g.c_out {
+                        for j in 0..g.k {
+                            cols[((co * g.c_in + ci) * g.k + j, a)] = gm[(j * g.c_in + ci, co)];
+                        }
+                    }
+                }
+                if dl.has_bias() {
+                    let nw = dl.n_out * dl.n_in;
+                    for co in 0..g.c_out {
+                        let s: f64 = (0..g.p_out).map(|o| dm[(o, co)].wide()).sum();
+                        cols[(nw + co, a)] = T::of(bm * s);
+                    }
+                }
+            }
+        },
+    );
+    jt
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! * Dense (input u): Delta = Gamma_v, dW = w_mult Delta^T H_u, db = b_mult Delta^T 1, Gamma_u += w_mult Delta W.
 //! * Activation: Gamma_u += Gamma_v ⊙ phi'(Z).
 //! * Sum: Gamma_u += Gamma_v for every input; Concat: each input gets its block of columns.
+//! * Conv, avg_pool, global_avg_pool, flatten: `layers::conv` (transposed convolution, pooling transposes;
+//!   flatten is the identity on the N x (P C) layout).
 //!
 //! The same pass runs on stacks of b cotangents at once ((b N) x width, block a = rows a N .. (a+1) N), which
 //! is how the empirical NTK carries one cotangent per output.
@@ -93,7 +95,7 @@ impl<T: Float> Network<T> {
     }
 
     /// The reverse pass from the output cotangent stack `g_out` ((b N) x k, already scaled by alpha): calls
-    /// `visit(l, Delta_l)` at every Dense node l (parameter order, last first) with its pre-activation
+    /// `visit(l, Delta_l)` at every Dense and Conv node l (parameter order, last first) with its pre-activation
     /// cotangent ((b N) x n_out). With `keep` (b = 1 only) returns the caches an R-op pass needs.
     pub(crate) fn reverse(
         &self,
@@ -113,15 +115,24 @@ impl<T: Float> Network<T> {
             let node = &g.nodes[v];
             match &node.op {
                 Op::Input => unreachable!("node 0 is the only input"),
-                Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
-                    unreachable!("Network::zeros refuses spatial layers")
+                Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
+                    let u = node.inputs[0];
+                    if u != 0 {
+                        accumulate(&mut acc, u, layers::conv::linear_transpose(self, v, gv), pool);
+                    } else {
+                        pool.give(gv);
+                    }
                 }
-                Op::Dense { .. } => {
-                    let l = self.dense_of[v].expect("dense node");
+                Op::Dense { .. } | Op::Conv { .. } => {
+                    let l = self.dense_of[v].expect("parameter node");
                     visit(l, &gv);
                     let u = node.inputs[0];
                     if u != 0 {
-                        let next = layers::dense::input_cotangent(self, l, &gv, pool);
+                        let next = if self.dense[l].filter.is_some() {
+                            layers::conv::input_cotangent_node(self, l, &gv)
+                        } else {
+                            layers::dense::input_cotangent(self, l, &gv, pool)
+                        };
                         accumulate(&mut acc, u, next, pool);
                     }
                     if keep {
@@ -169,7 +180,11 @@ impl<T: Float> Network<T> {
         });
         self.reverse(tape, gamma, keep, pool, |l, delta| {
             let h = tape.values[self.graph.nodes[self.dense[l].node].inputs[0]].as_ref();
-            layers::dense::param_grad(self, l, h, delta, g);
+            if self.dense[l].filter.is_some() {
+                layers::conv::param_grad_node(self, l, h, delta, g);
+            } else {
+                layers::dense::param_grad(self, l, h, delta, g);
+            }
         })
     }
 

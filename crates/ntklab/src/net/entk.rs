@@ -42,7 +42,11 @@ impl<T: Float> Network<T> {
         // Peak: the accumulator, the D D^T product and the Gram matrix, plus (cross case) the tapes and stacks.
         let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |x| x.nrows()));
         let k = if outputs == NtkOutputs::Full { self.output_dim() } else { 1 };
-        let cells = n1.saturating_mul(n2).saturating_mul(k.saturating_mul(k).saturating_mul(2).saturating_add(1));
+        let mut cells = n1.saturating_mul(n2).saturating_mul(k.saturating_mul(k).saturating_mul(2).saturating_add(1));
+        // Conv nodes add their transposed Jacobian blocks, P_l x (N k) per side, one node at a time.
+        let conv_block = self.dense.iter().filter(|d| d.filter.is_some()).map(|d| d.num_params()).max().unwrap_or(0);
+        cells =
+            cells.saturating_add(conv_block.saturating_mul(n1.saturating_add(n2)).saturating_mul(self.output_dim()));
         crate::data::memory::check_alloc(
             cells.saturating_mul(std::mem::size_of::<T>()),
             &format!(
@@ -78,6 +82,11 @@ impl<T: Float> Network<T> {
             let dl = &self.dense[l];
             let u = self.graph.nodes[dl.node].inputs[0];
             let (h1, h2) = (t1.values[u].as_ref(), t2r.values[u].as_ref());
+            let d2r = d2s[l].as_ref().unwrap_or(d1);
+            if dl.filter.is_some() {
+                conv_contribution(self, l, (h1, d1), (h2, d2r), k, full, lower, &mut acc);
+                return;
+            }
             let c2 = dl.w_mult * dl.w_mult;
             let b2 = if dl.has_bias() { dl.b_mult * dl.b_mult } else { 0.0 };
             // gram = w_mult^2 H1 H2^T + b_mult^2
@@ -87,7 +96,6 @@ impl<T: Float> Network<T> {
                 gemm(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
             }
             // dd = D1 D2^T (Full: all blocks at once; Trace: sum over the k diagonal blocks)
-            let d2r = d2s[l].as_ref().unwrap_or(d1);
             if full {
                 gemm(dd.as_mut(), Accum::Replace, d1.as_ref(), d2r.as_ref().transpose(), 1.0);
             } else {
@@ -131,6 +139,7 @@ impl<T: Float> Network<T> {
     }
 
     /// The explicit Jacobian dF/dtheta at X: (N k) x P, row i k + a, columns in [`Network::params`] order.
+    /// Conv nodes' columns come from `layers::conv::jacobian_block`.
     /// O(N k P) memory: meant for small networks and reference checks.
     pub fn jacobian(&self, x: MatRef<'_, T>) -> Result<Mat<T>> {
         let tape = self.tape(x)?;
@@ -143,6 +152,15 @@ impl<T: Float> Network<T> {
         self.reverse(&tape, readout_stack(self, &tape), false, &mut Pool::default(), |l, d| {
             let dl = &self.dense[l];
             let h = &tape.values[self.graph.nodes[dl.node].inputs[0]];
+            if dl.filter.is_some() {
+                let jt = crate::layers::conv::jacobian_block(self, l, h.as_ref(), d);
+                for c in 0..jt.nrows() {
+                    for r in 0..n * k {
+                        j[(r, dl.w_off + c)] = jt[(c, r)];
+                    }
+                }
+                return;
+            }
             for m in 0..dl.n_out {
                 for q in 0..dl.n_in {
                     let cidx = dl.w_off + m * dl.n_in + q;
@@ -162,6 +180,52 @@ impl<T: Float> Network<T> {
             }
         });
         Ok(j)
+    }
+}
+
+/// A Conv node's share of the empirical NTK, J_l(X1) J_l(X2)^T from its explicit Jacobian blocks (a conv
+/// layer has few parameters, C_out C_in |F| + C_out, and its Gram trick would need every pair of positions):
+/// added to `acc` in its layout (Trace: N1 x N2, the k diagonal blocks summed; Full: stacked (a N1 + i, b N2 + j)).
+#[allow(clippy::too_many_arguments)]
+fn conv_contribution<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    (h1, d1): (MatRef<'_, T>, &Mat<T>),
+    (h2, d2): (MatRef<'_, T>, &Mat<T>),
+    k: usize,
+    full: bool,
+    lower: bool,
+    acc: &mut Mat<T>,
+) {
+    let (n1, n2) = (h1.nrows(), h2.nrows());
+    let jt1 = crate::layers::conv::jacobian_block(net, l, h1, d1);
+    let jt2 = if lower { None } else { Some(crate::layers::conv::jacobian_block(net, l, h2, d2)) };
+    let jt2 = jt2.as_ref().unwrap_or(&jt1);
+    let p = jt1.nrows();
+    // Output a's columns (i k + a) of a transposed block, as P_l x N.
+    let pick = |jt: &Mat<T>, a: usize, n: usize| {
+        if k == 1 {
+            None
+        } else {
+            Some(Mat::<T>::from_fn(p, n, |r, i| jt[(r, i * k + a)]))
+        }
+    };
+    for a in 0..k {
+        let p1 = pick(&jt1, a, n1);
+        let m1 = p1.as_ref().map_or(jt1.as_ref(), |m| m.as_ref());
+        let bs: Vec<usize> = if full { (0..k).collect() } else { vec![a] };
+        for b in bs {
+            let p2 = pick(jt2, b, n2);
+            let m2 = p2.as_ref().map_or(jt2.as_ref(), |m| m.as_ref());
+            if full {
+                let dst = acc.as_mut().submatrix_mut(a * n1, b * n2, n1, n2);
+                gemm(dst, Accum::Add, m1.transpose(), m2, 1.0);
+            } else if lower {
+                gemm_lower(acc.as_mut(), Accum::Add, m1.transpose(), m2, 1.0);
+            } else {
+                gemm(acc.as_mut(), Accum::Add, m1.transpose(), m2, 1.0);
+            }
+        }
     }
 }
 

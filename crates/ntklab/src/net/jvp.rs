@@ -50,8 +50,21 @@ impl<T: Float> Network<T> {
             let node = &g.nodes[w];
             let out = match &node.op {
                 Op::Input => unreachable!("node 0 is the only input"),
-                Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
-                    unreachable!("Network::zeros refuses spatial layers")
+                Op::Conv { .. } => {
+                    let l = self.dense_of[w].expect("conv node");
+                    let u = node.inputs[0];
+                    Some(layers::conv::tangent_node(self, l, tape.values[u].as_ref(), dot[u].as_ref(), v))
+                }
+                Op::Flatten => {
+                    let u = node.inputs[0];
+                    if self.last_use[u] == w && !keep {
+                        dot[u].take()
+                    } else {
+                        dot[u].clone()
+                    }
+                }
+                Op::AvgPool { .. } | Op::GlobalAvgPool => {
+                    dot[node.inputs[0]].as_ref().map(|d| layers::conv::linear_forward(self, w, d.as_ref()))
                 }
                 Op::Dense { .. } => {
                     let l = self.dense_of[w].expect("dense node");

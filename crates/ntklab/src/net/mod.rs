@@ -1,6 +1,6 @@
 //! Finite networks with exact derivatives: forward, backward, JVP, Hessian-vector products (Pearlmutter's
-//! R-operator), Gauss–Newton products, the output Hessian and the empirical NTK, for any DAG of Dense,
-//! activation and fan-in nodes ([`crate::kernel::Graph`]) in several parameterizations.
+//! R-operator), Gauss–Newton products, the output Hessian and the empirical NTK, for any DAG of Dense, Conv,
+//! pooling, flatten, activation and fan-in nodes ([`crate::kernel::Graph`]) in several parameterizations.
 //!
 //! Every algorithm is one generic traversal of the graph over one flat parameter vector. All passes are
 //! batched: each Dense node costs a few GEMMs on N x n matrices, never a per-example loop. Derivatives are
@@ -34,5 +34,7 @@ pub use ops::{cast, Float};
 pub use rop::{LossCurvature, OutputCurvature};
 pub(crate) use tape::Caches;
 pub use tape::Tape;
+#[cfg(test)]
+mod conv_tests;
 #[cfg(test)]
 mod f32_tests;

@@ -30,10 +30,14 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::ops::Float;
 use crate::data::synthetic::{derive_seed, rng};
+use crate::kernel::spatial::{Shape, Window};
 use crate::kernel::{Architecture, Graph, Op};
+use crate::layers::conv::Geom;
 use crate::{Error, Result};
 
-/// One Dense node's place in the graph and the flat vector, and its multipliers.
+/// One parameterized node's place in the graph and the flat vector, and its multipliers: a Dense node, or a
+/// Conv node read as a Dense map of each window (fan-in n_in = C_in |F|, n_out = C_out; its weight block is
+/// PyTorch's `nn.Conv2d` tensor (C_out, C_in, kh, kw) row-major, i.e. n_out x n_in).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DenseParams {
     /// Graph node index.
@@ -56,6 +60,8 @@ pub struct DenseParams {
     pub w_init: f64,
     /// Standard deviation of the raw bias at initialization.
     pub b_init: f64,
+    /// For a Conv node, its filter extents (the weight tensor is n_out x (n_in / |F|) x filter); None for Dense.
+    pub filter: Option<Vec<usize>>,
 }
 
 impl DenseParams {
@@ -67,18 +73,33 @@ impl DenseParams {
     pub fn has_bias(&self) -> bool {
         self.b_off.is_some()
     }
+    /// The weight tensor's shape in PyTorch's layout: [n_out, n_in] (Linear) or [C_out, C_in, k...] (Conv).
+    pub fn weight_shape(&self) -> Vec<usize> {
+        match &self.filter {
+            None => vec![self.n_out, self.n_in],
+            Some(f) => {
+                let k: usize = f.iter().product();
+                let mut s = vec![self.n_out, self.n_in / k];
+                s.extend_from_slice(f);
+                s
+            }
+        }
+    }
 }
 
-/// A finite network `f(x) = alpha * z_out(x)` on a DAG of Dense, activation and fan-in nodes, computing in
-/// precision `T` (f64 by default, or f32 lanes; see [`Float`]).
+/// A finite network `f(x) = alpha * z_out(x)` on a DAG of Dense, Conv, pooling, activation and fan-in nodes,
+/// computing in precision `T` (f64 by default, or f32 lanes; see [`Float`]). Values with spatial axes are N x (P C)
+/// matrices (column p C + c: channel c at flat position p, NHWC order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network<T: Float = f64> {
     /// The architecture it was built from.
     pub arch: Architecture,
     /// The compiled graph.
     pub graph: Graph,
-    /// Input dimension d.
+    /// Input dimension d (values per example: positions x channels for images).
     pub input_dim: usize,
+    /// Shape of one input example (spatial extents and channels; no spatial axes for feature vectors).
+    pub input_shape: Shape,
     /// Output scale alpha (Chizat, Oyallon & Bach 2019, lazy training).
     pub alpha: f64,
     /// Dense nodes in graph order (= parameter order).
@@ -87,6 +108,8 @@ pub struct Network<T: Float = f64> {
     pub(crate) dense_of: Vec<Option<usize>>,
     /// For each graph node, the last node that reads it (itself for the output).
     pub(crate) last_use: Vec<usize>,
+    /// For each Conv and AvgPool node, its window geometry (which input position each output reads).
+    pub(crate) geom: Vec<Option<Geom>>,
     params: Vec<T>,
 }
 
@@ -99,56 +122,72 @@ impl<T: Float> Network<T> {
     /// Shapes and multipliers with all parameters zero; used by `init` and by loaders. The size of the
     /// parameter vector is checked against the memory available before anything is allocated.
     pub fn zeros(arch: &Architecture, input_dim: usize, alpha: f64) -> Result<Network<T>> {
+        Network::zeros_for(arch, &Shape::flat(input_dim), alpha)
+    }
+
+    /// [`Network::zeros`] for inputs of the given shape per example (N x H x W x C images for conv layers).
+    pub fn zeros_for(arch: &Architecture, input: &Shape, alpha: f64) -> Result<Network<T>> {
         if !alpha.is_finite() || alpha == 0.0 {
             return Err(Error::Config(format!("output scale alpha must be finite and non-zero, got {alpha}")));
         }
-        let graph = arch.graph(input_dim)?;
-        if let Some(n) = graph.nodes.iter().find(|n| n.op.is_spatial()) {
-            return Err(Error::Config(format!(
-                "node `{}`: finite networks with conv, pooling or flatten layers are not implemented yet (their \
-                 infinite-width kernels are: kernel::cnn)",
-                n.name
-            )));
-        }
-        let count = graph.dense_count();
+        let graph = arch.graph_for(input)?;
+        let input_dim = input.size();
+        let count = graph.param_count();
         if count == 0 {
-            return Err(Error::Config("a finite network needs at least one dense layer".into()));
+            return Err(Error::Config("a finite network needs at least one dense or conv layer".into()));
+        }
+        let mut geom: Vec<Option<Geom>> = vec![None; graph.nodes.len()];
+        for (v, node) in graph.nodes.iter().enumerate() {
+            let src = &graph.nodes[node.inputs.first().copied().unwrap_or(0)].shape;
+            let (filter, stride, padding, c_out) = match &node.op {
+                Op::Conv { channels, filter, stride, padding, .. } => (filter, stride, *padding, *channels),
+                Op::AvgPool { window, stride, padding } => (window, stride, *padding, src.channels),
+                _ => continue,
+            };
+            let win = Window::new(&src.spatial, filter, stride, padding)?;
+            geom[v] = Some(Geom::new(&win, src.positions(), src.channels, c_out));
         }
         let consumers = graph.consumers();
         let mut dense = Vec::with_capacity(count);
         let mut dense_of = vec![None; graph.nodes.len()];
         let mut off = 0usize;
         for (v, node) in graph.nodes.iter().enumerate() {
-            if let Op::Dense { width, w_std, b_std } = node.op {
-                let n_in = graph.nodes[node.inputs[0]].width;
-                let is_input = graph.reaches_without_dense(v, true, &consumers);
-                let is_readout = count > 1 && graph.reaches_without_dense(v, false, &consumers);
-                let (w_mult, w_init, b_mult, b_init) =
-                    multipliers(arch.parameterization, is_input, is_readout, n_in, width, w_std, b_std.unwrap_or(0.0));
-                let w_off = off;
-                off = width
-                    .checked_mul(n_in)
-                    .and_then(|w| off.checked_add(w))
-                    .ok_or_else(|| Error::Config(format!("node `{}`: {width} x {n_in} weights overflow", node.name)))?;
-                let b_off = b_std.map(|_| {
-                    let b = off;
-                    off += width;
-                    b
-                });
-                dense_of[v] = Some(dense.len());
-                dense.push(DenseParams {
-                    node: v,
-                    name: node.name.clone(),
-                    n_in,
-                    n_out: width,
-                    w_off,
-                    b_off,
-                    w_mult,
-                    b_mult,
-                    w_init,
-                    b_init,
-                });
-            }
+            let (width, w_std, b_std, n_in, filter) = match &node.op {
+                Op::Dense { width, w_std, b_std } => (*width, *w_std, *b_std, graph.nodes[node.inputs[0]].width, None),
+                Op::Conv { channels, filter, w_std, b_std, .. } => {
+                    let fan_in = graph.nodes[node.inputs[0]].shape.channels * filter.iter().product::<usize>();
+                    (*channels, *w_std, *b_std, fan_in, Some(filter.clone()))
+                }
+                _ => continue,
+            };
+            let is_input = graph.reaches_without_dense(v, true, &consumers);
+            let is_readout = count > 1 && graph.reaches_without_dense(v, false, &consumers);
+            let (w_mult, w_init, b_mult, b_init) =
+                multipliers(arch.parameterization, is_input, is_readout, n_in, width, w_std, b_std.unwrap_or(0.0));
+            let w_off = off;
+            off = width
+                .checked_mul(n_in)
+                .and_then(|w| off.checked_add(w))
+                .ok_or_else(|| Error::Config(format!("node `{}`: {width} x {n_in} weights overflow", node.name)))?;
+            let b_off = b_std.map(|_| {
+                let b = off;
+                off += width;
+                b
+            });
+            dense_of[v] = Some(dense.len());
+            dense.push(DenseParams {
+                node: v,
+                name: node.name.clone(),
+                n_in,
+                n_out: width,
+                w_off,
+                b_off,
+                w_mult,
+                b_mult,
+                w_init,
+                b_init,
+                filter,
+            });
         }
         let mut last_use: Vec<usize> = (0..graph.nodes.len()).collect();
         for (u, c) in consumers.iter().enumerate() {
@@ -161,10 +200,12 @@ impl<T: Float> Network<T> {
             arch: arch.clone(),
             graph,
             input_dim,
+            input_shape: input.clone(),
             alpha,
             dense,
             dense_of,
             last_use,
+            geom,
             params: vec![T::ZERO; off],
         })
     }
@@ -173,7 +214,12 @@ impl<T: Float> Network<T> {
     /// `derive_seed(seed, l)`, weights row-major then the bias, so weights do not depend on thread count or
     /// on other layers' sizes.
     pub fn init(arch: &Architecture, input_dim: usize, alpha: f64, seed: u64) -> Result<Network<T>> {
-        let mut net = Network::<T>::zeros(arch, input_dim, alpha)?;
+        Network::init_for(arch, &Shape::flat(input_dim), alpha, seed)
+    }
+
+    /// [`Network::init`] for inputs of the given shape per example.
+    pub fn init_for(arch: &Architecture, input: &Shape, alpha: f64, seed: u64) -> Result<Network<T>> {
+        let mut net = Network::<T>::zeros_for(arch, input, alpha)?;
         for l in 0..net.dense.len() {
             let d = net.dense[l].clone();
             let mut r = rng(derive_seed(seed, l as u64));
@@ -241,13 +287,17 @@ impl<T: Float> Network<T> {
         d.b_off.map(|b| &self.params[b..b + d.n_out])
     }
 
-    /// Check an input batch: N x d with finite entries.
+    /// Check an input batch: N x d with finite entries (d = H W C values per image, NHWC order).
     pub fn check_input(&self, x: MatRef<'_, T>) -> Result<()> {
         if x.ncols() != self.input_dim {
+            let what = if self.input_shape.is_spatial() {
+                format!("{} values per example ({})", self.input_dim, self.input_shape)
+            } else {
+                self.input_dim.to_string()
+            };
             return Err(Error::Shape(format!(
-                "inputs have {} features per row but the network expects {}",
-                x.ncols(),
-                self.input_dim
+                "inputs have {} features per row but the network expects {what}",
+                x.ncols()
             )));
         }
         if x.nrows() == 0 {
@@ -274,10 +324,12 @@ impl<T: Float> Network<T> {
             arch: self.arch.clone(),
             graph: self.graph.clone(),
             input_dim: self.input_dim,
+            input_shape: self.input_shape.clone(),
             alpha: self.alpha,
             dense: self.dense.clone(),
             dense_of: self.dense_of.clone(),
             last_use: self.last_use.clone(),
+            geom: self.geom.clone(),
             params: self.params.iter().map(|v| S::of(v.wide())).collect(),
         }
     }

@@ -253,15 +253,26 @@ fn rop_backward<T: Float>(
         let rgw = rg[w].take();
         match &node.op {
             Op::Input => unreachable!("node 0 is the only input"),
-            Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
-                unreachable!("Network::zeros refuses spatial layers")
+            Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
+                let u = node.inputs[0];
+                if let Some(r) = rgw {
+                    if u != 0 {
+                        accumulate(&mut rg, u, layers::conv::linear_transpose(net, w, r), pool);
+                    } else {
+                        pool.give(r);
+                    }
+                }
             }
-            Op::Dense { .. } => {
-                let l = net.dense_of[w].expect("dense node");
+            Op::Dense { .. } | Op::Conv { .. } => {
+                let l = net.dense_of[w].expect("parameter node");
                 let u = node.inputs[0];
                 let delta = back.cot[w].as_ref().expect("kept Delta");
                 let h = tape.values[u].as_ref();
-                let next = layers::dense::rop(net, l, h, t.dot[u].as_ref(), delta, rgw.as_ref(), v, out, u != 0, pool);
+                let next = if net.dense[l].filter.is_some() {
+                    layers::conv::rop_node(net, l, h, t.dot[u].as_ref(), delta, rgw.as_ref(), v, out, u != 0)
+                } else {
+                    layers::dense::rop(net, l, h, t.dot[u].as_ref(), delta, rgw.as_ref(), v, out, u != 0, pool)
+                };
                 if let Some(next) = next {
                     accumulate(&mut rg, u, next, pool);
                 }

@@ -63,10 +63,9 @@ impl<T: Float> Network<T> {
         self.build_tape(x, Caches::Second)
     }
 
-    /// Whether a later pass reads node v's value: a Dense node reads it, or it is the output.
+    /// Whether a later pass reads node v's value: a Dense or Conv node reads it, or it is the output.
     fn value_needed(&self, v: usize) -> bool {
-        v == self.graph.output()
-            || self.graph.nodes.iter().any(|n| matches!(n.op, Op::Dense { .. }) && n.inputs[0] == v)
+        v == self.graph.output() || self.graph.nodes.iter().any(|n| n.op.has_params() && n.inputs[0] == v)
     }
 
     pub(crate) fn build_tape(&self, x: MatRef<'_, T>, caches: Caches) -> Result<Tape<T>> {
@@ -102,8 +101,13 @@ impl<T: Float> Network<T> {
             let node = &g.nodes[v];
             let out = match &node.op {
                 Op::Input => unreachable!("node 0 is the only input"),
-                Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
-                    unreachable!("Network::zeros refuses spatial layers")
+                Op::Conv { .. } => {
+                    let l = self.dense_of[v].expect("conv node");
+                    layers::conv::forward_node(self, l, values[node.inputs[0]].as_ref())
+                }
+                Op::Flatten => take(&mut values, node.inputs[0], v, pool),
+                Op::AvgPool { .. } | Op::GlobalAvgPool => {
+                    layers::conv::linear_forward(self, v, values[node.inputs[0]].as_ref())
                 }
                 Op::Dense { .. } => {
                     let l = self.dense_of[v].expect("dense node");

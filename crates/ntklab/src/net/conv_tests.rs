@@ -1,0 +1,209 @@
+//! Finite convolutional networks: every derivative pass against finite differences, the empirical NTK
+//! against explicit J J^T, 1x1 convolutions against dense layers, and wide conv nets against the
+//! infinite-width CNN-GP / CNTK of `kernel::cnn` (Monte Carlo).
+
+use faer::{Mat, MatRef};
+
+use super::testutil::*;
+use super::{LossCurvature, Mlp, Network, NtkOutputs, OutputCurvature};
+use crate::data::synthetic::{derive_seed, gaussian};
+use crate::kernel::cnn::cnn_kernel;
+use crate::kernel::spatial::Shape;
+use crate::kernel::{Architecture, Parameterization};
+use crate::train::loss::Loss;
+
+/// 2-d, smooth: same and circular padding, a residual block of convolutions, average pooling with stride,
+/// a valid convolution, global average pooling and a dense readout (5 x 4 images, 2 channels).
+const CNN_GAP: &str = "conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),tanh,\
+residual(gelu,conv(3,3x3,padding=circular,b_std=0.1)),avg_pool(2x2,stride=2),erf,\
+conv(2,2x2,padding=valid,w_std=1.2),softplus,global_avg_pool,dense(2,b_std=0.3)";
+
+/// 1-d, smooth: strided same padding, valid padding, flatten and a dense readout (7 positions, 2 channels).
+const CNN_FLAT: &str = "conv(4,3,stride=2,padding=same,b_std=0.3),sin,conv(3,2,padding=valid),tanh,flatten,\
+dense(3,b_std=0.1)";
+
+fn cases() -> Vec<(&'static str, Shape, Parameterization, f64)> {
+    vec![
+        (CNN_GAP, Shape::image(&[5, 4], 2), Parameterization::Ntk, 1.3),
+        (CNN_FLAT, Shape::image(&[7], 2), Parameterization::Standard, 0.8),
+        (CNN_GAP, Shape::image(&[5, 4], 2), Parameterization::Mup, 1.0),
+        (CNN_FLAT, Shape::image(&[7], 2), Parameterization::MeanField, 2.0),
+    ]
+}
+
+fn cnn(spec: &str, s: &Shape, p: Parameterization, alpha: f64, seed: u64) -> Mlp {
+    Network::init_for(&Architecture::parse(spec, p).unwrap(), s, alpha, seed).unwrap()
+}
+
+#[test]
+fn gradient_jvp_and_vjp_match_finite_differences() {
+    // Central differences (h = 1e-5 / 1e-6): truncation ~h^2, rounding ~1e-16/h; 1e-6 relative leaves orders
+    // of margin (the same budget as the dense tests).
+    for (s, shape, p, alpha) in cases() {
+        let net = cnn(s, &shape, p, alpha, 3);
+        let x = gaussian(4, shape.size(), 5);
+        let y = targets(Loss::Mse, 4, net.output_dim(), 6);
+        let (_, g) = net.loss_and_gradient(x.as_ref(), y.as_ref(), Loss::Mse).unwrap();
+        let fd = fd_gradient(&net, |m| m.loss_and_gradient(x.as_ref(), y.as_ref(), Loss::Mse).unwrap().0, 1e-5);
+        assert!(rel_err(&g, &fd) < 1e-6, "{s} {p}: gradient {:e}", rel_err(&g, &fd));
+        let v = random_vec(net.num_params(), 1);
+        let jv = net.jvp(x.as_ref(), &v).unwrap();
+        let fdj = fd_jvp(&net, x.as_ref(), &v, 1e-6);
+        assert!((&jv - &fdj).norm_l2() < 1e-6 * fdj.norm_l2(), "{s} {p}: jvp");
+        let u = gaussian(4, net.output_dim(), 7);
+        let vjp = net.vjp(x.as_ref(), u.as_ref()).unwrap();
+        let lhs: f64 =
+            (0..4).flat_map(|i| (0..net.output_dim()).map(move |a| (i, a))).map(|(i, a)| u[(i, a)] * jv[(i, a)]).sum();
+        assert!((lhs - dot(&vjp, &v)).abs() < 1e-10 * lhs.abs().max(1.0), "{s}: u.Jv vs J^T u.v");
+    }
+}
+
+#[test]
+fn hessian_products_match_differences_and_are_symmetric() {
+    // H v against central differences of the gradient, the output Hessian against differences of the VJP
+    // (h = 1e-5: error ~1e-10), and u.Hv = v.Hu to rounding.
+    for (s, shape, p, alpha) in cases() {
+        let net = cnn(s, &shape, p, alpha, 9);
+        let x = gaussian(3, shape.size(), 1);
+        for loss in [Loss::Mse, Loss::SoftmaxCrossEntropy] {
+            let y = targets(loss, 3, net.output_dim(), 2);
+            let lc = LossCurvature::new(&net, x.as_ref(), y.as_ref(), loss).unwrap();
+            let v = random_vec(net.num_params(), 3);
+            let hv = lc.hvp(&v).unwrap();
+            let fd = fd_directional(&net, &v, 1e-5, |m| m.loss_and_gradient(x.as_ref(), y.as_ref(), loss).unwrap().1);
+            assert!(rel_err(&hv, &fd) < 1e-6, "{s} {p} {loss}: hvp {:e}", rel_err(&hv, &fd));
+            let u = random_vec(net.num_params(), 4);
+            let (a, b) = (dot(&u, &hv), dot(&v, &lc.hvp(&u).unwrap()));
+            assert!((a - b).abs() < 1e-11 * a.abs().max(b.abs()).max(1e-3), "{s}: {a} vs {b}");
+        }
+        let u = gaussian(3, net.output_dim(), 8);
+        let oc = OutputCurvature::new(&net, x.as_ref(), u.as_ref()).unwrap();
+        let v = random_vec(net.num_params(), 5);
+        let fd = fd_directional(&net, &v, 1e-5, |m| m.vjp(x.as_ref(), u.as_ref()).unwrap());
+        let hv = oc.hvp(&v).unwrap();
+        assert!(rel_err(&hv, &fd) < 1e-6, "{s} {p}: output Hessian {:e}", rel_err(&hv, &fd));
+    }
+}
+
+#[test]
+fn empirical_ntk_and_jacobian_equal_explicit_jjt() {
+    // Reference: J from unit-cotangent VJPs (checked against finite differences above).
+    for (s, shape, p, alpha) in cases() {
+        let net = cnn(s, &shape, p, alpha, 17);
+        let k = net.output_dim();
+        let (x1, x2) = (gaussian(4, shape.size(), 1), gaussian(3, shape.size(), 2));
+        let (j1, j2) = (jacobian_by_vjp(&net, x1.as_ref()), jacobian_by_vjp(&net, x2.as_ref()));
+        let jac = net.jacobian(x1.as_ref()).unwrap();
+        assert!((&jac - &j1).norm_max() < 1e-13 * j1.norm_max(), "{s}: jacobian");
+        for (xb, jb, nb) in [(None, &j1, 4), (Some(x2.as_ref()), &j2, 3)] {
+            let full_ref = &j1 * jb.transpose();
+            let scale = full_ref.norm_max();
+            let full = net.empirical_ntk(x1.as_ref(), xb, NtkOutputs::Full).unwrap();
+            assert!((&full - &full_ref).norm_max() < 1e-12 * scale, "{s} {p} full");
+            let tr = net.empirical_ntk(x1.as_ref(), xb, NtkOutputs::Trace).unwrap();
+            let tr_ref = Mat::<f64>::from_fn(4, nb, |i, j| (0..k).map(|a| full_ref[(i * k + a, j * k + a)]).sum());
+            assert!((&tr - &tr_ref).norm_max() < 1e-12 * scale, "{s} {p} trace");
+        }
+    }
+}
+
+#[test]
+fn one_by_one_convolutions_on_one_pixel_images_are_dense_layers() {
+    // A 1x1 conv with C_in channels on 1 x 1 images is a dense layer on C_in features, with the same
+    // parameter layout ((C_out, C_in, 1, 1) row-major = (C_out, C_in)): same outputs, gradient and NTK.
+    for p in [Parameterization::Ntk, Parameterization::Standard, Parameterization::MeanField, Parameterization::Mup] {
+        let conv = Architecture::parse(
+            "conv(6,1x1,w_std=1.3,b_std=0.2),relu,conv(4,1x1),tanh,global_avg_pool,dense(2,b_std=0.1)",
+            p,
+        )
+        .unwrap();
+        let dense =
+            Architecture::parse("dense(6,w_std=1.3,b_std=0.2),relu,dense(4),tanh,dense(2,b_std=0.1)", p).unwrap();
+        let c = Mlp::init_for(&conv, &Shape::image(&[1, 1], 3), 1.5, 4).unwrap();
+        let d = Mlp::init(&dense, 3, 1.5, 4).unwrap();
+        assert_eq!(c.params(), d.params(), "same seeds, same layout");
+        for (a, b) in c.dense.iter().zip(&d.dense) {
+            assert_eq!((a.w_mult, a.b_mult, a.w_init), (b.w_mult, b.b_mult, b.w_init), "{p}");
+        }
+        let x = gaussian(5, 3, 2);
+        let (fc, fd) = (c.forward(x.as_ref()).unwrap(), d.forward(x.as_ref()).unwrap());
+        assert!((&fc - &fd).norm_max() < 1e-14 * fd.norm_max());
+        let (kc, kd) = (
+            c.empirical_ntk(x.as_ref(), None, NtkOutputs::Full).unwrap(),
+            d.empirical_ntk(x.as_ref(), None, NtkOutputs::Full).unwrap(),
+        );
+        assert!((&kc - &kd).norm_max() < 1e-13 * kd.norm_max(), "{p}");
+    }
+}
+
+/// Relative max-entry errors of the empirical NNGP (F F^T / M over M readout units) and of the empirical NTK
+/// (one readout unit) of a conv net with `c` channels, averaged over `seeds` draws.
+fn wide_errors(spec: &str, shape: &Shape, x: MatRef<'_, f64>, c: usize, m: usize, seeds: u64) -> (f64, f64) {
+    let arch = |m: usize| {
+        Architecture::parse(&spec.replace("{C}", &c.to_string()).replace("{M}", &m.to_string()), Parameterization::Ntk)
+            .unwrap()
+    };
+    let (wide_out, one_out) = (arch(m), arch(1));
+    let inf = cnn_kernel(&one_out, shape, x, None, &|_, _| {}).unwrap();
+    let (sn, st) = (inf.nngp.norm_max(), inf.ntk.norm_max());
+    let mut err = (0.0, 0.0);
+    for s in 0..seeds {
+        let f = Mlp::init_for(&wide_out, shape, 1.0, derive_seed(77, s)).unwrap().forward(x).unwrap();
+        let nngp = &f * f.transpose() / (m as f64);
+        let ntk = Mlp::init_for(&one_out, shape, 1.0, derive_seed(78, s))
+            .unwrap()
+            .empirical_ntk(x, None, NtkOutputs::Trace)
+            .unwrap();
+        err.0 += (&nngp - &inf.nngp).norm_max() / sn / seeds as f64;
+        err.1 += (&ntk - &inf.ntk).norm_max() / st / seeds as f64;
+    }
+    err
+}
+
+#[test]
+fn wide_conv_nets_converge_to_the_cnn_gp_and_cntk() {
+    // The finite kernels average over C channels (and the NNGP also over M readout units): by the CLT their
+    // errors fall like 1/sqrt(C) (+ 1/sqrt(M)). Growing C and M 16-fold must cut the error by about 4; we
+    // assert more than 2, and an absolute bound of 5/sqrt(C) at the larger width (measured 0.08-0.14).
+    let shape = Shape::image(&[4, 4], 2);
+    let x = gaussian(4, shape.size(), 3);
+    for spec in [
+        "conv({C},3x3,padding=same,w_std=1.4,b_std=0.1),relu,conv({C},3x3,padding=same,w_std=1.4),relu,\
+         global_avg_pool,dense({M},w_std=1.2,b_std=0.1)",
+        "conv({C},3x3,padding=circular,w_std=1.4,b_std=0.1),erf,conv({C},2x2,stride=2,padding=valid),relu,flatten,\
+         dense({M})",
+    ] {
+        let (small_k, small_t) = wide_errors(spec, &shape, x.as_ref(), 16, 32, 4);
+        let (big_k, big_t) = wide_errors(spec, &shape, x.as_ref(), 256, 512, 4);
+        assert!(
+            big_k < small_k / 2.0 && big_t < small_t / 2.0,
+            "{spec}: NNGP {small_k} -> {big_k}, NTK {small_t} -> {big_t}"
+        );
+        assert!(big_k < 5.0 / 16.0 && big_t < 5.0 / 16.0, "{spec}: NNGP {big_k}, NTK {big_t} at 256 channels");
+    }
+}
+
+#[test]
+fn f32_lanes_follow_f64_on_a_cnn() {
+    // Rounding at 6e-8 relative through a few layers of sums over <= 36 terms: 1e-4 relative is generous.
+    let net = cnn(CNN_GAP, &Shape::image(&[5, 4], 2), Parameterization::Ntk, 1.0, 5);
+    let n32: Network<f32> = net.cast();
+    let x = gaussian(4, 40, 1);
+    let y = targets(Loss::Mse, 4, 2, 2);
+    let (_, g64) = net.loss_and_gradient(x.as_ref(), y.as_ref(), Loss::Mse).unwrap();
+    let x32 = super::cast::<f64, f32>(x.as_ref());
+    let (_, g32) = n32.loss_and_gradient(x32.as_ref(), y.as_ref(), Loss::Mse).unwrap();
+    let g32: Vec<f64> = g32.iter().map(|&v| v as f64).collect();
+    assert!(rel_err(&g32, &g64) < 1e-4, "{:e}", rel_err(&g32, &g64));
+}
+
+#[test]
+fn image_inputs_are_checked() {
+    let net = cnn(CNN_GAP, &Shape::image(&[5, 4], 2), Parameterization::Ntk, 1.0, 5);
+    let e = net.forward(gaussian(2, 39, 1).as_ref()).unwrap_err().to_string();
+    assert!(e.contains("40 values per example (5 x 4 x 2)"), "{e}");
+    // A dense layer straight on an image is refused, naming the node.
+    let a = Architecture::parse("conv(3,3x3),dense(1)", Parameterization::Ntk).unwrap();
+    let e = Mlp::init_for(&a, &Shape::image(&[4, 4], 1), 1.0, 0).unwrap_err().to_string();
+    assert!(e.contains("node `1`") && e.contains("flatten"), "{e}");
+}
