@@ -8,7 +8,7 @@ use clap::Args;
 use faer::Mat;
 use ntklab::kernel::{kernel_with_progress, Architecture, Kernel, Parameterization};
 
-use crate::util::{bar, ensure_dir, load_matrix, mark_dir, refuse_existing, MARKER};
+use crate::util::{bar, ensure_dir, mark_dir, refuse_existing, MARKER};
 use ntklab::report::plot::{self, Chart, Series};
 
 const DEMO_ARCH: &str =
@@ -207,29 +207,7 @@ fn cnn_into(
 /// Inputs from a file: N x d feature rows (.npy of rank 2, .csv), or N x W x C / N x H x W x C (/ N x D x H x W x
 /// C) examples with spatial axes (.npy), returned as N rows of their values in C order with the example shape.
 pub fn load_inputs(path: &Path, what: &str) -> Result<(Mat<f64>, Option<ntklab::kernel::Shape>)> {
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if !is_npy {
-        return Ok((load_matrix(path, what)?, None));
-    }
-    let arr = ntklab::data::read_npy(path).with_context(|| format!("reading {what}"))?;
-    match arr.shape.len() {
-        2 => Ok((load_matrix(path, what)?, None)),
-        3..=5 => {
-            let n = arr.shape[0];
-            let rest: usize = arr.shape[1..].iter().product();
-            if n == 0 || rest == 0 {
-                bail!("{what}: {} has no values (shape {:?})", path.display(), arr.shape);
-            }
-            let k = arr.shape.len();
-            let shape = ntklab::kernel::Shape::image(&arr.shape[1..k - 1], arr.shape[k - 1]);
-            let m = Mat::from_fn(n, rest, |i, j| arr.data[i * rest + j]);
-            Ok((m, Some(shape)))
-        }
-        r => bail!(
-            "{what}: {} has rank {r}; expected N x d features, or N x W x C / N x H x W x C images",
-            path.display()
-        ),
-    }
+    ntklab::data::read_examples(path).with_context(|| format!("reading {what}"))
 }
 
 /// Run `ntklab kernel`.

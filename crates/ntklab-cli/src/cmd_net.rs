@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use faer::{Mat, MatRef};
-use ntklab::kernel::{Activation, Architecture, Parameterization};
+use ntklab::kernel::{Activation, Architecture, Parameterization, Shape};
 use ntklab::net::{cast, load_mlp, save_mlp, Float, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs, Precision};
 use ntklab::spectrum::{lanczos, FnOp, LanczosOptions, LanczosResult, SymOp, Which};
 use ntklab::train::loss::Loss;
@@ -23,9 +23,12 @@ pub struct InitArgs {
     /// Architecture, e.g. "dense(512,w_std=1.5,b_std=0.1),relu,dense(1)" (no b_std: no bias).
     #[arg(long)]
     pub arch: String,
-    /// Input dimension d.
+    /// Input dimension d (feature vectors).
+    #[arg(long, required_unless_present = "input_shape", conflicts_with = "input_shape")]
+    pub input_dim: Option<usize>,
+    /// Shape of one input example for convolutional networks: HxWxC (NHWC images, as neural-tangents) or WxC.
     #[arg(long)]
-    pub input_dim: usize,
+    pub input_shape: Option<String>,
     /// Parameterization: ntk, standard, mean-field or mup.
     #[arg(long, default_value = "ntk")]
     pub parameterization: String,
@@ -69,6 +72,9 @@ pub struct ModelArgs {
     /// Precision of the computation: f64 (default) or f32 (f32 lanes; parameters and inputs rounded to f32).
     #[arg(long, default_value = "f64")]
     pub precision: String,
+    /// Shape of one input example (HxWxC) for a convolutional model in a file without ntklab metadata.
+    #[arg(long)]
+    pub input_shape: Option<String>,
 }
 
 /// f64 or f32 from `--precision`.
@@ -151,13 +157,18 @@ pub fn run_init(a: InitArgs) -> Result<()> {
     refuse_existing(std::slice::from_ref(&a.out), a.force)?;
     let p = Parameterization::parse(&a.parameterization).context("in --parameterization")?;
     let arch = Architecture::parse(&a.arch, p).context("in --arch")?;
-    let net = Mlp::init(&arch, a.input_dim, a.alpha, a.seed)?;
+    let shape = match (&a.input_shape, a.input_dim) {
+        (Some(s), _) => Shape::parse(s).context("in --input-shape")?,
+        (None, Some(d)) => Shape::flat(d),
+        (None, None) => bail!("give --input-dim d (feature vectors) or --input-shape HxWxC (images)"),
+    };
+    let net = Mlp::init_for(&arch, &shape, a.alpha, a.seed)?;
     let precision = if a.f32 { Precision::F32 } else { Precision::F64 };
     save_mlp(&net, &a.out, precision)?;
     println!(
-        "wrote {}: {arch} [{p}], input dim {}, {} parameters, alpha = {}, seed {} ({})",
+        "wrote {}: {arch} [{p}], input {}, {} parameters, alpha = {}, seed {} ({})",
         a.out.display(),
-        net.input_dim,
+        if shape.is_spatial() { format!("shape {shape}") } else { format!("dim {}", net.input_dim) },
         net.num_params(),
         net.alpha,
         a.seed,
@@ -186,13 +197,26 @@ fn load_model(m: &ModelArgs) -> Result<Mlp> {
     if m.arch.is_some() && activation.is_some() {
         bail!("give either --arch or --activation, not both");
     }
-    let opts = LoadOptions { layers, parameterization, activation, alpha: m.alpha };
+    let input_shape = m.input_shape.as_deref().map(Shape::parse).transpose().context("in --input-shape")?;
+    let opts = LoadOptions { layers, parameterization, activation, alpha: m.alpha, input_shape };
     load_mlp(&m.model, &opts).context("loading --model")
 }
 
 /// Load an input matrix and check it against the network.
 fn load_inputs(net: &Mlp, path: &Path, what: &str) -> Result<Mat<f64>> {
-    let x = load_matrix(path, what)?;
+    let (x, shape) = crate::cmd_kernel::load_inputs(path, what)?;
+    match shape {
+        Some(s) if s != net.input_shape => bail!(
+            "{what} {} holds examples of shape {s}, but the model takes {}",
+            path.display(),
+            if net.input_shape.is_spatial() {
+                format!("examples of shape {}", net.input_shape)
+            } else {
+                format!("{} features per row", net.input_dim)
+            }
+        ),
+        _ => {}
+    }
     net.check_input(x.as_ref()).with_context(|| format!("{what} {}", path.display()))?;
     Ok(x)
 }

@@ -16,6 +16,7 @@ use faer::{Mat, MatRef};
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use super::synthetic::{derive_seed, rng};
+use crate::kernel::spatial::Shape;
 use crate::{Error, Result};
 
 /// Training data: inputs X (N x d) with targets Y (N x k), and optionally a test split (T x d, T x k).
@@ -27,6 +28,9 @@ pub struct Dataset {
     pub y: Mat<f64>,
     /// Test inputs and targets (T x d, T x k), if any.
     pub test: Option<(Mat<f64>, Mat<f64>)>,
+    /// The shape of one example when the inputs are images (rows are NHWC-flattened, d = H W C); None for
+    /// feature vectors.
+    pub input_shape: Option<Shape>,
 }
 
 fn check_finite(m: MatRef<'_, f64>, what: &str) -> Result<()> {
@@ -54,7 +58,27 @@ impl Dataset {
         }
         check_finite(x.as_ref(), "training inputs")?;
         check_finite(y.as_ref(), "training targets")?;
-        Ok(Dataset { x, y, test: None })
+        Ok(Dataset { x, y, test: None, input_shape: None })
+    }
+
+    /// Declares the rows to be images of `shape` (H W C values each, NHWC order); checks the size.
+    pub fn with_shape(mut self, shape: Option<Shape>) -> Result<Dataset> {
+        if let Some(s) = &shape {
+            if s.size() != self.x.ncols() {
+                return Err(Error::Shape(format!(
+                    "examples of shape {s} have {} values but the inputs have {} per row",
+                    s.size(),
+                    self.x.ncols()
+                )));
+            }
+        }
+        self.input_shape = shape.filter(|s| s.is_spatial());
+        Ok(self)
+    }
+
+    /// The shape of one input example: the image shape, or d features.
+    pub fn example_shape(&self) -> Shape {
+        self.input_shape.clone().unwrap_or_else(|| Shape::flat(self.x.ncols()))
     }
 
     /// Adds a test split X_test (T x d), Y_test (T x k) with the training set's d and k.

@@ -260,6 +260,40 @@ pub fn read_matrix(path: &Path) -> Result<Mat<f64>> {
     arr.to_mat("data").map_err(|e| Error::file(path, e))
 }
 
+/// Examples from a file: N x d feature rows (.npy of rank 2, .csv), or N x W x C / N x H x W x C / N x D x H x W x C
+/// examples with spatial axes (.npy), returned as N rows of their values in C order (NHWC flattened) with the
+/// example shape (None for feature rows).
+pub fn read_examples(path: &Path) -> Result<(Mat<f64>, Option<crate::kernel::spatial::Shape>)> {
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if !is_npy {
+        return Ok((read_matrix(path)?, None));
+    }
+    let arr = read_npy(path)?;
+    match arr.shape.len() {
+        0..=2 => Ok((arr.to_mat("data").map_err(|e| Error::file(path, e))?, None)),
+        3..=5 => {
+            let n = arr.shape[0];
+            let rest: usize = arr.shape[1..].iter().product();
+            if n == 0 || rest == 0 {
+                return Err(Error::file(path, format!("holds no values (shape {:?})", arr.shape)));
+            }
+            let k = arr.shape.len();
+            if let Some(i) = arr.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::file(
+                    path,
+                    format!("non-finite value {} in example {}, flat index {}", arr.data[i], i / rest, i % rest),
+                ));
+            }
+            let shape = crate::kernel::spatial::Shape::image(&arr.shape[1..k - 1], arr.shape[k - 1]);
+            Ok((Mat::from_fn(n, rest, |i, j| arr.data[i * rest + j]), Some(shape)))
+        }
+        r => Err(Error::file(
+            path,
+            format!("has rank {r}; expected N x d features, or N x W x C / N x H x W x C images"),
+        )),
+    }
+}
+
 /// A temporary sibling path for atomic writes.
 fn temp_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());

@@ -6,6 +6,6 @@ pub mod json_f64;
 pub mod synthetic;
 
 pub use datasets::{Builtin, Dataset, SyntheticSpec};
-pub use io::{read_matrix, read_npy, read_npz, write_npy, write_npy_mat, write_npz, Array};
+pub use io::{read_examples, read_matrix, read_npy, read_npz, write_npy, write_npy_mat, write_npz, Array};
 pub mod memory;
 pub mod seed;

@@ -149,6 +149,11 @@ fn write_list(f: &mut fmt::Formatter<'_>, layers: &[Layer]) -> fmt::Result {
 }
 
 impl Layer {
+    /// Whether this is a conv, pooling or flatten layer.
+    pub fn is_spatial(&self) -> bool {
+        matches!(self, Layer::Conv { .. } | Layer::AvgPool { .. } | Layer::GlobalAvgPool | Layer::Flatten)
+    }
+
     /// Parse one item: `dense(...)`, an activation, `residual(...)`, `sum`, `concat` or `node(...)`.
     pub fn parse(text: &str) -> Result<Layer> {
         let call = Call::parse(text)?;
@@ -422,10 +427,22 @@ impl Architecture {
         Ok(())
     }
 
-    /// Whether this is a plain chain of Dense and activation layers (PyTorch `nn.Sequential` names apply and
-    /// the fused kernel engine runs it directly).
+    /// Whether this is a plain chain of dense, conv, pooling, flatten and activation layers (no residual
+    /// blocks or named nodes): PyTorch `nn.Sequential` names apply.
     pub fn is_plain_chain(&self) -> bool {
-        self.layers.iter().all(|l| matches!(l, Layer::Dense { .. } | Layer::Activation(_)))
+        self.layers.iter().all(|l| !matches!(l, Layer::Residual(_) | Layer::Node { .. } | Layer::Sum | Layer::Concat))
+    }
+
+    /// Whether any layer (also inside residual blocks and nodes) is a conv, pooling or flatten layer.
+    pub fn has_spatial(&self) -> bool {
+        fn walk(ls: &[Layer]) -> bool {
+            ls.iter().any(|l| match l {
+                Layer::Residual(b) => walk(b),
+                Layer::Node { op, .. } => walk(std::slice::from_ref(op.as_ref())),
+                other => other.is_spatial(),
+            })
+        }
+        walk(&self.layers)
     }
 
     /// Widths of the Dense layers, in parameter order.

@@ -79,6 +79,30 @@ impl Shape {
     pub fn is_spatial(&self) -> bool {
         !self.spatial.is_empty()
     }
+
+    /// Parse `HxWxC` (or `WxC`, `DxHxWxC`; spaces allowed around `x`): spatial extents then channels; a single
+    /// number d is a feature vector.
+    pub fn parse(s: &str) -> Result<Shape> {
+        let v: Vec<usize> = s
+            .split(['x', 'X'])
+            .map(|p| p.trim().parse::<usize>().ok().filter(|&x| x > 0))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                Error::parse(s, "an input shape is positive integers like 16x16x3 (H x W x C), 32x3 (W x C) or 784")
+            })?;
+        if v.len() > 4 {
+            return Err(Error::parse(s, "an input shape has at most 3 spatial axes and the channels"));
+        }
+        let (c, sp) = v.split_last().expect("split gives at least one part");
+        Ok(Shape { spatial: sp.to_vec(), channels: *c })
+    }
+
+    /// The compact text [`Shape::parse`] reads back: `16x16x3`, or `784` for a feature vector.
+    pub fn compact(&self) -> String {
+        let mut parts: Vec<String> = self.spatial.iter().map(|s| s.to_string()).collect();
+        parts.push(self.channels.to_string());
+        parts.join("x")
+    }
 }
 
 impl fmt::Display for Shape {

@@ -52,7 +52,8 @@ use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use super::network::DenseParams;
 use super::network::Mlp;
 use crate::data::io::{read_npz, write_atomic, Array};
-use crate::kernel::{Activation, Architecture, Layer, Parameterization};
+use crate::kernel::spatial::Shape;
+use crate::kernel::{Activation, Architecture, Layer, Op, Parameterization};
 use crate::{Error, Result};
 
 /// Metadata key: the canonical architecture text ([`Architecture`]'s `Display`).
@@ -63,6 +64,8 @@ pub const META_PARAMETERIZATION: &str = "ntklab.parameterization";
 pub const META_ALPHA: &str = "ntklab.alpha";
 /// Metadata key: the input dimension d.
 pub const META_INPUT_DIM: &str = "ntklab.input_dim";
+/// Metadata key: the shape of one input example for networks with spatial inputs (`16x16x3`: H x W x C).
+pub const META_INPUT_SHAPE: &str = "ntklab.input_shape";
 /// Prefix of every ntklab metadata key (and of the metadata arrays in .npz archives).
 pub const META_PREFIX: &str = "ntklab.";
 
@@ -121,20 +124,69 @@ pub struct LoadOptions {
     pub activation: Option<Activation>,
     /// The output scale alpha.
     pub alpha: Option<f64>,
+    /// The shape of one input example (needed for convolutional networks in files without ntklab metadata).
+    pub input_shape: Option<Shape>,
 }
 
 /// The effective tensors of a network under its node names (`nn.Sequential` indices for a chain):
-/// `{name}.weight` = w_mult W (n_out x n_in), `{name}.bias` = b_mult b (n_out), in parameter order.
+/// `{name}.weight` = w_mult W (n_out x n_in; C_out x C_in x k... for a conv node, PyTorch's `nn.Conv2d` /
+/// `nn.Conv1d` layout), `{name}.bias` = b_mult b (n_out), in parameter order.
 pub fn effective_tensors(net: &Mlp) -> Vec<(String, Array)> {
     let mut out = Vec::with_capacity(2 * net.dense.len());
     let p = net.params();
-    for d in &net.dense {
+    for (l, d) in net.dense.iter().enumerate() {
         let (r, c) = (d.n_out, d.n_in);
-        let data = p[d.w_off..d.w_off + r * c].iter().map(|v| d.w_mult * v).collect();
-        out.push((format!("{}.weight", d.name), Array { shape: vec![r, c], data }));
+        let mut data: Vec<f64> = p[d.w_off..d.w_off + r * c].iter().map(|v| d.w_mult * v).collect();
+        if let Some(pc) = torch_flatten(net, l) {
+            data = permute_columns(&data, r, pc, false);
+        }
+        out.push((format!("{}.weight", d.name), Array { shape: d.weight_shape(), data }));
         if let Some(bo) = d.b_off {
             let data = p[bo..bo + r].iter().map(|v| d.b_mult * v).collect();
             out.push((format!("{}.bias", d.name), Array { shape: vec![r], data }));
+        }
+    }
+    out
+}
+
+/// For a Dense node that reads a flattened image (through activations only): (positions P, channels C). ntklab
+/// flattens NHWC (feature p C + c), PyTorch's `nn.Flatten` NCHW (feature c P + p), so such a layer's weight
+/// columns are stored in PyTorch's order and permuted back on loading.
+fn torch_flatten(net: &Mlp, l: usize) -> Option<(usize, usize)> {
+    let g = &net.graph;
+    let node = &g.nodes[net.dense[l].node];
+    if net.dense[l].filter.is_some() {
+        return None;
+    }
+    let mut u = node.inputs[0];
+    loop {
+        match &g.nodes[u].op {
+            Op::Activation(_) => u = g.nodes[u].inputs[0],
+            Op::Flatten => {
+                let src = &g.nodes[g.nodes[u].inputs[0]].shape;
+                return (src.is_spatial() && src.positions() > 1 && src.channels > 1)
+                    .then_some((src.positions(), src.channels));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// A rows x (P C) row-major weight with its columns moved from ntklab's order (p C + c) to PyTorch's (c P + p)
+/// (`back`: the reverse).
+fn permute_columns(w: &[f64], rows: usize, (p, c): (usize, usize), back: bool) -> Vec<f64> {
+    let n = p * c;
+    let mut out = vec![0.0; w.len()];
+    for r in 0..rows {
+        for pi in 0..p {
+            for ci in 0..c {
+                let (ours, theirs) = (r * n + pi * c + ci, r * n + ci * p + pi);
+                if back {
+                    out[ours] = w[theirs];
+                } else {
+                    out[theirs] = w[ours];
+                }
+            }
         }
     }
     out
@@ -156,12 +208,16 @@ fn stored_tensors(net: &Mlp, precision: Precision) -> Vec<(String, Array)> {
 
 /// The ntklab metadata of a network as (key, value) text pairs, in a fixed order.
 pub fn metadata(net: &Mlp) -> Vec<(String, String)> {
-    vec![
+    let mut m = vec![
         (META_ARCH.into(), net.arch.to_string()),
         (META_PARAMETERIZATION.into(), net.arch.parameterization.to_string()),
         (META_ALPHA.into(), format!("{}", net.alpha)),
         (META_INPUT_DIM.into(), net.input_dim.to_string()),
-    ]
+    ];
+    if net.input_shape.is_spatial() {
+        m.push((META_INPUT_SHAPE.into(), net.input_shape.compact()));
+    }
+    m
 }
 
 fn encode(a: &Array, precision: Precision, out: &mut Vec<u8>) {
@@ -237,9 +293,12 @@ pub fn save_npz(net: &Mlp, path: &Path, precision: Precision) -> Result<()> {
                 }
             }
         }
-        for (key, text) in
-            [(META_ARCH, net.arch.to_string()), (META_PARAMETERIZATION, net.arch.parameterization.to_string())]
-        {
+        let mut texts =
+            vec![(META_ARCH, net.arch.to_string()), (META_PARAMETERIZATION, net.arch.parameterization.to_string())];
+        if net.input_shape.is_spatial() {
+            texts.push((META_INPUT_SHAPE, net.input_shape.compact()));
+        }
+        for (key, text) in texts {
             let mut wr = npz.array::<u8>(key, opts())?.default_dtype().shape(&[text.len() as u64]).begin_nd()?;
             wr.extend(text.bytes())?;
             wr.finish()?;
@@ -295,7 +354,7 @@ pub fn load_npz(path: &Path, opts: &LoadOptions) -> Result<Mlp> {
             continue;
         }
         let value = match name.as_str() {
-            META_ARCH | META_PARAMETERIZATION => {
+            META_ARCH | META_PARAMETERIZATION | META_INPUT_SHAPE => {
                 let bytes: Option<Vec<u8>> = a
                     .data
                     .iter()
@@ -531,16 +590,32 @@ pub fn mlp_from_tensors(
         None => meta_parse::<f64>(meta, META_ALPHA)?.unwrap_or(1.0),
     };
     let meta_dim = meta_parse::<usize>(meta, META_INPUT_DIM)?;
+    let meta_shape = meta
+        .get(META_INPUT_SHAPE)
+        .map(|t| Shape::parse(t).map_err(|e| Error::InvalidInput(format!("metadata `{META_INPUT_SHAPE}`: {e}"))))
+        .transpose()?;
+    if let (Some(s), Some(d)) = (&meta_shape, meta_dim) {
+        if s.size() != d {
+            return Err(Error::InvalidInput(format!(
+                "metadata `{META_INPUT_SHAPE}` = {s} ({} values) contradicts `{META_INPUT_DIM}` = {d}",
+                s.size()
+            )));
+        }
+    }
+    let input = opts.input_shape.clone().or(meta_shape).or(meta_dim.map(Shape::flat));
     match declared {
         Some(layers) if !Architecture::sequential(layers.clone(), parameterization).is_plain_chain() => {
-            graph_from_tensors(tensors, Architecture::sequential(layers, parameterization), meta_dim, alpha)
+            graph_from_tensors(tensors, Architecture::sequential(layers, parameterization), input, alpha)
         }
-        declared => sequential_from_tensors(tensors, declared, parameterization, meta_dim, alpha, opts),
+        declared => sequential_from_tensors(tensors, declared, parameterization, input, alpha, opts),
     }
 }
 
 /// The input dimension of a graph architecture from its tensors: the fan-in of a Dense node reading the input.
 fn graph_input_dim(arch: &Architecture, by_name: &BTreeMap<String, Array>) -> Result<usize> {
+    if arch.has_spatial() {
+        return Err(no_shape());
+    }
     let probe = arch.graph(1)?;
     for n in &probe.nodes {
         if matches!(n.op, crate::kernel::Op::Dense { .. }) && n.inputs[0] == 0 {
@@ -558,32 +633,57 @@ fn graph_input_dim(arch: &Architecture, by_name: &BTreeMap<String, Array>) -> Re
     Err(Error::InvalidInput(format!("metadata `{META_INPUT_DIM}` is missing and no dense node reads the input")))
 }
 
-/// Before allocating: every Dense node's weight tensor, where present, has the shape the architecture
+/// The error for a convolutional network whose input shape is unknown.
+fn no_shape() -> Error {
+    Error::InvalidInput(
+        "the network has conv or pooling layers and the file does not say the input shape (metadata \
+         `ntklab.input_shape`): give it, e.g. 32x32x3 (H x W x C; --input-shape on the command line)"
+            .into(),
+    )
+}
+
+/// The weight tensor shape a Dense or Conv node declares, and how to describe it.
+fn declared_weight(
+    g: &crate::kernel::Graph,
+    n: &crate::kernel::Node,
+) -> Option<(Vec<usize>, &'static str, Option<f64>)> {
+    match &n.op {
+        Op::Dense { width, b_std, .. } => Some((vec![*width, g.nodes[n.inputs[0]].width], "n_out x n_in", *b_std)),
+        Op::Conv { channels, filter, b_std, .. } => {
+            let mut s = vec![*channels, g.nodes[n.inputs[0]].shape.channels];
+            s.extend_from_slice(filter);
+            Some((s, "C_out x C_in x filter, as PyTorch's Conv", *b_std))
+        }
+        _ => None,
+    }
+}
+
+/// Before allocating: every Dense and Conv node's weight tensor, where present, has the shape the architecture
 /// declares (`name(node)` gives its tensor base name and description), and the architecture declares no more
 /// parameters than the file holds values.
 fn check_declared_size(
     arch: &Architecture,
-    input_dim: usize,
+    input: &Shape,
     by_name: &BTreeMap<String, Array>,
     name: impl Fn(&crate::kernel::Node) -> (String, String),
 ) -> Result<()> {
-    let g = arch.graph(input_dim)?;
+    let g = arch.graph_for(input)?;
     let mut declared: u128 = 0;
     for n in &g.nodes {
-        if let crate::kernel::Op::Dense { width, b_std, .. } = n.op {
-            let n_in = g.nodes[n.inputs[0]].width;
+        if let Some((want, layout, b_std)) = declared_weight(&g, n) {
+            let width = want[0];
             let (base, what) = name(n);
             let wname = format!("{base}.weight");
             let Some(w) = by_name.get(&wname) else {
                 return Err(Error::InvalidInput(format!("missing tensor `{wname}` ({what})")));
             };
-            if w.shape != [width, n_in] {
+            if w.shape != want {
                 return Err(Error::Shape(format!(
-                    "tensor `{wname}` has shape {:?} but {what} needs {:?} (n_out x n_in)",
-                    w.shape,
-                    [width, n_in]
+                    "tensor `{wname}` has shape {:?} but {what} needs {want:?} ({layout})",
+                    w.shape
                 )));
             }
+            let n_in: usize = want[1..].iter().product();
             let bname = format!("{base}.bias");
             if b_std.is_some() && !by_name.contains_key(&bname) {
                 return Err(Error::InvalidInput(format!(
@@ -607,14 +707,18 @@ fn fill_dense(net: &mut Mlp, l: usize, base: &str, what: &str, by_name: &mut BTr
     let d = net.dense[l].clone();
     let wname = format!("{base}.weight");
     let w = by_name.remove(&wname).ok_or_else(|| Error::InvalidInput(format!("missing tensor `{wname}` ({what})")))?;
-    let want = [d.n_out, d.n_in];
+    let want = d.weight_shape();
     if w.shape != want {
         return Err(Error::Shape(format!(
-            "tensor `{wname}` has shape {:?} but {what} needs {want:?} (n_out x n_in)",
-            w.shape
+            "tensor `{wname}` has shape {:?} but {what} needs {want:?} ({})",
+            w.shape,
+            if d.filter.is_some() { "C_out x C_in x filter" } else { "n_out x n_in" }
         )));
     }
-    let raw = unscale(&wname, &w.data, d.w_mult)?;
+    let mut raw = unscale(&wname, &w.data, d.w_mult)?;
+    if let Some(pc) = torch_flatten(net, l) {
+        raw = permute_columns(&raw, d.n_out, pc, true);
+    }
     net.params_mut()[d.w_off..d.w_off + raw.len()].copy_from_slice(&raw);
     let bname = format!("{base}.bias");
     if let Some(bo) = d.b_off {
@@ -644,17 +748,17 @@ fn fill_dense(net: &mut Mlp, l: usize, base: &str, what: &str, by_name: &mut BTr
 fn graph_from_tensors(
     tensors: Vec<(String, Array)>,
     arch: Architecture,
-    meta_dim: Option<usize>,
+    input: Option<Shape>,
     alpha: f64,
 ) -> Result<Mlp> {
     let mut by_name: BTreeMap<String, Array> = tensors.into_iter().collect();
     let raw = by_name.remove(RAW_TENSOR);
-    let input_dim = match meta_dim {
-        Some(d) => d,
-        None => graph_input_dim(&arch, &by_name)?,
+    let input = match input {
+        Some(s) => s,
+        None => Shape::flat(graph_input_dim(&arch, &by_name)?),
     };
-    check_declared_size(&arch, input_dim, &by_name, |n| (n.name.clone(), format!("node `{}`", n.name)))?;
-    let mut net = Mlp::zeros(&arch, input_dim, alpha)?;
+    check_declared_size(&arch, &input, &by_name, |n| (n.name.clone(), format!("node `{}`", n.name)))?;
+    let mut net = Mlp::zeros_for(&arch, &input, alpha)?;
     if let Some(r) = &raw {
         if r.shape != [net.num_params()] {
             return Err(Error::Shape(format!(
@@ -673,13 +777,18 @@ fn graph_from_tensors(
     if let (Some(r), Some(eff)) = (&raw, &effective) {
         // A raw value replaces stored / multiplier only where it reproduces the stored effective weight exactly
         // (an edited file keeps what its tensors say).
-        for d in net.dense.clone() {
+        for (l, d) in net.dense.clone().into_iter().enumerate() {
             let mut parts = vec![(format!("{}.weight", d.name), d.w_off, d.w_mult)];
             if let Some(bo) = d.b_off {
                 parts.push((format!("{}.bias", d.name), bo, d.b_mult));
             }
-            for (tname, off, mult) in parts {
-                for (k, &stored) in eff[&tname].data.iter().enumerate() {
+            let flat = torch_flatten(&net, l);
+            for (i, (tname, off, mult)) in parts.into_iter().enumerate() {
+                let data = match flat {
+                    Some(pc) if i == 0 => permute_columns(&eff[&tname].data, d.n_out, pc, true),
+                    _ => eff[&tname].data.clone(),
+                };
+                for (k, &stored) in data.iter().enumerate() {
                     let rv = r.data[off + k];
                     if rv.is_finite() && (rv * mult).to_bits() == stored.to_bits() {
                         net.params_mut()[off + k] = rv;
@@ -692,7 +801,7 @@ fn graph_from_tensors(
         let names: Vec<String> = by_name.keys().map(|k| format!("`{k}`")).collect();
         let dense: Vec<String> = net.dense.iter().map(|d| format!("`{}`", d.name)).collect();
         return Err(Error::InvalidInput(format!(
-            "unexpected tensor(s) {} (the architecture has Dense nodes {})",
+            "unexpected tensor(s) {} (the architecture has Dense and Conv nodes {})",
             names.join(", "),
             dense.join(", ")
         )));
@@ -700,13 +809,20 @@ fn graph_from_tensors(
     Ok(net)
 }
 
-/// The text of Dense node l's op, for messages.
+/// The text of parameter node l's op (dense or conv), for messages.
 fn dense_text(net: &Mlp, l: usize) -> String {
     match &net.graph.nodes[net.dense[l].node].op {
-        crate::kernel::Op::Dense { width, w_std, b_std } => {
-            Layer::Dense { width: *width, w_std: *w_std, b_std: *b_std }.to_string()
+        Op::Dense { width, w_std, b_std } => Layer::Dense { width: *width, w_std: *w_std, b_std: *b_std }.to_string(),
+        Op::Conv { channels, filter, stride, padding, w_std, b_std } => Layer::Conv {
+            channels: *channels,
+            filter: filter.clone(),
+            stride: stride.clone(),
+            padding: *padding,
+            w_std: *w_std,
+            b_std: *b_std,
         }
-        _ => unreachable!("dense node"),
+        .to_string(),
+        _ => unreachable!("dense or conv node"),
     }
 }
 
@@ -715,7 +831,7 @@ fn sequential_from_tensors(
     tensors: Vec<(String, Array)>,
     declared: Option<Vec<Layer>>,
     parameterization: Parameterization,
-    meta_dim: Option<usize>,
+    input: Option<Shape>,
     alpha: f64,
     opts: &LoadOptions,
 ) -> Result<Mlp> {
@@ -757,11 +873,14 @@ fn sequential_from_tensors(
         Some(l) => l,
         None => infer_layers(&prefix, &weights, opts.activation.as_ref())?,
     };
-    let first_dense = layers.iter().position(|l| matches!(l, Layer::Dense { .. }));
-    let input_dim = match meta_dim {
-        Some(d) => d,
-        None => {
+    let first_dense = layers.iter().position(|l| matches!(l, Layer::Dense { .. } | Layer::Conv { .. }));
+    let input = match input {
+        Some(s) => s,
+        None => Shape::flat({
             let p = first_dense.ok_or_else(|| Error::Config("the architecture has no dense layer".into()))?;
+            if layers.iter().any(|l| l.is_spatial()) {
+                return Err(no_shape());
+            }
             match weights.get(&p) {
                 Some((s, _)) if s.len() == 2 => s[1],
                 Some((s, _)) => {
@@ -773,15 +892,15 @@ fn sequential_from_tensors(
                     return Err(Error::InvalidInput(format!("missing tensor `{prefix}{p}.weight` (layer {})", p + 1)))
                 }
             }
-        }
+        }),
     };
     let arch = Architecture::sequential(layers, parameterization);
     let mut by_name: BTreeMap<String, Array> = tensors.into_iter().collect();
-    check_declared_size(&arch, input_dim, &by_name, |n| {
+    check_declared_size(&arch, &input, &by_name, |n| {
         let p: usize = n.name.parse().unwrap_or(0);
         (format!("{prefix}{p}"), format!("layer {} `{}`", p + 1, arch.layers[p]))
     })?;
-    let mut net = Mlp::zeros(&arch, input_dim, alpha)?;
+    let mut net = Mlp::zeros_for(&arch, &input, alpha)?;
     for l in 0..net.dense.len() {
         let p: usize = net.dense[l].name.parse().expect("chain nodes are named by index");
         let what = format!("layer {} `{}`", p + 1, arch.layers[p]);
@@ -1130,5 +1249,80 @@ mod tests {
         assert_eq!(split_name("fc1.weight"), None);
         assert_eq!(split_name("weight"), None);
         assert_eq!(split_name("0.running_mean"), None);
+    }
+    #[test]
+    fn conv_models_round_trip_with_pytorch_layouts() {
+        // Conv weights are stored as (C_out, C_in, kh, kw) and a dense layer after flatten has its columns in
+        // PyTorch's NCHW order: checked on the raw tensors (independent of the loader), then by a round trip in
+        // both formats, a chain and a residual conv net, f64 (raw params to rounding) and with the input shape kept.
+        use crate::kernel::spatial::Shape;
+        let d = tmpdir("conv");
+        let shape = Shape::image(&[4, 3], 2);
+        let chain = "conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),tanh,conv(2,2x2),relu,flatten,dense(2,b_std=0.1)";
+        let n = Mlp::init_for(&Architecture::parse(chain, Parameterization::Ntk).unwrap(), &shape, 1.0, 3).unwrap();
+        let t = effective_tensors(&n);
+        let w0 = &t.iter().find(|t| t.0 == "0.weight").unwrap().1;
+        assert_eq!(w0.shape, [3, 2, 3, 3]);
+        // (co=1, ci=0, kh=2, kw=1) is raw index ((1 * 2 + 0) * 3 + 2) * 3 + 1.
+        assert_eq!(w0.data[(2 * 3 + 2) * 3 + 1], n.dense[0].w_mult * n.params()[(2 * 3 + 2) * 3 + 1]);
+        // The conv(2,2x2) output is 3 x 2 positions x 2 channels; the readout column for (p = 4, c = 1) is
+        // ntklab's 4 * 2 + 1 and PyTorch's 1 * 6 + 4.
+        let w5 = &t.iter().find(|t| t.0 == "5.weight").unwrap().1;
+        let l = n.dense.iter().position(|x| x.name == "5").unwrap();
+        assert_eq!(w5.data[12 + 6 + 4], n.dense[l].w_mult * n.weight(l)[(1, 9)]);
+        let x = gaussian(3, shape.size(), 1);
+        let f = n.forward(x.as_ref()).unwrap();
+        let res = "conv(3,3x3,padding=same,b_std=0.2),residual(relu,conv(3,3x3,padding=circular)),avg_pool(2x2),\
+                   flatten,dense(2)";
+        let r = Mlp::init_for(&Architecture::parse(res, Parameterization::Standard).unwrap(), &shape, 1.0, 4).unwrap();
+        let fr = r.forward(x.as_ref()).unwrap();
+        for file in ["c.safetensors", "c.npz"] {
+            for (m, fm) in [(&n, &f), (&r, &fr)] {
+                let path = d.join(file);
+                save_mlp(m, &path, Precision::F64).unwrap();
+                let back = load_mlp(&path, &LoadOptions::default()).unwrap();
+                assert_eq!(back.input_shape, shape, "{file}");
+                assert!(max_rel(&back.forward(x.as_ref()).unwrap(), fm) < 1e-13, "{file}");
+                let e = m
+                    .params()
+                    .iter()
+                    .zip(back.params())
+                    .map(|(a, b)| (a - b).abs() / a.abs().max(1e-300))
+                    .fold(0.0, f64::max);
+                assert!(e < 1e-15, "{file}: raw params differ by {e:e}");
+            }
+        }
+        // Without metadata the input shape must be given; with it, the file loads as a PyTorch model.
+        let path = d.join("foreign.safetensors");
+        let bytes = {
+            let tensors = effective_tensors(&n);
+            let mut header = serde_json::Map::new();
+            let mut data = Vec::new();
+            for (name, a) in &tensors {
+                let start = data.len();
+                encode(a, Precision::F64, &mut data);
+                header.insert(
+                    name.clone(),
+                    serde_json::json!({"dtype": "F64", "shape": a.shape, "data_offsets": [start, data.len()]}),
+                );
+            }
+            let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+            head.resize(head.len().div_ceil(8) * 8, b' ');
+            let mut out = (head.len() as u64).to_le_bytes().to_vec();
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&data);
+            out
+        };
+        std::fs::write(&path, bytes).unwrap();
+        let layers = Some(Architecture::parse(chain, Parameterization::Ntk).unwrap().layers);
+        let opts = LoadOptions { layers, parameterization: Some(Parameterization::Ntk), ..Default::default() };
+        let e = load_mlp(&path, &opts).unwrap_err().to_string();
+        assert!(e.contains("input shape") && e.contains("--input-shape"), "{e}");
+        let back = load_mlp(&path, &LoadOptions { input_shape: Some(shape.clone()), ..opts.clone() }).unwrap();
+        assert!(max_rel(&back.forward(x.as_ref()).unwrap(), &f) < 1e-13);
+        // A wrong image shape gives other conv output sizes: the readout's tensor no longer fits, named.
+        let e = load_mlp(&path, &LoadOptions { input_shape: Some(Shape::image(&[5, 3], 2)), ..opts }).unwrap_err();
+        assert!(e.to_string().contains("`5.weight`"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -255,6 +255,9 @@ impl Run {
             let copies = if self.probes.has(Probe::NtkChange) { 6 } else { 4 };
             words = words.saturating_add(m.saturating_mul(m).saturating_mul(copies));
             words = words.saturating_add(m.saturating_mul(widths).saturating_mul(3));
+            // Conv nodes' transposed Jacobian blocks (P_l x M, both sides), one node at a time.
+            let conv = self.net.dense.iter().filter(|d| d.filter.is_some()).map(|d| d.num_params()).max();
+            words = words.saturating_add(conv.unwrap_or(0).saturating_mul(m).saturating_mul(2));
         }
         if self.probes.has(Probe::Sharpness) {
             words = words.saturating_add(self.probes.lanczos_max_iter.saturating_mul(p));
@@ -395,10 +398,26 @@ impl RunConfig {
                 }
                 let load =
                     |p: &Path, key: &str| read_matrix(&base.join(p)).map_err(|e| key_err(&format!("data.{key}"), e));
-                let ds = Dataset::new(load(x, "x")?, load(y, "y")?).map_err(|e| key_err("data", e))?;
+                let load_x = |p: &Path, key: &str| {
+                    crate::data::read_examples(&base.join(p)).map_err(|e| key_err(&format!("data.{key}"), e))
+                };
+                let (xm, shape) = load_x(x, "x")?;
+                let ds = Dataset::new(xm, load(y, "y")?)
+                    .and_then(|d| d.with_shape(shape.clone()))
+                    .map_err(|e| key_err("data", e))?;
                 match (&d.x_test, &d.y_test) {
                     (Some(xt), Some(yt)) => {
-                        ds.with_test(load(xt, "x_test")?, load(yt, "y_test")?).map_err(|e| key_err("data", e))
+                        let (xtm, tshape) = load_x(xt, "x_test")?;
+                        if tshape != shape {
+                            let show = |s: &Option<crate::kernel::spatial::Shape>| {
+                                s.as_ref().map_or("feature rows".to_string(), |s| format!("examples of shape {s}"))
+                            };
+                            return Err(key_err(
+                                "data.x_test",
+                                format!("holds {} but data.x holds {}", show(&tshape), show(&shape)),
+                            ));
+                        }
+                        ds.with_test(xtm, load(yt, "y_test")?).map_err(|e| key_err("data", e))
                     }
                     (None, None) => Ok(ds),
                     _ => Err(key_err("data", "give both x_test and y_test, or neither")),
@@ -442,8 +461,20 @@ impl RunConfig {
                     parameterization: Some(param),
                     alpha: Some(alpha),
                     activation: None,
+                    input_shape: data.input_shape.clone(),
                 };
                 let net = crate::net::load_mlp(&full, &opts).map_err(|e| key_err("model.init", e))?;
+                if net.input_shape.is_spatial() && net.input_shape != data.example_shape() {
+                    return Err(key_err(
+                        "model.init",
+                        format!(
+                            "{} takes examples of shape {} but the data hold {}",
+                            full.display(),
+                            net.input_shape,
+                            data.example_shape()
+                        ),
+                    ));
+                }
                 if net.input_dim != data.input_dim() {
                     return Err(key_err(
                         "model.init",
@@ -459,7 +490,7 @@ impl RunConfig {
             }
             None => {
                 let seed = m.seed.unwrap_or_else(|| derive_seed(self.seed, MODEL_STREAM));
-                Mlp::init(&arch, data.input_dim(), alpha, seed).map_err(|e| key_err("model.arch", e))?
+                Mlp::init_for(&arch, &data.example_shape(), alpha, seed).map_err(|e| key_err("model.arch", e))?
             }
         };
         if net.output_dim() != data.output_dim() {
