@@ -24,7 +24,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::kernel::spatial::Window;
-use crate::net::ops::Float;
+use crate::net::ops::{Float, Pool};
 use crate::net::Network;
 
 /// The geometry of one convolution or pooling node.
@@ -64,14 +64,6 @@ impl Geom {
     }
 }
 
-/// Positions per group of the parameter-gradient reduction (fixed, so sums do not depend on the thread count).
-const GROUP: usize = 8;
-
-/// Whether to run positions in parallel (sequential GEMMs) rather than one parallel GEMM per position.
-fn by_position(positions: usize, n: usize) -> bool {
-    positions >= 2 * rayon::current_num_threads() || n < 64
-}
-
 /// Wm (K C_in x C_out): row j C_in + ci, column co = w[(co C_in + ci) K + j].
 fn stack_in<T: Float>(g: &Geom, w: &[T]) -> Mat<T> {
     Mat::from_fn(g.k * g.c_in, g.c_out, |r, co| w[(co * g.c_in + r % g.c_in) * g.k + r / g.c_in])
@@ -82,19 +74,43 @@ fn stack_out<T: Float>(g: &Geom, w: &[T]) -> Mat<T> {
     Mat::from_fn(g.k * g.c_out, g.c_in, |r, ci| w[((r % g.c_out) * g.c_in + ci) * g.k + r / g.c_out])
 }
 
-/// Copy the c-column blocks `src` selects (block t of `out` = block `src(t)` of `m`, zeros for None).
-fn gather<T: Float>(m: MatRef<'_, T>, c: usize, src: impl Iterator<Item = Option<usize>>, mut out: MatMut<'_, T>) {
-    for (t, s) in src.enumerate() {
-        let mut dst = out.rb_mut().subcols_mut(t * c, c);
-        match s {
-            Some(i) => dst.copy_from(m.subcols(i * c, c)),
-            None => dst.fill(T::ZERO),
+/// Bytes of gathered windows per GEMM: positions are processed in groups whose patch matrix stays this size.
+const PATCH_BYTES: usize = 4 << 20;
+
+/// Positions per group for patches of `n` rows and `width` columns (at least one; independent of the thread
+/// count, so results are too).
+fn group_size<T>(n: usize, width: usize, positions: usize) -> usize {
+    (PATCH_BYTES / (std::mem::size_of::<T>() * n * width).max(1)).clamp(1, positions.max(1))
+}
+
+/// Gather the windows of positions `start..start + count` into `patch` ((count N) x K c rows block t, column
+/// block j = m's block `sel[(start + t) K + j]`, zeros for None), in parallel over patch columns.
+fn gather_group<T: Float>(
+    m: MatRef<'_, T>,
+    c: usize,
+    sel: &[Option<usize>],
+    k: usize,
+    (start, count): (usize, usize),
+    patch: &mut Mat<T>,
+) {
+    let n = m.nrows();
+    patch.as_mut().subrows_mut(0, count * n).par_col_chunks_mut(1).enumerate().for_each(|(jc, mut col)| {
+        let (j, ch) = (jc / c, jc % c);
+        let dst = col.rb_mut().col_mut(0).try_as_col_major_mut().expect("contiguous column").as_slice_mut();
+        for t in 0..count {
+            let seg = &mut dst[t * n..(t + 1) * n];
+            match sel[(start + t) * k + j] {
+                Some(i) => seg.copy_from_slice(m.col(i * c + ch).try_as_col_major().expect("contiguous").as_slice()),
+                None => seg.fill(T::ZERO),
+            }
         }
-    }
+    });
 }
 
 /// out[:, o block] (+)= scale * [m blocks selected for o] * w for every o: the shared shape of the forward pass
 /// (blocks of c_src = C_in columns, `sel[o K + j]` = taps) and of the input cotangent (C_out blocks, inverse taps).
+/// Groups of positions are stacked into one tall patch matrix ((G N) x K c_src) so each group is one large GEMM;
+/// its (G N) x c_dst result is then copied (or added) into the output's column blocks.
 #[allow(clippy::too_many_arguments)]
 fn windowed_gemm<T: Float>(
     out: &mut Mat<T>,
@@ -105,25 +121,43 @@ fn windowed_gemm<T: Float>(
     k: usize,
     w: MatRef<'_, T>,
     scale: f64,
+    pool: &mut Pool<T>,
 ) {
     let n = m.nrows();
     let c_dst = w.ncols();
     let positions = out.ncols() / c_dst;
-    let body = |o: usize, dst: MatMut<'_, T>, patch: &mut Mat<T>, par: Par| {
-        gather(m, c_src, sel[o * k..(o + 1) * k].iter().copied(), patch.as_mut());
-        T::matmul(dst, accum, patch.as_ref(), w, scale, par);
-    };
-    if by_position(positions, n) {
-        out.as_mut()
-            .par_col_chunks_mut(c_dst)
-            .enumerate()
-            .for_each_init(|| Mat::<T>::zeros(n, k * c_src), |patch, (o, dst)| body(o, dst, patch, Par::Seq));
-    } else {
-        let mut patch = Mat::<T>::zeros(n, k * c_src);
-        for o in 0..positions {
-            body(o, out.as_mut().subcols_mut(o * c_dst, c_dst), &mut patch, Par::rayon(0));
-        }
+    let gs = group_size::<T>(n, k * c_src, positions);
+    let mut patch = pool.take(gs * n, k * c_src);
+    let mut res = pool.take(gs * n, c_dst);
+    let mut start = 0;
+    while start < positions {
+        let count = gs.min(positions - start);
+        gather_group(m, c_src, sel, k, (start, count), &mut patch);
+        let rows = count * n;
+        T::matmul(
+            res.as_mut().subrows_mut(0, rows),
+            Accum::Replace,
+            patch.as_ref().subrows(0, rows),
+            w,
+            scale,
+            Par::rayon(0),
+        );
+        let res_r = &res;
+        out.as_mut().subcols_mut(start * c_dst, count * c_dst).par_col_chunks_mut(1).enumerate().for_each(
+            |(tc, mut col)| {
+                let (t, co) = (tc / c_dst, tc % c_dst);
+                let dst = col.rb_mut().col_mut(0).try_as_col_major_mut().expect("contiguous column").as_slice_mut();
+                let src = &res_r.col_as_slice(co)[t * n..(t + 1) * n];
+                match accum {
+                    Accum::Replace => dst.copy_from_slice(src),
+                    Accum::Add => dst.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
+                }
+            },
+        );
+        start += count;
     }
+    pool.give(patch);
+    pool.give(res);
 }
 
 /// Z (+)= w_mult conv(H, W) + b_mult b into `z` (N x P_out C_out): the forward pass with Accum::Replace.
@@ -135,9 +169,10 @@ fn conv_into<T: Float>(
     h: MatRef<'_, T>,
     z: &mut Mat<T>,
     accum: Accum,
+    pool: &mut Pool<T>,
 ) {
     let wm = stack_in(g, w);
-    windowed_gemm(z, accum, h, g.c_in, &g.taps, g.k, wm.as_ref(), mults.0);
+    windowed_gemm(z, accum, h, g.c_in, &g.taps, g.k, wm.as_ref(), mults.0, pool);
     if let Some(b) = b {
         let n = h.nrows();
         for o in 0..g.p_out {
@@ -151,9 +186,16 @@ fn conv_into<T: Float>(
 }
 
 /// Z = w_mult conv(H, W) + b_mult b (N x P_out C_out).
-pub(crate) fn forward<T: Float>(g: &Geom, w: &[T], b: Option<&[T]>, mults: (f64, f64), h: MatRef<'_, T>) -> Mat<T> {
-    let mut z = Mat::<T>::zeros(h.nrows(), g.p_out * g.c_out);
-    conv_into(g, w, b, mults, h, &mut z, Accum::Replace);
+pub(crate) fn forward<T: Float>(
+    g: &Geom,
+    w: &[T],
+    b: Option<&[T]>,
+    mults: (f64, f64),
+    h: MatRef<'_, T>,
+    pool: &mut Pool<T>,
+) -> Mat<T> {
+    let mut z = pool.take(h.nrows(), g.p_out * g.c_out);
+    conv_into(g, w, b, mults, h, &mut z, Accum::Replace, pool);
     z
 }
 
@@ -166,38 +208,43 @@ pub(crate) fn param_grad<T: Float>(
     mults: (f64, f64),
     gw: &mut [T],
     gb: Option<&mut [T]>,
+    pool: &mut Pool<T>,
 ) {
+    // gWm = w_mult sum over groups of Patch_group^T Delta_group, with Delta_group the group's cotangent blocks
+    // stacked like the patches ((G N) x C_out).
     let n = h.nrows();
-    let groups = g.p_out.div_ceil(GROUP);
-    let one_group = |grp: usize, par: Par| -> Mat<T> {
-        let mut acc = Mat::<T>::zeros(g.k * g.c_in, g.c_out);
-        let mut patch = Mat::<T>::zeros(n, g.k * g.c_in);
-        for o in grp * GROUP..((grp + 1) * GROUP).min(g.p_out) {
-            gather(h, g.c_in, g.taps[o * g.k..(o + 1) * g.k].iter().copied(), patch.as_mut());
-            T::matmul(
-                acc.as_mut(),
-                Accum::Add,
-                patch.as_ref().transpose(),
-                delta.subcols(o * g.c_out, g.c_out),
-                mults.0,
-                par,
-            );
-        }
-        acc
-    };
-    let parts: Vec<Mat<T>> = if by_position(g.p_out, n) {
-        (0..groups).into_par_iter().map(|grp| one_group(grp, Par::Seq)).collect()
-    } else {
-        (0..groups).map(|grp| one_group(grp, Par::rayon(0))).collect()
-    };
-    for acc in &parts {
-        for r in 0..g.k * g.c_in {
-            let (j, ci) = (r / g.c_in, r % g.c_in);
-            for co in 0..g.c_out {
-                gw[(co * g.c_in + ci) * g.k + j] += acc[(r, co)];
-            }
+    let kc = g.k * g.c_in;
+    let gs = group_size::<T>(n, kc + g.c_out, g.p_out);
+    let mut patch = pool.take(gs * n, kc);
+    let mut dstack = pool.take(gs * n, g.c_out);
+    let mut acc = pool.take(kc, g.c_out);
+    let ident: Vec<Option<usize>> = (0..g.p_out).map(Some).collect();
+    let mut start = 0;
+    while start < g.p_out {
+        let count = gs.min(g.p_out - start);
+        gather_group(h, g.c_in, &g.taps, g.k, (start, count), &mut patch);
+        gather_group(delta, g.c_out, &ident, 1, (start, count), &mut dstack);
+        let rows = count * n;
+        let mode = if start == 0 { Accum::Replace } else { Accum::Add };
+        T::matmul(
+            acc.as_mut(),
+            mode,
+            patch.as_ref().subrows(0, rows).transpose(),
+            dstack.as_ref().subrows(0, rows),
+            mults.0,
+            Par::rayon(0),
+        );
+        start += count;
+    }
+    for r in 0..kc {
+        let (j, ci) = (r / g.c_in, r % g.c_in);
+        for co in 0..g.c_out {
+            gw[(co * g.c_in + ci) * g.k + j] += acc[(r, co)];
         }
     }
+    pool.give(patch);
+    pool.give(dstack);
+    pool.give(acc);
     if let Some(gb) = gb {
         for (co, gbc) in gb.iter_mut().enumerate() {
             let mut s = 0.0;
@@ -210,15 +257,29 @@ pub(crate) fn param_grad<T: Float>(
 }
 
 /// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
-fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
+fn input_cotangent_into<T: Float>(
+    g: &Geom,
+    w: &[T],
+    w_mult: f64,
+    delta: MatRef<'_, T>,
+    dh: &mut Mat<T>,
+    accum: Accum,
+    pool: &mut Pool<T>,
+) {
     let wt = stack_out(g, w);
-    windowed_gemm(dh, accum, delta, g.c_out, &g.inv, g.k, wt.as_ref(), w_mult);
+    windowed_gemm(dh, accum, delta, g.c_out, &g.inv, g.k, wt.as_ref(), w_mult, pool);
 }
 
 /// The input cotangent: dH[:, i_j(o)] += w_mult delta[:, o] W_j (N x P_in C_in).
-pub(crate) fn input_cotangent<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>) -> Mat<T> {
-    let mut dh = Mat::<T>::zeros(delta.nrows(), g.p_in * g.c_in);
-    input_cotangent_into(g, w, w_mult, delta, &mut dh, Accum::Replace);
+pub(crate) fn input_cotangent<T: Float>(
+    g: &Geom,
+    w: &[T],
+    w_mult: f64,
+    delta: MatRef<'_, T>,
+    pool: &mut Pool<T>,
+) -> Mat<T> {
+    let mut dh = pool.take(delta.nrows(), g.p_in * g.c_in);
+    input_cotangent_into(g, w, w_mult, delta, &mut dh, Accum::Replace, pool);
     dh
 }
 
@@ -233,10 +294,11 @@ pub(crate) fn tangent<T: Float>(
     dw: &[T],
     db: Option<&[T]>,
     mults: (f64, f64),
+    pool: &mut Pool<T>,
 ) -> Mat<T> {
-    let mut z = forward(g, dw, db, mults, h);
+    let mut z = forward(g, dw, db, mults, h, pool);
     if let Some(hd) = hdot {
-        conv_into(g, w, None, mults, hd, &mut z, Accum::Add);
+        conv_into(g, w, None, mults, hd, &mut z, Accum::Add, pool);
     }
     z
 }
@@ -259,12 +321,13 @@ pub(crate) fn rop<T: Float>(
     rgw: &mut [T],
     rgb: Option<&mut [T]>,
 ) -> Mat<T> {
-    param_grad(g, h, rdelta, mults, rgw, rgb);
+    let pool = &mut Pool::default();
+    param_grad(g, h, rdelta, mults, rgw, rgb, pool);
     if let Some(hd) = hdot {
-        param_grad(g, hd, delta, mults, rgw, None);
+        param_grad(g, hd, delta, mults, rgw, None, pool);
     }
-    let mut rdh = input_cotangent(g, w, mults.0, rdelta);
-    input_cotangent_into(g, vw, mults.0, delta, &mut rdh, Accum::Add);
+    let mut rdh = input_cotangent(g, w, mults.0, rdelta, pool);
+    input_cotangent_into(g, vw, mults.0, delta, &mut rdh, Accum::Add, pool);
     rdh
 }
 
@@ -352,26 +415,33 @@ fn mults<T: Float>(net: &Network<T>, l: usize) -> (f64, f64) {
 }
 
 /// Forward of Conv node l: Z = w_mult conv(H, W) + b_mult b.
-pub(crate) fn forward_node<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>) -> Mat<T> {
+pub(crate) fn forward_node<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, pool: &mut Pool<T>) -> Mat<T> {
     let (w, b) = blocks(net, l, net.params());
-    forward(geom_at(net, net.dense[l].node), w, b, mults(net, l), h)
+    forward(geom_at(net, net.dense[l].node), w, b, mults(net, l), h, pool)
 }
 
 /// Reverse, parameters of Conv node l: its gradient blocks in `g` are overwritten.
-pub(crate) fn param_grad_node<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, delta: &Mat<T>, g: &mut [T]) {
+pub(crate) fn param_grad_node<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    h: MatRef<'_, T>,
+    delta: &Mat<T>,
+    g: &mut [T],
+    pool: &mut Pool<T>,
+) {
     let (gw, mut gb) = blocks_mut(net, l, g);
     gw.fill(T::ZERO);
     if let Some(b) = gb.as_deref_mut() {
         b.fill(T::ZERO);
     }
-    param_grad(geom_at(net, net.dense[l].node), h, delta.as_ref(), mults(net, l), gw, gb);
+    param_grad(geom_at(net, net.dense[l].node), h, delta.as_ref(), mults(net, l), gw, gb, pool);
 }
 
 /// Reverse, input of Conv node l: Gamma_u = w_mult delta W^T (transposed convolution; delta may stack b
 /// cotangents).
-pub(crate) fn input_cotangent_node<T: Float>(net: &Network<T>, l: usize, delta: &Mat<T>) -> Mat<T> {
+pub(crate) fn input_cotangent_node<T: Float>(net: &Network<T>, l: usize, delta: &Mat<T>, pool: &mut Pool<T>) -> Mat<T> {
     let (w, _) = blocks(net, l, net.params());
-    input_cotangent(geom_at(net, net.dense[l].node), w, net.dense[l].w_mult, delta.as_ref())
+    input_cotangent(geom_at(net, net.dense[l].node), w, net.dense[l].w_mult, delta.as_ref(), pool)
 }
 
 /// Forward mode of Conv node l along the parameter tangent v and the input tangent `hdot` (None: zero).
@@ -381,10 +451,11 @@ pub(crate) fn tangent_node<T: Float>(
     h: MatRef<'_, T>,
     hdot: Option<&Mat<T>>,
     v: &[T],
+    pool: &mut Pool<T>,
 ) -> Mat<T> {
     let (w, _) = blocks(net, l, net.params());
     let (dw, db) = blocks(net, l, v);
-    tangent(geom_at(net, net.dense[l].node), w, h, hdot.map(|m| m.as_ref()), dw, db, mults(net, l))
+    tangent(geom_at(net, net.dense[l].node), w, h, hdot.map(|m| m.as_ref()), dw, db, mults(net, l), pool)
 }
 
 /// R-operator of Conv node l (as `dense::rop`): R{dW}, R{db} overwrite their blocks of `out`; returns
@@ -400,6 +471,7 @@ pub(crate) fn rop_node<T: Float>(
     v: &[T],
     out: &mut [T],
     input_needed: bool,
+    pool: &mut Pool<T>,
 ) -> Option<Mat<T>> {
     let g = geom_at(net, net.dense[l].node);
     let m = mults(net, l);
@@ -410,18 +482,18 @@ pub(crate) fn rop_node<T: Float>(
             b.fill(T::ZERO);
         }
         if let Some(rd) = rdelta {
-            param_grad(g, h, rd.as_ref(), m, ow, ob);
+            param_grad(g, h, rd.as_ref(), m, ow, ob, pool);
         }
         if let Some(hd) = hdot {
-            param_grad(g, hd.as_ref(), delta.as_ref(), m, ow, None);
+            param_grad(g, hd.as_ref(), delta.as_ref(), m, ow, None, pool);
         }
     }
     input_needed.then(|| {
         let (w, _) = blocks(net, l, net.params());
         let (vw, _) = blocks(net, l, v);
-        let mut r = input_cotangent(g, vw, m.0, delta.as_ref());
+        let mut r = input_cotangent(g, vw, m.0, delta.as_ref(), pool);
         if let Some(rd) = rdelta {
-            input_cotangent_into(g, w, m.0, rd.as_ref(), &mut r, Accum::Add);
+            input_cotangent_into(g, w, m.0, rd.as_ref(), &mut r, Accum::Add, pool);
         }
         r
     })
@@ -452,58 +524,69 @@ pub(crate) fn linear_transpose<T: Float>(net: &Network<T>, v: usize, delta: Mat<
     }
 }
 
-/// The Jacobian block of Conv node l, transposed: P_l x (N k), column i k + a = dF_a(x_i)/d(W_l, b_l) in the
-/// flat order (weights (co, ci, j), then the bias), from the stacked output cotangents `d` ((k N) x P_out C_out,
-/// row a N + i) and the node's input H (N x P_in C_in). Column i k + a is w_mult vec(Patch_i^T D_(a,i)) with
-/// Patch_i (P_out x K C_in) example i's windows and D_(a,i) (P_out x C_out) its cotangent; bias entries are
-/// b_mult times D's column sums.
+/// The Jacobian block of Conv node l, transposed: P_l x (N k), column i k + a = dF_a(x_i)/d(W_l, b_l), from the
+/// stacked output cotangents `d` ((k N) x P_out C_out, row a N + i) and the node's input H (N x P_in C_in).
+///
+/// Rows are in the block's own order, weights first as the column-major (K C_in) x C_out matrix
+/// G = w_mult Patch_i^T D_(a,i) (row j C_in + ci, column co), then the C_out bias entries b_mult D_(a,i)^T 1, where
+/// Patch_i (P_out x K C_in) holds example i's windows and D_(a,i) (P_out x C_out) its cotangent; row r of the
+/// weights is flat parameter [`jacobian_row_param`]`(r)`. Gram products J J^T do not depend on the order. Both
+/// factors are read from transposed copies (one example per contiguous column), so each column is one GEMM.
 pub(crate) fn jacobian_block<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, d: &Mat<T>) -> Mat<T> {
     let dl = &net.dense[l];
     let g = geom_at(net, dl.node);
     let n = h.nrows();
     let k = d.nrows() / n;
     let (wm, bm) = mults(net, l);
-    let mut jt = Mat::<T>::zeros(dl.num_params(), n * k);
     let kc = g.k * g.c_in;
+    let nw = kc * g.c_out;
+    let ht = h.transpose().to_owned();
+    let dt = d.transpose().to_owned();
+    let mut jt = Mat::<T>::zeros(dl.num_params(), n * k);
     jt.as_mut().par_col_chunks_mut(k).enumerate().for_each_init(
-        || (Mat::<T>::zeros(g.p_out, kc), Mat::<T>::zeros(g.p_out, g.c_out), Mat::<T>::zeros(kc, g.c_out)),
-        |(patch, dm, gm), (i, mut cols)| {
+        || Mat::<T>::zeros(kc, g.p_out),
+        |patch_t, (i, mut cols)| {
+            let hi = ht.col_as_slice(i);
             for o in 0..g.p_out {
+                let dst = patch_t.col_as_slice_mut(o);
                 for j in 0..g.k {
-                    for ci in 0..g.c_in {
-                        patch[(o, j * g.c_in + ci)] = match g.taps[o * g.k + j] {
-                            Some(p) => h[(i, p * g.c_in + ci)],
-                            None => T::ZERO,
-                        };
+                    let out = &mut dst[j * g.c_in..(j + 1) * g.c_in];
+                    match g.taps[o * g.k + j] {
+                        Some(p) => out.copy_from_slice(&hi[p * g.c_in..(p + 1) * g.c_in]),
+                        None => out.fill(T::ZERO),
                     }
                 }
             }
             for a in 0..k {
-                let r = a * n + i;
-                for o in 0..g.p_out {
-                    for co in 0..g.c_out {
-                        dm[(o, co)] = d[(r, o * g.c_out + co)];
-                    }
-                }
-                T::matmul(gm.as_mut(), Accum::Replace, patch.as_ref().transpose(), dm.as_ref(), wm, Par::Seq);
-                for ci in 0..g.c_in {
-                    for co in 0..g.c_out {
-                        for j in 0..g.k {
-                            cols[((co * g.c_in + ci) * g.k + j, a)] = gm[(j * g.c_in + ci, co)];
-                        }
-                    }
-                }
+                // D_(a,i)^T is example (a, i)'s column of D^T read as C_out x P_out.
+                let di_t = MatRef::from_column_major_slice(dt.col_as_slice(a * n + i), g.c_out, g.p_out);
+                let col = cols.rb_mut().col_mut(a).try_as_col_major_mut().expect("contiguous column").as_slice_mut();
+                let (wpart, bpart) = col.split_at_mut(nw);
+                let gm = MatMut::from_column_major_slice_mut(wpart, kc, g.c_out);
+                T::matmul(gm, Accum::Replace, patch_t.as_ref(), di_t.transpose(), wm, Par::Seq);
                 if dl.has_bias() {
-                    let nw = dl.n_out * dl.n_in;
-                    for co in 0..g.c_out {
-                        let s: f64 = (0..g.p_out).map(|o| dm[(o, co)].wide()).sum();
-                        cols[(nw + co, a)] = T::of(bm * s);
+                    for (co, b) in bpart.iter_mut().enumerate() {
+                        let s: f64 = di_t.row(co).iter().map(|v| v.wide()).sum();
+                        *b = T::of(bm * s);
                     }
                 }
             }
         },
     );
     jt
+}
+
+/// The flat parameter offset (within the node's block) of row r of [`jacobian_block`]: weights (co, ci, j) in
+/// PyTorch order for r < K C_in C_out, then the bias.
+pub(crate) fn jacobian_row_param<T: Float>(net: &Network<T>, l: usize, r: usize) -> usize {
+    let g = geom_at(net, net.dense[l].node);
+    let kc = g.k * g.c_in;
+    if r >= kc * g.c_out {
+        return r;
+    }
+    let (co, jc) = (r / kc, r % kc);
+    let (j, ci) = (jc / g.c_in, jc % g.c_in);
+    (co * g.c_in + ci) * g.k + j
 }
 
 #[cfg(test)]
@@ -563,15 +646,15 @@ mod tests {
             let w: Vec<f64> = gaussian(1, c_out * c_in * g.k, 2).row(0).iter().copied().collect();
             let b = vec![0.3, -0.2, 0.7];
             let mults = (0.8, 1.3);
-            let z = forward(&g, &w, Some(&b), mults, h.as_ref());
+            let z = forward(&g, &w, Some(&b), mults, h.as_ref(), &mut Pool::default());
             assert!(max_diff(&z, &naive(&g, &w, &b, h.as_ref(), mults)) < 1e-12);
             // VJP: <delta, dZ> for perturbations of W, b and H equals <grads, perturbation> (the map is linear
             // in each, so central differences are exact up to rounding).
             let delta = gaussian(4, g.p_out * c_out, 3);
             let mut gw = vec![0.0; w.len()];
             let mut gb = vec![0.0; 3];
-            param_grad(&g, h.as_ref(), delta.as_ref(), mults, &mut gw, Some(&mut gb));
-            let dh = input_cotangent(&g, &w, mults.0, delta.as_ref());
+            param_grad(&g, h.as_ref(), delta.as_ref(), mults, &mut gw, Some(&mut gb), &mut Pool::default());
+            let dh = input_cotangent(&g, &w, mults.0, delta.as_ref(), &mut Pool::default());
             let ip = |a: &Mat<f64>| -> f64 {
                 (0..a.nrows())
                     .flat_map(|i| (0..a.ncols()).map(move |j| (i, j)))
@@ -583,24 +666,24 @@ mod tests {
                 let (mut wp, mut wm) = (w.clone(), w.clone());
                 wp[idx] += e;
                 wm[idx] -= e;
-                let fd = (ip(&forward(&g, &wp, Some(&b), mults, h.as_ref()))
-                    - ip(&forward(&g, &wm, Some(&b), mults, h.as_ref())))
+                let fd = (ip(&forward(&g, &wp, Some(&b), mults, h.as_ref(), &mut Pool::default()))
+                    - ip(&forward(&g, &wm, Some(&b), mults, h.as_ref(), &mut Pool::default())))
                     / (2.0 * e);
                 assert!((fd - gw[idx]).abs() < 1e-7 * (1.0 + fd.abs()), "dW[{idx}] {fd} vs {}", gw[idx]);
             }
             let (mut bp, mut bm) = (b.clone(), b.clone());
             bp[1] += e;
             bm[1] -= e;
-            let fd = (ip(&forward(&g, &w, Some(&bp), mults, h.as_ref()))
-                - ip(&forward(&g, &w, Some(&bm), mults, h.as_ref())))
+            let fd = (ip(&forward(&g, &w, Some(&bp), mults, h.as_ref(), &mut Pool::default()))
+                - ip(&forward(&g, &w, Some(&bm), mults, h.as_ref(), &mut Pool::default())))
                 / (2.0 * e);
             assert!((fd - gb[1]).abs() < 1e-7 * (1.0 + fd.abs()));
             for (r, col) in [(0, 0), (3, g.p_in * c_in - 1), (2, 5)] {
                 let (mut hp, mut hm) = (h.clone(), h.clone());
                 hp[(r, col)] += e;
                 hm[(r, col)] -= e;
-                let fd = (ip(&forward(&g, &w, Some(&b), mults, hp.as_ref()))
-                    - ip(&forward(&g, &w, Some(&b), mults, hm.as_ref())))
+                let fd = (ip(&forward(&g, &w, Some(&b), mults, hp.as_ref(), &mut Pool::default()))
+                    - ip(&forward(&g, &w, Some(&b), mults, hm.as_ref(), &mut Pool::default())))
                     / (2.0 * e);
                 assert!((fd - dh[(r, col)]).abs() < 1e-7 * (1.0 + fd.abs()), "dH[{r},{col}]");
             }
@@ -608,12 +691,12 @@ mod tests {
             let hd = gaussian(4, g.p_in * c_in, 4);
             let wd: Vec<f64> = gaussian(1, w.len(), 5).row(0).iter().copied().collect();
             let bd = vec![0.1, 0.2, -0.3];
-            let jv = tangent(&g, &w, h.as_ref(), Some(hd.as_ref()), &wd, Some(&bd), mults);
+            let jv = tangent(&g, &w, h.as_ref(), Some(hd.as_ref()), &wd, Some(&bd), mults, &mut Pool::default());
             let at = |t: f64| {
                 let hh = Mat::from_fn(4, g.p_in * c_in, |i, j| h[(i, j)] + t * hd[(i, j)]);
                 let ww: Vec<f64> = w.iter().zip(&wd).map(|(a, d)| a + t * d).collect();
                 let bb: Vec<f64> = b.iter().zip(&bd).map(|(a, d)| a + t * d).collect();
-                forward(&g, &ww, Some(&bb), mults, hh.as_ref())
+                forward(&g, &ww, Some(&bb), mults, hh.as_ref(), &mut Pool::default())
             };
             let (zp, zm) = (at(e), at(-e));
             let fd = Mat::from_fn(4, g.p_out * c_out, |i, j| (zp[(i, j)] - zm[(i, j)]) / (2.0 * e));
@@ -640,8 +723,8 @@ mod tests {
             let dd = Mat::from_fn(3, delta.ncols(), |i, j| delta[(i, j)] + t * rd[(i, j)]);
             let mut gw = vec![0.0; w.len()];
             let mut gb = vec![0.0; 3];
-            param_grad(&g, hh.as_ref(), dd.as_ref(), mults, &mut gw, Some(&mut gb));
-            (gw, gb, input_cotangent(&g, &ww, mults.0, dd.as_ref()))
+            param_grad(&g, hh.as_ref(), dd.as_ref(), mults, &mut gw, Some(&mut gb), &mut Pool::default());
+            (gw, gb, input_cotangent(&g, &ww, mults.0, dd.as_ref(), &mut Pool::default()))
         };
         let e = 1e-5;
         let ((gwp, gbp, dhp), (gwm, gbm, dhm)) = (reverse(e), reverse(-e));

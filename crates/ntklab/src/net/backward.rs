@@ -103,7 +103,7 @@ impl<T: Float> Network<T> {
         g_out: Mat<T>,
         keep: bool,
         pool: &mut Pool<T>,
-        mut visit: impl FnMut(usize, &Mat<T>),
+        mut visit: impl FnMut(usize, &Mat<T>, &mut Pool<T>),
     ) -> Option<Backprop<T>> {
         let g = &self.graph;
         let nn = g.nodes.len();
@@ -125,11 +125,11 @@ impl<T: Float> Network<T> {
                 }
                 Op::Dense { .. } | Op::Conv { .. } => {
                     let l = self.dense_of[v].expect("parameter node");
-                    visit(l, &gv);
+                    visit(l, &gv, pool);
                     let u = node.inputs[0];
                     if u != 0 {
                         let next = if self.dense[l].filter.is_some() {
-                            layers::conv::input_cotangent_node(self, l, &gv)
+                            layers::conv::input_cotangent_node(self, l, &gv, pool)
                         } else {
                             layers::dense::input_cotangent(self, l, &gv, pool)
                         };
@@ -178,10 +178,10 @@ impl<T: Float> Network<T> {
                 *o = alpha * u[(i, j)];
             }
         });
-        self.reverse(tape, gamma, keep, pool, |l, delta| {
+        self.reverse(tape, gamma, keep, pool, |l, delta, pool| {
             let h = tape.values[self.graph.nodes[self.dense[l].node].inputs[0]].as_ref();
             if self.dense[l].filter.is_some() {
-                layers::conv::param_grad_node(self, l, h, delta, g);
+                layers::conv::param_grad_node(self, l, h, delta, g, pool);
             } else {
                 layers::dense::param_grad(self, l, h, delta, g);
             }

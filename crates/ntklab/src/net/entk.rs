@@ -76,9 +76,9 @@ impl<T: Float> Network<T> {
         // The cross kernel needs both sides' D_l at once: the second side's are collected first.
         let mut d2s: Vec<Option<Mat<T>>> = vec![None; self.dense.len()];
         if !sym {
-            self.reverse(t2r, readout_stack(self, t2r), false, &mut pool, |l, d| d2s[l] = Some(d.clone()));
+            self.reverse(t2r, readout_stack(self, t2r), false, &mut pool, |l, d, _| d2s[l] = Some(d.clone()));
         }
-        self.reverse(t1, readout_stack(self, t1), false, &mut pool, |l, d1| {
+        self.reverse(t1, readout_stack(self, t1), false, &mut pool, |l, d1, _| {
             let dl = &self.dense[l];
             let u = self.graph.nodes[dl.node].inputs[0];
             let (h1, h2) = (t1.values[u].as_ref(), t2r.values[u].as_ref());
@@ -149,14 +149,15 @@ impl<T: Float> Network<T> {
             "the explicit Jacobian",
         )?;
         let mut j = Mat::<T>::zeros(n * k, self.num_params());
-        self.reverse(&tape, readout_stack(self, &tape), false, &mut Pool::default(), |l, d| {
+        self.reverse(&tape, readout_stack(self, &tape), false, &mut Pool::default(), |l, d, _| {
             let dl = &self.dense[l];
             let h = &tape.values[self.graph.nodes[dl.node].inputs[0]];
             if dl.filter.is_some() {
                 let jt = crate::layers::conv::jacobian_block(self, l, h.as_ref(), d);
                 for c in 0..jt.nrows() {
+                    let col = dl.w_off + crate::layers::conv::jacobian_row_param(self, l, c);
                     for r in 0..n * k {
-                        j[(r, dl.w_off + c)] = jt[(c, r)];
+                        j[(r, col)] = jt[(c, r)];
                     }
                 }
                 return;

@@ -53,7 +53,7 @@ impl<T: Float> Network<T> {
                 Op::Conv { .. } => {
                     let l = self.dense_of[w].expect("conv node");
                     let u = node.inputs[0];
-                    Some(layers::conv::tangent_node(self, l, tape.values[u].as_ref(), dot[u].as_ref(), v))
+                    Some(layers::conv::tangent_node(self, l, tape.values[u].as_ref(), dot[u].as_ref(), v, pool))
                 }
                 Op::Flatten => {
                     let u = node.inputs[0];

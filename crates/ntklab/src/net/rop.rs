@@ -269,7 +269,7 @@ fn rop_backward<T: Float>(
                 let delta = back.cot[w].as_ref().expect("kept Delta");
                 let h = tape.values[u].as_ref();
                 let next = if net.dense[l].filter.is_some() {
-                    layers::conv::rop_node(net, l, h, t.dot[u].as_ref(), delta, rgw.as_ref(), v, out, u != 0)
+                    layers::conv::rop_node(net, l, h, t.dot[u].as_ref(), delta, rgw.as_ref(), v, out, u != 0, pool)
                 } else {
                     layers::dense::rop(net, l, h, t.dot[u].as_ref(), delta, rgw.as_ref(), v, out, u != 0, pool)
                 };

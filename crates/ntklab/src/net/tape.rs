@@ -103,7 +103,7 @@ impl<T: Float> Network<T> {
                 Op::Input => unreachable!("node 0 is the only input"),
                 Op::Conv { .. } => {
                     let l = self.dense_of[v].expect("conv node");
-                    layers::conv::forward_node(self, l, values[node.inputs[0]].as_ref())
+                    layers::conv::forward_node(self, l, values[node.inputs[0]].as_ref(), pool)
                 }
                 Op::Flatten => take(&mut values, node.inputs[0], v, pool),
                 Op::AvgPool { .. } | Op::GlobalAvgPool => {
