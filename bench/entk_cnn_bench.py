@@ -177,6 +177,7 @@ def main():
     ap.add_argument("--dtype", choices=["f64", "f32"], default="f64")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bin", default=BIN)
+    ap.add_argument("--no-nt", action="store_true", help="skip neural-tangents (its Jacobian contraction is slow)")
     a = ap.parse_args()
     p, feat = draw(a.channels, a.size, a.readout, 0)
     x = np.random.default_rng(1).standard_normal((a.n, a.size, a.size, 3))
@@ -189,7 +190,8 @@ def main():
     ours = np.load(kp).astype(np.float64)
     results = {"ntklab (compute)": (ours, compute), "ntklab (process)": (ours, wall)}
     results.update(torch_ntk(p, a.channels, a.readout, feat, x, a.dtype, a.repeats))
-    results.update(nt_ntk(p, a.channels, a.readout, x, a.dtype, a.repeats))
+    if not a.no_nt:
+        results.update(nt_ntk(p, a.channels, a.readout, x, a.dtype, a.repeats))
     nparams = sum(v.size for v in p.values())
     print(f"\n## Empirical NTK, CNN conv({a.channels},3x3)x2 + {a.readout} + dense(1), N = {a.n}, "
           f"{a.size}x{a.size}x3, {nparams} parameters, {a.dtype}, median of {a.repeats}\n")

@@ -45,6 +45,7 @@ enum Cmd {
 }
 
 fn main() {
+    ntklab::data::memory::keep_freed_memory();
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
         if t == 0 {

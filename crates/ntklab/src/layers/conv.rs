@@ -74,8 +74,9 @@ fn stack_out<T: Float>(g: &Geom, w: &[T]) -> Mat<T> {
     Mat::from_fn(g.k * g.c_out, g.c_in, |r, ci| w[((r % g.c_out) * g.c_in + ci) * g.k + r / g.c_out])
 }
 
-/// Bytes of gathered windows per GEMM: positions are processed in groups whose patch matrix stays this size.
-const PATCH_BYTES: usize = 4 << 20;
+/// Bytes of gathered windows per GEMM: positions are processed in groups whose patch matrix stays about this
+/// size (per thread, so it stays in cache and never costs fresh pages).
+const PATCH_BYTES: usize = 512 << 10;
 
 /// Positions per group for patches of `n` rows and `width` columns (at least one; independent of the thread
 /// count, so results are too).
@@ -83,8 +84,8 @@ fn group_size<T>(n: usize, width: usize, positions: usize) -> usize {
     (PATCH_BYTES / (std::mem::size_of::<T>() * n * width).max(1)).clamp(1, positions.max(1))
 }
 
-/// Gather the windows of positions `start..start + count` into `patch` ((count N) x K c rows block t, column
-/// block j = m's block `sel[(start + t) K + j]`, zeros for None), in parallel over patch columns.
+/// Gather the windows of positions `start..start + count` into `patch` (row block t, column block j = m's
+/// block `sel[(start + t) K + j]`, zeros for None).
 fn gather_group<T: Float>(
     m: MatRef<'_, T>,
     c: usize,
@@ -94,9 +95,9 @@ fn gather_group<T: Float>(
     patch: &mut Mat<T>,
 ) {
     let n = m.nrows();
-    patch.as_mut().subrows_mut(0, count * n).par_col_chunks_mut(1).enumerate().for_each(|(jc, mut col)| {
+    for jc in 0..k * c {
         let (j, ch) = (jc / c, jc % c);
-        let dst = col.rb_mut().col_mut(0).try_as_col_major_mut().expect("contiguous column").as_slice_mut();
+        let dst = patch.col_as_slice_mut(jc);
         for t in 0..count {
             let seg = &mut dst[t * n..(t + 1) * n];
             match sel[(start + t) * k + j] {
@@ -104,13 +105,13 @@ fn gather_group<T: Float>(
                 None => seg.fill(T::ZERO),
             }
         }
-    });
+    }
 }
 
 /// out[:, o block] (+)= scale * [m blocks selected for o] * w for every o: the shared shape of the forward pass
 /// (blocks of c_src = C_in columns, `sel[o K + j]` = taps) and of the input cotangent (C_out blocks, inverse taps).
-/// Groups of positions are stacked into one tall patch matrix ((G N) x K c_src) so each group is one large GEMM;
-/// its (G N) x c_dst result is then copied (or added) into the output's column blocks.
+/// Groups of G positions run in parallel: each stacks its windows into a tall patch ((G N) x K c_src), runs one
+/// sequential GEMM and copies its (G N) x c_dst result into its own column blocks of `out`.
 #[allow(clippy::too_many_arguments)]
 fn windowed_gemm<T: Float>(
     out: &mut Mat<T>,
@@ -121,43 +122,43 @@ fn windowed_gemm<T: Float>(
     k: usize,
     w: MatRef<'_, T>,
     scale: f64,
-    pool: &mut Pool<T>,
 ) {
     let n = m.nrows();
     let c_dst = w.ncols();
     let positions = out.ncols() / c_dst;
     let gs = group_size::<T>(n, k * c_src, positions);
-    let mut patch = pool.take(gs * n, k * c_src);
-    let mut res = pool.take(gs * n, c_dst);
-    let mut start = 0;
-    while start < positions {
-        let count = gs.min(positions - start);
-        gather_group(m, c_src, sel, k, (start, count), &mut patch);
-        let rows = count * n;
-        T::matmul(
-            res.as_mut().subrows_mut(0, rows),
-            Accum::Replace,
-            patch.as_ref().subrows(0, rows),
-            w,
-            scale,
-            Par::rayon(0),
-        );
-        let res_r = &res;
-        out.as_mut().subcols_mut(start * c_dst, count * c_dst).par_col_chunks_mut(1).enumerate().for_each(
-            |(tc, mut col)| {
-                let (t, co) = (tc / c_dst, tc % c_dst);
-                let dst = col.rb_mut().col_mut(0).try_as_col_major_mut().expect("contiguous column").as_slice_mut();
-                let src = &res_r.col_as_slice(co)[t * n..(t + 1) * n];
-                match accum {
-                    Accum::Replace => dst.copy_from_slice(src),
-                    Accum::Add => dst.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
+    let par = if positions.div_ceil(gs) >= 2 * rayon::current_num_threads() { Par::Seq } else { Par::rayon(0) };
+    out.as_mut().par_col_chunks_mut(gs * c_dst).enumerate().for_each_init(
+        || (Mat::<T>::zeros(gs * n, k * c_src), Mat::<T>::zeros(gs * n, c_dst)),
+        |(patch, res), (gi, mut chunk)| {
+            let count = chunk.ncols() / c_dst;
+            gather_group(m, c_src, sel, k, (gi * gs, count), patch);
+            let rows = count * n;
+            T::matmul(
+                res.as_mut().subrows_mut(0, rows),
+                Accum::Replace,
+                patch.as_ref().subrows(0, rows),
+                w,
+                scale,
+                par,
+            );
+            for t in 0..count {
+                for co in 0..c_dst {
+                    let dst = chunk
+                        .rb_mut()
+                        .col_mut(t * c_dst + co)
+                        .try_as_col_major_mut()
+                        .expect("contiguous column")
+                        .as_slice_mut();
+                    let src = &res.col_as_slice(co)[t * n..(t + 1) * n];
+                    match accum {
+                        Accum::Replace => dst.copy_from_slice(src),
+                        Accum::Add => dst.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
+                    }
                 }
-            },
-        );
-        start += count;
-    }
-    pool.give(patch);
-    pool.give(res);
+            }
+        },
+    );
 }
 
 /// Z (+)= w_mult conv(H, W) + b_mult b into `z` (N x P_out C_out): the forward pass with Accum::Replace.
@@ -169,10 +170,9 @@ fn conv_into<T: Float>(
     h: MatRef<'_, T>,
     z: &mut Mat<T>,
     accum: Accum,
-    pool: &mut Pool<T>,
 ) {
     let wm = stack_in(g, w);
-    windowed_gemm(z, accum, h, g.c_in, &g.taps, g.k, wm.as_ref(), mults.0, pool);
+    windowed_gemm(z, accum, h, g.c_in, &g.taps, g.k, wm.as_ref(), mults.0);
     if let Some(b) = b {
         let n = h.nrows();
         for o in 0..g.p_out {
@@ -195,7 +195,7 @@ pub(crate) fn forward<T: Float>(
     pool: &mut Pool<T>,
 ) -> Mat<T> {
     let mut z = pool.take(h.nrows(), g.p_out * g.c_out);
-    conv_into(g, w, b, mults, h, &mut z, Accum::Replace, pool);
+    conv_into(g, w, b, mults, h, &mut z, Accum::Replace);
     z
 }
 
@@ -211,30 +211,39 @@ pub(crate) fn param_grad<T: Float>(
     pool: &mut Pool<T>,
 ) {
     // gWm = w_mult sum over groups of Patch_group^T Delta_group, with Delta_group the group's cotangent blocks
-    // stacked like the patches ((G N) x C_out).
+    // stacked like the patches ((G N) x C_out); groups run in parallel and their sums are added in group order.
     let n = h.nrows();
     let kc = g.k * g.c_in;
     let gs = group_size::<T>(n, kc + g.c_out, g.p_out);
-    let mut patch = pool.take(gs * n, kc);
-    let mut dstack = pool.take(gs * n, g.c_out);
-    let mut acc = pool.take(kc, g.c_out);
+    let groups = g.p_out.div_ceil(gs);
     let ident: Vec<Option<usize>> = (0..g.p_out).map(Some).collect();
-    let mut start = 0;
-    while start < g.p_out {
-        let count = gs.min(g.p_out - start);
-        gather_group(h, g.c_in, &g.taps, g.k, (start, count), &mut patch);
-        gather_group(delta, g.c_out, &ident, 1, (start, count), &mut dstack);
-        let rows = count * n;
-        let mode = if start == 0 { Accum::Replace } else { Accum::Add };
-        T::matmul(
-            acc.as_mut(),
-            mode,
-            patch.as_ref().subrows(0, rows).transpose(),
-            dstack.as_ref().subrows(0, rows),
-            mults.0,
-            Par::rayon(0),
-        );
-        start += count;
+    let par = if groups >= 2 * rayon::current_num_threads() { Par::Seq } else { Par::rayon(0) };
+    let parts: Vec<Mat<T>> = (0..groups)
+        .into_par_iter()
+        .map_init(
+            || (Mat::<T>::zeros(gs * n, kc), Mat::<T>::zeros(gs * n, g.c_out)),
+            |(patch, dstack), gi| {
+                let count = gs.min(g.p_out - gi * gs);
+                gather_group(h, g.c_in, &g.taps, g.k, (gi * gs, count), patch);
+                gather_group(delta, g.c_out, &ident, 1, (gi * gs, count), dstack);
+                let rows = count * n;
+                let mut acc = Mat::<T>::zeros(kc, g.c_out);
+                T::matmul(
+                    acc.as_mut(),
+                    Accum::Replace,
+                    patch.as_ref().subrows(0, rows).transpose(),
+                    dstack.as_ref().subrows(0, rows),
+                    mults.0,
+                    par,
+                );
+                acc
+            },
+        )
+        .collect();
+    let mut acc = pool.take(kc, g.c_out);
+    acc.fill(T::ZERO);
+    for part in &parts {
+        acc += part;
     }
     for r in 0..kc {
         let (j, ci) = (r / g.c_in, r % g.c_in);
@@ -242,8 +251,6 @@ pub(crate) fn param_grad<T: Float>(
             gw[(co * g.c_in + ci) * g.k + j] += acc[(r, co)];
         }
     }
-    pool.give(patch);
-    pool.give(dstack);
     pool.give(acc);
     if let Some(gb) = gb {
         for (co, gbc) in gb.iter_mut().enumerate() {
@@ -257,17 +264,9 @@ pub(crate) fn param_grad<T: Float>(
 }
 
 /// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
-fn input_cotangent_into<T: Float>(
-    g: &Geom,
-    w: &[T],
-    w_mult: f64,
-    delta: MatRef<'_, T>,
-    dh: &mut Mat<T>,
-    accum: Accum,
-    pool: &mut Pool<T>,
-) {
+fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
     let wt = stack_out(g, w);
-    windowed_gemm(dh, accum, delta, g.c_out, &g.inv, g.k, wt.as_ref(), w_mult, pool);
+    windowed_gemm(dh, accum, delta, g.c_out, &g.inv, g.k, wt.as_ref(), w_mult);
 }
 
 /// The input cotangent: dH[:, i_j(o)] += w_mult delta[:, o] W_j (N x P_in C_in).
@@ -279,7 +278,7 @@ pub(crate) fn input_cotangent<T: Float>(
     pool: &mut Pool<T>,
 ) -> Mat<T> {
     let mut dh = pool.take(delta.nrows(), g.p_in * g.c_in);
-    input_cotangent_into(g, w, w_mult, delta, &mut dh, Accum::Replace, pool);
+    input_cotangent_into(g, w, w_mult, delta, &mut dh, Accum::Replace);
     dh
 }
 
@@ -298,7 +297,7 @@ pub(crate) fn tangent<T: Float>(
 ) -> Mat<T> {
     let mut z = forward(g, dw, db, mults, h, pool);
     if let Some(hd) = hdot {
-        conv_into(g, w, None, mults, hd, &mut z, Accum::Add, pool);
+        conv_into(g, w, None, mults, hd, &mut z, Accum::Add);
     }
     z
 }
@@ -327,7 +326,7 @@ pub(crate) fn rop<T: Float>(
         param_grad(g, hd, delta, mults, rgw, None, pool);
     }
     let mut rdh = input_cotangent(g, w, mults.0, rdelta, pool);
-    input_cotangent_into(g, vw, mults.0, delta, &mut rdh, Accum::Add, pool);
+    input_cotangent_into(g, vw, mults.0, delta, &mut rdh, Accum::Add);
     rdh
 }
 
@@ -493,7 +492,7 @@ pub(crate) fn rop_node<T: Float>(
         let (vw, _) = blocks(net, l, v);
         let mut r = input_cotangent(g, vw, m.0, delta.as_ref(), pool);
         if let Some(rd) = rdelta {
-            input_cotangent_into(g, w, m.0, rd.as_ref(), &mut r, Accum::Add, pool);
+            input_cotangent_into(g, w, m.0, rd.as_ref(), &mut r, Accum::Add);
         }
         r
     })
