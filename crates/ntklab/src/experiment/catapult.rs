@@ -52,6 +52,28 @@ pub struct CatapultConfig {
     /// Master seed (data and initialization; every run starts from the same network).
     #[serde(with = "crate::data::seed")]
     pub seed: u64,
+    /// Hidden-layer counts of the ReLU networks whose eta_max lambda0 is measured (same width, data and
+    /// sweep; 1 is the main run).
+    #[serde(default = "default_depths")]
+    pub depths: Vec<usize>,
+    /// Width n of the uv model (0: skip it).
+    #[serde(default = "default_uv_width")]
+    pub uv_width: usize,
+    /// Bisection steps of the uv model's eta_max.
+    #[serde(default = "default_uv_refine")]
+    pub uv_refine: usize,
+}
+
+fn default_depths() -> Vec<usize> {
+    vec![1]
+}
+
+fn default_uv_width() -> usize {
+    0
+}
+
+fn default_uv_refine() -> usize {
+    12
 }
 
 impl Default for CatapultConfig {
@@ -72,12 +94,25 @@ impl CatapultConfig {
             refine: 4,
             divergence_factor: 1e10,
             seed: 0,
+            depths: vec![1, 2, 3],
+            uv_width: 1000,
+            uv_refine: 16,
         }
     }
 
     /// A small instance for tests and CI (about a second): m = 512, N = 16, 150 steps, no refinement.
     pub fn quick() -> CatapultConfig {
-        CatapultConfig { width: 512, n_train: 16, input_dim: 8, steps: 150, refine: 0, ..CatapultConfig::full() }
+        CatapultConfig {
+            width: 512,
+            n_train: 16,
+            input_dim: 8,
+            steps: 150,
+            refine: 0,
+            depths: vec![1, 2],
+            uv_width: 200,
+            uv_refine: 12,
+            ..CatapultConfig::full()
+        }
     }
 
     /// Checks the configuration.
@@ -91,6 +126,9 @@ impl CatapultConfig {
         }
         if self.divergence_factor.is_nan() || self.divergence_factor <= 1.0 {
             return bad(format!("divergence_factor must be > 1, got {}", self.divergence_factor));
+        }
+        if self.depths.iter().any(|&d| d == 0 || d > 10) {
+            return bad(format!("depths are hidden-layer counts in 1..=10, got {:?}", self.depths));
         }
         Ok(())
     }
@@ -222,6 +260,39 @@ pub struct CatapultResult {
     /// Smallest factor c above it that did not converge (None when every swept factor converged).
     #[serde(default, with = "crate::data::json_f64::opt")]
     pub first_failing_factor: Option<f64>,
+    /// The uv model's bisection (None when `uv_width` = 0).
+    #[serde(default)]
+    pub uv: Option<super::catapult_uv::UvResult>,
+    /// eta_max lambda0 of the uv model (prediction: 4).
+    #[serde(default, with = "crate::data::json_f64::opt")]
+    pub uv_eta_max_lambda0: Option<f64>,
+    /// ReLU networks by depth (`config.depths` order).
+    #[serde(default)]
+    pub by_depth: Vec<DepthResult>,
+    /// eta_max lambda0 of the ReLU networks, in `config.depths` order (None where nothing converged).
+    #[serde(default)]
+    pub eta_max_lambda0_by_depth: Vec<Option<f64>>,
+}
+
+/// eta_max of a ReLU network with `hidden_layers` hidden layers of the config's width.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepthResult {
+    /// Hidden layers.
+    pub hidden_layers: usize,
+    /// lambda0 = lambda_max(Theta_0) / N.
+    #[serde(with = "crate::data::json_f64")]
+    pub lambda0: f64,
+    /// Largest converging factor c below the first failing one (eta = c * 2 / lambda0).
+    #[serde(default, with = "crate::data::json_f64::opt")]
+    pub max_converging_factor: Option<f64>,
+    /// Smallest failing factor above it.
+    #[serde(default, with = "crate::data::json_f64::opt")]
+    pub first_failing_factor: Option<f64>,
+    /// eta_max lambda0 (the bracket's midpoint times 2).
+    #[serde(default, with = "crate::data::json_f64::opt")]
+    pub eta_max_lambda0: Option<f64>,
+    /// Phases of the runs, as (c, phase), in the order run.
+    pub phases: Vec<(f64, Phase)>,
 }
 
 impl CatapultResult {
@@ -289,15 +360,14 @@ fn gd_run(net0: &Mlp, data: &Dataset, cfg: &CatapultConfig, eta_crit: f64, facto
 pub fn run(cfg: &CatapultConfig, ctx: &mut Context) -> Result<CatapultResult> {
     cfg.validate()?;
     let (data, net) = setup(cfg)?;
-    let theta0 = net.empirical_ntk(data.x.as_ref(), None, NtkOutputs::Trace)?;
-    let sym = Mat::from_fn(theta0.nrows(), theta0.ncols(), |i, j| 0.5 * (theta0[(i, j)] + theta0[(j, i)]));
-    let ntk_max0 = max_eigenvalue(sym.as_ref())?;
-    let lambda0 = ntk_max0 / cfg.n_train as f64;
+    let lambda0 = lambda_max_over_n(&net, &data)?;
+    let ntk_max0 = lambda0 * cfg.n_train as f64;
     let eta_crit = 2.0 / lambda0;
     let mut factors = cfg.lr_factors.clone();
     factors.sort_by(|a, b| a.total_cmp(b));
     factors.dedup();
     let total = factors.len() + cfg.refine;
+    // (Depth sweeps and the uv model report no progress of their own: they are short next to the main sweep.)
     ctx.progress(0, total);
     let mut runs = Vec::with_capacity(factors.len());
     for (i, &c) in factors.iter().enumerate() {
@@ -325,6 +395,29 @@ pub fn run(cfg: &CatapultConfig, ctx: &mut Context) -> Result<CatapultResult> {
         }
         ctx.progress(factors.len() + j + 1, total);
     }
+    let mut by_depth = Vec::with_capacity(cfg.depths.len());
+    for &depth in &cfg.depths {
+        if depth == 1 {
+            let phases = runs.iter().chain(&refinement).map(|r| (r.lr_factor, r.phase)).collect();
+            by_depth.push(depth_result(1, lambda0, lo, hi, phases));
+            continue;
+        }
+        let net = deep_relu(cfg, depth)?;
+        let lam = lambda_max_over_n(&net, &data)?;
+        let crit = 2.0 / lam;
+        let (rs, dlo, dhi) = super::catapult_uv::sweep_and_bisect(
+            &factors,
+            cfg.refine,
+            |c| ctx.step(&format!("depth={depth} lr_factor={c}"), || gd_run(&net, &data, cfg, crit, c)),
+            |r: &CatapultRun| r.phase.converged(),
+        )?;
+        by_depth.push(depth_result(depth, lam, dlo, dhi, rs.iter().map(|r| (r.lr_factor, r.phase)).collect()));
+    }
+    let uv = if cfg.uv_width > 0 {
+        Some(super::catapult_uv::run_uv(cfg.uv_width, cfg.steps, cfg.uv_refine, cfg.divergence_factor, cfg.seed, ctx)?)
+    } else {
+        None
+    };
     Ok(CatapultResult {
         config: cfg.clone(),
         ntk_max0,
@@ -334,7 +427,48 @@ pub fn run(cfg: &CatapultConfig, ctx: &mut Context) -> Result<CatapultResult> {
         refinement,
         max_converging_factor: lo,
         first_failing_factor: hi,
+        uv_eta_max_lambda0: uv.as_ref().and_then(|u| u.eta_max_lambda0()),
+        uv,
+        eta_max_lambda0_by_depth: by_depth.iter().map(|d| d.eta_max_lambda0).collect(),
+        by_depth,
     })
+}
+
+fn depth_result(
+    depth: usize,
+    lambda0: f64,
+    lo: Option<f64>,
+    hi: Option<f64>,
+    phases: Vec<(f64, Phase)>,
+) -> DepthResult {
+    DepthResult {
+        hidden_layers: depth,
+        lambda0,
+        max_converging_factor: lo,
+        first_failing_factor: hi,
+        eta_max_lambda0: super::catapult_uv::bracket_mid(lo, hi).map(|c| 2.0 * c),
+        phases,
+    }
+}
+
+/// A ReLU network with `depth` hidden layers of the config's width (ntk parameterization, no biases), from
+/// its own seed stream.
+fn deep_relu(cfg: &CatapultConfig, depth: usize) -> Result<Mlp> {
+    let mut layers = Vec::new();
+    for _ in 0..depth {
+        layers.push(crate::kernel::Layer::Dense { width: cfg.width, w_std: 1.0, b_std: None });
+        layers.push(crate::kernel::Layer::Activation(Activation::Relu));
+    }
+    layers.push(crate::kernel::Layer::Dense { width: 1, w_std: 1.0, b_std: None });
+    let arch = crate::kernel::Architecture::sequential(layers, Parameterization::Ntk);
+    Mlp::init(&arch, cfg.input_dim, 1.0, derive_seed(cfg.seed, 10 + depth as u64))
+}
+
+/// lambda0 = lambda_max(Theta_0) / N on the training inputs.
+fn lambda_max_over_n(net: &Mlp, data: &Dataset) -> Result<f64> {
+    let theta0 = net.empirical_ntk(data.x.as_ref(), None, NtkOutputs::Trace)?;
+    let sym = Mat::from_fn(theta0.nrows(), theta0.ncols(), |i, j| 0.5 * (theta0[(i, j)] + theta0[(j, i)]));
+    Ok(max_eigenvalue(sym.as_ref())? / data.n_train() as f64)
 }
 
 /// `ntklab run catapult`.
@@ -398,7 +532,23 @@ impl Reproduction for Catapult {
                 r.ntk_max_final / r.ntk_max_initial
             );
         }
-        s + &eta_max_line(res)
+        s += &eta_max_line(res);
+        for d in &res.by_depth {
+            s += &format!(
+                "\n{} hidden layer(s): lambda0 = {:.6}, eta_max lambda0 = {}",
+                d.hidden_layers,
+                d.lambda0,
+                d.eta_max_lambda0.map_or("not found".into(), |v| format!("{v:.3}"))
+            );
+        }
+        if let Some(uv) = &res.uv {
+            s += &format!(
+                "\nuv model (n = {}): eta_max lambda0 = {} (prediction 4)",
+                uv.width,
+                uv.eta_max_lambda0().map_or("not found".into(), |v| format!("{v:.5}"))
+            );
+        }
+        s
     }
 }
 
@@ -413,6 +563,24 @@ fn eta_max_line(res: &CatapultResult) -> String {
         (Some(a), None) => format!("every rate converged: eta_max > {a:.3} x 2/lambda0 (extend lr_factors)"),
         (None, Some(b)) => format!("even the smallest rate ({b:.3} x 2/lambda0) failed to converge"),
         (None, None) => "no runs".into(),
+    }
+}
+
+fn depth_chart(res: &CatapultResult) -> Chart {
+    let pts: Vec<(f64, f64)> =
+        res.by_depth.iter().filter_map(|d| d.eta_max_lambda0.map(|v| (d.hidden_layers as f64, v))).collect();
+    let mut hlines = vec![("uv model: 4".into(), 4.0)];
+    if let Some(v) = res.uv_eta_max_lambda0 {
+        hlines.push((format!("uv measured {v:.4}"), v));
+    }
+    Chart {
+        title: "eta_max lambda0 against depth".into(),
+        x_label: "hidden layers".into(),
+        y_label: "eta_max * lambda0".into(),
+        log_x: false,
+        log_y: false,
+        series: vec![Series::markers("ReLU networks", pts)],
+        hlines,
     }
 }
 
@@ -554,9 +722,49 @@ fn report(res: &CatapultResult) -> Report {
                 measured: eta_max_line(res),
                 agrees: None,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(res.uv.as_ref().map(|uv| {
+            let (lo, hi) = (uv.max_converging_factor, uv.first_failing_factor);
+            let ok = matches!((lo, hi), (Some(a), Some(b)) if a <= 2.0 && 2.0 <= b);
+            Comparison {
+                quantity: format!("uv model eta_max lambda0 (n = {})", uv.width),
+                expected: "4 (exact)".into(),
+                measured: match (lo, hi) {
+                    (Some(a), Some(b)) => format!("in [{:.5}, {:.5}]", 2.0 * a, 2.0 * b),
+                    _ => "no bracket".into(),
+                },
+                agrees: Some(ok),
+            }
+        }))
+        .chain((res.by_depth.len() > 1).then(|| {
+            Comparison {
+                quantity: "eta_max lambda0 of ReLU nets by depth".into(),
+                expected: "larger than the uv model's 4".into(),
+                measured: res
+                    .by_depth
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} layer(s): {}",
+                            d.hidden_layers,
+                            d.eta_max_lambda0.map_or("-".into(), |v| format!("{v:.2}"))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                agrees: Some(res.by_depth.iter().all(|d| d.eta_max_lambda0.is_some_and(|v| v > 4.0))),
+            }
+        }))
+        .collect(),
         sections: vec![
             plot("loss_curves", loss, "Loss curves of the converged runs and the first failing one"),
+            plot(
+                "eta_max_by_depth",
+                depth_chart(res),
+                "Maximal converging learning rate times lambda0 for ReLU networks of each depth (bisection \
+                 bracket midpoints), beside the uv model's measured value and its exact 4",
+            ),
             plot("ntk_curves", ntk, "Top NTK eigenvalue during training"),
             plot("phase_diagram", phase, "Peak loss against the learning rate, by phase"),
             plot(
@@ -642,5 +850,16 @@ mod tests {
         // The largest rate diverges, without a panic.
         assert_eq!(res.runs.last().unwrap().phase, Phase::Divergent);
         assert!(res.first_failing_factor.is_some());
+        // The uv model brackets 4 to its bisection's precision (12 halvings of a 0.2-wide bracket in c).
+        let uv = res.uv_eta_max_lambda0.expect("uv bracket");
+        assert!((uv - 4.0).abs() <= 2.0 * 0.2 / 4096.0, "uv eta_max lambda0 = {uv}");
+        // Every depth finds an edge above the linearized one (c > 1, i.e. eta_max lambda0 > 2).
+        assert_eq!(res.by_depth.len(), 2);
+        assert_eq!(res.eta_max_lambda0_by_depth.len(), 2);
+        for d in &res.by_depth {
+            eprintln!("depth {}: eta_max lambda0 = {:?}", d.hidden_layers, d.eta_max_lambda0);
+            assert!(d.eta_max_lambda0.is_some_and(|v| v > 2.0), "depth {}: {:?}", d.hidden_layers, d.eta_max_lambda0);
+        }
+        assert_eq!(res.by_depth[0].eta_max_lambda0, res.eta_max_factor().map(|c| 2.0 * c));
     }
 }

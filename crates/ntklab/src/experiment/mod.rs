@@ -19,6 +19,7 @@
 //! thread count.
 
 pub mod catapult;
+pub mod catapult_uv;
 pub mod context;
 pub mod linearity;
 pub mod linearity_dag;
