@@ -176,8 +176,8 @@ fn conv_into<T: Float>(
     if let Some(b) = b {
         let n = h.nrows();
         for o in 0..g.p_out {
-            for co in 0..g.c_out {
-                let v = T::of(mults.1 * b[co].wide());
+            for (co, bc) in b.iter().enumerate().take(g.c_out) {
+                let v = T::of(mults.1 * bc.wide());
                 let c = z.col_as_slice_mut(o * g.c_out + co);
                 c[..n].iter_mut().for_each(|x| *x += v);
             }
