@@ -93,7 +93,7 @@ fn catapult_quick_shows_the_three_phases() {
     let d = tmp("cat");
     run_ok(&["run", "catapult", "--quick", "--seed", "0", "--out", "a"], &d);
     let out = d.join("a");
-    assert_files(&out, &["loss_curves", "ntk_curves", "phase_diagram", "final_curvature"]);
+    assert_files(&out, &["loss_curves", "eta_max_by_depth", "ntk_curves", "phase_diagram", "final_curvature"]);
     let s = summary(&out);
     let runs = s["runs"].as_array().unwrap();
     let cmax = s["max_converging_factor"].as_f64().expect("some rate converges");
@@ -117,6 +117,13 @@ fn catapult_quick_shows_the_three_phases() {
         any |= r["ntk_max_final"].as_f64().unwrap() < r["ntk_max_initial"].as_f64().unwrap();
     }
     assert!(any, "no catapult run with a lower final NTK eigenvalue");
+    // The uv model's eta_max lambda0 is 4 to the bisection's precision; one value per ReLU depth.
+    let uv = s["uv_eta_max_lambda0"].as_f64().expect("uv key");
+    assert!((uv - 4.0).abs() < 1e-3, "uv eta_max lambda0 = {uv}");
+    assert_eq!(
+        s["eta_max_lambda0_by_depth"].as_array().unwrap().len(),
+        s["config"]["depths"].as_array().unwrap().len()
+    );
     // The largest rate diverges (reported, not a crash).
     assert_eq!(runs.last().unwrap()["phase"], "divergent");
 
@@ -275,7 +282,10 @@ fn report_remakes_pages_and_writes_an_index() {
     std::fs::remove_file(d.join("runs/a/loss_curves.svg")).unwrap();
     let o = run_ok(&["report", "runs"], &d);
     assert!(String::from_utf8_lossy(&o.stdout).contains("remade 1 report"));
-    assert_files(&d.join("runs/a"), &["loss_curves", "ntk_curves", "phase_diagram", "final_curvature"]);
+    assert_files(
+        &d.join("runs/a"),
+        &["loss_curves", "eta_max_by_depth", "ntk_curves", "phase_diagram", "final_curvature"],
+    );
     let index = std::fs::read_to_string(d.join("runs/index.html")).unwrap();
     assert!(index.contains("href=\"a/report.html\"") && index.contains("run:catapult"), "{index}");
     std::fs::remove_dir_all(&d).ok();
