@@ -10,30 +10,14 @@ Writes crates/ntklab-cli/tests/fixtures/torch_cnn/:
 ntklab loads the state dicts with the standard parameterization (raw variables = PyTorch's) and must reproduce
 the outputs and gradients to rounding. Run: bench/.venv/bin/python tools/make_torch_cnn_fixture.py.
 """
-import json
 import os
-import struct
 
 import numpy as np
 import torch
 
+from make_torch_gd_fixture import save_safetensors  # the same f64 safetensors writer
+
 N = 5
-
-
-def save_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        b = t.detach().cpu().numpy().astype("<f8").tobytes()
-        header[name] = {"dtype": "F64", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def write(out, tag, net, x_channels_last, perm):
