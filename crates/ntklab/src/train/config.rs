@@ -12,6 +12,8 @@
 //! noise = 0.1                  # optional (default 0; blobs: within-class std 1)
 //! classes = 2                  # blobs only
 //! seed = 1                     # optional
+//! # ... or a bundled real set: name = "diabetes" | "digits" (data::bundled; n defaults to every row not in
+//! # n_test; rows shuffled by the seed; digits are 8 x 8 x 1 images with one-hot targets)
 //! # ... or arrays (.npy / .csv, relative to this file): x = "x.npy", y = "y.npy", x_test = ..., y_test = ...
 //!
 //! [model]
@@ -59,6 +61,7 @@ use super::ode::OdeOptions;
 use super::optim::{Method, TrainConfig};
 use super::probes::{Probe, ProbeConfig};
 use super::schedule::{Decay, Schedule};
+use crate::data::bundled::{load as load_bundled, Bundled};
 use crate::data::datasets::{synthetic, Builtin, Dataset, SyntheticSpec};
 use crate::data::read_matrix;
 use crate::data::synthetic::derive_seed;
@@ -342,7 +345,22 @@ impl RunConfig {
                         ));
                     }
                 }
-                let b = Builtin::parse(name).map_err(|e| key_err("data.name", e))?;
+                if let Some(b) = Bundled::parse(name) {
+                    for (k, set) in
+                        [("d", d.d.is_some()), ("noise", d.noise.is_some()), ("classes", d.classes.is_some())]
+                    {
+                        if set {
+                            return Err(key_err(
+                                &format!("data.{k}"),
+                                format!("does not apply to the real set {name}"),
+                            ));
+                        }
+                    }
+                    let seed = d.seed.unwrap_or_else(|| derive_seed(self.seed, DATA_STREAM));
+                    return load_bundled(b, d.n, d.n_test.unwrap_or(0), seed).map_err(|e| key_err("data", e));
+                }
+                let b = Builtin::parse(name)
+                    .map_err(|e| key_err("data.name", format!("{e}; or a bundled real set: {}", Bundled::NAMES)))?;
                 let n = d.n.ok_or_else(|| key_err("data.n", "is required for a built-in data set"))?;
                 if n == 0 {
                     return Err(key_err("data.n", "must be at least 1"));
@@ -427,9 +445,10 @@ impl RunConfig {
                 Err(key_err("data", "give either `name` (a built-in set) or `x` and `y` files, not both"))
             }
             (None, Some(_), None) | (None, None, Some(_)) => Err(key_err("data", "give both `x` and `y` files")),
-            (None, None, None) => {
-                Err(key_err("data", format!("give `name` (one of {}) or `x` and `y` files", Builtin::NAMES)))
-            }
+            (None, None, None) => Err(key_err(
+                "data",
+                format!("give `name` (one of {}, {}) or `x` and `y` files", Builtin::NAMES, Bundled::NAMES),
+            )),
         }
     }
 
@@ -822,6 +841,26 @@ which = ["sharpness", "ntk-max", "linearized"]
             .resolve(Path::new("."))
             .unwrap();
         assert!(with_more.peak_bytes() >= ok.peak_bytes() + 300 * ok.net.num_params() * 8);
+    }
+
+    #[test]
+    fn bundled_real_sets_resolve_by_name() {
+        let text = BASE.replace("\"teacher\"", "\"digits\"").replace("\nd = 3\n", "\n").replace("n = 12", "n = 40");
+        let text = text
+            .replace("dense(1)", "dense(10)")
+            .replace("\"dense(8", "\"flatten,dense(8")
+            .replace("\"ntk-max\", ", "");
+        let run = RunConfig::from_toml_str(&text).unwrap().resolve(Path::new(".")).unwrap();
+        assert_eq!((run.data.n_train(), run.data.input_dim(), run.data.output_dim()), (40, 64, 10));
+        assert_eq!(run.data.input_shape.as_ref().unwrap().compact(), "8x8x1");
+        assert_eq!(run.data.test.as_ref().unwrap().0.nrows(), 5);
+        let e = err(&BASE.replace("\"teacher\"", "\"diabetes\""));
+        assert!(e.contains("data.d") && e.contains("diabetes"), "{e}");
+        let e =
+            err(&BASE.replace("\"teacher\"", "\"diabetes\"").replace("\nd = 3\n", "\n").replace("n = 12", "n = 440"));
+        assert!(e.contains("do not fit") && e.contains("442"), "{e}");
+        let e = err(&BASE.replace("\"teacher\"", "\"mnist\""));
+        assert!(e.contains("diabetes, digits"), "{e}");
     }
 
     #[test]
