@@ -190,6 +190,25 @@ fn linearity_dag_quick_writes_slopes_and_points() {
 }
 
 #[test]
+fn depth_quick_writes_the_issue_keys() {
+    let d = tmp("depth");
+    let o = run_ok(&["run", "depth", "--quick", "--out", "rep"], &d);
+    let out = d.join("rep");
+    assert_files(&out, &["loss_l2", "loss_l4", "deviation", "dynamics_loss"]);
+    let s = summary(&out);
+    let (ps, depths) = (s["ps"].as_array().unwrap().len(), s["depths"].as_array().unwrap().len());
+    for key in ["final_loss", "steps_to_target"] {
+        let t = s[key].as_array().unwrap();
+        assert!(t.len() == ps && t.iter().all(|row| row.as_array().unwrap().len() == depths), "{key}: {t:?}");
+    }
+    assert_eq!(s["etas"].as_array().unwrap().len(), s["max_deviation"].as_array().unwrap().len());
+    let slope = s["deviation_slope"].as_f64().unwrap();
+    assert!((0.8..=1.25).contains(&slope), "{slope}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("speedup"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
 fn every_u64_seed_is_accepted() {
     // Seeds >= 2^63 used to be read back as negative TOML integers and rejected.
     let d = tmp("seed");
@@ -218,7 +237,7 @@ fn list_names_every_reproduction() {
     let d = tmp("list");
     let o = run_ok(&["run", "--list"], &d);
     let text = String::from_utf8_lossy(&o.stdout);
-    for n in ["linearity", "linearity-dag", "catapult", "nngp-prior", "pl"] {
+    for n in ["linearity", "linearity-dag", "catapult", "nngp-prior", "pl", "depth"] {
         assert!(text.lines().any(|l| l.starts_with(n)), "{n} missing from:\n{text}");
     }
     let o = run_ok(&["run", "catapult", "--quick", "--print-config"], &d);

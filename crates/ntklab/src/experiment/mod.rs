@@ -21,6 +21,8 @@
 pub mod catapult;
 pub mod catapult_uv;
 pub mod context;
+pub mod depth;
+mod depth_report;
 pub mod linearity;
 pub mod linearity_dag;
 pub mod nngp_prior;

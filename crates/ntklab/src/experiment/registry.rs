@@ -172,6 +172,7 @@ pub const REGISTRY: &[&dyn Experiment] = &[
     &Typed::<super::catapult::Catapult>::new(),
     &Typed::<super::nngp_prior::NngpPrior>::new(),
     &Typed::<super::pl::Pl>::new(),
+    &Typed::<super::depth::Depth>::new(),
 ];
 
 /// The reproduction called `name`, or an error listing the known ones.
