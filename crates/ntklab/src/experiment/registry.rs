@@ -173,6 +173,7 @@ pub const REGISTRY: &[&dyn Experiment] = &[
     &Typed::<super::nngp_prior::NngpPrior>::new(),
     &Typed::<super::pl::Pl>::new(),
     &Typed::<super::depth::Depth>::new(),
+    &Typed::<super::lazy::Lazy>::new(),
 ];
 
 /// The reproduction called `name`, or an error listing the known ones.

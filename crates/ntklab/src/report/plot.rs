@@ -19,7 +19,7 @@ fn register_font() {
 /// One named curve.
 #[derive(Debug, Clone)]
 pub struct Series {
-    /// Legend label.
+    /// Legend label (empty: drawn without a legend entry, e.g. one of many paths).
     pub name: String,
     /// (x, y) points in drawing order.
     pub points: Vec<(f64, f64)>,
@@ -135,17 +135,21 @@ where
     for (i, (s, pts)) in c.series.iter().zip(&data).enumerate() {
         let col = PALETTE[i % PALETTE.len()];
         if s.markers {
-            chart
+            let drawn = chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))
-                .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, col.filled()));
+                .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?;
+            if !s.name.is_empty() {
+                drawn.label(s.name.clone()).legend(move |(x, y)| Circle::new((x + 10, y), 4, col.filled()));
+            }
         } else {
-            chart
+            let drawn = chart
                 .draw_series(LineSeries::new(pts.iter().copied(), col.stroke_width(2)))
-                .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+                .map_err(|e| Error::InvalidInput(format!("plot: {e:?}")))?;
+            if !s.name.is_empty() {
+                drawn
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            }
         }
     }
     for (k, (name, y)) in hl.iter().enumerate() {
