@@ -209,6 +209,27 @@ fn depth_quick_writes_the_issue_keys() {
 }
 
 #[test]
+fn lazy_quick_writes_the_issue_keys() {
+    let d = tmp("lazy");
+    let o = run_ok(&["run", "lazy", "--quick", "--out", "rep"], &d);
+    let out = d.join("rep");
+    assert_files(
+        &out,
+        &["test_loss_vs_scale", "kappa", "init_vs_width", "displacement_vs_width", "particles_0", "particles_1"],
+    );
+    let s = summary(&out);
+    let n = s["scales"].as_array().unwrap().len();
+    for key in ["test_loss_final", "test_loss_best", "tangent_test_loss", "kappa"] {
+        assert_eq!(s[key].as_array().unwrap().len(), n, "{key}");
+    }
+    let slope = |k: &str| s[k].as_f64().unwrap();
+    assert!((slope("slope_init_meanfield") + 0.5).abs() < 0.1 && slope("slope_init_lazy").abs() < 0.1);
+    assert!(slope("slope_displacement_meanfield").abs() < 0.15 && (slope("slope_displacement_lazy") + 0.5).abs() < 0.1);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("slopes vs width"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
 fn every_u64_seed_is_accepted() {
     // Seeds >= 2^63 used to be read back as negative TOML integers and rejected.
     let d = tmp("seed");
@@ -237,7 +258,7 @@ fn list_names_every_reproduction() {
     let d = tmp("list");
     let o = run_ok(&["run", "--list"], &d);
     let text = String::from_utf8_lossy(&o.stdout);
-    for n in ["linearity", "linearity-dag", "catapult", "nngp-prior", "pl", "depth"] {
+    for n in ["linearity", "linearity-dag", "catapult", "nngp-prior", "pl", "depth", "lazy"] {
         assert!(text.lines().any(|l| l.starts_with(n)), "{n} missing from:\n{text}");
     }
     let o = run_ok(&["run", "catapult", "--quick", "--print-config"], &d);

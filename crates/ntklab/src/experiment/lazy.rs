@@ -9,8 +9,8 @@
 //! eta min(1, tau), eta = `lr_factor` 2N / lambda_max(K_0) (K_0 = Dh Dh^T at w_0): on L(tau h) itself the step
 //! is eta / tau^2 for tau >= 1, shrinking like 1/tau^2, so that tau h moves in function space at a speed
 //! independent of tau; below tau = 1 it is eta / tau, because there the neurons grow to norms ~ tau^(-1/2) and
-//! the tangent kernel with them (~ 1/tau), and a step fixed on F_tau diverges. The tangent model tau Dh(w_0)(w
-//! - w_0) under F_tau and the step eta (tau >= 1) follows
+//! the tangent kernel with them (~ 1/tau), and a step fixed on F_tau diverges. The tangent model
+//! tau Dh(w_0)(w - w_0) under F_tau and the step eta (tau >= 1) follows
 //! f_t = K_0 K_0^-1 (I - (I - eta K_0 / N)^t) y on any input (independent of tau); its limit is kernel
 //! regression with K_0 (`tangent_test_loss`). As tau grows the trained net's test loss meets the tangent
 //! model's; for small tau the net learns features and generalizes better.
@@ -118,7 +118,7 @@ impl LazyConfig {
         if !(1..=100_000).contains(&self.n_test) {
             return Err(Error::Config("n_test must be in 1..=100000".into()));
         }
-        if self.width < 2 || self.width % 2 != 0 || self.width > 1 << 16 {
+        if self.width < 2 || !self.width.is_multiple_of(2) || self.width > 1 << 16 {
             return Err(Error::Config(format!("width must be even and in 2..=65536, got {}", self.width)));
         }
         if !(1..=64).contains(&self.teacher_neurons) {

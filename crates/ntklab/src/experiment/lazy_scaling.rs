@@ -113,7 +113,14 @@ pub struct ParticleConfig {
 impl ParticleConfig {
     /// m = 16, tau = 0.01 and 100.
     pub fn full() -> ParticleConfig {
-        ParticleConfig { width: 16, n_train: 100, scales: vec![0.01, 100.0], steps: 20_000, every: 100, lr_factor: 0.25 }
+        ParticleConfig {
+            width: 16,
+            n_train: 100,
+            scales: vec![0.01, 100.0],
+            steps: 20_000,
+            every: 100,
+            lr_factor: 0.25,
+        }
     }
 
     /// Fewer steps.
@@ -123,10 +130,13 @@ impl ParticleConfig {
 
     /// Checks every value, naming the key.
     pub fn validate(&self) -> Result<()> {
-        if self.width < 2 || self.width % 2 != 0 || self.width > 256 {
+        if self.width < 2 || !self.width.is_multiple_of(2) || self.width > 256 {
             return Err(Error::Config("particles.width must be even and in 2..=256".into()));
         }
-        if !(2..=10_000).contains(&self.n_train) || self.scales.is_empty() || self.scales.iter().any(|t| !(*t > 0.0)) {
+        if !(2..=10_000).contains(&self.n_train)
+            || self.scales.is_empty()
+            || self.scales.iter().any(|t| t.is_nan() || *t <= 0.0 || t.is_infinite())
+        {
             return Err(Error::Config("particles.n_train in 2..=10000 and particles.scales > 0".into()));
         }
         if self.steps == 0 || self.steps > 10_000_000 || self.every == 0 || self.steps / self.every > 10_000 {
