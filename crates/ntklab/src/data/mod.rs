@@ -2,6 +2,7 @@
 
 pub mod bundled;
 pub mod datasets;
+pub mod external;
 pub mod io;
 pub mod json_f64;
 pub mod synthetic;

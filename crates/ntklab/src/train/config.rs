@@ -14,6 +14,8 @@
 //! seed = 1                     # optional
 //! # ... or a bundled real set: name = "diabetes" | "digits" (data::bundled; n defaults to every row not in
 //! # n_test; rows shuffled by the seed; digits are 8 x 8 x 1 images with one-hot targets)
+//! # ... or image files on disk: name = "mnist" | "cifar10", path = "folder" (data::external; idx files or
+//! # CIFAR-10 binary batches; n and n_test images drawn by the seed; never downloaded)
 //! # ... or arrays (.npy / .csv, relative to this file): x = "x.npy", y = "y.npy", x_test = ..., y_test = ...
 //!
 //! [model]
@@ -63,6 +65,7 @@ use super::probes::{Probe, ProbeConfig};
 use super::schedule::{Decay, Schedule};
 use crate::data::bundled::{load as load_bundled, Bundled};
 use crate::data::datasets::{synthetic, Builtin, Dataset, SyntheticSpec};
+use crate::data::external::{load as load_external, External};
 use crate::data::read_matrix;
 use crate::data::synthetic::derive_seed;
 use crate::kernel::{Architecture, Parameterization};
@@ -109,6 +112,8 @@ pub struct DataSection {
     /// Data seed (built-in).
     #[serde(default, with = "crate::data::seed::option", skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Folder holding the files of an image set read from disk (`name = "mnist"` or `"cifar10"`).
+    pub path: Option<PathBuf>,
     /// Training inputs file (N x d).
     pub x: Option<PathBuf>,
     /// Training targets file (N x k or length N).
@@ -345,6 +350,30 @@ impl RunConfig {
                         ));
                     }
                 }
+                if let Some(set) = External::parse(name) {
+                    for (k, on) in
+                        [("d", d.d.is_some()), ("noise", d.noise.is_some()), ("classes", d.classes.is_some())]
+                    {
+                        if on {
+                            return Err(key_err(&format!("data.{k}"), format!("does not apply to {name}")));
+                        }
+                    }
+                    let dir = d.path.as_ref().ok_or_else(|| {
+                        key_err(
+                            "data.path",
+                            format!("give the folder holding the {name} files (ntklab never downloads)"),
+                        )
+                    })?;
+                    let seed = d.seed.unwrap_or_else(|| derive_seed(self.seed, DATA_STREAM));
+                    return load_external(set, &base.join(dir), d.n, d.n_test.unwrap_or(0), seed)
+                        .map_err(|e| key_err("data", e));
+                }
+                if d.path.is_some() {
+                    return Err(key_err(
+                        "data.path",
+                        format!("applies to the image sets read from disk ({})", External::NAMES),
+                    ));
+                }
                 if let Some(b) = Bundled::parse(name) {
                     for (k, set) in
                         [("d", d.d.is_some()), ("noise", d.noise.is_some()), ("classes", d.classes.is_some())]
@@ -359,8 +388,12 @@ impl RunConfig {
                     let seed = d.seed.unwrap_or_else(|| derive_seed(self.seed, DATA_STREAM));
                     return load_bundled(b, d.n, d.n_test.unwrap_or(0), seed).map_err(|e| key_err("data", e));
                 }
-                let b = Builtin::parse(name)
-                    .map_err(|e| key_err("data.name", format!("{e}; or a bundled real set: {}", Bundled::NAMES)))?;
+                let b = Builtin::parse(name).map_err(|e| {
+                    key_err(
+                        "data.name",
+                        format!("{e}; or a bundled real set: {}; or from disk: {}", Bundled::NAMES, External::NAMES),
+                    )
+                })?;
                 let n = d.n.ok_or_else(|| key_err("data.n", "is required for a built-in data set"))?;
                 if n == 0 {
                     return Err(key_err("data.n", "must be at least 1"));
@@ -401,6 +434,7 @@ impl RunConfig {
             (None, Some(x), Some(y)) => {
                 for (k, set) in [
                     ("n", d.n.is_some()),
+                    ("path", d.path.is_some()),
                     ("d", d.d.is_some()),
                     ("n_test", d.n_test.is_some()),
                     ("noise", d.noise.is_some()),
@@ -859,8 +893,14 @@ which = ["sharpness", "ntk-max", "linearized"]
         let e =
             err(&BASE.replace("\"teacher\"", "\"diabetes\"").replace("\nd = 3\n", "\n").replace("n = 12", "n = 440"));
         assert!(e.contains("do not fit") && e.contains("442"), "{e}");
-        let e = err(&BASE.replace("\"teacher\"", "\"mnist\""));
-        assert!(e.contains("diabetes, digits"), "{e}");
+        let e = err(&BASE.replace("\"teacher\"", "\"mnist\"").replace("\nd = 3\n", "\n"));
+        assert!(e.contains("data.path") && e.contains("never downloads"), "{e}");
+        let e = err(&BASE.replace("\"teacher\"", "\"mnist\"").replace("\nd = 3\n", "\npath = \"/nonexistent\"\n"));
+        assert!(e.contains("holds none of"), "{e}");
+        let e = err(&BASE.replace("\"teacher\"", "\"mnist2\""));
+        assert!(e.contains("diabetes, digits") && e.contains("cifar10"), "{e}");
+        let e = err(&BASE.replace("\nd = 3\n", "\nd = 3\npath = \"x\"\n"));
+        assert!(e.contains("data.path"), "{e}");
     }
 
     #[test]
