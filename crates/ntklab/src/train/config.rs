@@ -918,7 +918,7 @@ which = ["sharpness", "ntk-max", "linearized"]
             (BASE.replace("batch = 4", ""), "optimizer.batch"),
             (BASE.replace("\"sgd\"", "\"adam\""), "optimizer.kind"),
             (BASE.replace("\"cosine\"", "\"step\""), "optimizer.step_every"),
-            (BASE.replace("\"teacher\"", "\"mnist\""), "data.name"),
+            (BASE.replace("\"teacher\"", "\"mnist2\""), "data.name"),
             (BASE.replace("n = 12", ""), "data.n"),
             (BASE.replace("dense(1)", "dense(2)"), "model.arch"),
             (BASE.replace("relu", "relux"), "model.arch"),
