@@ -230,6 +230,52 @@ fn lazy_quick_writes_the_issue_keys() {
 }
 
 #[test]
+fn eos_quick_writes_the_issue_keys() {
+    let d = tmp("eos");
+    // Two step sizes and a short flow keep the CLI test short; the library test runs the whole quick instance.
+    std::fs::write(d.join("c.toml"), "etas = [0.125]\nsteps = 400\nflow_time = 8.0\n").unwrap();
+    let o = run_ok(&["run", "eos", "--quick", "--config", "c.toml", "--out", "rep"], &d);
+    let out = d.join("rep");
+    assert_files(&out, &["sharpness", "loss", "sharpness_by_time"]);
+    let s = summary(&out);
+    let r = &s["runs"][0];
+    assert_eq!(r["eta"].as_f64(), Some(0.125));
+    assert!(r["first_crossing_step"].as_u64().is_some(), "{r}");
+    let ratio = r["sharpness_after_over_2_over_eta"].as_f64().unwrap();
+    assert!((0.85..=1.2).contains(&ratio), "{ratio}");
+    assert!(r["loss_nonmonotone"].as_bool().unwrap());
+    assert!(s["seconds_per_probe"].as_f64().unwrap() > 0.0);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("per sharpness probe"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn double_descent_and_spectral_bias_quick_write_the_issue_keys() {
+    let d = tmp("dd");
+    run_ok(&["run", "double-descent", "--quick", "--out", "dd"], &d);
+    assert_files(&d.join("dd"), &["least_squares", "random_features"]);
+    let s = summary(&d.join("dd"));
+    assert!(s["n"].as_u64().is_some() && s["noise_variance"].as_f64().is_some() && s["signal_r2"].as_f64().is_some());
+    let g = s["gamma"].as_array().unwrap().len();
+    assert!(g > 0 && s["test_error"].as_array().unwrap().len() == g && s["theory"].as_array().unwrap().len() == g);
+    let r = s["rf_ratio"].as_array().unwrap().len();
+    for key in ["rf_test_error_ridgeless", "rf_test_error_ridge"] {
+        assert_eq!(s[key].as_array().unwrap().len(), r, "{key}");
+    }
+    run_ok(&["run", "spectral-bias", "--quick", "--out", "sb"], &d);
+    assert_files(&d.join("sb"), &["iterations", "eigenvalues", "sphere_spectra"]);
+    let s = summary(&d.join("sb"));
+    let k = s["k"].as_array().unwrap().len();
+    assert!(
+        k > 0 && s["iterations"].as_array().unwrap().len() == k && s["ntk_eigenvalues"].as_array().unwrap().len() == k
+    );
+    assert!(s["slope_iterations"].as_f64().unwrap() > 1.5);
+    let dims = s["slope_eigenvalues_by_dim"].as_array().unwrap();
+    assert_eq!(dims.len(), 3);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
 fn every_u64_seed_is_accepted() {
     // Seeds >= 2^63 used to be read back as negative TOML integers and rejected.
     let d = tmp("seed");
@@ -258,7 +304,18 @@ fn list_names_every_reproduction() {
     let d = tmp("list");
     let o = run_ok(&["run", "--list"], &d);
     let text = String::from_utf8_lossy(&o.stdout);
-    for n in ["linearity", "linearity-dag", "catapult", "nngp-prior", "pl", "depth", "lazy"] {
+    for n in [
+        "linearity",
+        "linearity-dag",
+        "catapult",
+        "nngp-prior",
+        "pl",
+        "depth",
+        "lazy",
+        "eos",
+        "double-descent",
+        "spectral-bias",
+    ] {
         assert!(text.lines().any(|l| l.starts_with(n)), "{n} missing from:\n{text}");
     }
     let o = run_ok(&["run", "catapult", "--quick", "--print-config"], &d);

@@ -174,6 +174,9 @@ pub const REGISTRY: &[&dyn Experiment] = &[
     &Typed::<super::pl::Pl>::new(),
     &Typed::<super::depth::Depth>::new(),
     &Typed::<super::lazy::Lazy>::new(),
+    &Typed::<super::eos::Eos>::new(),
+    &Typed::<super::double_descent::DoubleDescent>::new(),
+    &Typed::<super::spectral_bias::SpectralBias>::new(),
 ];
 
 /// The reproduction called `name`, or an error listing the known ones.
