@@ -75,7 +75,7 @@ impl DoubleDescentConfig {
             gammas: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0],
             trials: 200,
             rf_n: 300,
-            rf_n_test: 1000,
+            rf_n_test: 800,
             rf_input_dim: 20,
             rf_noise: 0.2,
             rf_ratios: vec![0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0],
@@ -117,11 +117,9 @@ impl DoubleDescentConfig {
         if !(2..=100_000).contains(&self.trials) || !(1..=1000).contains(&self.rf_trials) {
             return Err(Error::Config("trials must be in 2..=100000 and rf_trials in 1..=1000".into()));
         }
-        if !(4..=Bundled::Digits.rows() / 2).contains(&self.rf_n)
-            || !(1..=Bundled::Digits.rows() / 2).contains(&self.rf_n_test)
-        {
+        if self.rf_n < 4 || self.rf_n_test == 0 || self.rf_n + self.rf_n_test > Bundled::Digits.rows() {
             return Err(Error::Config(format!(
-                "rf_n and rf_n_test must fit in the digits' {} rows (each at most half)",
+                "rf_n >= 4 and rf_n_test >= 1 must fit together in the digits' {} rows",
                 Bundled::Digits.rows()
             )));
         }
