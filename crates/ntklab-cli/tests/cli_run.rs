@@ -232,7 +232,7 @@ fn lazy_quick_writes_the_issue_keys() {
 #[test]
 fn eos_quick_writes_the_issue_keys() {
     let d = tmp("eos");
-    // Two step sizes and a short flow keep the CLI test short; the library test runs the whole quick instance.
+    // One step size and a short flow keep the CLI test short; the library test runs the whole quick instance.
     std::fs::write(d.join("c.toml"), "etas = [0.125]\nsteps = 400\nflow_time = 8.0\n").unwrap();
     let o = run_ok(&["run", "eos", "--quick", "--config", "c.toml", "--out", "rep"], &d);
     let out = d.join("rep");

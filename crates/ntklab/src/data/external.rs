@@ -58,12 +58,27 @@ struct Raw {
     labels: Vec<u8>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
+/// The first `n` bytes of a file (fewer if it is shorter) and its length, without reading the rest.
+fn head(path: &Path, n: usize) -> Result<(Vec<u8>, u64)> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
+    let len = f.metadata().map_err(|e| Error::file(path, e))?.len();
+    let mut buf = Vec::with_capacity(n);
+    f.take(n as u64).read_to_end(&mut buf).map_err(|e| Error::file(path, e))?;
+    if buf.starts_with(&[0x1f, 0x8b]) {
         return Err(Error::file(path, "is gzip-compressed: decompress it first (gunzip)"));
     }
-    Ok(bytes)
+    Ok((buf, len))
+}
+
+/// The whole file, once its length is known to be `expected` (checked before reading).
+fn read(path: &Path, expected: u64) -> Result<Vec<u8>> {
+    let (_, len) = head(path, 2)?;
+    if len != expected {
+        return Err(Error::file(path, format!("has {len} bytes, expected {expected}")));
+    }
+    crate::data::memory::check_alloc(len as usize, "the image file")?;
+    std::fs::read(path).map_err(|e| Error::file(path, e))
 }
 
 fn find(dir: &Path, names: &[&str]) -> Result<PathBuf> {
@@ -78,29 +93,31 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Parses an idx file of unsigned bytes with `rank` dimensions: (dims, payload).
-fn idx(bytes: &[u8], rank: usize, path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
-    let head = 4 + 4 * rank;
-    if bytes.len() < head || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != rank {
+/// Reads an idx file of unsigned bytes with `rank` dimensions: (dims, payload). The header is checked against the
+/// file's length before the payload is read.
+fn idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let hl = 4 + 4 * rank;
+    let (bytes, len) = head(path, hl)?;
+    if bytes.len() < hl || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != rank {
         return Err(Error::file(path, format!("is not an idx file of unsigned bytes with {rank} dimensions")));
     }
-    let dims: Vec<usize> = (0..rank).map(|k| be_u32(bytes, 4 + 4 * k) as usize).collect();
+    let dims: Vec<usize> = (0..rank).map(|k| be_u32(&bytes, 4 + 4 * k) as usize).collect();
     let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    if count != Some(bytes.len() - head) {
-        return Err(Error::file(
-            path,
-            format!("declares dimensions {dims:?} but holds {} bytes of data", bytes.len() - head),
-        ));
+    let data = len - hl as u64;
+    if count.map(|c| c as u64) != Some(data) {
+        return Err(Error::file(path, format!("declares dimensions {dims:?} but holds {data} bytes of data")));
     }
-    Ok((dims, bytes[head..].to_vec()))
+    let mut all = read(path, len)?;
+    all.drain(..hl);
+    Ok((dims, all))
 }
 
 fn mnist(dir: &Path, train: bool) -> Result<Raw> {
     let (img, lab) = if train { ("train-images", "train-labels") } else { ("t10k-images", "t10k-labels") };
     let ip = find(dir, &[&format!("{img}-idx3-ubyte"), &format!("{img}.idx3-ubyte")])?;
     let lp = find(dir, &[&format!("{lab}-idx1-ubyte"), &format!("{lab}.idx1-ubyte")])?;
-    let (dims, pixels) = idx(&read(&ip)?, 3, &ip)?;
-    let (ldims, labels) = idx(&read(&lp)?, 1, &lp)?;
+    let (dims, pixels) = idx(&ip, 3)?;
+    let (ldims, labels) = idx(&lp, 1)?;
     if dims[1] != 28 || dims[2] != 28 {
         return Err(Error::file(&ip, format!("holds {} x {} images, MNIST's are 28 x 28", dims[1], dims[2])));
     }
@@ -119,10 +136,14 @@ fn cifar10(dir: &Path, train: bool) -> Result<Raw> {
         if !p.is_file() {
             return Err(Error::file(&p, "not found (CIFAR-10 binary version: data_batch_1..5.bin, test_batch.bin)"));
         }
-        let b = read(&p)?;
-        if b.is_empty() || b.len() % 3073 != 0 {
-            return Err(Error::file(&p, format!("has {} bytes, not a whole number of 3073-byte records", b.len())));
+        let (_, len) = head(&p, 2)?;
+        if len == 0 || len % 3073 != 0 || len > 3073 * 100_000 {
+            return Err(Error::file(
+                &p,
+                format!("has {len} bytes, not a whole number of 3073-byte records (at most 10^5)"),
+            ));
         }
+        let b = read(&p, len)?;
         for rec in b.chunks_exact(3073) {
             labels.push(rec[0]);
             // Planes (c, h, w) to NHWC (h, w, c).

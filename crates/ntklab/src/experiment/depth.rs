@@ -140,8 +140,17 @@ impl DepthConfig {
         if !(2..=8).contains(&self.dynamics_depth) || !(2..=8).contains(&self.dynamics_p) {
             return Err(Error::Config("dynamics_depth and dynamics_p must be in 2..=8".into()));
         }
-        if !(self.dynamics_eta > 0.0 && self.dynamics_time > 0.0 && self.dynamics_time / self.dynamics_eta <= 1e6) {
-            return Err(Error::Config("dynamics_eta and dynamics_time must be > 0, with at most 10^6 steps".into()));
+        // The comparison runs at eta, eta/2 and eta/4: 7 time/eta steps in all.
+        let steps = 7.0 * self.dynamics_time / self.dynamics_eta;
+        if !(self.dynamics_eta.is_finite()
+            && self.dynamics_eta > 0.0
+            && self.dynamics_time > 0.0
+            && (4.0..=1e6).contains(&steps))
+        {
+            return Err(Error::Config(
+                "dynamics_eta and dynamics_time must be finite and > 0, with 4 to 10^6 steps over the three step sizes"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -201,7 +210,8 @@ pub struct DepthResult {
     pub final_loss: Vec<Vec<f64>>,
     /// Steps to the target by p and depth (null: not reached).
     pub steps_to_target: Vec<Vec<Option<u64>>>,
-    /// Per p: steps of the shallowest depth over the fewest steps of a deeper one (> 1: depth accelerates).
+    /// Per p: steps of the shallowest depth over the fewest steps of a deeper one (> 1: depth accelerates; NaN
+    /// with a single depth or when none reaches the target).
     #[serde(with = "crate::data::json_f64::vec")]
     pub speedup: Vec<f64>,
     /// The best run of each (p, depth), p-major.
@@ -262,7 +272,8 @@ impl Lp<'_> {
         (l, g)
     }
 
-    /// The minimizer by Newton's method (the objective is convex), from least squares.
+    /// The minimizer by Newton's method from w = 0 (the objective is convex and smooth for p >= 2; the first step
+    /// is the least-squares solution when p = 2). Errors when 100 steps do not converge.
     fn minimize(&self) -> Result<(f64, Vec<f64>)> {
         let d = self.x.ncols();
         let mut w = vec![0.0; d];
@@ -287,10 +298,10 @@ impl Lp<'_> {
                 return Err(Error::Numerical("Newton's method for the l_p minimum diverged".into()));
             }
             if norm.sqrt() < 1e-14 * (1.0 + w.iter().map(|v| v * v).sum::<f64>().sqrt()) {
-                break;
+                return Ok((self.at(&w).0, w));
             }
         }
-        Ok((self.at(&w).0, w))
+        Err(Error::Numerical(format!("Newton's method for the l_{} minimum did not converge in 100 steps", self.p)))
     }
 }
 
@@ -476,7 +487,7 @@ pub fn run(cfg: &DepthConfig, ctx: &mut Context) -> Result<DepthResult> {
                 .filter(|(i, _)| cfg.depths[*i] > cfg.depths[shallow])
                 .map(|(_, s)| s.map_or(f64::INFINITY, |s| s as f64))
                 .fold(f64::INFINITY, f64::min);
-            if base.is_infinite() && deep.is_infinite() {
+            if (base.is_infinite() && deep.is_infinite()) || cfg.depths.iter().all(|d| *d <= cfg.depths[shallow]) {
                 f64::NAN
             } else {
                 base / deep

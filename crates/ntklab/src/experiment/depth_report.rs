@@ -108,7 +108,7 @@ pub fn report(res: &DepthResult) -> Report {
     let mut comparisons = Vec::new();
     if let Some(i) = find(4) {
         comparisons.push(Comparison {
-            quantity: "l_4 loss: steps of depth 1 / fewest steps of a deeper net".into(),
+            quantity: "l_4 loss: steps of the shallowest net / fewest steps of a deeper one".into(),
             expected: "> 1 (depth accelerates)".into(),
             measured: format!("{:.2}", res.speedup[i]),
             agrees: Some(res.speedup[i] > 1.2),
@@ -116,7 +116,7 @@ pub fn report(res: &DepthResult) -> Report {
     }
     if let Some(i) = find(2) {
         comparisons.push(Comparison {
-            quantity: "l_2 loss: steps of depth 1 / fewest steps of a deeper net".into(),
+            quantity: "l_2 loss: steps of the shallowest net / fewest steps of a deeper one".into(),
             expected: "about 1 or below (no gain)".into(),
             measured: format!("{:.2}", res.speedup[i]),
             agrees: Some(res.speedup[i] < 1.1),

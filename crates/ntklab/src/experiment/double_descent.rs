@@ -38,7 +38,8 @@ pub struct DoubleDescentConfig {
     /// Least squares: ||beta||^2.
     #[serde(with = "crate::data::json_f64")]
     pub signal_r2: f64,
-    /// Least squares: gamma = p/n (p rounded; p = n - 1, n, n + 1 are skipped: the risk is infinite there).
+    /// Least squares: gamma = p/n (p rounded; p within 3 of n moves to n - 4 or n + 4: the risk is infinite at
+    /// p = n - 1, n, n + 1 and its estimate has infinite variance within 3 of n).
     #[serde(with = "crate::data::json_f64::vec")]
     pub gammas: Vec<f64>,
     /// Least squares: trials per gamma.
@@ -144,8 +145,8 @@ impl DoubleDescentConfig {
             .map(|g| {
                 let p = ((g * self.n as f64).round() as usize).max(1);
                 match p {
-                    p if p + 1 == self.n || p == self.n => self.n.saturating_sub(2).max(1),
-                    p if p == self.n + 1 => self.n + 2,
+                    p if p + 3 >= self.n && p <= self.n => self.n.saturating_sub(4).max(1),
+                    p if p > self.n && p <= self.n + 3 => self.n + 4,
                     p => p,
                 }
             })

@@ -94,8 +94,10 @@ impl EosConfig {
         if self.etas.is_empty() || self.etas.iter().any(|e| e.is_nan() || *e <= 0.0 || *e > 100.0) {
             return Err(Error::Config("etas: at least one, each in (0, 100]".into()));
         }
-        if self.steps == 0 || self.steps > 10_000_000 || self.sharpness_every == 0 {
-            return Err(Error::Config("steps must be in 1..=10^7 and sharpness_every >= 1".into()));
+        if self.steps == 0 || self.steps > 200_000 || self.sharpness_every == 0 {
+            return Err(Error::Config(
+                "steps must be in 1..=200000 (the loss is kept at every step) and sharpness_every >= 1".into(),
+            ));
         }
         if self.steps / self.sharpness_every > 100_000 {
             return Err(Error::Config("at most 10^5 sharpness probes: raise sharpness_every".into()));
@@ -106,8 +108,12 @@ impl EosConfig {
         if !(self.flow_time >= 0.0 && self.flow_time.is_finite()) {
             return Err(Error::Config("flow_time must be finite and >= 0".into()));
         }
-        if self.flow_time > 0.0 && !(self.flow_every > 0.0 && self.flow_time / self.flow_every <= 100_000.0) {
-            return Err(Error::Config("flow_every must be > 0 with at most 10^5 records".into()));
+        if self.flow_time > 0.0
+            && !(self.flow_every > 0.0
+                && self.flow_every <= self.flow_time
+                && self.flow_time / self.flow_every <= 100_000.0)
+        {
+            return Err(Error::Config("flow_every must be in (0, flow_time] with at most 10^5 records".into()));
         }
         Ok(())
     }
@@ -129,7 +135,7 @@ pub struct EosRun {
     pub sharpness: Vec<f64>,
     /// First record step with sharpness above 2/eta (None: never).
     pub first_crossing_step: Option<u64>,
-    /// Mean of sharpness * eta / 2 over the records after the first crossing (NaN without a crossing).
+    /// Mean of sharpness * eta / 2 over the records from the first crossing on (NaN without a crossing).
     #[serde(with = "crate::data::json_f64")]
     pub sharpness_after_over_2_over_eta: f64,
     /// Whether the loss rose at some step after the first crossing.
@@ -218,8 +224,14 @@ fn gd_run(cfg: &EosConfig, data: &Dataset, net0: &Mlp, eta: f64, k: usize) -> Re
         |s, w| {
             if s % cfg.sharpness_every == 0 {
                 let t0 = Instant::now();
-                probe_net.set_params(w)?;
-                values.push(sharpness(&probe_net, data, cfg.lanczos_iter, derive_seed(lseed, s))?);
+                // A diverging run is the trainer's to report (status "diverged"): the probe records NaN.
+                let value = if w.iter().all(|v| v.is_finite()) {
+                    probe_net.set_params(w)?;
+                    sharpness(&probe_net, data, cfg.lanczos_iter, derive_seed(lseed, s)).unwrap_or(f64::NAN)
+                } else {
+                    f64::NAN
+                };
+                values.push(value);
                 steps.push(s);
                 probe_time += t0.elapsed().as_secs_f64();
                 probes += 1;

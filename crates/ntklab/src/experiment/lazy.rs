@@ -124,8 +124,11 @@ impl LazyConfig {
         if !(1..=64).contains(&self.teacher_neurons) {
             return Err(Error::Config("teacher_neurons must be in 1..=64".into()));
         }
-        if self.scales.is_empty() || self.scales.iter().any(|t| !(*t > 0.0 && t.is_finite())) {
-            return Err(Error::Config("scales: at least one, each finite and > 0".into()));
+        if self.scales.is_empty()
+            || self.scales.iter().any(|t| !(1e-6..=1e6).contains(t))
+            || self.scales.windows(2).any(|w| w[1] <= w[0])
+        {
+            return Err(Error::Config("scales: at least one, increasing, each in [1e-6, 1e6]".into()));
         }
         if !(1..=100).contains(&self.trials) || self.steps == 0 || self.steps > 10_000_000 || self.every == 0 {
             return Err(Error::Config("trials in 1..=100, steps in 1..=10^7, every >= 1".into()));
@@ -137,8 +140,9 @@ impl LazyConfig {
             return Err(Error::Config("kappa_inputs must be in 1..=n_train".into()));
         }
         crate::data::memory::check_alloc(
-            8 * self.n_train.max(self.n_test) * (self.n_train + self.width * 4),
-            "the empirical NTK and the node values of the lazy sweep",
+            8 * self.n_train.max(self.n_test) * (self.n_train + self.width * 4)
+                + 8 * 6 * self.width * (self.input_dim + 1),
+            "the empirical NTK, the node values and the parameter copies of the lazy sweep",
         )?;
         self.scaling.validate()?;
         self.particles.validate()
@@ -332,7 +336,10 @@ fn tangent(net: &Mlp, data: &Dataset, cfg: &LazyConfig) -> Result<(f64, f64, f64
     let conv = coef(&|l| if l > cut { 1.0 / l } else { 0.0 });
     let same = coef(&|l| {
         if l > cut {
-            -f64::exp_m1(t * f64::ln_1p(-eta * l / n)) / l
+            let x = eta * l / n;
+            // 1 - (1 - x)^t: accurate for small x, and with the sign of (1 - x)^t for x > 1 (t is an integer).
+            let gain = if x < 1.0 { -f64::exp_m1(t * f64::ln_1p(-x)) } else { 1.0 - (1.0 - x).powi(t as i32) };
+            gain / l
         } else {
             t * eta / n
         }
@@ -379,6 +386,16 @@ fn train_scale(net0: &Mlp, data: &Dataset, cfg: &LazyConfig, tau: f64, eta: f64)
     )?;
     let tests: Vec<f64> = res.records.iter().filter_map(|r| r.test_loss).collect();
     let last = res.records.last().ok_or_else(|| Error::Numerical("lazy: no records".into()))?;
+    if matches!(res.status, Status::Diverged { .. }) {
+        // Counted in `diverged`; its numbers are not results.
+        return Ok(TrialRun {
+            test_final: f64::NAN,
+            test_best: f64::NAN,
+            train_final: f64::NAN,
+            displacement: f64::NAN,
+            diverged: true,
+        });
+    }
     Ok(TrialRun {
         test_final: last.test_loss.unwrap_or(f64::NAN),
         test_best: tests.iter().copied().fold(f64::INFINITY, f64::min),

@@ -247,8 +247,9 @@ mod tests {
         let first = res.test_loss_final[0];
         assert!(res.test_loss_final.iter().all(|&t| t >= first * 0.999), "{:?}", res.test_loss_final);
         assert!(res.by_scale.iter().all(|b| b.diverged == 0));
-        // kappa = const / tau.
-        let k = &res.kappa;
-        assert!((k[0] * res.scales[0] - k[k.len() - 1] * res.scales[k.len() - 1]).abs() < 1e-9 * k[0] * res.scales[0]);
+        // Lazy where kappa << 1: the neurons' displacement falls as the scale grows.
+        let disp: Vec<f64> = res.by_scale.iter().map(|b| super::super::mean_std(&b.displacement).0).collect();
+        assert!(disp.windows(2).all(|w| w[1] < w[0]), "{disp:?}");
+        assert!(res.kappa[res.kappa.len() - 1] < 0.1 && res.kappa[0] > 1.0, "{:?}", res.kappa);
     }
 }

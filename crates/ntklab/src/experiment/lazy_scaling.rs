@@ -135,9 +135,12 @@ impl ParticleConfig {
         }
         if !(2..=10_000).contains(&self.n_train)
             || self.scales.is_empty()
-            || self.scales.iter().any(|t| t.is_nan() || *t <= 0.0 || t.is_infinite())
+            || self.scales.iter().any(|t| !(1e-6..=1e6).contains(t))
+            || self.scales.windows(2).any(|w| w[1] <= w[0])
         {
-            return Err(Error::Config("particles.n_train in 2..=10000 and particles.scales > 0".into()));
+            return Err(Error::Config(
+                "particles.n_train in 2..=10000 and particles.scales increasing, in [1e-6, 1e6]".into(),
+            ));
         }
         if self.steps == 0 || self.steps > 10_000_000 || self.every == 0 || self.steps / self.every > 10_000 {
             return Err(Error::Config("particles.steps in 1..=10^7, at most 10^4 records".into()));
@@ -253,6 +256,11 @@ pub(crate) fn width_scaling(
                         |_| Ok(()),
                         |_, _| Ok(()),
                     )?;
+                    if matches!(res.status, crate::train::Status::Diverged { .. }) {
+                        return Err(Error::Numerical(format!(
+                            "scaling: GD diverged at width {m}; lower scaling.lr_factor"
+                        )));
+                    }
                     acc[2 + k].push(neuron_displacement(net.params(), net0.params(), m, c.input_dim));
                     acc[4 + k].push(res.records.last().map_or(f64::NAN, |r| r.loss));
                 }
@@ -318,7 +326,7 @@ fn positions(p: &[f64], m: usize, tau: f64) -> Vec<(f64, f64)> {
 pub(crate) fn particles(cfg: &LazyConfig, ctx: &mut Context, done: &mut usize, total: usize) -> Result<Particles> {
     let c = &cfg.particles;
     let seed = derive_seed(cfg.seed, PARTICLE_STREAM);
-    let (data, t) = plane_teacher(c.n_train, cfg.teacher_neurons.min(5), derive_seed(seed, 0))?;
+    let (data, t) = plane_teacher(c.n_train, cfg.teacher_neurons.min(3), derive_seed(seed, 0))?;
     let m = c.width;
     let net0 = student(2, m, Parameterization::Ntk, true, derive_seed(seed, 1))?;
     let eta = c.lr_factor * 2.0 * c.n_train as f64 / lambda_max(&net0, data.x.as_ref())?;
@@ -346,7 +354,7 @@ pub(crate) fn particles(cfg: &LazyConfig, ctx: &mut Context, done: &mut usize, t
                 &ProbeConfig::loss_only(c.steps),
                 |_| Ok(()),
                 |s, w| {
-                    if s % c.every == 0 {
+                    if s % c.every == 0 || s == c.steps {
                         for (j, p) in positions(w, m, tau).into_iter().enumerate() {
                             paths[j].push(p);
                         }
@@ -360,6 +368,7 @@ pub(crate) fn particles(cfg: &LazyConfig, ctx: &mut Context, done: &mut usize, t
         let norm = |p: (f64, f64)| p.0.hypot(p.1);
         let start: f64 = paths.iter().map(|p| norm(p[0])).sum();
         let moved: f64 = paths.iter().map(|p| norm((p[p.len() - 1].0 - p[0].0, p[p.len() - 1].1 - p[0].1))).sum();
+        // Particles whose sign no teacher neuron has (a_j < 0 here) are left out: they shrink to 0.
         let (mut wsum, mut csum) = (0.0, 0.0);
         for (path, sign) in paths.iter().zip(&signs) {
             let p = path[path.len() - 1];
@@ -368,9 +377,11 @@ pub(crate) fn particles(cfg: &LazyConfig, ctx: &mut Context, done: &mut usize, t
                 .iter()
                 .filter(|tk| tk.2 == *sign)
                 .map(|tk| (p.0 * tk.0 + p.1 * tk.1) / r.max(f64::MIN_POSITIVE))
-                .fold(-1.0, f64::max);
-            wsum += r;
-            csum += r * best;
+                .reduce(f64::max);
+            if let Some(b) = best {
+                wsum += r;
+                csum += r * b;
+            }
         }
         out.relative_movement.push(moved / start.max(f64::MIN_POSITIVE));
         out.alignment.push(csum / wsum.max(f64::MIN_POSITIVE));
