@@ -87,6 +87,11 @@ impl ScalingConfig {
         if !(self.lr_factor > 0.0 && self.lr_factor < 1.0) {
             return Err(Error::Config("scaling.lr_factor must be in (0, 1)".into()));
         }
+        let widest = self.widths.iter().copied().max().unwrap_or(0);
+        crate::data::memory::check_alloc(
+            8 * (self.n_train * self.n_train + 4 * self.n_train * widest + 6 * widest * (self.input_dim + 1)),
+            "the scaling table's widest network (tangent kernel, node values, parameter copies)",
+        )?;
         Ok(())
     }
 }

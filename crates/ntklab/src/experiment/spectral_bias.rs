@@ -26,9 +26,10 @@ use serde::{Deserialize, Serialize};
 use super::{fit_power_law, Context, Reproduction};
 use crate::data::synthetic::{derive_seed, rng};
 use crate::kernel::{Architecture, Parameterization};
-use crate::net::Mlp;
+use crate::net::{Mlp, Workspace};
 use crate::report::Report;
 use crate::spectrum::max_eigenvalue;
+use crate::train::Loss;
 use crate::{Error, Result};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -319,13 +320,12 @@ fn fit(
     trained: usize,
 ) -> Result<Option<u64>> {
     let mut net = net0.clone();
-    let n = x.nrows() as f64;
-    let mut params = net.params().to_vec();
+    // One forward and one reverse pass per step, every buffer from the workspace (no allocation per step).
+    let mut ws = Workspace::default();
+    let mut g = vec![0.0; net.num_params()];
     let mut l0 = f64::NAN;
     for t in 0..=cfg.max_steps {
-        let f = net.forward(x.as_ref())?;
-        let r = &f - y;
-        let loss = r.squared_norm_l2() / (2.0 * n);
+        let (loss, _) = net.loss_gradient_into(x.as_ref(), y.as_ref(), Loss::Mse, &mut g, &mut ws)?;
         if t == 0 {
             l0 = loss;
         }
@@ -335,12 +335,9 @@ fn fit(
         if loss <= cfg.threshold * l0 {
             return Ok(Some(t));
         }
-        let u = Mat::from_fn(r.nrows(), 1, |i, _| r[(i, 0)] / n);
-        let g = net.vjp(x.as_ref(), u.as_ref())?;
-        for (p, gi) in params[..trained].iter_mut().zip(&g[..trained]) {
+        for (p, gi) in net.params_mut()[..trained].iter_mut().zip(&g[..trained]) {
             *p -= lr * gi;
         }
-        net.set_params(&params)?;
     }
     Ok(None)
 }
