@@ -1,6 +1,7 @@
 //! The training step allocates nothing large once its workspace is warm: a counting global allocator records
 //! every allocation of 64 KiB or more (the N x width matrices of the passes; small bookkeeping vectors stay
-//! below it), and repeated loss-gradient evaluations with one `Workspace` must make none.
+//! below it), and repeated loss-gradient evaluations (and VJPs of any cotangent) with one `Workspace` must make
+//! none.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,5 +65,21 @@ fn gradient_steps_allocate_nothing_large_after_the_first() {
             LAST.load(Ordering::Relaxed)
         );
         assert!(losses[2] < losses[0], "{spec}: GD steps must decrease the loss: {losses:?}");
+
+        // The same for an arbitrary cotangent (here the l_4 loss's (f - y)^3 / N): `vjp_into` equals `vjp` at the
+        // outputs it returns and allocates nothing large once warm.
+        let l4 = |f: faer::MatRef<'_, f64>| {
+            faer::Mat::from_fn(f.nrows(), f.ncols(), |i, j| (f[(i, j)] - y[(i, j)]).powi(3) / 200.0)
+        };
+        let f = net.vjp_into(x.as_ref(), l4, &mut grad, &mut ws).unwrap();
+        let reference = net.vjp(x.as_ref(), l4(f.as_ref()).as_ref()).unwrap();
+        assert_eq!(grad, reference, "{spec}: vjp_into differs from vjp");
+        assert_eq!(f, net.forward(x.as_ref()).unwrap());
+        let before = BIG.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            net.vjp_into(x.as_ref(), l4, &mut grad, &mut ws).unwrap();
+        }
+        assert_eq!(BIG.load(Ordering::Relaxed) - before, 0, "{spec}: large allocations in vjp_into");
+        assert!(net.vjp_into(x.as_ref(), |_| faer::Mat::zeros(3, 1), &mut grad, &mut ws).is_err());
     }
 }

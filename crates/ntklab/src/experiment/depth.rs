@@ -27,7 +27,7 @@ use super::{fit_power_law, Context, Reproduction};
 use crate::data::bundled::Bundled;
 use crate::data::synthetic::{derive_seed, rng};
 use crate::kernel::{Architecture, Parameterization};
-use crate::net::Mlp;
+use crate::net::{Mlp, Workspace};
 use crate::report::Report;
 use crate::{Error, Result};
 use rand_distr::{Distribution, StandardNormal};
@@ -344,25 +344,34 @@ fn end_to_end(net: &Mlp, eye: &Mat<f64>) -> Result<Vec<f64>> {
     Ok((0..eye.nrows()).map(|i| f[(i, 0)]).collect())
 }
 
-/// One GD run of a deep linear net: the loss after every step (step 0 first); None when it diverged.
+/// One GD run of a deep linear net: the loss after every step (step 0 first); None when it diverged. One forward
+/// and one reverse pass per step ([`Mlp::vjp_into`] with the l_p cotangent), buffers from one workspace.
 fn train_deep(obj: &Lp, mut net: Mlp, lr: f64, steps: u64) -> Result<Option<Vec<f64>>> {
     let mut losses = Vec::with_capacity(steps as usize + 1);
-    let mut params = net.params().to_vec();
+    let mut ws = Workspace::default();
+    let mut g = vec![0.0; net.num_params()];
     for t in 0..=steps {
-        let f = net.forward(obj.x.as_ref())?;
-        let (l, u) = obj.at_outputs(&f);
-        if !l.is_finite() || (t > 0 && l > 1e6 * losses[0]) {
+        let mut loss = f64::NAN;
+        net.vjp_into(
+            obj.x.as_ref(),
+            |f| {
+                let (l, u) = obj.at_outputs(&f.to_owned());
+                loss = l;
+                u
+            },
+            &mut g,
+            &mut ws,
+        )?;
+        if !loss.is_finite() || (t > 0 && loss > 1e6 * losses[0]) {
             return Ok(None);
         }
-        losses.push(l);
+        losses.push(loss);
         if t == steps {
             break;
         }
-        let g = net.vjp(obj.x.as_ref(), u.as_ref())?;
-        for (p, gi) in params.iter_mut().zip(&g) {
+        for (p, gi) in net.params_mut().iter_mut().zip(&g) {
             *p -= lr * gi;
         }
-        net.set_params(&params)?;
     }
     Ok(Some(losses))
 }

@@ -230,6 +230,33 @@ impl<T: Float> Network<T> {
         res
     }
 
+    /// Outputs F (N x k) of X, and J(X)^T U written into `grad` (length P) for the cotangent U = `cotangent(F)`
+    /// (N x k) computed from the outputs of the same pass: the gradient of any loss of the outputs (an l_p loss,
+    /// say) with every large buffer from `ws`, so a training loop allocates nothing large after its first step.
+    pub fn vjp_into(
+        &self,
+        x: MatRef<'_, T>,
+        cotangent: impl FnOnce(MatRef<'_, T>) -> Mat<T>,
+        grad: &mut [T],
+        ws: &mut Workspace<T>,
+    ) -> Result<Mat<T>> {
+        if grad.len() != self.num_params() {
+            return Err(Error::Shape(format!(
+                "gradient buffer has {} entries, the network has {}",
+                grad.len(),
+                self.num_params()
+            )));
+        }
+        let tape = self.build_tape_in(x, Caches::First, &mut ws.pool)?;
+        let u = cotangent(tape.output.as_ref());
+        let res = self.check_cotangent(&tape, u.as_ref(), "cotangent U").map(|_| {
+            self.backprop_into(&tape, u.as_ref(), grad, false, &mut ws.pool);
+            tape.output.clone()
+        });
+        tape.recycle(&mut ws.pool);
+        res
+    }
+
     /// Loss value and gradient dL/dtheta = J^T (dL/dF) w.r.t. the raw parameters ([`Network::params`] order).
     pub fn loss_and_gradient(&self, x: MatRef<'_, T>, y: MatRef<'_, f64>, loss: Loss) -> Result<(f64, Vec<T>)> {
         let tape = self.tape(x)?;
