@@ -197,6 +197,29 @@ pub fn load(set: External, dir: &Path, n: Option<usize>, n_test: usize, seed: u6
     Ok(ds)
 }
 
+/// A real data set by name: a bundled one (`diabetes`, `digits`; `path` must be None) or one read from the
+/// folder `path` (`mnist`, `cifar10`); `n` training rows (None: all not in the test set) and `n_test` test rows,
+/// drawn by `seed`. For experiment configs (`data = "..."`, `data_path = "..."`).
+pub fn load_real(name: &str, path: Option<&Path>, n: Option<usize>, n_test: usize, seed: u64) -> Result<Dataset> {
+    if let Some(b) = super::Bundled::parse(name) {
+        if path.is_some() {
+            return Err(Error::Config(format!("data_path does not apply to the bundled set {name}")));
+        }
+        return super::bundled::load(b, n, n_test, seed);
+    }
+    let set = External::parse(name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown data set `{name}` (bundled: {}; from disk: {})",
+            super::Bundled::NAMES,
+            External::NAMES
+        ))
+    })?;
+    let dir = path.ok_or_else(|| {
+        Error::Config(format!("data_path: give the folder holding the {name} files (ntklab never downloads)"))
+    })?;
+    load(set, dir, n, n_test, seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +271,17 @@ mod tests {
         assert!(load(External::Mnist, &d, None, 0, 5).unwrap_err().to_string().contains("gunzip"));
         std::fs::remove_dir_all(&d).ok();
         assert!(load(External::Mnist, &d, None, 0, 5).unwrap_err().to_string().contains("holds none"));
+    }
+
+    #[test]
+    fn real_sets_resolve_by_name() {
+        assert_eq!(load_real("digits", None, Some(30), 5, 1).unwrap().n_train(), 30);
+        assert!(load_real("digits", Some(Path::new(".")), Some(30), 0, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("data_path"));
+        assert!(load_real("mnist", None, None, 0, 1).unwrap_err().to_string().contains("never downloads"));
+        assert!(load_real("imagenet", None, None, 0, 1).unwrap_err().to_string().contains("cifar10"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Gradient descent at the edge of stability (Cohen, Kaur, Li, Kolter & Talwalkar 2021).
 //!
 //! Full-batch GD with the square loss L = 1/(2N) sum_i ||f(x_i) - y_i||^2 on a subset of the bundled digits
-//! (`data::bundled`, one-hot targets), for their fc-tanh network: `flatten, dense(200), tanh, dense(200), tanh,
+//! (`data::bundled`, one-hot targets; or of MNIST / CIFAR-10 read from disk, `data` and `data_path`, as in the
+//! paper's CIFAR-10 subsets), for their fc-tanh network: `flatten, dense(200), tanh, dense(200), tanh,
 //! dense(10)` in the 'standard' parameterization with PyTorch's default `nn.Linear` initialization (W and b
 //! uniform on [-1/sqrt(n_in), 1/sqrt(n_in)]). At each step size eta the sharpness S_t (the top eigenvalue of the
 //! loss Hessian: Lanczos on exact Hessian-vector products, one R-operator pass each) is recorded every
@@ -16,7 +17,8 @@ use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
 use super::{mean_std, Context, Reproduction};
-use crate::data::bundled::{load, Bundled};
+use crate::data::bundled::Bundled;
+use crate::data::external::{load_real, External};
 use crate::data::synthetic::{derive_seed, rng};
 use crate::data::Dataset;
 use crate::kernel::spatial::Shape;
@@ -30,7 +32,12 @@ use crate::{Error, Result};
 /// What to run; see the module docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EosConfig {
-    /// Training images drawn from the digits (seeded).
+    /// The data set: `digits` (bundled), or `mnist` / `cifar10` read from `data_path` (one-hot targets).
+    pub data: String,
+    /// Folder of the mnist / cifar10 files (relative to the working directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<std::path::PathBuf>,
+    /// Training images drawn from the set (seeded).
     pub n_train: usize,
     /// Hidden width of the two tanh layers.
     pub hidden: usize,
@@ -55,9 +62,11 @@ pub struct EosConfig {
 }
 
 impl EosConfig {
-    /// The full run: 1000 digits, three step sizes, 6000 steps, gradient flow to t = 200.
+    /// The full run: 1000 digits, three step sizes, 6000 steps, gradient flow to t = 300.
     pub fn full() -> EosConfig {
         EosConfig {
+            data: "digits".into(),
+            data_path: None,
             n_train: 1000,
             hidden: 200,
             etas: vec![0.1, 2.0 / 30.0, 0.05],
@@ -85,9 +94,25 @@ impl EosConfig {
 
     /// Checks every value, naming the key.
     pub fn validate(&self) -> Result<()> {
-        if !(10..=Bundled::Digits.rows()).contains(&self.n_train) {
-            return Err(Error::Config(format!("n_train must be in 10..={}", Bundled::Digits.rows())));
+        if !(10..=100_000).contains(&self.n_train) {
+            return Err(Error::Config("n_train must be in 10..=100000".into()));
         }
+        if Bundled::parse(&self.data).is_none() && External::parse(&self.data).is_none() {
+            return Err(Error::Config(format!(
+                "data: `{}` is not a real image set (digits, or from disk: {})",
+                self.data,
+                External::NAMES
+            )));
+        }
+        if self.data.trim().eq_ignore_ascii_case("diabetes") {
+            return Err(Error::Config(
+                "data: diabetes is a regression table; eos needs classes (digits, mnist, cifar10)".into(),
+            ));
+        }
+        crate::data::memory::check_alloc(
+            8 * self.n_train * (3072 + 4 * self.hidden + self.lanczos_iter),
+            "the training set and the passes of the eos runs",
+        )?;
         if !(1..=4096).contains(&self.hidden) {
             return Err(Error::Config("hidden must be in 1..=4096".into()));
         }
@@ -272,7 +297,8 @@ fn gd_run(cfg: &EosConfig, data: &Dataset, net0: &Mlp, eta: f64, k: usize) -> Re
 /// Runs every step size and the flow; each is one checkpointed step.
 pub fn run(cfg: &EosConfig, ctx: &mut Context) -> Result<EosResult> {
     cfg.validate()?;
-    let data = load(Bundled::Digits, Some(cfg.n_train), 0, derive_seed(cfg.seed, DATA_STREAM))?;
+    let data =
+        load_real(&cfg.data, cfg.data_path.as_deref(), Some(cfg.n_train), 0, derive_seed(cfg.seed, DATA_STREAM))?;
     let net0 = fc_tanh(&data.example_shape(), cfg.hidden, data.output_dim(), derive_seed(cfg.seed, NET_STREAM))?;
     let total = cfg.etas.len() + usize::from(cfg.flow_time > 0.0);
     ctx.progress(0, total);
@@ -356,8 +382,9 @@ impl Reproduction for Eos {
     }
     fn console(res: &EosResult) -> String {
         let mut s = format!(
-            "eos: fc-tanh on {} digits ({} parameters), {:.3} s per sharpness probe\n{:>9} {:>8} {:>12} {:>14} {:>10}\n",
-            res.config.n_train, res.params, res.seconds_per_probe, "eta", "2/eta", "crossing", "S eta/2 after", "loss rises"
+            "eos: fc-tanh on {} {} images ({} parameters), {:.3} s per sharpness probe\n{:>9} {:>8} {:>12} {:>14} {:>10}\n",
+            res.config.n_train,
+            res.config.data, res.params, res.seconds_per_probe, "eta", "2/eta", "crossing", "S eta/2 after", "loss rises"
         );
         for r in &res.runs {
             s += &format!(
