@@ -118,7 +118,7 @@ pub fn report(res: &EosResult) -> Report {
             c.sharpness_every,
             c.lanczos_iter,
             res.seconds_per_probe,
-            c.flow_time,
+            res.flow_times.last().copied().unwrap_or(0.0),
             c.flow_every,
             c.seed,
             h = c.hidden
