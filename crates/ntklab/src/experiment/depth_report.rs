@@ -192,7 +192,6 @@ mod tests {
         assert!((0.8..=1.25).contains(&res.deviation_slope), "slope {} ({:?})", res.deviation_slope, res.max_deviation);
         assert!(res.max_deviation.windows(2).all(|w| w[1] < w[0]));
         // The report's three checks agree.
-        let rep = super::report(&res);
-        assert!(rep.comparisons.iter().all(|c| c.agrees == Some(true)), "{:?}", rep.comparisons);
+        super::super::assert_all_agree(&super::report(&res).comparisons);
     }
 }

@@ -16,13 +16,12 @@
 //! mean over test points of ||f(x) - y||^2).
 
 use faer::Mat;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::{mean_std, Context, Reproduction};
 use crate::data::bundled::{load, Bundled};
 use crate::data::datasets::{synthetic, Builtin, SyntheticSpec};
-use crate::data::synthetic::{derive_seed, rng};
+use crate::data::synthetic::{derive_seed, gaussian};
 use crate::data::Dataset;
 use crate::report::Report;
 use crate::{Error, Result};
@@ -186,11 +185,6 @@ pub fn ridge_fit(f: &Mat<f64>, y: &Mat<f64>, lambda: f64) -> Result<Mat<f64>> {
     let scaled = Mat::from_fn(m, rhs.ncols(), |i, j| if s[i] > cut { coef[(i, j)] / (s[i] + reg) } else { 0.0 });
     let sol = u * scaled;
     Ok(if primal { sol } else { f.transpose() * sol })
-}
-
-fn gaussian(rows: usize, cols: usize, seed: u64) -> Mat<f64> {
-    let mut r = rng(seed);
-    Mat::from_fn(rows, cols, |_, _| StandardNormal.sample(&mut r))
 }
 
 /// One trial of least squares: ||beta_hat - beta||^2.

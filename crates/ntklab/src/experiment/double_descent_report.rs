@@ -204,9 +204,7 @@ mod tests {
     #[test]
     fn quick_instance_matches_the_exact_curve_and_peaks_at_the_threshold() {
         let res = run(&DoubleDescentConfig::quick(), &mut Context::quiet()).unwrap();
-        for c in super::checks(&res) {
-            assert_eq!(c.agrees, Some(true), "{}: expected {}, measured {}", c.quantity, c.expected, c.measured);
-        }
+        super::super::assert_all_agree(&super::checks(&res));
     }
 
     #[test]

@@ -12,7 +12,6 @@
 
 use std::time::Instant;
 
-use faer::Mat;
 use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +25,7 @@ use crate::kernel::{Architecture, Parameterization};
 use crate::net::{LossCurvature, Mlp};
 use crate::report::Report;
 use crate::spectrum::{lanczos, LanczosOptions, Which};
+use crate::train::probes::accuracy;
 use crate::train::{train_with_progress, Loss, OdeOptions, Probe, ProbeConfig, Status, TrainConfig};
 use crate::{Error, Result};
 
@@ -228,12 +228,6 @@ fn sharpness(net: &Mlp, data: &Dataset, iters: usize, seed: u64) -> Result<f64> 
     Ok(res.values[0])
 }
 
-fn accuracy(net: &Mlp, data: &Dataset) -> Result<f64> {
-    let f = net.forward(data.x.as_ref())?;
-    let argmax = |m: &Mat<f64>, i: usize| (0..m.ncols()).fold(0, |b, c| if m[(i, c)] > m[(i, b)] { c } else { b });
-    Ok((0..f.nrows()).filter(|&i| argmax(&f, i) == argmax(&data.y, i)).count() as f64 / f.nrows() as f64)
-}
-
 fn gd_run(cfg: &EosConfig, data: &Dataset, net0: &Mlp, eta: f64, k: usize) -> Result<(EosRun, f64, usize)> {
     let mut net = net0.clone();
     let mut probe_net = net0.clone();
@@ -282,7 +276,7 @@ fn gd_run(cfg: &EosConfig, data: &Dataset, net0: &Mlp, eta: f64, k: usize) -> Re
         sharpness_after_over_2_over_eta: after,
         loss_nonmonotone: increases > 0,
         loss_increases: increases,
-        final_accuracy: accuracy(&net, data)?,
+        final_accuracy: accuracy(net.forward(data.x.as_ref())?.as_ref(), data.y.as_ref()),
         status: match res.status {
             Status::Diverged { .. } => res.status.to_string(),
             _ => "completed".into(),

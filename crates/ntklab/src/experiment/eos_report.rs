@@ -213,9 +213,7 @@ mod tests {
     #[test]
     fn quick_instance_reaches_the_edge_and_stays() {
         let res = run(&EosConfig::quick(), &mut Context::quiet()).unwrap();
-        for c in super::checks(&res) {
-            assert_eq!(c.agrees, Some(true), "{}: expected {}, measured {}", c.quantity, c.expected, c.measured);
-        }
+        super::super::assert_all_agree(&super::checks(&res));
         // Sharpening first: the sharpness at init is below every threshold.
         for r in &res.runs {
             assert!(r.sharpness[0] < 2.0 / r.eta, "eta {}: starts at {}", r.eta, r.sharpness[0]);

@@ -33,6 +33,7 @@ use crate::kernel::{Architecture, Parameterization};
 use crate::net::{Mlp, NtkOutputs, OutputCurvature};
 use crate::report::Report;
 use crate::spectrum::{lanczos, max_eigenvalue, LanczosOptions, Which};
+use crate::train::probes::symmetrized;
 use crate::train::{train, ProbeConfig, Status, TrainConfig};
 use crate::{Error, Result};
 use rand_distr::{Distribution, StandardNormal};
@@ -318,7 +319,7 @@ fn mse(f: &Mat<f64>, y: &Mat<f64>) -> f64 {
 fn tangent(net: &Mlp, data: &Dataset, cfg: &LazyConfig) -> Result<(f64, f64, f64, Mat<f64>)> {
     let (xt, yt) = data.test.as_ref().ok_or_else(|| Error::Config("lazy: no test split".into()))?;
     let k = net.empirical_ntk(data.x.as_ref(), None, NtkOutputs::Trace)?;
-    let k = Mat::from_fn(k.nrows(), k.ncols(), |i, j| 0.5 * (k[(i, j)] + k[(j, i)]));
+    let k = symmetrized(&k);
     let kt = net.empirical_ntk(xt.as_ref(), Some(data.x.as_ref()), NtkOutputs::Trace)?;
     let n = data.n_train() as f64;
     let evd = k.self_adjoint_eigen(faer::Side::Lower).map_err(|e| Error::Numerical(format!("eigen: {e:?}")))?;

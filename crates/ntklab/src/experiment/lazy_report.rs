@@ -240,9 +240,7 @@ mod tests {
     #[test]
     fn quick_instance_shows_the_lazy_limit_and_the_width_scalings() {
         let res = run(&LazyConfig::quick(), &mut Context::quiet()).unwrap();
-        for c in super::checks(&res) {
-            assert_eq!(c.agrees, Some(true), "{}: expected {}, measured {}", c.quantity, c.expected, c.measured);
-        }
+        super::super::assert_all_agree(&super::checks(&res));
         // Test loss rises with the scale overall (feature learning fades): the smallest scale is best.
         let first = res.test_loss_final[0];
         assert!(res.test_loss_final.iter().all(|&t| t >= first * 0.999), "{:?}", res.test_loss_final);

@@ -27,6 +27,7 @@ use crate::data::synthetic::{derive_seed, rng};
 use crate::kernel::Parameterization;
 use crate::net::NtkOutputs;
 use crate::spectrum::max_eigenvalue;
+use crate::train::probes::symmetrized;
 use crate::train::{train_with_progress, ProbeConfig, TrainConfig};
 use crate::{Error, Result};
 use rand_distr::{Distribution, Uniform};
@@ -223,7 +224,7 @@ pub struct Particles {
 /// The largest eigenvalue of the (symmetrized) empirical NTK on x.
 fn lambda_max(net: &crate::net::Mlp, x: faer::MatRef<'_, f64>) -> Result<f64> {
     let k = net.empirical_ntk(x, None, NtkOutputs::Trace)?;
-    max_eigenvalue(Mat::from_fn(k.nrows(), k.ncols(), |i, j| 0.5 * (k[(i, j)] + k[(j, i)])).as_ref())
+    max_eigenvalue(symmetrized(&k).as_ref())
 }
 
 fn rms(f: &Mat<f64>) -> f64 {

@@ -98,6 +98,14 @@ pub fn fit_power_law(x: &[f64], y: &[f64]) -> Result<PowerLawFit> {
     Ok(PowerLawFit { exponent: slope, prefactor: intercept.exp(), r2, points: n })
 }
 
+/// Test helper: every claim-versus-measurement row of a report agrees (the message names the row).
+#[cfg(test)]
+pub(crate) fn assert_all_agree(checks: &[crate::report::Comparison]) {
+    for c in checks {
+        assert_eq!(c.agrees, Some(true), "{}: expected {}, measured {}", c.quantity, c.expected, c.measured);
+    }
+}
+
 /// Mean and sample standard deviation of the finite values (NaN, 0 when there are none).
 pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
     let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();

@@ -8,7 +8,6 @@
 //! 2N / lambda_max(K_0)) and records, every `every` steps, the loss, lambda_min(K_t) and the PL ratio
 //! ||grad L||^2 / (2L).
 
-use faer::Mat;
 use serde::{Deserialize, Serialize};
 
 use super::{Context, Reproduction};
@@ -18,6 +17,7 @@ use crate::kernel::{Architecture, Parameterization};
 use crate::net::{Mlp, NtkOutputs};
 use crate::report::{Chart, Comparison, Report, Section, Series};
 use crate::spectrum::max_eigenvalue;
+use crate::train::probes::symmetrized;
 use crate::train::{train, Probe, ProbeConfig, Status, TrainConfig};
 use crate::{Error, Result};
 
@@ -162,7 +162,7 @@ pub fn run(cfg: &PlConfig, ctx: &mut Context) -> Result<PlResult> {
                 Mlp::init(&arch, cfg.input_dim, 1.0, derive_seed(derive_seed(cfg.seed, NET_STREAM), m as u64))?;
             let params = net.num_params();
             let k0 = net.empirical_ntk(data.x.as_ref(), None, NtkOutputs::Trace)?;
-            let sym = Mat::from_fn(k0.nrows(), k0.ncols(), |i, j| 0.5 * (k0[(i, j)] + k0[(j, i)]));
+            let sym = symmetrized(&k0);
             let lr = cfg.lr_factor * 2.0 * n / max_eigenvalue(sym.as_ref())?;
             let probes = ProbeConfig::loss_only(cfg.every).with(Probe::NtkMin).with(Probe::Pl);
             let res = train(&mut net, &data, &TrainConfig::gd(lr, cfg.steps), &probes, |_| Ok(()))?;

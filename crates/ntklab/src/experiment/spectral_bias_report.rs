@@ -194,9 +194,7 @@ mod tests {
     #[test]
     fn quick_instance_learns_low_frequencies_first() {
         let res = run(&SpectralBiasConfig::quick(), &mut Context::quiet()).unwrap();
-        for c in super::checks(&res) {
-            assert_eq!(c.agrees, Some(true), "{}: expected {}, measured {}", c.quantity, c.expected, c.measured);
-        }
+        super::super::assert_all_agree(&super::checks(&res));
     }
 
     #[test]

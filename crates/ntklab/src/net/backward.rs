@@ -213,21 +213,7 @@ impl<T: Float> Network<T> {
         grad: &mut [T],
         ws: &mut Workspace<T>,
     ) -> Result<(f64, Mat<T>)> {
-        if grad.len() != self.num_params() {
-            return Err(Error::Shape(format!(
-                "gradient buffer has {} entries, the network has {}",
-                grad.len(),
-                self.num_params()
-            )));
-        }
-        let tape = self.build_tape_in(x, Caches::First, &mut ws.pool)?;
-        let parts = loss_parts(&tape.output, y, loss);
-        let res = parts.map(|(value, gf)| {
-            self.backprop_into(&tape, gf.as_ref(), grad, false, &mut ws.pool);
-            (value, tape.output.clone())
-        });
-        tape.recycle(&mut ws.pool);
-        res
+        self.gradient_into(x, grad, ws, |f| loss_parts(f, y, loss))
     }
 
     /// Outputs F (N x k) of X, and J(X)^T U written into `grad` (length P) for the cotangent U = `cotangent(F)`
@@ -240,6 +226,18 @@ impl<T: Float> Network<T> {
         grad: &mut [T],
         ws: &mut Workspace<T>,
     ) -> Result<Mat<T>> {
+        self.gradient_into(x, grad, ws, |f| Ok(((), cotangent(f.as_ref())))).map(|(_, f)| f)
+    }
+
+    /// The pass both of the above make: tape X in `ws`, ask `cotangent` for (its value, U) from the outputs F,
+    /// write J^T U into `grad`; returns (the value, F).
+    fn gradient_into<R>(
+        &self,
+        x: MatRef<'_, T>,
+        grad: &mut [T],
+        ws: &mut Workspace<T>,
+        cotangent: impl FnOnce(&Mat<T>) -> Result<(R, Mat<T>)>,
+    ) -> Result<(R, Mat<T>)> {
         if grad.len() != self.num_params() {
             return Err(Error::Shape(format!(
                 "gradient buffer has {} entries, the network has {}",
@@ -248,10 +246,10 @@ impl<T: Float> Network<T> {
             )));
         }
         let tape = self.build_tape_in(x, Caches::First, &mut ws.pool)?;
-        let u = cotangent(tape.output.as_ref());
-        let res = self.check_cotangent(&tape, u.as_ref(), "cotangent U").map(|_| {
+        let res = cotangent(&tape.output).and_then(|(value, u)| {
+            self.check_cotangent(&tape, u.as_ref(), "cotangent U")?;
             self.backprop_into(&tape, u.as_ref(), grad, false, &mut ws.pool);
-            tape.output.clone()
+            Ok((value, tape.output.clone()))
         });
         tape.recycle(&mut ws.pool);
         res
