@@ -161,7 +161,15 @@ pub fn report(res: &SpectralBiasResult) -> Report {
                             "with bias, finite net",
                             ks.iter().copied().zip(res.with_bias.empirical_eigenvalues.iter().copied()).collect(),
                         ),
-                        Series::markers("without bias", ks.iter().copied().zip(res.without_bias.ntk_eigenvalues.iter().copied()).collect()),
+                        Series::markers(
+                            "without bias",
+                            // Eigenvalues that are 0 up to rounding (odd k >= 3) would stretch the log axis.
+                            ks.iter()
+                                .copied()
+                                .zip(res.without_bias.ntk_eigenvalues.iter().copied())
+                                .filter(|(_, v)| *v > 1e-12 * res.without_bias.ntk_eigenvalues[0].abs())
+                                .collect(),
+                        ),
                     ],
                 ),
                 caption: "Zero eigenvalues (odd k >= 3 without bias) are not drawn on the log scale".into(),
