@@ -123,13 +123,23 @@ fn bad_grids_fail_before_any_run() {
 
 #[test]
 fn an_interrupt_keeps_finished_runs_and_the_next_call_completes_the_sweep() {
-    // Slow enough runs that the sweep is still busy when interrupted after its first finished run.
+    // Slow enough runs, and enough of them, that the sweep is still busy when interrupted after its first
+    // finished run even on a loaded 2-core machine (with four runs the other three once finished first).
     let d = tmp("sigint");
     let slow =
         BASE.replace("steps = 20", "steps = 4000").replace("n = 24", "n = 200").replace("dense(16)", "dense(64)");
     std::fs::write(d.join("base.toml"), slow).unwrap();
-    let args =
-        ["sweep", "--config", "base.toml", "--grid", "optimizer.lr=0.01,0.02,0.03,0.04", "--jobs", "1", "--out", "sw"];
+    let args = [
+        "sweep",
+        "--config",
+        "base.toml",
+        "--grid",
+        "optimizer.lr=0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08",
+        "--jobs",
+        "1",
+        "--out",
+        "sw",
+    ];
     let mut child = bin().args(args).current_dir(&d).stdout(std::process::Stdio::null()).spawn().unwrap();
     loop {
         if std::fs::read_to_string(d.join("sw/sweep.csv")).map_or(0, |t| t.lines().count()) >= 2 {
@@ -149,7 +159,7 @@ fn an_interrupt_keeps_finished_runs_and_the_next_call_completes_the_sweep() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     let finished: Vec<&String> = runs.iter().filter(|r| !r.ends_with(".partial")).collect();
-    assert!(!finished.is_empty() && finished.len() < 4, "{runs:?}");
+    assert!(!finished.is_empty() && finished.len() < 8, "{runs:?}");
     for r in &finished {
         assert!(d.join("sw/runs").join(r).join("summary.json").is_file(), "{r} finished without a summary");
     }
@@ -162,7 +172,7 @@ fn an_interrupt_keeps_finished_runs_and_the_next_call_completes_the_sweep() {
     let o = bin().args(args).current_dir(&d).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && out.contains(&format!("{} already complete", finished.len())), "{out}");
-    assert_eq!(csv_rows(&d).len(), 4);
+    assert_eq!(csv_rows(&d).len(), 8);
     assert!(std::fs::read_dir(d.join("sw/runs")).unwrap().all(|e| !e
         .unwrap()
         .file_name()
