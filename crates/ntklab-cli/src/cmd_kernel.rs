@@ -144,7 +144,7 @@ fn compute_and_write(
 
 /// The convolutional kernel into `out`: one shot, or `--batch` rows at a time streamed into the .npy files. The
 /// memory the job needs is printed first; a job that cannot fit is refused before computing.
-fn cnn_into(
+fn cnn_into<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar>(
     arch: &Architecture,
     shape: &ntklab::kernel::Shape,
     x1: &Mat<f64>,
@@ -154,7 +154,7 @@ fn cnn_into(
 ) -> Result<f64> {
     use ntklab::data::memory::{available_bytes, fmt_bytes};
     let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows()));
-    let job = ntklab::kernel::cnn::CnnKernel::new(arch, shape, x1.as_ref(), x2.map(|m| m.as_ref()))?;
+    let job = ntklab::kernel::cnn::CnnKernel::<T>::new(arch, shape, x1.as_ref(), x2.map(|m| m.as_ref()))?;
     let rows = match a.batch {
         Some(0) => bail!("--batch must be at least 1"),
         Some(b) => b.min(n1),
@@ -181,8 +181,8 @@ fn cnn_into(
         }
         ensure_dir(out)?;
         let check = |n: &'static str| (!a.allow_nonfinite).then_some(n);
-        let mut wn = ntklab::data::io::NpyRowWriter::create(&out.join("nngp.npy"), n1, n2, check("nngp"))?;
-        let mut wt = ntklab::data::io::NpyRowWriter::create(&out.join("ntk.npy"), n1, n2, check("ntk"))?;
+        let mut wn = ntklab::data::io::NpyRowWriter::<T>::create(&out.join("nngp.npy"), n1, n2, check("nngp"))?;
+        let mut wt = ntklab::data::io::NpyRowWriter::<T>::create(&out.join("ntk.npy"), n1, n2, check("ntk"))?;
         pb.set_length(n1 as u64);
         let mut r0 = 0;
         while r0 < n1 {
@@ -248,9 +248,10 @@ pub fn run(a: KernelArgs) -> Result<()> {
         }
         Some(shape) => {
             if a.f32 {
-                bail!("--f32 is not available for convolutional kernels yet (they are computed in f64)");
+                cnn_into::<f32>(&arch, shape, &x1, x2.as_ref(), &out, &a)?
+            } else {
+                cnn_into::<f64>(&arch, shape, &x1, x2.as_ref(), &out, &a)?
             }
-            cnn_into(&arch, shape, &x1, x2.as_ref(), &out, &a)?
         }
     };
     if std::env::var_os("NTKLAB_PROFILE").is_some() {

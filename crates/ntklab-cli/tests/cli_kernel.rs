@@ -246,17 +246,39 @@ fn image_inputs_give_the_convolutional_kernel() {
         let bits = |a: &Array| a.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&one), bits(&batched), "{f}");
     }
-    // f32 is refused for now, with the reason; a spatial net on feature rows is named.
-    let o = bin()
-        .args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", "k2", "--f32"])
-        .current_dir(&d)
-        .output()
-        .unwrap();
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--f32"));
+    // --f32: f32 files, within single precision of the f64 kernel; --batch in f32 gives the same bytes.
+    for (out, batch) in [("k32", None), ("k32b", Some("2"))] {
+        let mut cmd = bin();
+        cmd.args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", out, "--f32"]).current_dir(&d);
+        if let Some(b) = batch {
+            cmd.args(["--batch", b]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for f in ["nngp.npy", "ntk.npy"] {
+        let raw = std::fs::read(d.join("k32").join(f)).unwrap();
+        assert!(String::from_utf8_lossy(&raw[..128]).contains("<f4"), "{f}");
+        let (one, batched) = (
+            ntklab::data::read_npy(&d.join("k32").join(f)).unwrap(),
+            ntklab::data::read_npy(&d.join("k32b").join(f)).unwrap(),
+        );
+        let bits = |a: &Array| a.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one), bits(&batched), "{f}: --batch in f32");
+        let (k32, k64) = (
+            ntklab::data::read_npy(&d.join("k32").join(f)).unwrap(),
+            ntklab::data::read_npy(&d.join("k").join(f)).unwrap(),
+        );
+        let scale = k64.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (a, b) in k32.data.iter().zip(&k64.data) {
+            assert!((a - b).abs() < 2e-5 * scale && a.to_bits() != b.to_bits() || a == b, "{f}: {a} vs {b}");
+        }
+    }
+    // A spatial net on feature rows is named.
     write_x(&d.join("flat.npy"), &Mat::from_fn(3, 24, |i, j| (i + j) as f64));
     let o = bin().args(["kernel", "--arch", arch, "--x1", "flat.npy", "--out", "k3"]).current_dir(&d).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("needs spatial inputs"), "{err}");
-    assert!(!d.join("k2").exists() && !d.join("k3").exists());
+    assert!(!d.join("k3").exists());
     std::fs::remove_dir_all(&d).ok();
 }

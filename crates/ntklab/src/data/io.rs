@@ -379,10 +379,11 @@ fn write_npy_to<W: Write, T: NpyElem>(w: W, shape: &[usize], values: impl Iterat
     wr.finish()
 }
 
-/// A rows x cols f64 `.npy` written a block of rows at a time into a temporary sibling of its path, and renamed
-/// into place by [`NpyRowWriter::commit_all`] once every row is in (dropped unfinished, it removes its
-/// temporary): outputs larger than memory, never a partial file.
-pub struct NpyRowWriter {
+/// A rows x cols `.npy` of `T` (f64 or f32) written a block of rows at a time into a temporary sibling of its
+/// path, and renamed into place by [`NpyRowWriter::commit_all`] once every row is in (dropped unfinished, it
+/// removes its temporary): outputs larger than memory, never a partial file.
+pub struct NpyRowWriter<T: NpyElem = f64> {
+    elem: std::marker::PhantomData<T>,
     path: PathBuf,
     tmp: PathBuf,
     w: Option<BufWriter<File>>,
@@ -392,15 +393,16 @@ pub struct NpyRowWriter {
     what: Option<String>,
 }
 
-impl NpyRowWriter {
+impl<T: NpyElem> NpyRowWriter<T> {
     /// Starts `path` (rows x cols). With `check = Some(name)`, a non-finite value is an error naming `name`
     /// and the entry.
-    pub fn create(path: &Path, rows: usize, cols: usize, check: Option<&str>) -> Result<NpyRowWriter> {
+    pub fn create(path: &Path, rows: usize, cols: usize, check: Option<&str>) -> Result<NpyRowWriter<T>> {
         let tmp = temp_sibling(path);
         let f = File::create(&tmp).map_err(|e| Error::file(path, e))?;
         let mut w = BufWriter::new(f);
-        w.write_all(&npy_header_2d("<f8", rows, cols, false)).map_err(|e| Error::file(path, e))?;
+        w.write_all(&npy_header_2d(T::DESCR, rows, cols, false)).map_err(|e| Error::file(path, e))?;
         Ok(NpyRowWriter {
+            elem: std::marker::PhantomData,
             path: path.to_path_buf(),
             tmp,
             w: Some(w),
@@ -412,7 +414,7 @@ impl NpyRowWriter {
     }
 
     /// Appends the rows of `block` (cols must match).
-    pub fn push(&mut self, block: faer::MatRef<'_, f64>) -> Result<()> {
+    pub fn push(&mut self, block: faer::MatRef<'_, T>) -> Result<()> {
         if block.ncols() != self.cols || self.written + block.nrows() > self.rows {
             return Err(Error::Shape(format!(
                 "{}: a block of {} x {} after {} of {} rows of {} columns",
@@ -430,10 +432,10 @@ impl NpyRowWriter {
             buf.clear();
             for j in 0..self.cols {
                 let v = block[(i, j)];
-                if let (Some(name), false) = (&self.what, v.is_finite()) {
+                if let (Some(name), false) = (&self.what, v.finite()) {
                     return Err(Error::Numerical(format!("{name}[{}, {j}] is {v}", self.written + i)));
                 }
-                buf.extend_from_slice(&v.to_le_bytes());
+                T::put(v, &mut buf);
             }
             w.write_all(&buf).map_err(|e| Error::file(&self.path, e))?;
         }
@@ -442,7 +444,7 @@ impl NpyRowWriter {
     }
 
     /// Flushes every writer and renames them all into place, or none (each must hold all its rows).
-    pub fn commit_all(mut writers: Vec<NpyRowWriter>) -> Result<()> {
+    pub fn commit_all(mut writers: Vec<NpyRowWriter<T>>) -> Result<()> {
         for w in &mut writers {
             if w.written != w.rows {
                 return Err(Error::Shape(format!("{}: {} of {} rows written", w.path.display(), w.written, w.rows)));
@@ -458,7 +460,7 @@ impl NpyRowWriter {
     }
 }
 
-impl Drop for NpyRowWriter {
+impl<T: NpyElem> Drop for NpyRowWriter<T> {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
             self.w = None;

@@ -590,39 +590,39 @@ pub fn simd_level() -> Simd {
 /// Applies `dual` to a block of (K, Theta) stored as `cols` contiguous columns of `q_rows.len()` entries: entry i
 /// of column j has variances (`q_rows[i]`, `q_cols[j]`). The vectorized builds of the ReLU family and erf run
 /// where the dual has one, the scalar dual otherwise (the CNN kernel's P x P position blocks).
-pub(crate) fn dual_columns(simd: Simd, dual: &Dual, q_rows: &[f64], q_cols: &[f64], k: &mut [f64], t: &mut [f64]) {
+pub(crate) fn dual_columns<R: Real>(simd: Simd, dual: &Dual, q_rows: &[R], q_cols: &[R], k: &mut [R], t: &mut [R]) {
     match simd {
         // SAFETY: each arm is only taken when the CPU reports the features it was built for.
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 => unsafe { dual_columns_avx512(dual, q_rows, q_cols, k, t) },
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => unsafe { dual_columns_avx2(dual, q_rows, q_cols, k, t) },
-        Simd::Generic => dual_columns_generic::<false>(dual, q_rows, q_cols, k, t),
+        Simd::Generic => dual_columns_generic::<R, false>(dual, q_rows, q_cols, k, t),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dual_columns_avx2(dual: &Dual, q_rows: &[f64], q_cols: &[f64], k: &mut [f64], t: &mut [f64]) {
-    dual_columns_generic::<true>(dual, q_rows, q_cols, k, t)
+unsafe fn dual_columns_avx2<R: Real>(dual: &Dual, q_rows: &[R], q_cols: &[R], k: &mut [R], t: &mut [R]) {
+    dual_columns_generic::<R, true>(dual, q_rows, q_cols, k, t)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn dual_columns_avx512(dual: &Dual, q_rows: &[f64], q_cols: &[f64], k: &mut [f64], t: &mut [f64]) {
-    dual_columns_generic::<true>(dual, q_rows, q_cols, k, t)
+unsafe fn dual_columns_avx512<R: Real>(dual: &Dual, q_rows: &[R], q_cols: &[R], k: &mut [R], t: &mut [R]) {
+    dual_columns_generic::<R, true>(dual, q_rows, q_cols, k, t)
 }
 
 #[inline(always)]
-fn dual_columns_generic<const FMA: bool>(dual: &Dual, q_rows: &[f64], q_cols: &[f64], k: &mut [f64], t: &mut [f64]) {
+fn dual_columns_generic<R: Real, const FMA: bool>(dual: &Dual, q_rows: &[R], q_cols: &[R], k: &mut [R], t: &mut [R]) {
     let n = q_rows.len();
-    let r: Vec<f64> = q_rows.iter().map(|v| v.sqrt()).collect();
-    let ri: Vec<f64> = q_rows.iter().map(|v| 1.0 / v.sqrt()).collect();
+    let r: Vec<R> = q_rows.iter().map(|v| v.sqrt()).collect();
+    let ri: Vec<R> = q_rows.iter().map(|v| R::ONE.div(v.sqrt())).collect();
     let rows = RowVars { q: q_rows, r: &r, ri: &ri };
     for (j, &qc) in q_cols.iter().enumerate() {
-        let c = (qc, qc.sqrt(), 1.0 / qc.sqrt());
+        let c = (qc, qc.sqrt(), R::ONE.div(qc.sqrt()));
         let rv = RowVars { q: rows.q, r: rows.r, ri: rows.ri };
-        nonlin_block::<f64, FMA>(dual, rv, c, &mut k[j * n..(j + 1) * n], &mut t[j * n..(j + 1) * n]);
+        nonlin_block::<R, FMA>(dual, rv, c, &mut k[j * n..(j + 1) * n], &mut t[j * n..(j + 1) * n]);
     }
 }
 
