@@ -189,22 +189,32 @@ impl Builder {
             Op::Activation(_) => shapes[0].clone(),
             Op::Sum | Op::Concat => {
                 if shapes.iter().any(|s| s.is_spatial()) {
-                    if matches!(op, Op::Concat) {
-                        return Err(Error::Config(format!(
-                            "node `{name}`: concat of spatial inputs is not supported yet (flatten them first)"
-                        )));
-                    }
-                    if shapes.iter().any(|s| *s != shapes[0]) {
-                        let list: Vec<String> = inputs
+                    let list = || -> String {
+                        let v: Vec<String> = inputs
                             .iter()
                             .map(|&u| format!("`{}` ({})", self.nodes[u].name, self.nodes[u].shape))
                             .collect();
+                        v.join(", ")
+                    };
+                    if matches!(op, Op::Concat) {
+                        // neural-tangents FanInConcat(axis=-1): channels side by side, positions shared.
+                        if shapes.iter().any(|s| s.spatial != shapes[0].spatial) {
+                            return Err(Error::Config(format!(
+                                "node `{name}`: a concat of spatial inputs joins their channels and needs equal \
+                                 spatial extents, got {}",
+                                list()
+                            )));
+                        }
+                        let channels = shapes.iter().map(|s| s.channels).sum();
+                        Shape::image(&shapes[0].spatial, channels)
+                    } else if shapes.iter().any(|s| *s != shapes[0]) {
                         return Err(Error::Config(format!(
                             "node `{name}`: a sum needs inputs of one shape, got {}",
-                            list.join(", ")
+                            list()
                         )));
+                    } else {
+                        shapes[0].clone()
                     }
-                    shapes[0].clone()
                 } else {
                     Shape::flat(crate::layers::fan_in::width(&op, &widths, || {
                         format!("node `{name}` (inputs {})", fmt_widths(&inputs, &widths, &self.nodes))

@@ -539,8 +539,8 @@ pub(crate) fn jacobian_block<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_,
     let (wm, bm) = mults(net, l);
     let kc = g.k * g.c_in;
     let nw = kc * g.c_out;
-    let ht = h.transpose().to_owned();
-    let dt = d.transpose().to_owned();
+    let ht = crate::net::ops::transposed(h);
+    let dt = crate::net::ops::transposed(d.as_ref());
     let mut jt = Mat::<T>::zeros(dl.num_params(), n * k);
     jt.as_mut().par_col_chunks_mut(k).enumerate().for_each_init(
         || Mat::<T>::zeros(kc, g.p_out),

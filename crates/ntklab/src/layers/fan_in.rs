@@ -1,7 +1,10 @@
 //! Fan-in nodes: `sum` (neural-tangents `FanInSum`: H = sum of the inputs, equal widths) and `concat`
-//! (`FanInConcat(axis=-1)`: the inputs' features side by side). Infinite width: a sum adds the branch kernels
-//! (independent branches); a concatenation averages them weighted by width (equal weights when the widths
-//! agree), and only a Dense layer may read it (its feature blocks are not identically distributed).
+//! (`FanInConcat(axis=-1)`: the inputs' features side by side; on spatial inputs of equal extents, their
+//! channels side by side at every position, so column p C + c of the N x (P C) layout takes input i's column
+//! p C_i + (c - offset_i)). Infinite width: a sum adds the branch kernels (independent branches); a
+//! concatenation averages them weighted by width (equal weights when the widths agree; channel counts for
+//! spatial inputs), and only a linear layer (dense, conv) or pooling may read it (its feature blocks are not
+//! identically distributed).
 
 use faer::Mat;
 
@@ -36,13 +39,27 @@ pub(crate) fn sum_into<T: Float>(acc: &mut Mat<T>, others: &[&Mat<T>]) {
     }
 }
 
-/// Forward of a concatenation into `out` (N x sum of widths).
-pub(crate) fn concat_into<T: Float>(out: &mut Mat<T>, parts: &[&Mat<T>]) {
-    let mut off = 0;
-    for p in parts {
-        out.as_mut().subcols_mut(off, p.ncols()).copy_from(p.as_ref());
-        off += p.ncols();
+/// Copies every part's channel block into or out of the concatenation `whole` over `positions` positions: at
+/// each position p, part i's columns p C_i .. (p + 1) C_i are whole's columns p C + off_i .. (`positions` = 1:
+/// plain column blocks). `f(whole_block, part_index, part_block_offset, width)` does the copy.
+fn channel_blocks(positions: usize, widths: &[usize], mut f: impl FnMut(usize, usize, usize, usize)) {
+    let chans: Vec<usize> = widths.iter().map(|w| w / positions).collect();
+    let total: usize = chans.iter().sum();
+    for p in 0..positions {
+        let mut off = 0;
+        for (i, &c) in chans.iter().enumerate() {
+            f(p * total + off, i, p * c, c);
+            off += c;
+        }
     }
+}
+
+/// Forward of a concatenation into `out` (N x sum of widths) over `positions` positions.
+pub(crate) fn concat_into<T: Float>(out: &mut Mat<T>, parts: &[&Mat<T>], positions: usize) {
+    let widths: Vec<usize> = parts.iter().map(|p| p.ncols()).collect();
+    channel_blocks(positions, &widths, |o, i, s, c| {
+        out.as_mut().subcols_mut(o, c).copy_from(parts[i].as_ref().subcols(s, c));
+    });
 }
 
 /// Reverse (also the R-operator's): hand `g`, the cotangent of fan-in node v, to its inputs: all of it for a
@@ -73,15 +90,17 @@ pub(crate) fn backward<T: Float>(
             pool.give(g);
         }
         Op::Concat => {
-            let mut off = 0;
-            for &u in &node.inputs {
-                let w = net.graph.nodes[u].width;
+            let widths: Vec<usize> = node.inputs.iter().map(|&u| net.graph.nodes[u].width).collect();
+            let mut parts: Vec<Mat<T>> = widths.iter().map(|&w| pool.take(g.nrows(), w)).collect();
+            channel_blocks(node.shape.positions(), &widths, |o, i, s, c| {
+                parts[i].as_mut().subcols_mut(s, c).copy_from(g.as_ref().subcols(o, c));
+            });
+            for (&u, c) in node.inputs.iter().zip(parts) {
                 if u != 0 {
-                    let mut c = pool.take(g.nrows(), w);
-                    c.copy_from(g.as_ref().subcols(off, w));
                     accumulate(acc, u, c, pool);
+                } else {
+                    pool.give(c);
                 }
-                off += w;
             }
             pool.give(g);
         }
@@ -89,12 +108,13 @@ pub(crate) fn backward<T: Float>(
     }
 }
 
-/// Forward mode: the sum of the inputs' tangents, or their concatenation (None: all zero).
+/// Forward mode: the sum of the inputs' tangents, or their concatenation over `positions` positions (None: all
+/// zero).
 pub(crate) fn tangent<T: Float>(
     op: &Op,
     dots: &[Option<&Mat<T>>],
     widths: &[usize],
-    n: usize,
+    (n, positions): (usize, usize),
     pool: &mut Pool<T>,
 ) -> Option<Mat<T>> {
     match op {
@@ -114,13 +134,11 @@ pub(crate) fn tangent<T: Float>(
         }
         Op::Concat => dots.iter().any(|d| d.is_some()).then(|| {
             let mut c = Mat::<T>::zeros(n, widths.iter().sum());
-            let mut off = 0;
-            for (t, &w) in dots.iter().zip(widths) {
-                if let Some(t) = t {
-                    c.as_mut().subcols_mut(off, w).copy_from(*t);
+            channel_blocks(positions, widths, |o, i, s, w| {
+                if let Some(t) = dots[i] {
+                    c.as_mut().subcols_mut(o, w).copy_from(t.as_ref().subcols(s, w));
                 }
-                off += w;
-            }
+            });
             c
         }),
         _ => unreachable!("fan_in::tangent is for sum and concat nodes"),
@@ -138,5 +156,39 @@ pub(crate) fn kernel_weights(op: &Op, widths: &[usize]) -> Vec<f64> {
             widths.iter().map(|&w| w as f64 / total).collect()
         }
         _ => unreachable!("fan_in::kernel_weights is for sum and concat nodes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spatial_concat_puts_channels_side_by_side_at_every_position() {
+        // Two parts over P = 3 positions with 2 and 1 channels: whole column p * 3 + c is part 0's column
+        // p * 2 + c for c < 2 and part 1's column p for c = 2 (NHWC, neural-tangents' FanInConcat(axis=-1)).
+        let n = 2;
+        let a = Mat::<f64>::from_fn(n, 6, |i, j| (10 * i + j) as f64);
+        let b = Mat::<f64>::from_fn(n, 3, |i, j| (100 + 10 * i + j) as f64);
+        let mut whole = Mat::<f64>::zeros(n, 9);
+        concat_into(&mut whole, &[&a, &b], 3);
+        for i in 0..n {
+            for p in 0..3 {
+                assert_eq!(whole[(i, p * 3)], a[(i, p * 2)]);
+                assert_eq!(whole[(i, p * 3 + 1)], a[(i, p * 2 + 1)]);
+                assert_eq!(whole[(i, p * 3 + 2)], b[(i, p)]);
+            }
+        }
+        // One position: plain column blocks.
+        let mut flat = Mat::<f64>::zeros(n, 9);
+        concat_into(&mut flat, &[&a, &b], 1);
+        assert_eq!(flat.as_ref().subcols(0, 6), a.as_ref());
+        assert_eq!(flat.as_ref().subcols(6, 3), b.as_ref());
+        // The tangent is the same map, with a missing part as zeros.
+        let t = tangent(&Op::Concat, &[None, Some(&b)], &[6, 3], (n, 3), &mut Pool::default()).unwrap();
+        for p in 0..3 {
+            assert_eq!(t[(1, p * 3)], 0.0);
+            assert_eq!(t[(1, p * 3 + 2)], b[(1, p)]);
+        }
     }
 }

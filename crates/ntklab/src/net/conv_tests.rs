@@ -22,8 +22,17 @@ conv(2,2x2,padding=valid,w_std=1.2),softplus,global_avg_pool,dense(2,b_std=0.3)"
 const CNN_FLAT: &str = "conv(4,3,stride=2,padding=same,b_std=0.3),sin,conv(3,2,padding=valid),tanh,flatten,\
 dense(3,b_std=0.1)";
 
+/// A DAG with spatial concatenations (channels side by side, of unequal counts): two branches of different
+/// windows on the input, a convolution reading their concat, and a concat of two activated nodes pooled.
+const CNN_CONCAT: &str =
+    "node(a,conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),input),node(b,conv(2,1x1,b_std=0.1),input),\
+node(c,concat,a,b),node(d,conv(3,3x3,padding=circular,b_std=0.1),c),node(e,tanh,d),node(f,gelu,a),\
+node(g,concat,e,f,b),node(h,avg_pool(2x2,stride=2),g),node(i,global_avg_pool,h),node(out,dense(2,b_std=0.3),i)";
+
 fn cases() -> Vec<(&'static str, Shape, Parameterization, f64)> {
     vec![
+        (CNN_CONCAT, Shape::image(&[4, 5], 2), Parameterization::Ntk, 1.1),
+        (CNN_CONCAT, Shape::image(&[4, 5], 2), Parameterization::Standard, 0.9),
         (CNN_GAP, Shape::image(&[5, 4], 2), Parameterization::Ntk, 1.3),
         (CNN_FLAT, Shape::image(&[7], 2), Parameterization::Standard, 0.8),
         (CNN_GAP, Shape::image(&[5, 4], 2), Parameterization::Mup, 1.0),
@@ -140,8 +149,8 @@ fn one_by_one_convolutions_on_one_pixel_images_are_dense_layers() {
 /// (one readout unit) of a conv net with `c` channels, averaged over `seeds` draws.
 fn wide_errors(spec: &str, shape: &Shape, x: MatRef<'_, f64>, c: usize, m: usize, seeds: u64) -> (f64, f64) {
     let arch = |m: usize| {
-        Architecture::parse(&spec.replace("{C}", &c.to_string()).replace("{M}", &m.to_string()), Parameterization::Ntk)
-            .unwrap()
+        let s = spec.replace("{2C}", &(2 * c).to_string()).replace("{C}", &c.to_string());
+        Architecture::parse(&s.replace("{M}", &m.to_string()), Parameterization::Ntk).unwrap()
     };
     let (wide_out, one_out) = (arch(m), arch(1));
     let inf = cnn_kernel(&one_out, shape, x, None, &|_, _| {}).unwrap();
@@ -172,6 +181,11 @@ fn wide_conv_nets_converge_to_the_cnn_gp_and_cntk() {
          global_avg_pool,dense({M},w_std=1.2,b_std=0.1)",
         "conv({C},3x3,padding=circular,w_std=1.4,b_std=0.1),erf,conv({C},2x2,stride=2,padding=valid),relu,flatten,\
          dense({M})",
+        // Spatial concatenation of C and 2C channels (kernel weights 1/3, 2/3), read by a convolution; the
+        // branches' scales differ 25-fold so that wrong weights (or a wrong channel layout) leave a visible bias.
+        "node(a,conv({C},3x3,padding=same,w_std=0.5,b_std=0.1),input),node(b,conv({2C},1x1,w_std=2.5,b_std=1),input),\
+         node(c,concat,a,b),node(d,conv({C},3x3,padding=same,w_std=1.4),c),node(e,relu,d),\
+         node(f,global_avg_pool,e),node(out,dense({M},w_std=1.2,b_std=0.1),f)",
     ] {
         let (small_k, small_t) = wide_errors(spec, &shape, x.as_ref(), 16, 32, 4);
         let (big_k, big_t) = wide_errors(spec, &shape, x.as_ref(), 256, 512, 4);
@@ -206,4 +220,12 @@ fn image_inputs_are_checked() {
     let a = Architecture::parse("conv(3,3x3),dense(1)", Parameterization::Ntk).unwrap();
     let e = Mlp::init_for(&a, &Shape::image(&[4, 4], 1), 1.0, 0).unwrap_err().to_string();
     assert!(e.contains("node `1`") && e.contains("flatten"), "{e}");
+    // A spatial concat needs equal extents; the message names the node and both inputs' shapes.
+    let a = Architecture::parse(
+        "node(a,conv(3,3x3,padding=same),input),node(b,conv(2,3x3),input),node(c,concat,a,b),node(g,global_avg_pool,c),node(o,dense(1),g)",
+        Parameterization::Ntk,
+    )
+    .unwrap();
+    let e = Mlp::init_for(&a, &Shape::image(&[5, 5], 1), 1.0, 0).unwrap_err().to_string();
+    assert!(e.contains("node `c`") && e.contains("5 x 5 x 3") && e.contains("3 x 3 x 2"), "{e}");
 }

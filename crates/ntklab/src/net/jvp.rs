@@ -77,7 +77,7 @@ impl<T: Float> Network<T> {
                 Op::Sum | Op::Concat => {
                     let dots: Vec<Option<&Mat<T>>> = node.inputs.iter().map(|&u| dot[u].as_ref()).collect();
                     let widths: Vec<usize> = node.inputs.iter().map(|&u| g.nodes[u].width).collect();
-                    layers::fan_in::tangent(&node.op, &dots, &widths, n, pool)
+                    layers::fan_in::tangent(&node.op, &dots, &widths, (n, node.shape.positions()), pool)
                 }
             };
             dot[w] = out;

@@ -99,6 +99,39 @@ pub(crate) fn gemm_lower<T: Float>(dst: MatMut<'_, T>, accum: Accum, a: MatRef<'
     T::matmul_lower(dst, accum, a, b, alpha, Par::rayon(0));
 }
 
+/// The transpose of a column-major `m` as an owned column-major matrix (row i of `m` becomes contiguous column
+/// i), copied in square tiles so both sides stay in cache; parallel over blocks of output columns.
+pub(crate) fn transposed<T: Float>(m: MatRef<'_, T>) -> Mat<T> {
+    const TILE: usize = 32;
+    let (r, c) = (m.nrows(), m.ncols());
+    let mut out = Mat::<T>::zeros(c, r);
+    if r == 0 || c == 0 {
+        return out;
+    }
+    if m.row_stride() != 1 {
+        return m.transpose().to_owned();
+    }
+    let cols: Vec<&[T]> = (0..c).map(|j| m.col(j).try_as_col_major().expect("unit row stride").as_slice()).collect();
+    let fill = |i0: usize, mut blk: MatMut<'_, T>| {
+        let w = blk.ncols();
+        for j0 in (0..c).step_by(TILE) {
+            let j1 = (j0 + TILE).min(c);
+            for ii in 0..w {
+                let dst = &mut col_mut(blk.rb_mut(), ii)[j0..j1];
+                for (d, src) in dst.iter_mut().zip(&cols[j0..j1]) {
+                    *d = src[i0 + ii];
+                }
+            }
+        }
+    };
+    if r * c < PAR_MIN || rayon::current_num_threads() == 1 {
+        fill(0, out.as_mut());
+    } else {
+        out.as_mut().par_col_chunks_mut(TILE).enumerate().for_each(|(bi, blk)| fill(bi * TILE, blk));
+    }
+    out
+}
+
 /// Column j of an owned matrix as a slice.
 #[inline]
 pub(crate) fn col<T: Float>(m: &Mat<T>, j: usize) -> &[T] {

@@ -127,7 +127,7 @@ impl<T: Float> Network<T> {
                 Op::Concat => {
                     let mut out = pool.take(x.nrows(), node.width);
                     let parts: Vec<&Mat<T>> = node.inputs.iter().map(|&u| &values[u]).collect();
-                    layers::fan_in::concat_into(&mut out, &parts);
+                    layers::fan_in::concat_into(&mut out, &parts, node.shape.positions());
                     out
                 }
             };
