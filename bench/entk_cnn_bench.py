@@ -10,7 +10,8 @@ on N images of S x S x 3 (NHWC), W_std = 1.5, b_std = 0.1; conv layer = (W_std /
   JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS and STRUCTURED_DERIVATIVES, jitted, compile excluded;
 - torch.func: vmap(jacrev) + einsum (Jacobian contraction), and vjp/jvp NTK-vector products, on a module that
   multiplies its raw parameters by the same constants (NCHW inside, the same images);
-- ntklab: `ntklab ntk --model M.safetensors --x X.npy --out K.npy` (the `compute:` line, and the whole process).
+- ntklab: `ntklab ntk --model M.safetensors --x X.npy --out K.npy` (the `compute:` line of one cold call, and the
+  whole process), and in one process like the peers (`examples/entk_in_process.rs`: a warm-up call, then repeats).
 Every kernel is checked against ntklab's (max relative difference). Times: medians of --repeats runs after a warm-up.
 
 Usage: bench/.venv/bin/python bench/entk_cnn_bench.py [--n 128] [--size 16] [--channels 16] [--readout gap]
@@ -21,6 +22,7 @@ import json
 import os
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +36,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.join(os.path.dirname(HERE), "target", "release", "ntklab")
+# In-process timing harness (crates/ntklab/examples/entk_in_process.rs): `cargo build --release --example
+# entk_in_process -p ntklab`. It times ntklab as the Python peers are timed (warm-up call, then repeats).
+IN_PROCESS = os.path.join(os.path.dirname(HERE), "target", "release", "examples", "entk_in_process")
 W_STD, B_STD, K = 1.5, 0.1, 3
 
 
@@ -194,6 +199,12 @@ def main():
     _, wall, compute = run_timed(cmd, a.repeats)
     ours = np.load(kp).astype(np.float64)
     results = {"ntklab (compute)": (ours, compute), "ntklab (process)": (ours, wall)}
+    if os.path.exists(IN_PROCESS):
+        kw = os.path.join(tmp, "kw.npy")
+        r = subprocess.run([IN_PROCESS, mp, xp, kw, a.dtype, str(a.repeats)], capture_output=True, text=True, check=True)
+        results["ntklab (in process, warm)"] = (np.load(kw).astype(np.float64), json.loads(r.stdout)["runs_s"])
+    else:
+        print(f"# {IN_PROCESS} not built: in-process timing skipped", file=sys.stderr)
     results.update(torch_ntk(p, a.channels, a.readout, feat, x, a.dtype, a.repeats))
     if not a.no_nt:
         results.update(nt_ntk(p, a.channels, a.readout, x, a.dtype, a.repeats, a.nt_structured_only))
@@ -211,6 +222,9 @@ def main():
     ours_t = statistics.median(compute)
     print(f"\nfastest peer: {best} {peers[best]:.4f} s; ntklab compute {ours_t:.4f} s -> ratio {peers[best] / ours_t:.2f}x "
           f"(process {statistics.median(wall):.4f} s -> {peers[best] / statistics.median(wall):.2f}x)")
+    if "ntklab (in process, warm)" in results:
+        warm = statistics.median(results["ntklab (in process, warm)"][1])
+        print(f"in process, timed as the peers are: ntklab {warm:.4f} s -> ratio {peers[best] / warm:.2f}x")
 
 
 if __name__ == "__main__":
