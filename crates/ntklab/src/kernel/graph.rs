@@ -36,6 +36,31 @@ pub enum Op {
 }
 
 impl Op {
+    /// The architecture-language item this op came from (None for the graph input); its `Display` is the text
+    /// that messages and model files show.
+    pub fn to_layer(&self) -> Option<Layer> {
+        Some(match self {
+            Op::Input => return None,
+            Op::Dense { width, w_std, b_std } => Layer::Dense { width: *width, w_std: *w_std, b_std: *b_std },
+            Op::Activation(a) => Layer::Activation(a.clone()),
+            Op::Sum => Layer::Sum,
+            Op::Concat => Layer::Concat,
+            Op::Conv { channels, filter, stride, padding, w_std, b_std } => Layer::Conv {
+                channels: *channels,
+                filter: filter.clone(),
+                stride: stride.clone(),
+                padding: *padding,
+                w_std: *w_std,
+                b_std: *b_std,
+            },
+            Op::AvgPool { window, stride, padding } => {
+                Layer::AvgPool { window: window.clone(), stride: stride.clone(), padding: *padding }
+            }
+            Op::GlobalAvgPool => Layer::GlobalAvgPool,
+            Op::Flatten => Layer::Flatten,
+        })
+    }
+
     /// Whether the op is one of the spatial layers (conv, pooling, flatten).
     pub fn is_spatial(&self) -> bool {
         matches!(self, Op::Conv { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten)

@@ -133,3 +133,21 @@ fn non_gaussian_fan_in_is_refused_with_the_node() {
             .unwrap();
     assert_eq!(e.ntk.nrows(), 3);
 }
+
+#[test]
+fn every_op_prints_as_the_item_it_was_parsed_from() {
+    // Op::to_layer is what messages and model files show: its text must parse back to the same op.
+    let s = "node(a,conv(3,3x2,padding=circular,w_std=1.3,b_std=0.2),input),node(b,conv(2,1x1),input),\
+             node(c,concat,a,b),node(d,gelu,c),node(e,avg_pool(2x2,stride=2,padding=same),d),node(f,sum,e,e),\
+             node(g,global_avg_pool,f),node(h,dense(4,w_std=0.7),g),node(i,erf(1,2,0.5),h),node(j,flatten,i),\
+             node(out,dense(1,b_std=0.1),j)";
+    let shape = spatial::Shape::image(&[6, 4], 2);
+    let g = Architecture::parse(s, Parameterization::Ntk).unwrap().graph_for(&shape).unwrap();
+    assert!(g.nodes[0].op.to_layer().is_none());
+    for node in &g.nodes[1..] {
+        let text = node.op.to_layer().unwrap().to_string();
+        let back = Layer::parse(&text).unwrap();
+        assert_eq!(back.to_string(), text, "node `{}`", node.name);
+        assert_eq!(Some(back), node.op.to_layer(), "node `{}`", node.name);
+    }
+}

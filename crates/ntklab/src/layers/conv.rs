@@ -38,8 +38,6 @@ pub(crate) struct Geom {
     /// Input and output positions.
     pub p_in: usize,
     pub p_out: usize,
-    /// For each window offset j, the (output position, input position) pairs it connects.
-    pub pairs: Vec<Vec<(usize, usize)>>,
     /// `taps[o K + j]`: the input position output o reads at offset j (None: padding).
     pub taps: Vec<Option<usize>>,
     /// `inv[i K + j]`: the output position that reads input i at offset j, if any.
@@ -50,7 +48,6 @@ impl Geom {
     pub fn new(win: &Window, p_in: usize, c_in: usize, c_out: usize) -> Geom {
         let p_out: usize = win.out.iter().product();
         let k = win.size;
-        let pairs = (0..k).map(|j| (0..p_out).filter_map(|o| win.taps[o * k + j].map(|i| (o, i))).collect()).collect();
         let mut inv = vec![None; p_in * k];
         for o in 0..p_out {
             for j in 0..k {
@@ -60,7 +57,7 @@ impl Geom {
                 }
             }
         }
-        Geom { c_in, c_out, k, p_in, p_out, pairs, taps: win.taps.clone(), inv }
+        Geom { c_in, c_out, k, p_in, p_out, taps: win.taps.clone(), inv }
     }
 }
 
@@ -603,8 +600,9 @@ mod tests {
     fn naive(g: &Geom, w: &[f64], b: &[f64], h: MatRef<'_, f64>, mults: (f64, f64)) -> Mat<f64> {
         let mut z = Mat::zeros(h.nrows(), g.p_out * g.c_out);
         for r in 0..h.nrows() {
-            for (j, pairs) in g.pairs.iter().enumerate() {
-                for &(o, i) in pairs {
+            for (oj, tap) in g.taps.iter().enumerate() {
+                let (o, j) = (oj / g.k, oj % g.k);
+                if let Some(i) = *tap {
                     for co in 0..g.c_out {
                         for ci in 0..g.c_in {
                             z[(r, o * g.c_out + co)] +=

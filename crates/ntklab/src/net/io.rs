@@ -771,7 +771,8 @@ fn graph_from_tensors(
     let effective = raw.as_ref().map(|_| by_name.clone());
     for l in 0..net.dense.len() {
         let name = net.dense[l].name.clone();
-        let what = format!("node `{name}` `{}`", dense_text(&net, l));
+        let op = net.graph.nodes[net.dense[l].node].op.to_layer().expect("a parameter node is not the input");
+        let what = format!("node `{name}` `{op}`");
         fill_dense(&mut net, l, &name, &what, &mut by_name)?;
     }
     if let (Some(r), Some(eff)) = (&raw, &effective) {
@@ -807,23 +808,6 @@ fn graph_from_tensors(
         )));
     }
     Ok(net)
-}
-
-/// The text of parameter node l's op (dense or conv), for messages.
-fn dense_text(net: &Mlp, l: usize) -> String {
-    match &net.graph.nodes[net.dense[l].node].op {
-        Op::Dense { width, w_std, b_std } => Layer::Dense { width: *width, w_std: *w_std, b_std: *b_std }.to_string(),
-        Op::Conv { channels, filter, stride, padding, w_std, b_std } => Layer::Conv {
-            channels: *channels,
-            filter: filter.clone(),
-            stride: stride.clone(),
-            padding: *padding,
-            w_std: *w_std,
-            b_std: *b_std,
-        }
-        .to_string(),
-        _ => unreachable!("dense or conv node"),
-    }
 }
 
 /// A chain network from `nn.Sequential`-named tensors (any common prefix such as `model.`).
