@@ -18,7 +18,14 @@ fn main() -> ntklab::Result<()> {
     }
     let net = ntklab::net::io::load_mlp(Path::new(&args[1]), &Default::default())?;
     let (x, _) = ntklab::data::io::read_examples(Path::new(&args[2]))?;
-    let f32_lanes = args.get(4).is_some_and(|s| s == "f32");
+    let f32_lanes = match args.get(4).map(String::as_str) {
+        None | Some("f64") => false,
+        Some("f32") => true,
+        Some(other) => {
+            eprintln!("precision must be f64 or f32, got `{other}`");
+            std::process::exit(2);
+        }
+    };
     let repeats: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
     let (n32, x32) = (net.cast::<f32>(), cast::<f64, f32>(x.as_ref()));
     let run = || -> ntklab::Result<faer::Mat<f64>> {

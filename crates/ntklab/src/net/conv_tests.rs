@@ -23,11 +23,12 @@ const CNN_FLAT: &str = "conv(4,3,stride=2,padding=same,b_std=0.3),sin,conv(3,2,p
 dense(3,b_std=0.1)";
 
 /// A DAG with spatial concatenations (channels side by side, of unequal counts): two branches of different
-/// windows on the input, a convolution reading their concat, and a concat of two activated nodes pooled.
+/// windows on the input, a convolution reading their concat with the input itself, and a concat of activated
+/// nodes (one of them twice) pooled.
 const CNN_CONCAT: &str =
     "node(a,conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),input),node(b,conv(2,1x1,b_std=0.1),input),\
-node(c,concat,a,b),node(d,conv(3,3x3,padding=circular,b_std=0.1),c),node(e,tanh,d),node(f,gelu,a),\
-node(g,concat,e,f,b),node(h,avg_pool(2x2,stride=2),g),node(i,global_avg_pool,h),node(out,dense(2,b_std=0.3),i)";
+node(c,concat,a,input,b),node(d,conv(3,3x3,padding=circular,b_std=0.1),c),node(e,tanh,d),node(f,gelu,a),\
+node(g,concat,e,f,b,f),node(h,avg_pool(2x2,stride=2),g),node(i,global_avg_pool,h),node(out,dense(2,b_std=0.3),i)";
 
 fn cases() -> Vec<(&'static str, Shape, Parameterization, f64)> {
     vec![

@@ -275,3 +275,26 @@ pub(crate) fn mirror_lower<T: Float>(m: &mut Mat<T>) {
 pub fn cast<S: Float, T: Float>(m: MatRef<'_, S>) -> Mat<T> {
     Mat::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)].wide()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiled_transpose_equals_the_transpose() {
+        // Sizes below and above the parallel threshold, square tiles that do not divide the extents, and a
+        // column-major view with a row offset (unit row stride, larger column stride).
+        for (r, c) in [(1, 1), (3, 70), (67, 33), (300, 129), (129, 300)] {
+            let m = Mat::<f64>::from_fn(r, c, |i, j| (i * 1000 + j) as f64);
+            assert_eq!(transposed(m.as_ref()), m.transpose().to_owned(), "{r} x {c}");
+            let m32 = Mat::<f32>::from_fn(r, c, |i, j| (i * 7 + j * 3) as f32);
+            assert_eq!(transposed(m32.as_ref()), m32.transpose().to_owned(), "{r} x {c} (f32)");
+        }
+        let big = Mat::<f64>::from_fn(300, 140, |i, j| (i as f64) - 0.5 * j as f64);
+        let view = big.as_ref().submatrix(5, 3, 250, 131);
+        assert_eq!(transposed(view), view.transpose().to_owned());
+        // A row-major view takes the generic route.
+        let rm = big.as_ref().transpose();
+        assert_eq!(transposed(rm), big);
+    }
+}
