@@ -763,8 +763,14 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
                 }
                 for i in 0..m.nrows() {
                     for j in 0..size {
-                        if !m[(i, j)].is_finite() {
-                            return Err(Error::InvalidInput(format!("{what}[{i}, {j}] is {}", m[(i, j)])));
+                        let v = m[(i, j)];
+                        if !v.is_finite() {
+                            return Err(Error::InvalidInput(format!("{what}[{i}, {j}] is {v}")));
+                        }
+                        if !R::of(v).wide().is_finite() {
+                            return Err(Error::InvalidInput(format!(
+                                "{what}[{i}, {j}] = {v:e} is beyond the range of f32: compute this kernel in f64"
+                            )));
                         }
                     }
                 }
@@ -1166,6 +1172,12 @@ mod tests {
             }
         }
         check::<f64>(&arch, &s, x.as_ref(), 1e-13);
+        // Inputs that f32 cannot hold are refused by name, not turned into infinities.
+        let mut big = x.clone();
+        big[(2, 7)] = 1e39;
+        let e = CnnKernel::<f32>::new(&arch, &s, big.as_ref(), None).err().expect("refused").to_string();
+        assert!(e.contains("x1[2, 7]") && e.contains("range of f32"), "{e}");
+        assert!(CnnKernel::<f64>::new(&arch, &s, big.as_ref(), None).is_ok());
         check::<f32>(&arch, &s, x.as_ref(), 4.0 * f32::EPSILON as f64);
     }
 
