@@ -71,6 +71,8 @@ pub trait Real:
     /// a b - c^2; with `FMA`, Kahan's compensated difference of products (about one ulp of the result where the
     /// plain form cancels, e.g. a 2x2 covariance determinant of near-colinear inputs at large variance).
     fn det2<const FMA: bool>(a: Self, b: Self, c: Self) -> Self;
+    /// a b + c, fused (one rounding) with `FMA`, which only pays where the CPU has the instruction.
+    fn mad<const FMA: bool>(a: Self, b: Self, c: Self) -> Self;
     /// asin(s) for 0 <= s <= 1/2; `FMA` fuses the Horner steps (only worth it where the CPU has FMA:
     /// elsewhere `mul_add` is a slow library call).
     fn asin_core<const FMA: bool>(s: Self) -> Self;
@@ -103,6 +105,14 @@ macro_rules! impl_real {
             #[inline(always)]
             fn abs(self) -> Self {
                 $t::abs(self)
+            }
+            #[inline(always)]
+            fn mad<const FMA: bool>(a: Self, b: Self, c: Self) -> Self {
+                if FMA {
+                    a.mul_add(b, c)
+                } else {
+                    a * b + c
+                }
             }
             #[inline(always)]
             fn det2<const FMA: bool>(a: Self, b: Self, c: Self) -> Self {

@@ -23,6 +23,7 @@ use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use crate::kernel::compute::Simd;
 use crate::kernel::spatial::Window;
 use crate::net::ops::{Float, Pool};
 use crate::net::Network;
@@ -520,59 +521,211 @@ pub(crate) fn linear_transpose<T: Float>(net: &Network<T>, v: usize, delta: Mat<
     }
 }
 
-/// The Jacobian block of Conv node l, transposed: P_l x (N k), column i k + a = dF_a(x_i)/d(W_l, b_l), from the
-/// stacked output cotangents `d` ((k N) x P_out C_out, row a N + i) and the node's input H (N x P_in C_in).
+/// The Jacobian block of Conv node l: (k N) x P_l, row a N + i = dF_a(x_i)/d(W_l, b_l), from the stacked
+/// output cotangents `d` ((k N) x P_out C_out, row a N + i) and the node's input H (N x P_in C_in).
 ///
-/// Rows are in the block's own order, weights first as the column-major (K C_in) x C_out matrix
-/// G = w_mult Patch_i^T D_(a,i) (row j C_in + ci, column co), then the C_out bias entries b_mult D_(a,i)^T 1, where
-/// Patch_i (P_out x K C_in) holds example i's windows and D_(a,i) (P_out x C_out) its cotangent; row r of the
-/// weights is flat parameter [`jacobian_row_param`]`(r)`. Gram products J J^T do not depend on the order. Both
-/// factors are read from transposed copies (one example per contiguous column), so each column is one GEMM.
-pub(crate) fn jacobian_block<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, d: &Mat<T>) -> Mat<T> {
+/// Columns are in the block's own order: weights first, column co K C_in + j C_in + ci holding
+/// G[j C_in + ci, co] = w_mult sum_o H_i[i_j(o), ci] D_(a,i)[o, co] (column [`jacobian_row_param`] of the flat
+/// parameters), then the C_out bias entries b_mult sum_o D_(a,i)[o, co]. Gram products J J^T do not depend on the
+/// order.
+///
+/// Every example has its own small product, so examples are the vector lanes: `simd`'s width of examples at a
+/// time is packed position-major (channel c of position p at lanes (p C + c) L..), and a tile of A input by B
+/// output channels of G accumulates in registers over the positions of one window offset. No transposes and no
+/// window gathers; results do not depend on the thread count.
+pub(crate) fn jacobian_block<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, d: &Mat<T>, simd: Simd) -> Mat<T> {
     let dl = &net.dense[l];
     let g = geom_at(net, dl.node);
     let n = h.nrows();
-    let k = d.nrows() / n;
     let (wm, bm) = mults(net, l);
-    let kc = g.k * g.c_in;
-    let nw = kc * g.c_out;
-    let ht = crate::net::ops::transposed(h);
-    let dt = crate::net::ops::transposed(d.as_ref());
-    let mut jt = Mat::<T>::zeros(dl.num_params(), n * k);
-    jt.as_mut().par_col_chunks_mut(k).enumerate().for_each_init(
-        || Mat::<T>::zeros(kc, g.p_out),
-        |patch_t, (i, mut cols)| {
-            let hi = ht.col_as_slice(i);
-            for o in 0..g.p_out {
-                let dst = patch_t.col_as_slice_mut(o);
-                for j in 0..g.k {
-                    let out = &mut dst[j * g.c_in..(j + 1) * g.c_in];
-                    match g.taps[o * g.k + j] {
-                        Some(p) => out.copy_from_slice(&hi[p * g.c_in..(p + 1) * g.c_in]),
-                        None => out.fill(T::ZERO),
-                    }
-                }
-            }
-            for a in 0..k {
-                // D_(a,i)^T is example (a, i)'s column of D^T read as C_out x P_out.
-                let di_t = MatRef::from_column_major_slice(dt.col_as_slice(a * n + i), g.c_out, g.p_out);
-                let col = cols.rb_mut().col_mut(a).try_as_col_major_mut().expect("contiguous column").as_slice_mut();
-                let (wpart, bpart) = col.split_at_mut(nw);
-                let gm = MatMut::from_column_major_slice_mut(wpart, kc, g.c_out);
-                T::matmul(gm, Accum::Replace, patch_t.as_ref(), di_t.transpose(), wm, Par::Seq);
-                if dl.has_bias() {
-                    for (co, b) in bpart.iter_mut().enumerate() {
-                        let s: f64 = di_t.row(co).iter().map(|v| v.wide()).sum();
-                        *b = T::of(bm * s);
-                    }
-                }
+    let bm = dl.has_bias().then_some(T::of(bm));
+    let mut jm = Mat::<T>::zeros(d.nrows(), dl.num_params());
+    for a in 0..d.nrows() / n {
+        let (da, ja) = (d.as_ref().subrows(a * n, n), jm.as_mut().subrows_mut(a * n, n));
+        let args = (g, h, da, T::of(wm), bm, ja);
+        let f32_lanes = std::mem::size_of::<T>() == 4;
+        // Lanes of 64 bytes with a 4 x 4 tile where there are 32 vector registers, 32 bytes and 2 x 4 with 16.
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 if f32_lanes => lanes::<T, 16, 4, 4>(simd, args),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => lanes::<T, 8, 4, 4>(simd, args),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 if f32_lanes => lanes::<T, 8, 2, 4>(simd, args),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => lanes::<T, 4, 2, 4>(simd, args),
+            Simd::Generic if f32_lanes => lanes::<T, 4, 2, 4>(simd, args),
+            Simd::Generic => lanes::<T, 2, 2, 4>(simd, args),
+        }
+    }
+    jm
+}
+
+/// The arguments of [`lanes`]: geometry, H, one output's cotangents D_a, w_mult, b_mult (None: no bias) and that
+/// output's rows of the Jacobian.
+type LanesArgs<'a, T> = (&'a Geom, MatRef<'a, T>, MatRef<'a, T>, T, Option<T>, MatMut<'a, T>);
+
+/// [`jacobian_block`] for one output, L examples at a time in parallel (channels padded with zeros to multiples
+/// of A and B).
+fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
+    simd: Simd,
+    (g, h, d, wm, bm, jm): LanesArgs<'_, T>,
+) {
+    let (cip, cop) = (g.c_in.div_ceil(A) * A, g.c_out.div_ceil(B) * B);
+    // Per window offset j: the packed offsets (input position, output position) of every tap that is not padding.
+    let pairs: Vec<Vec<(usize, usize)>> = (0..g.k)
+        .map(|j| (0..g.p_out).filter_map(|o| g.taps[o * g.k + j].map(|p| (p * cip * L, o * cop * L))).collect())
+        .collect();
+    jm.par_row_chunks_mut(L).enumerate().for_each_init(
+        || (vec![T::ZERO; g.p_in * cip * L], vec![T::ZERO; g.p_out * cop * L]),
+        |(hp, dp), (bi, rows)| {
+            let (i0, m) = (bi * L, rows.nrows());
+            pack_lanes::<T, L>(h, (i0, m), g.c_in, cip, hp);
+            pack_lanes::<T, L>(d, (i0, m), g.c_out, cop, dp);
+            let blk = LaneBlock { g, pairs: &pairs, hp, dp, wm, bm };
+            // The products run in a function built for the CPU's features (a closure would not inherit them).
+            match simd {
+                // SAFETY: each arm is only taken when the CPU reports the features it was built for.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512 => unsafe { products_avx512::<T, L, A, B>(&blk, rows) },
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2 => unsafe { products_avx2::<T, L, A, B>(&blk, rows) },
+                Simd::Generic => products::<T, L, A, B, false>(&blk, rows),
             }
         },
     );
-    jt
 }
 
-/// The flat parameter offset (within the node's block) of row r of [`jacobian_block`]: weights (co, ci, j) in
+/// One block of L examples, packed by [`pack_lanes`].
+struct LaneBlock<'a, T> {
+    g: &'a Geom,
+    pairs: &'a [Vec<(usize, usize)>],
+    hp: &'a [T],
+    dp: &'a [T],
+    wm: T,
+    bm: Option<T>,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn products_avx512<T: Float, const L: usize, const A: usize, const B: usize>(
+    blk: &LaneBlock<'_, T>,
+    rows: MatMut<'_, T>,
+) {
+    products::<T, L, A, B, true>(blk, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn products_avx2<T: Float, const L: usize, const A: usize, const B: usize>(
+    blk: &LaneBlock<'_, T>,
+    rows: MatMut<'_, T>,
+) {
+    products::<T, L, A, B, true>(blk, rows)
+}
+
+/// The Jacobian rows of one block of examples (`rows`: its m <= L rows of J).
+#[inline(always)]
+fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
+    blk: &LaneBlock<'_, T>,
+    mut rows: MatMut<'_, T>,
+) {
+    let g = blk.g;
+    let (cip, cop) = (g.c_in.div_ceil(A) * A, g.c_out.div_ceil(B) * B);
+    let kc = g.k * g.c_in;
+    for (j, pj) in blk.pairs.iter().enumerate() {
+        for ci0 in (0..cip).step_by(A) {
+            for co0 in (0..cop).step_by(B) {
+                let acc = tile::<T, L, A, B, FMA>(pj, blk.hp, blk.dp, (ci0 * L, co0 * L));
+                for (a, acc_a) in acc.iter().enumerate().take(g.c_in.saturating_sub(ci0)) {
+                    for (b, lanes) in acc_a.iter().enumerate().take(g.c_out.saturating_sub(co0)) {
+                        let q = (co0 + b) * kc + j * g.c_in + ci0 + a;
+                        let dst = rows.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
+                        for (o, &v) in dst.iter_mut().zip(lanes) {
+                            *o = blk.wm * v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(bm) = blk.bm {
+        for co in 0..g.c_out {
+            let mut s = [T::ZERO; L];
+            for o in 0..g.p_out {
+                for (acc, &v) in s.iter_mut().zip(&blk.dp[(o * cop + co) * L..][..L]) {
+                    *acc += v;
+                }
+            }
+            let dst = rows.rb_mut().col_mut(kc * g.c_out + co).try_as_col_major_mut().expect("column").as_slice_mut();
+            for (o, &v) in dst.iter_mut().zip(&s) {
+                *o = bm * v;
+            }
+        }
+    }
+}
+
+/// Rows i0..i0 + m of `m` (columns p c + ch) into `out` at ((p cp + ch) L + lane), zeros in the padded lanes and
+/// channels.
+#[inline(always)]
+fn pack_lanes<T: Float, const L: usize>(
+    src: MatRef<'_, T>,
+    (i0, m): (usize, usize),
+    c: usize,
+    cp: usize,
+    out: &mut [T],
+) {
+    let positions = src.ncols() / c;
+    for p in 0..positions {
+        for ch in 0..cp {
+            let dst: &mut [T; L] = (&mut out[(p * cp + ch) * L..][..L]).try_into().expect("L entries");
+            if ch < c {
+                let col = src.col(p * c + ch).try_as_col_major().expect("contiguous column").as_slice();
+                if m == L {
+                    // A fixed-size copy (inlined, where a slice copy would call memmove for L entries).
+                    *dst = col[i0..i0 + L].try_into().expect("L entries");
+                } else {
+                    dst[..m].copy_from_slice(&col[i0..i0 + m]);
+                    dst[m..].fill(T::ZERO);
+                }
+            } else {
+                *dst = [T::ZERO; L];
+            }
+        }
+    }
+}
+
+/// acc += x ⊙ y, lane by lane.
+#[inline(always)]
+fn fma_lanes<T: Float, const L: usize, const FMA: bool>(acc: &mut [T; L], x: &[T; L], y: &[T; L]) {
+    for l in 0..L {
+        acc[l] = T::mad::<FMA>(x[l], y[l], acc[l]);
+    }
+}
+
+/// One A x B tile of the per-lane products: acc[a][b][lane] = sum over `pairs` (ph, pd) of
+/// hp[ph + h0 + a L + lane] dp[pd + d0 + b L + lane].
+#[inline(always)]
+fn tile<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
+    pairs: &[(usize, usize)],
+    hp: &[T],
+    dp: &[T],
+    (h0, d0): (usize, usize),
+) -> [[[T; L]; B]; A] {
+    let mut acc = [[[T::ZERO; L]; B]; A];
+    for &(ph, pd) in pairs {
+        let hs = hp[ph + h0..][..A * L].as_chunks::<L>().0;
+        let ds = dp[pd + d0..][..B * L].as_chunks::<L>().0;
+        for (acc_a, x) in acc.iter_mut().zip(hs) {
+            for (acc_ab, y) in acc_a.iter_mut().zip(ds) {
+                fma_lanes::<T, L, FMA>(acc_ab, x, y);
+            }
+        }
+    }
+    acc
+}
+
+/// The flat parameter offset (within the node's block) of column r of [`jacobian_block`]: weights (co, ci, j) in
 /// PyTorch order for r < K C_in C_out, then the bias.
 pub(crate) fn jacobian_row_param<T: Float>(net: &Network<T>, l: usize, r: usize) -> usize {
     let g = geom_at(net, net.dense[l].node);

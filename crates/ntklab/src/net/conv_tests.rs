@@ -199,6 +199,38 @@ fn wide_conv_nets_converge_to_the_cnn_gp_and_cntk() {
 }
 
 #[test]
+fn conv_jacobian_blocks_agree_on_every_simd_build_and_lane_remainder() {
+    // The conv Jacobian puts examples in vector lanes (2 to 16 per block by build and precision) and tiles
+    // channels (3 and 5 are not multiples of the tiles): N = 35 leaves a partial block at every width. Every
+    // build must give the unit-VJP Jacobian (f64: to rounding; f32: to its rounding through two layers).
+    use crate::kernel::compute::Simd;
+    let mut builds = vec![Simd::Generic];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            builds.push(Simd::Avx2);
+        }
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+            builds.push(Simd::Avx512);
+        }
+    }
+    let spec = "conv(5,3x3,stride=2,padding=same,w_std=1.3,b_std=0.2),tanh,conv(3,2x2,padding=valid),gelu,\
+flatten,dense(2,b_std=0.1)";
+    let net = cnn(spec, &Shape::image(&[5, 6], 3), Parameterization::Ntk, 1.2, 3);
+    let n32: Network<f32> = net.cast();
+    let x = gaussian(35, 90, 4);
+    let x32 = super::cast::<f64, f32>(x.as_ref());
+    let reference = jacobian_by_vjp(&net, x.as_ref());
+    let scale = reference.norm_max();
+    for simd in builds {
+        let j = net.jacobian_with(x.as_ref(), simd).unwrap();
+        assert!((&j - &reference).norm_max() < 1e-13 * scale, "{simd:?} f64");
+        let j32: Mat<f64> = super::cast(n32.jacobian_with(x32.as_ref(), simd).unwrap().as_ref());
+        assert!((&j32 - &reference).norm_max() < 1e-5 * scale, "{simd:?} f32");
+    }
+}
+
+#[test]
 fn f32_lanes_follow_f64_on_a_cnn() {
     // Rounding at 6e-8 relative through a few layers of sums over <= 36 terms: 1e-4 relative is generous.
     let net = cnn(CNN_GAP, &Shape::image(&[5, 4], 2), Parameterization::Ntk, 1.0, 5);

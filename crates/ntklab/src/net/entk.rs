@@ -12,6 +12,7 @@ use faer::{Accum, Mat, MatRef};
 use super::network::Network;
 use super::ops::{col, for_each_col, gemm, gemm_lower, mirror_lower, Float, Pool};
 use super::tape::Tape;
+use crate::kernel::compute::{simd_level, Simd};
 use crate::Result;
 
 /// Which empirical NTK to return for a k-output network.
@@ -142,6 +143,11 @@ impl<T: Float> Network<T> {
     /// Conv nodes' columns come from `layers::conv::jacobian_block`.
     /// O(N k P) memory: meant for small networks and reference checks.
     pub fn jacobian(&self, x: MatRef<'_, T>) -> Result<Mat<T>> {
+        self.jacobian_with(x, simd_level())
+    }
+
+    /// [`Network::jacobian`] with conv blocks from the given build of their lane kernel.
+    pub(crate) fn jacobian_with(&self, x: MatRef<'_, T>, simd: Simd) -> Result<Mat<T>> {
         let tape = self.tape(x)?;
         let (n, k) = (tape.batch_size(), self.output_dim());
         crate::data::memory::check_alloc(
@@ -153,11 +159,13 @@ impl<T: Float> Network<T> {
             let dl = &self.dense[l];
             let h = &tape.values[self.graph.nodes[dl.node].inputs[0]];
             if dl.filter.is_some() {
-                let jt = crate::layers::conv::jacobian_block(self, l, h.as_ref(), d);
-                for c in 0..jt.nrows() {
+                let jb = crate::layers::conv::jacobian_block(self, l, h.as_ref(), d, simd);
+                for c in 0..jb.ncols() {
                     let col = dl.w_off + crate::layers::conv::jacobian_row_param(self, l, c);
-                    for r in 0..n * k {
-                        j[(r, col)] = jt[(c, r)];
+                    for a in 0..k {
+                        for i in 0..n {
+                            j[(i * k + a, col)] = jb[(a * n + i, c)];
+                        }
                     }
                 }
                 return;
@@ -199,32 +207,21 @@ fn conv_contribution<T: Float>(
     acc: &mut Mat<T>,
 ) {
     let (n1, n2) = (h1.nrows(), h2.nrows());
-    let jt1 = crate::layers::conv::jacobian_block(net, l, h1, d1);
-    let jt2 = if lower { None } else { Some(crate::layers::conv::jacobian_block(net, l, h2, d2)) };
-    let jt2 = jt2.as_ref().unwrap_or(&jt1);
-    let p = jt1.nrows();
-    // Output a's columns (i k + a) of a transposed block, as P_l x N.
-    let pick = |jt: &Mat<T>, a: usize, n: usize| {
-        if k == 1 {
-            None
-        } else {
-            Some(Mat::<T>::from_fn(p, n, |r, i| jt[(r, i * k + a)]))
-        }
-    };
+    let simd = simd_level();
+    let j1 = crate::layers::conv::jacobian_block(net, l, h1, d1, simd);
+    let j2 = if lower { None } else { Some(crate::layers::conv::jacobian_block(net, l, h2, d2, simd)) };
+    let j2 = j2.as_ref().unwrap_or(&j1);
     for a in 0..k {
-        let p1 = pick(&jt1, a, n1);
-        let m1 = p1.as_ref().map_or(jt1.as_ref(), |m| m.as_ref());
-        let bs: Vec<usize> = if full { (0..k).collect() } else { vec![a] };
+        let m1 = j1.as_ref().subrows(a * n1, n1);
+        let bs = if full { 0..k } else { a..a + 1 };
         for b in bs {
-            let p2 = pick(jt2, b, n2);
-            let m2 = p2.as_ref().map_or(jt2.as_ref(), |m| m.as_ref());
+            let m2 = j2.as_ref().subrows(b * n2, n2).transpose();
             if full {
-                let dst = acc.as_mut().submatrix_mut(a * n1, b * n2, n1, n2);
-                gemm(dst, Accum::Add, m1.transpose(), m2, 1.0);
+                gemm(acc.as_mut().submatrix_mut(a * n1, b * n2, n1, n2), Accum::Add, m1, m2, 1.0);
             } else if lower {
-                gemm_lower(acc.as_mut(), Accum::Add, m1.transpose(), m2, 1.0);
+                gemm_lower(acc.as_mut(), Accum::Add, m1, m2, 1.0);
             } else {
-                gemm(acc.as_mut(), Accum::Add, m1.transpose(), m2, 1.0);
+                gemm(acc.as_mut(), Accum::Add, m1, m2, 1.0);
             }
         }
     }

@@ -99,39 +99,6 @@ pub(crate) fn gemm_lower<T: Float>(dst: MatMut<'_, T>, accum: Accum, a: MatRef<'
     T::matmul_lower(dst, accum, a, b, alpha, Par::rayon(0));
 }
 
-/// The transpose of a column-major `m` as an owned column-major matrix (row i of `m` becomes contiguous column
-/// i), copied in square tiles so both sides stay in cache; parallel over blocks of output columns.
-pub(crate) fn transposed<T: Float>(m: MatRef<'_, T>) -> Mat<T> {
-    const TILE: usize = 32;
-    let (r, c) = (m.nrows(), m.ncols());
-    let mut out = Mat::<T>::zeros(c, r);
-    if r == 0 || c == 0 {
-        return out;
-    }
-    if m.row_stride() != 1 {
-        return m.transpose().to_owned();
-    }
-    let cols: Vec<&[T]> = (0..c).map(|j| m.col(j).try_as_col_major().expect("unit row stride").as_slice()).collect();
-    let fill = |i0: usize, mut blk: MatMut<'_, T>| {
-        let w = blk.ncols();
-        for j0 in (0..c).step_by(TILE) {
-            let j1 = (j0 + TILE).min(c);
-            for ii in 0..w {
-                let dst = &mut col_mut(blk.rb_mut(), ii)[j0..j1];
-                for (d, src) in dst.iter_mut().zip(&cols[j0..j1]) {
-                    *d = src[i0 + ii];
-                }
-            }
-        }
-    };
-    if r * c < PAR_MIN || rayon::current_num_threads() == 1 {
-        fill(0, out.as_mut());
-    } else {
-        out.as_mut().par_col_chunks_mut(TILE).enumerate().for_each(|(bi, blk)| fill(bi * TILE, blk));
-    }
-    out
-}
-
 /// Column j of an owned matrix as a slice.
 #[inline]
 pub(crate) fn col<T: Float>(m: &Mat<T>, j: usize) -> &[T] {
@@ -274,27 +241,4 @@ pub(crate) fn mirror_lower<T: Float>(m: &mut Mat<T>) {
 /// A copy in another precision.
 pub fn cast<S: Float, T: Float>(m: MatRef<'_, S>) -> Mat<T> {
     Mat::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)].wide()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiled_transpose_equals_the_transpose() {
-        // Sizes below and above the parallel threshold, square tiles that do not divide the extents, and a
-        // column-major view with a row offset (unit row stride, larger column stride).
-        for (r, c) in [(1, 1), (3, 70), (67, 33), (300, 129), (129, 300)] {
-            let m = Mat::<f64>::from_fn(r, c, |i, j| (i * 1000 + j) as f64);
-            assert_eq!(transposed(m.as_ref()), m.transpose().to_owned(), "{r} x {c}");
-            let m32 = Mat::<f32>::from_fn(r, c, |i, j| (i * 7 + j * 3) as f32);
-            assert_eq!(transposed(m32.as_ref()), m32.transpose().to_owned(), "{r} x {c} (f32)");
-        }
-        let big = Mat::<f64>::from_fn(300, 140, |i, j| (i as f64) - 0.5 * j as f64);
-        let view = big.as_ref().submatrix(5, 3, 250, 131);
-        assert_eq!(transposed(view), view.transpose().to_owned());
-        // A row-major view takes the generic route.
-        let rm = big.as_ref().transpose();
-        assert_eq!(transposed(rm), big);
-    }
 }
