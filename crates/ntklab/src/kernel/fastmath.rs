@@ -217,15 +217,6 @@ const INV_FACT: [f64; 14] = {
     t
 };
 
-#[inline(always)]
-fn mad<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
 /// e^y for 0 <= y <= 700, branch-free: y = k ln 2 + r with |r| <= ln(2)/2 (ln 2 split in two parts), e^r by
 /// its Taylor polynomial of degree 13 (remainder < 4e-18), and 2^k put straight into the exponent bits.
 #[inline(always)]
@@ -241,7 +232,7 @@ pub fn exp_nonneg<const FMA: bool>(y: f64) -> f64 {
     let mut i = 13;
     while i > 0 {
         i -= 1;
-        p = mad::<FMA>(p, r, INV_FACT[i]);
+        p = f64::mad::<FMA>(p, r, INV_FACT[i]);
     }
     let ki = (kk.to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64);
     p * f64::from_bits(((ki + 1023) as u64) << 52)
@@ -257,7 +248,7 @@ pub fn tanh<const FMA: bool>(x: f64) -> f64 {
     let mut i = TANH_SERIES.len() - 1;
     while i > 0 {
         i -= 1;
-        p = mad::<FMA>(p, z, TANH_SERIES[i]);
+        p = f64::mad::<FMA>(p, z, TANH_SERIES[i]);
     }
     let small = x * p;
     let e = exp_nonneg::<FMA>(2.0 * ax);
@@ -288,7 +279,7 @@ pub fn log1p_unit<const FMA: bool>(u: f64) -> f64 {
     let mut i = 17;
     while i > 0 {
         i -= 1;
-        p = mad::<FMA>(p, z, INV_ODD[i]);
+        p = f64::mad::<FMA>(p, z, INV_ODD[i]);
     }
     2.0 * s * p
 }
