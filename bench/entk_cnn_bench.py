@@ -11,8 +11,8 @@ on N images of S x S x 3 (NHWC), W_std = 1.5, b_std = 0.1; conv layer = (W_std /
 - torch.func: vmap(jacrev) + einsum (Jacobian contraction), and vjp/jvp NTK-vector products, on a module that
   multiplies its raw parameters by the same constants (NCHW inside, the same images);
 - ntklab: `ntklab ntk --model M.safetensors --x X.npy --out K.npy` (the `compute:` line of one cold call, and the
-  whole process), and in one process like the peers (`examples/entk_in_process.rs`: a warm-up call, then repeats).
-Every kernel is checked against ntklab's (max relative difference). Times: medians of --repeats runs after a warm-up.
+  whole process), and in one process like the peers (`examples/entk_in_process.rs`: warm-up calls for 0.5 s, then repeats).
+Every kernel is checked against ntklab's (max relative difference). Times: medians of --repeats runs after warm-up calls for 0.5 s (WARMUP_S).
 
 Usage: bench/.venv/bin/python bench/entk_cnn_bench.py [--n 128] [--size 16] [--channels 16] [--readout gap]
        [--dtype f64|f32] [--repeats 5]
@@ -37,13 +37,21 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.join(os.path.dirname(HERE), "target", "release", "ntklab")
 # In-process timing harness (crates/ntklab/examples/entk_in_process.rs): `cargo build --release --example
-# entk_in_process -p ntklab`. It times ntklab as the Python peers are timed (warm-up call, then repeats).
+# entk_in_process -p ntklab`. It times ntklab as the Python peers are timed (warm-up calls for 0.5 s, then repeats).
 IN_PROCESS = os.path.join(os.path.dirname(HERE), "target", "release", "examples", "entk_in_process")
 W_STD, B_STD, K = 1.5, 0.1, 3
 
 
+# Warm-up before timing: calls for at least this long (at least one). On this VM a core that was idle runs the
+# first ~50 ms of work at a lower clock, so a single warm-up call leaves the first repeats slow for everyone.
+WARMUP_S = 0.5
+
+
 def timed(fn, repeats, sync=lambda r: r):
+    t_end = time.perf_counter() + WARMUP_S
     r = sync(fn())
+    while time.perf_counter() < t_end:
+        r = sync(fn())
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -5,17 +5,21 @@
 //! layers: `Z[:, o] = w_mult sum_j H[:, i_j(o)] W_j^T + b_mult b`, where W_j (C_out x C_in) is the slice of W at
 //! window offset j and i_j(o) the input position output o reads at offset j (none: zero padding).
 //!
-//! Every pass is one GEMM per position on gathered windows ("im2col" one position at a time, so the extra memory
-//! is one N x K C_in patch per thread):
-//! * forward: Z[:, o] = w_mult Patch_o Wm with Patch_o = [H[:, i_0(o)], ..., H[:, i_{K-1}(o)]] (N x K C_in) and
-//!   Wm (K C_in x C_out) the weights stacked by offset;
-//! * input cotangent: for each input position i, dH[:, i] = w_mult [Delta[:, o_0(i)], ..., Delta[:, o_{K-1}(i)]]
-//!   Wt, where o_j(i) is the output reading i at offset j (at most one: windows of one offset never collide)
-//!   and Wt (K C_out x C_in) stacks the W_j;
-//! * parameter gradient: gWm = w_mult sum_o Patch_o^T Delta[:, o], summed over fixed groups of positions in
-//!   parallel and then in group order (deterministic whatever the thread count).
+//! The passes:
+//! * forward: Z[:, (o, co)] = w_mult sum_j sum_ci H[:, (i_j(o), ci)] W[co, ci, j] (+ b_mult b[co]);
+//! * input cotangent (the transposed convolution): dH[:, (i, ci)] = w_mult sum_j sum_co
+//!   Delta[:, (o_j(i), co)] W[co, ci, j], where o_j(i) is the output reading i at offset j (at most one: windows
+//!   of one offset never collide);
+//! * parameter gradient: gW[co, ci, j] = w_mult sum_o Patch_o^T Delta[:, o] with Patch_o = [H[:, i_0(o)], ...,
+//!   H[:, i_{K-1}(o)]] (N x K C_in), summed over fixed groups of positions in parallel and then in group order
+//!   (deterministic whatever the thread count).
 //!
-//! Positions run in parallel with sequential GEMMs when there are enough of them, else one parallel GEMM each.
+//! The forward pass and the transposed convolution share one kernel ([`windowed`]) with examples in vector lanes:
+//! each example's convolution is a small product that a GEMM would only reach through gathered windows, while
+//! L examples at a time share every weight, so a register tile of positions x channels accumulates L-lane FMAs
+//! against broadcast weights. The parameter gradient is one GEMM per group of gathered windows. The empirical
+//! NTK's per-example Jacobian blocks ([`jacobian_block`]) use lanes too.
+//!
 //! The network-level entry points (`*_node`) read a node's geometry, weights and multipliers from the
 //! [`Network`] and are what the graph traversals dispatch to (ARCHITECTURE.md, "How to add a layer").
 
@@ -62,16 +66,6 @@ impl Geom {
     }
 }
 
-/// Wm (K C_in x C_out): row j C_in + ci, column co = w[(co C_in + ci) K + j].
-fn stack_in<T: Float>(g: &Geom, w: &[T]) -> Mat<T> {
-    Mat::from_fn(g.k * g.c_in, g.c_out, |r, co| w[(co * g.c_in + r % g.c_in) * g.k + r / g.c_in])
-}
-
-/// Wt (K C_out x C_in): row j C_out + co, column ci = w[(co C_in + ci) K + j].
-fn stack_out<T: Float>(g: &Geom, w: &[T]) -> Mat<T> {
-    Mat::from_fn(g.k * g.c_out, g.c_in, |r, ci| w[((r % g.c_out) * g.c_in + ci) * g.k + r / g.c_out])
-}
-
 /// Bytes of gathered windows per GEMM: positions are processed in groups whose patch matrix stays about this
 /// size (per thread, so it stays in cache and never costs fresh pages).
 const PATCH_BYTES: usize = 512 << 10;
@@ -106,57 +100,222 @@ fn gather_group<T: Float>(
     }
 }
 
-/// out[:, o block] (+)= scale * [m blocks selected for o] * w for every o: the shared shape of the forward pass
-/// (blocks of c_src = C_in columns, `sel[o K + j]` = taps) and of the input cotangent (C_out blocks, inverse taps).
-/// Groups of G positions run in parallel: each stacks its windows into a tall patch ((G N) x K c_src), runs one
-/// sequential GEMM and copies its (G N) x c_dst result into its own column blocks of `out`.
-#[allow(clippy::too_many_arguments)]
-fn windowed_gemm<T: Float>(
+/// One windowed pass: out[:, (o, cd)] (+)= scale sum_j sum_cs m[:, (sel(o, j), cs)] w(j, cs, cd) + bias[cd]. The
+/// forward pass reads H through the taps (cs = input channel, cd = output channel); the input cotangent reads
+/// Delta through the inverse taps (cs = output channel, cd = input channel).
+struct Windowed<'a, T> {
+    /// The source (N x P_src c_src) and its channel count.
+    m: MatRef<'a, T>,
+    c_src: usize,
+    /// Destination channels.
+    c_dst: usize,
+    /// `sel[o K + j]`: the source position destination o reads at offset j (None: padding).
+    sel: &'a [Option<usize>],
+    k: usize,
+    /// The weight of (offset j, source channel cs, destination channel cd), before `scale`.
+    weight: &'a (dyn Fn(usize, usize, usize) -> T + Sync),
+    scale: f64,
+    /// Added to every destination position (already scaled); None: nothing.
+    bias: Option<&'a [T]>,
+}
+
+/// The SIMD build of this CPU, read once.
+fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(crate::kernel::compute::simd_level)
+}
+
+/// Runs a windowed pass into `out` (N x P_dst c_dst) with `simd`'s build: examples are the vector lanes (L of
+/// them per block, packed position-major as for [`jacobian_block`]) and a tile of R destination positions by B
+/// destination channels accumulates in registers over (offset, source channel), each step one vector load per
+/// position and one broadcast weight per channel. No window gathers, no transposes; every entry of `out` is
+/// written (Replace) or added to (Add) exactly once, and results do not depend on the thread count.
+fn windowed<T: Float>(out: &mut Mat<T>, accum: Accum, pass: &Windowed<'_, T>, simd: Simd) {
+    let f32_lanes = std::mem::size_of::<T>() == 4;
+    // 4 x 4 tiles (16 accumulators) where there are 32 vector registers, 3 x 4 with 16.
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 if f32_lanes => windowed_lanes::<T, 16, 4, 4>(out, accum, pass, simd),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => windowed_lanes::<T, 8, 4, 4>(out, accum, pass, simd),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 if f32_lanes => windowed_lanes::<T, 8, 3, 4>(out, accum, pass, simd),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => windowed_lanes::<T, 4, 3, 4>(out, accum, pass, simd),
+        Simd::Generic if f32_lanes => windowed_lanes::<T, 4, 2, 4>(out, accum, pass, simd),
+        Simd::Generic => windowed_lanes::<T, 2, 2, 4>(out, accum, pass, simd),
+    }
+}
+
+/// The packed operands of one windowed pass, shared by every block of examples.
+struct WindowedPlan<'a, T> {
+    pass: &'a Windowed<'a, T>,
+    /// Weights times scale, as [T; B] chunks at ((cd / B) K + j) c_src + cs (channels padded with zeros).
+    wp: Vec<T>,
+    /// Bias padded to a multiple of B (zeros where there is none).
+    bias: Vec<T>,
+    /// Per tile t of R destinations and offset j, at (t K + j) R + r: the chunk index (in units of L) of the
+    /// source position tile t's r-th destination reads at offset j, times c_src (the zero block P_src for
+    /// padding; the last destination repeated past P_dst).
+    src: Vec<usize>,
+    /// Destination channel chunks of B.
+    nb: usize,
+    p_src: usize,
+}
+
+fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     out: &mut Mat<T>,
     accum: Accum,
-    m: MatRef<'_, T>,
-    c_src: usize,
-    sel: &[Option<usize>],
-    k: usize,
-    w: MatRef<'_, T>,
-    scale: f64,
+    pass: &Windowed<'_, T>,
+    simd: Simd,
 ) {
-    let n = m.nrows();
-    let c_dst = w.ncols();
-    let positions = out.ncols() / c_dst;
-    let gs = group_size::<T>(n, k * c_src, positions);
-    let par = if positions.div_ceil(gs) >= 2 * rayon::current_num_threads() { Par::Seq } else { Par::rayon(0) };
-    out.as_mut().par_col_chunks_mut(gs * c_dst).enumerate().for_each_init(
-        || (Mat::<T>::zeros(gs * n, k * c_src), Mat::<T>::zeros(gs * n, c_dst)),
-        |(patch, res), (gi, mut chunk)| {
-            let count = chunk.ncols() / c_dst;
-            gather_group(m, c_src, sel, k, (gi * gs, count), patch);
-            let rows = count * n;
-            T::matmul(
-                res.as_mut().subrows_mut(0, rows),
-                Accum::Replace,
-                patch.as_ref().subrows(0, rows),
-                w,
-                scale,
-                par,
-            );
-            for t in 0..count {
-                for co in 0..c_dst {
-                    let dst = chunk
-                        .rb_mut()
-                        .col_mut(t * c_dst + co)
-                        .try_as_col_major_mut()
-                        .expect("contiguous column")
-                        .as_slice_mut();
-                    let src = &res.col_as_slice(co)[t * n..(t + 1) * n];
-                    match accum {
-                        Accum::Replace => dst.copy_from_slice(src),
-                        Accum::Add => dst.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
-                    }
+    let (c_src, c_dst, k) = (pass.c_src, pass.c_dst, pass.k);
+    let p_src = pass.m.ncols() / c_src;
+    let p_dst = out.ncols() / c_dst;
+    let nb = c_dst.div_ceil(B);
+    let mut wp = vec![T::ZERO; k * c_src * nb * B];
+    for j in 0..k {
+        for cs in 0..c_src {
+            for cd in 0..c_dst {
+                wp[(((cd / B) * k + j) * c_src + cs) * B + cd % B] =
+                    T::of(pass.scale * (pass.weight)(j, cs, cd).wide());
+            }
+        }
+    }
+    let mut bias = vec![T::ZERO; nb * B];
+    if let Some(b) = pass.bias {
+        bias[..c_dst].copy_from_slice(&b[..c_dst]);
+    }
+    let tiles = p_dst.div_ceil(R);
+    let mut src = vec![0; tiles * k * R];
+    for t in 0..tiles {
+        for j in 0..k {
+            for r in 0..R {
+                let o = (t * R + r).min(p_dst - 1);
+                src[(t * k + j) * R + r] = pass.sel[o * k + j].unwrap_or(p_src) * c_src;
+            }
+        }
+    }
+    let plan = WindowedPlan { pass, wp, bias, src, nb, p_src };
+    let blocks = pass.m.nrows().div_ceil(L);
+    // Few blocks of examples (small batches): split each block's destination positions between threads too.
+    let splits = rayon::current_num_threads().div_ceil(blocks).clamp(1, tiles);
+    let per = tiles.div_ceil(splits) * R * c_dst;
+    for_each_block::<T, _, L>(
+        out.as_mut(),
+        // One zero block past the last position stands for padding.
+        || vec![T::ZERO; (p_src + 1) * c_src * L],
+        |hp, bi, rows| {
+            let (i0, m) = (bi * L, rows.nrows());
+            pack_lanes::<T, L>(pass.m, (i0, m), c_src, c_src, hp);
+            let hp = &hp[..];
+            let run = |(ci, cols): (usize, MatMut<'_, T>)| {
+                let t0 = ci * per / (R * c_dst);
+                // SAFETY: each arm is only taken when the CPU reports the features it was built for.
+                match simd {
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx512 => unsafe { windowed_avx512::<T, L, R, B>(&plan, hp, t0, cols, accum) },
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx2 => unsafe { windowed_avx2::<T, L, R, B>(&plan, hp, t0, cols, accum) },
+                    Simd::Generic => windowed_tiles::<T, L, R, B, false>(&plan, hp, t0, cols, accum),
                 }
+            };
+            if splits > 1 {
+                rows.par_col_chunks_mut(per).enumerate().for_each(run);
+            } else {
+                run((0, rows));
             }
         },
     );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn windowed_avx512<T: Float, const L: usize, const R: usize, const B: usize>(
+    plan: &WindowedPlan<'_, T>,
+    hp: &[T],
+    t0: usize,
+    cols: MatMut<'_, T>,
+    accum: Accum,
+) {
+    windowed_tiles::<T, L, R, B, true>(plan, hp, t0, cols, accum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn windowed_avx2<T: Float, const L: usize, const R: usize, const B: usize>(
+    plan: &WindowedPlan<'_, T>,
+    hp: &[T],
+    t0: usize,
+    cols: MatMut<'_, T>,
+    accum: Accum,
+) {
+    windowed_tiles::<T, L, R, B, true>(plan, hp, t0, cols, accum)
+}
+
+/// One R x B tile: acc[r][b] = init[b] + sum over offsets j and source channels cs of the source vector at
+/// chunk offs[j][r] + cs times the weight chunk w[j c_src + cs][b].
+#[inline(always)]
+fn conv_tile<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bool>(
+    hc: &[[T; L]],
+    offs: &[[usize; R]],
+    w: &[[T; B]],
+    c_src: usize,
+    init: [T; B],
+) -> [[[T; L]; B]; R] {
+    let mut acc = [[[T::ZERO; L]; B]; R];
+    for acc_r in acc.iter_mut() {
+        for (acc_rb, &b) in acc_r.iter_mut().zip(&init) {
+            *acc_rb = [b; L];
+        }
+    }
+    for (offs_j, wj) in offs.iter().zip(w.chunks_exact(c_src)) {
+        for (cs, wc) in wj.iter().enumerate() {
+            for (acc_r, &off) in acc.iter_mut().zip(offs_j) {
+                let x = &hc[off + cs];
+                for (acc_rb, &wb) in acc_r.iter_mut().zip(wc) {
+                    fma_lanes::<T, L, FMA>(acc_rb, x, &[wb; L]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// The tiles t0.. of one block of examples whose destination columns are `cols` (whole tiles of R positions, the
+/// last one possibly short) and rows its m <= L examples.
+#[inline(always)]
+fn windowed_tiles<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bool>(
+    plan: &WindowedPlan<'_, T>,
+    hp: &[T],
+    t0: usize,
+    mut cols: MatMut<'_, T>,
+    accum: Accum,
+) {
+    let (c_src, c_dst, k) = (plan.pass.c_src, plan.pass.c_dst, plan.pass.k);
+    let hc = hp.as_chunks::<L>().0;
+    let wc = plan.wp.as_chunks::<B>().0;
+    let bc = plan.bias.as_chunks::<B>().0;
+    debug_assert!(hc.len() > plan.p_src * c_src);
+    let positions = cols.ncols() / c_dst;
+    for tl in 0..positions.div_ceil(R) {
+        let t = t0 + tl;
+        let offs = &plan.src[t * k * R..][..k * R];
+        for cb in 0..plan.nb {
+            let wb = &wc[cb * k * c_src..][..k * c_src];
+            let acc = conv_tile::<T, L, R, B, FMA>(hc, offs.as_chunks::<R>().0, wb, c_src, bc[cb]);
+            for (r, acc_r) in acc.iter().enumerate().take(positions - tl * R) {
+                for (b, lanes) in acc_r.iter().enumerate().take(c_dst.saturating_sub(cb * B)) {
+                    let q = (tl * R + r) * c_dst + cb * B + b;
+                    let dst = cols.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
+                    match accum {
+                        Accum::Replace => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o = v),
+                        Accum::Add => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Z (+)= w_mult conv(H, W) + b_mult b into `z` (N x P_out C_out): the forward pass with Accum::Replace.
@@ -169,18 +328,19 @@ fn conv_into<T: Float>(
     z: &mut Mat<T>,
     accum: Accum,
 ) {
-    let wm = stack_in(g, w);
-    windowed_gemm(z, accum, h, g.c_in, &g.taps, g.k, wm.as_ref(), mults.0);
-    if let Some(b) = b {
-        let n = h.nrows();
-        for o in 0..g.p_out {
-            for (co, bc) in b.iter().enumerate().take(g.c_out) {
-                let v = T::of(mults.1 * bc.wide());
-                let c = z.col_as_slice_mut(o * g.c_out + co);
-                c[..n].iter_mut().for_each(|x| *x += v);
-            }
-        }
-    }
+    let bias: Option<Vec<T>> = b.map(|b| b.iter().map(|&v| T::of(mults.1 * v.wide())).collect());
+    let weight = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
+    let pass = Windowed {
+        m: h,
+        c_src: g.c_in,
+        c_dst: g.c_out,
+        sel: &g.taps,
+        k: g.k,
+        weight: &weight,
+        scale: mults.0,
+        bias: bias.as_deref(),
+    };
+    windowed(z, accum, &pass, simd());
 }
 
 /// Z = w_mult conv(H, W) + b_mult b (N x P_out C_out).
@@ -263,8 +423,18 @@ pub(crate) fn param_grad<T: Float>(
 
 /// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
 fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
-    let wt = stack_out(g, w);
-    windowed_gemm(dh, accum, delta, g.c_out, &g.inv, g.k, wt.as_ref(), w_mult);
+    let weight = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];
+    let pass = Windowed {
+        m: delta,
+        c_src: g.c_out,
+        c_dst: g.c_in,
+        sel: &g.inv,
+        k: g.k,
+        weight: &weight,
+        scale: w_mult,
+        bias: None,
+    };
+    windowed(dh, accum, &pass, simd());
 }
 
 /// The input cotangent: dH[:, i_j(o)] += w_mult delta[:, o] W_j (N x P_in C_in).
@@ -533,13 +703,21 @@ pub(crate) fn linear_transpose<T: Float>(net: &Network<T>, v: usize, delta: Mat<
 /// time is packed position-major (channel c of position p at lanes (p C + c) L..), and a tile of A input by B
 /// output channels of G accumulates in registers over the positions of one window offset. No transposes and no
 /// window gathers; results do not depend on the thread count.
-pub(crate) fn jacobian_block<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, d: &Mat<T>, simd: Simd) -> Mat<T> {
+pub(crate) fn jacobian_block<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    h: MatRef<'_, T>,
+    d: &Mat<T>,
+    simd: Simd,
+    pool: &mut Pool<T>,
+) -> Mat<T> {
     let dl = &net.dense[l];
     let g = geom_at(net, dl.node);
     let n = h.nrows();
     let (wm, bm) = mults(net, l);
     let bm = dl.has_bias().then_some(T::of(bm));
-    let mut jm = Mat::<T>::zeros(d.nrows(), dl.num_params());
+    // Every entry is written below.
+    let mut jm = pool.take(d.nrows(), dl.num_params());
     for a in 0..d.nrows() / n {
         let (da, ja) = (d.as_ref().subrows(a * n, n), jm.as_mut().subrows_mut(a * n, n));
         let args = (g, h, da, T::of(wm), bm, ja);
@@ -576,9 +754,10 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
     let pairs: Vec<Vec<(usize, usize)>> = (0..g.k)
         .map(|j| (0..g.p_out).filter_map(|o| g.taps[o * g.k + j].map(|p| (p * cip * L, o * cop * L))).collect())
         .collect();
-    jm.par_row_chunks_mut(L).enumerate().for_each_init(
+    for_each_block::<T, _, L>(
+        jm,
         || (vec![T::ZERO; g.p_in * cip * L], vec![T::ZERO; g.p_out * cop * L]),
-        |(hp, dp), (bi, rows)| {
+        |(hp, dp), bi, rows| {
             let (i0, m) = (bi * L, rows.nrows());
             pack_lanes::<T, L>(h, (i0, m), g.c_in, cip, hp);
             pack_lanes::<T, L>(d, (i0, m), g.c_out, cop, dp);
@@ -594,6 +773,25 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
             }
         },
     );
+}
+
+/// Runs `f(scratch, block index, rows)` on every block of L rows of `m` (the last one possibly short): the blocks
+/// are split into at most two contiguous runs per thread, run in parallel, each with one scratch from `init`
+/// (made once per run, not once per block: the packed buffers are large and fresh ones cost zeroing).
+fn for_each_block<T: Float, S, const L: usize>(
+    m: MatMut<'_, T>,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, MatMut<'_, T>) + Sync,
+) {
+    let blocks = m.nrows().div_ceil(L);
+    let per = blocks.div_ceil(2 * rayon::current_num_threads()).max(1);
+    m.par_row_chunks_mut(per * L).enumerate().for_each(|(ti, mut run)| {
+        let mut scratch = init();
+        let rows = run.nrows();
+        for b in 0..rows.div_ceil(L) {
+            f(&mut scratch, ti * per + b, run.rb_mut().subrows_mut(b * L, L.min(rows - b * L)));
+        }
+    });
 }
 
 /// One block of L examples, packed by [`pack_lanes`].
@@ -781,6 +979,132 @@ mod tests {
             }
         }
         m
+    }
+
+    /// Every SIMD build this CPU can run.
+    fn builds() -> Vec<Simd> {
+        let mut builds = vec![Simd::Generic];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                builds.push(Simd::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+                builds.push(Simd::Avx512);
+            }
+        }
+        builds
+    }
+
+    /// The transposed convolution by its definition: dH[:, i_j(o)] += w_mult delta[:, o] W_j.
+    fn naive_transpose(g: &Geom, w: &[f64], delta: MatRef<'_, f64>, w_mult: f64) -> Mat<f64> {
+        let mut dh = Mat::zeros(delta.nrows(), g.p_in * g.c_in);
+        for r in 0..delta.nrows() {
+            for (oj, tap) in g.taps.iter().enumerate() {
+                let (o, j) = (oj / g.k, oj % g.k);
+                if let Some(i) = *tap {
+                    for co in 0..g.c_out {
+                        for ci in 0..g.c_in {
+                            dh[(r, i * g.c_in + ci)] +=
+                                w_mult * w[(co * g.c_in + ci) * g.k + j] * delta[(r, o * g.c_out + co)];
+                        }
+                    }
+                }
+            }
+        }
+        dh
+    }
+
+    #[test]
+    fn windowed_passes_agree_with_the_definition_on_every_simd_build() {
+        // Examples are vector lanes (2 to 16 per block) and tiles are R positions x 4 channels: N = 1, 3, 35
+        // and 70 leave partial blocks (and split one block's positions between threads), 5 and 3 channels
+        // partial tiles, 5 x 4 and 7 positions partial position tiles. f64 to rounding; f32 to its rounding over
+        // at most 45 terms of size ~1.
+        for (n, k, s, pad) in [
+            (vec![5, 4], vec![3, 3], vec![1, 1], Padding::Same),
+            (vec![6, 5], vec![2, 3], vec![2, 1], Padding::Valid),
+            (vec![7], vec![3], vec![2], Padding::Circular),
+        ] {
+            let (c_in, c_out) = (3, 5);
+            let g = geom(&n, &k, &s, pad, c_in, c_out);
+            let w: Vec<f64> = gaussian(1, c_out * c_in * g.k, 2).row(0).iter().copied().collect();
+            let b = vec![0.3, -0.2, 0.7, 0.1, -0.5];
+            let mults = (0.8, 1.3);
+            let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            for rows in [1, 3, 35, 70] {
+                let h = gaussian(rows, g.p_in * c_in, 1);
+                let delta = gaussian(rows, g.p_out * c_out, 3);
+                let (z_ref, dh_ref) =
+                    (naive(&g, &w, &b, h.as_ref(), mults), naive_transpose(&g, &w, delta.as_ref(), mults.0));
+                let (h32, delta32) =
+                    (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(delta.as_ref()));
+                for simd in builds() {
+                    let bias: Vec<f64> = b.iter().map(|v| mults.1 * v).collect();
+                    let fw = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
+                    let tw = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];
+                    let fwd = Windowed {
+                        m: h.as_ref(),
+                        c_src: c_in,
+                        c_dst: c_out,
+                        sel: &g.taps,
+                        k: g.k,
+                        weight: &fw,
+                        scale: mults.0,
+                        bias: Some(&bias),
+                    };
+                    let mut z = Mat::from_fn(rows, g.p_out * c_out, |_, _| f64::NAN);
+                    windowed(&mut z, Accum::Replace, &fwd, simd);
+                    assert!(max_diff(&z, &z_ref) < 1e-12, "{simd:?} forward, N = {rows}, {n:?}");
+                    // Accum::Add adds onto what is there.
+                    windowed(&mut z, Accum::Add, &fwd, simd);
+                    assert!(max_diff(&z, &(&z_ref * faer::Scale(2.0))) < 1e-12, "{simd:?} add, N = {rows}");
+                    let tr = Windowed {
+                        m: delta.as_ref(),
+                        c_src: c_out,
+                        c_dst: c_in,
+                        sel: &g.inv,
+                        k: g.k,
+                        weight: &tw,
+                        scale: mults.0,
+                        bias: None,
+                    };
+                    let mut dh = Mat::from_fn(rows, g.p_in * c_in, |_, _| f64::NAN);
+                    windowed(&mut dh, Accum::Replace, &tr, simd);
+                    assert!(max_diff(&dh, &dh_ref) < 1e-12, "{simd:?} transpose, N = {rows}, {n:?}");
+                    let bias32: Vec<f32> = bias.iter().map(|&v| v as f32).collect();
+                    let fw32 = |j: usize, ci: usize, co: usize| w32[(co * g.c_in + ci) * g.k + j];
+                    let fwd32 = Windowed {
+                        m: h32.as_ref(),
+                        c_src: c_in,
+                        c_dst: c_out,
+                        sel: &g.taps,
+                        k: g.k,
+                        weight: &fw32,
+                        scale: mults.0,
+                        bias: Some(&bias32),
+                    };
+                    let mut z32 = Mat::<f32>::zeros(rows, g.p_out * c_out);
+                    windowed(&mut z32, Accum::Replace, &fwd32, simd);
+                    let z32: Mat<f64> = crate::net::cast(z32.as_ref());
+                    assert!(max_diff(&z32, &z_ref) < 1e-4, "{simd:?} f32 forward, N = {rows}");
+                    let tr32 = Windowed {
+                        m: delta32.as_ref(),
+                        c_src: c_out,
+                        c_dst: c_in,
+                        sel: &g.inv,
+                        k: g.k,
+                        weight: &|j: usize, co: usize, ci: usize| w32[(co * g.c_in + ci) * g.k + j],
+                        scale: mults.0,
+                        bias: None,
+                    };
+                    let mut dh32 = Mat::<f32>::zeros(rows, g.p_in * c_in);
+                    windowed(&mut dh32, Accum::Replace, &tr32, simd);
+                    let dh32: Mat<f64> = crate::net::cast(dh32.as_ref());
+                    assert!(max_diff(&dh32, &dh_ref) < 1e-4, "{simd:?} f32 transpose, N = {rows}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -118,6 +118,25 @@ fn empirical_ntk_and_jacobian_equal_explicit_jjt() {
 }
 
 #[test]
+fn repeated_empirical_ntks_equal_fresh_ones_bit_for_bit() {
+    // A network keeps its scratch matrices between calls, holding the previous call's values: every call must
+    // equal that of a fresh copy (cloning drops the scratch) whatever ran before (other inputs, sizes, modes).
+    for (s, shape, p, alpha) in cases() {
+        let net = cnn(s, &shape, p, alpha, 23);
+        let xs = [gaussian(5, shape.size(), 1), gaussian(5, shape.size(), 2), gaussian(3, shape.size(), 3)];
+        for outputs in [NtkOutputs::Trace, NtkOutputs::Full] {
+            for x in &xs {
+                for x2 in [None, Some(xs[2].as_ref())] {
+                    let warm = net.empirical_ntk(x.as_ref(), x2, outputs).unwrap();
+                    let cold = net.clone().empirical_ntk(x.as_ref(), x2, outputs).unwrap();
+                    assert!(warm == cold, "{s} {outputs:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn one_by_one_convolutions_on_one_pixel_images_are_dense_layers() {
     // A 1x1 conv with C_in channels on 1 x 1 images is a dense layer on C_in features, with the same
     // parameter layout ((C_out, C_in, 1, 1) row-major = (C_out, C_in)): same outputs, gradient and NTK.

@@ -11,7 +11,7 @@ use faer::{Accum, Mat, MatRef};
 
 use super::network::Network;
 use super::ops::{col, for_each_col, gemm, gemm_lower, mirror_lower, Float, Pool};
-use super::tape::Tape;
+use super::tape::{Caches, Tape};
 use crate::kernel::compute::{simd_level, Simd};
 use crate::Result;
 
@@ -55,13 +55,25 @@ impl<T: Float> Network<T> {
                 if k > 1 { format!(", {k} x {k} output blocks") } else { String::new() }
             ),
         )?;
-        let t1 = self.tape(x1)?;
-        let t2 = x2.map(|x| self.tape(x)).transpose()?;
-        Ok(self.empirical_ntk_at(&t1, t2.as_ref(), outputs))
+        let mut pool = self.scratch.take();
+        let t1 = self.build_tape_in(x1, Caches::First, &mut pool)?;
+        let t2 = x2.map(|x| self.build_tape_in(x, Caches::First, &mut pool)).transpose()?;
+        let k = self.empirical_ntk_in(&t1, t2.as_ref(), outputs, &mut pool);
+        t1.recycle(&mut pool);
+        if let Some(t2) = t2 {
+            t2.recycle(&mut pool);
+        }
+        self.scratch.keep(pool);
+        Ok(k)
     }
 
     /// [`Network::empirical_ntk`] from forward tapes (`t2 = None`: the symmetric kernel of `t1`).
     pub fn empirical_ntk_at(&self, t1: &Tape<T>, t2: Option<&Tape<T>>, outputs: NtkOutputs) -> Mat<T> {
+        self.empirical_ntk_in(t1, t2, outputs, &mut Pool::default())
+    }
+
+    /// [`Network::empirical_ntk_at`] with scratch matrices from `pool`.
+    fn empirical_ntk_in(&self, t1: &Tape<T>, t2: Option<&Tape<T>>, outputs: NtkOutputs, pool: &mut Pool<T>) -> Mat<T> {
         let sym = t2.is_none();
         let t2r = t2.unwrap_or(t1);
         let (n1, n2, k) = (t1.batch_size(), t2r.batch_size(), self.output_dim());
@@ -69,23 +81,23 @@ impl<T: Float> Network<T> {
         // In Full mode the accumulator is in stacked order (a N1 + i, b N2 + j) and permuted at the end.
         let (r, c) = if full { (k * n1, k * n2) } else { (n1, n2) };
         let mut acc = Mat::<T>::zeros(r, c);
-        let mut dd = Mat::<T>::zeros(r, c);
-        let mut gram = Mat::<T>::zeros(n1, n2);
+        // Both are overwritten (Accum::Replace) before they are read.
+        let mut dd = pool.take(r, c);
+        let mut gram = pool.take(n1, n2);
         // The triangular trick needs a symmetric accumulator in its own index order, which Trace mode has.
         let lower = sym && !full;
-        let mut pool = Pool::default();
         // The cross kernel needs both sides' D_l at once: the second side's are collected first.
         let mut d2s: Vec<Option<Mat<T>>> = vec![None; self.dense.len()];
         if !sym {
-            self.reverse(t2r, readout_stack(self, t2r), false, &mut pool, |l, d, _| d2s[l] = Some(d.clone()));
+            self.reverse(t2r, readout_stack(self, t2r), false, pool, |l, d, _| d2s[l] = Some(d.clone()));
         }
-        self.reverse(t1, readout_stack(self, t1), false, &mut pool, |l, d1, _| {
+        self.reverse(t1, readout_stack(self, t1), false, pool, |l, d1, pool| {
             let dl = &self.dense[l];
             let u = self.graph.nodes[dl.node].inputs[0];
             let (h1, h2) = (t1.values[u].as_ref(), t2r.values[u].as_ref());
             let d2r = d2s[l].as_ref().unwrap_or(d1);
             if dl.filter.is_some() {
-                conv_contribution(self, l, (h1, d1), (h2, d2r), k, full, lower, &mut acc);
+                conv_contribution(self, l, (h1, d1), (h2, d2r), (k, full, lower), &mut acc, pool);
                 return;
             }
             let c2 = dl.w_mult * dl.w_mult;
@@ -129,6 +141,8 @@ impl<T: Float> Network<T> {
                 }
             });
         });
+        pool.give(dd);
+        pool.give(gram);
         if lower {
             mirror_lower(&mut acc);
         }
@@ -159,7 +173,7 @@ impl<T: Float> Network<T> {
             let dl = &self.dense[l];
             let h = &tape.values[self.graph.nodes[dl.node].inputs[0]];
             if dl.filter.is_some() {
-                let jb = crate::layers::conv::jacobian_block(self, l, h.as_ref(), d, simd);
+                let jb = crate::layers::conv::jacobian_block(self, l, h.as_ref(), d, simd, &mut Pool::default());
                 for c in 0..jb.ncols() {
                     let col = dl.w_off + crate::layers::conv::jacobian_row_param(self, l, c);
                     for a in 0..k {
@@ -201,21 +215,20 @@ fn conv_contribution<T: Float>(
     l: usize,
     (h1, d1): (MatRef<'_, T>, &Mat<T>),
     (h2, d2): (MatRef<'_, T>, &Mat<T>),
-    k: usize,
-    full: bool,
-    lower: bool,
+    (k, full, lower): (usize, bool, bool),
     acc: &mut Mat<T>,
+    pool: &mut Pool<T>,
 ) {
     let (n1, n2) = (h1.nrows(), h2.nrows());
     let simd = simd_level();
-    let j1 = crate::layers::conv::jacobian_block(net, l, h1, d1, simd);
-    let j2 = if lower { None } else { Some(crate::layers::conv::jacobian_block(net, l, h2, d2, simd)) };
-    let j2 = j2.as_ref().unwrap_or(&j1);
+    let j1 = crate::layers::conv::jacobian_block(net, l, h1, d1, simd, pool);
+    let j2 = if lower { None } else { Some(crate::layers::conv::jacobian_block(net, l, h2, d2, simd, pool)) };
+    let j2r = j2.as_ref().unwrap_or(&j1);
     for a in 0..k {
         let m1 = j1.as_ref().subrows(a * n1, n1);
         let bs = if full { 0..k } else { a..a + 1 };
         for b in bs {
-            let m2 = j2.as_ref().subrows(b * n2, n2).transpose();
+            let m2 = j2r.as_ref().subrows(b * n2, n2).transpose();
             if full {
                 gemm(acc.as_mut().submatrix_mut(a * n1, b * n2, n1, n2), Accum::Add, m1, m2, 1.0);
             } else if lower {
@@ -224,6 +237,10 @@ fn conv_contribution<T: Float>(
                 gemm(acc.as_mut(), Accum::Add, m1, m2, 1.0);
             }
         }
+    }
+    pool.give(j1);
+    if let Some(j2) = j2 {
+        pool.give(j2);
     }
 }
 

@@ -28,7 +28,7 @@
 use faer::{Mat, MatRef};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::ops::Float;
+use super::ops::{Float, Scratch};
 use crate::data::synthetic::{derive_seed, rng};
 use crate::kernel::spatial::{Shape, Window};
 use crate::kernel::{Architecture, Graph, Op};
@@ -111,6 +111,8 @@ pub struct Network<T: Float = f64> {
     /// For each Conv and AvgPool node, its window geometry (which input position each output reads).
     pub(crate) geom: Vec<Option<Geom>>,
     params: Vec<T>,
+    /// Scratch matrices kept between calls (see [`Scratch`]).
+    pub(crate) scratch: Scratch<T>,
 }
 
 /// The historical name of the f64 [`Network`] (fully-connected chains are the common case).
@@ -207,6 +209,7 @@ impl<T: Float> Network<T> {
             last_use,
             geom,
             params: vec![T::ZERO; off],
+            scratch: Scratch::default(),
         })
     }
 
@@ -331,6 +334,7 @@ impl<T: Float> Network<T> {
             last_use: self.last_use.clone(),
             geom: self.geom.clone(),
             params: self.params.iter().map(|v| S::of(v.wide())).collect(),
+            scratch: Scratch::default(),
         }
     }
 }
