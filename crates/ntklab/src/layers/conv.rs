@@ -206,12 +206,23 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
         // One zero block past the last position stands for padding.
         || vec![T::ZERO; (p_src + 1) * c_src * L],
         |hp, bi, rows| {
-            let (i0, m) = (bi * L, rows.nrows());
-            pack_lanes::<T, L>(pass.m, (i0, m), c_src, c_src, hp);
+            let i0 = bi * L;
+            // SAFETY (every `unsafe` below): each arm is only taken when the CPU reports the features it was
+            // built for.
+            if splits == 1 {
+                // Packing and products in one function built for the CPU's features (wide copies).
+                return match simd {
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx512 => unsafe { windowed_block_avx512::<T, L, R, B>(&plan, hp, i0, rows, accum) },
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx2 => unsafe { windowed_block_avx2::<T, L, R, B>(&plan, hp, i0, rows, accum) },
+                    Simd::Generic => windowed_block::<T, L, R, B, false>(&plan, hp, i0, rows, accum),
+                };
+            }
+            pack_lanes::<T, L>(pass.m, (i0, rows.nrows()), c_src, c_src, hp);
             let hp = &hp[..];
-            let run = |(ci, cols): (usize, MatMut<'_, T>)| {
+            rows.par_col_chunks_mut(per).enumerate().for_each(|(ci, cols)| {
                 let t0 = ci * per / (R * c_dst);
-                // SAFETY: each arm is only taken when the CPU reports the features it was built for.
                 match simd {
                     #[cfg(target_arch = "x86_64")]
                     Simd::Avx512 => unsafe { windowed_avx512::<T, L, R, B>(&plan, hp, t0, cols, accum) },
@@ -219,12 +230,7 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
                     Simd::Avx2 => unsafe { windowed_avx2::<T, L, R, B>(&plan, hp, t0, cols, accum) },
                     Simd::Generic => windowed_tiles::<T, L, R, B, false>(&plan, hp, t0, cols, accum),
                 }
-            };
-            if splits > 1 {
-                rows.par_col_chunks_mut(per).enumerate().for_each(run);
-            } else {
-                run((0, rows));
-            }
+            });
         },
     );
 }
@@ -251,6 +257,44 @@ unsafe fn windowed_avx2<T: Float, const L: usize, const R: usize, const B: usize
     accum: Accum,
 ) {
     windowed_tiles::<T, L, R, B, true>(plan, hp, t0, cols, accum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn windowed_block_avx512<T: Float, const L: usize, const R: usize, const B: usize>(
+    plan: &WindowedPlan<'_, T>,
+    hp: &mut [T],
+    i0: usize,
+    rows: MatMut<'_, T>,
+    accum: Accum,
+) {
+    windowed_block::<T, L, R, B, true>(plan, hp, i0, rows, accum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn windowed_block_avx2<T: Float, const L: usize, const R: usize, const B: usize>(
+    plan: &WindowedPlan<'_, T>,
+    hp: &mut [T],
+    i0: usize,
+    rows: MatMut<'_, T>,
+    accum: Accum,
+) {
+    windowed_block::<T, L, R, B, true>(plan, hp, i0, rows, accum)
+}
+
+/// One block of examples (rows i0.. of the source, `rows` of the destination): pack, then every tile.
+#[inline(always)]
+fn windowed_block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bool>(
+    plan: &WindowedPlan<'_, T>,
+    hp: &mut [T],
+    i0: usize,
+    rows: MatMut<'_, T>,
+    accum: Accum,
+) {
+    let c_src = plan.pass.c_src;
+    pack_lanes::<T, L>(plan.pass.m, (i0, rows.nrows()), c_src, c_src, hp);
+    windowed_tiles::<T, L, R, B, FMA>(plan, hp, 0, rows, accum)
 }
 
 /// One R x B tile: acc[r][b] = init[b] + sum over offsets j and source channels cs of the source vector at
@@ -308,9 +352,11 @@ fn windowed_tiles<T: Float, const L: usize, const R: usize, const B: usize, cons
                 for (b, lanes) in acc_r.iter().enumerate().take(c_dst.saturating_sub(cb * B)) {
                     let q = (tl * R + r) * c_dst + cb * B + b;
                     let dst = cols.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
-                    match accum {
-                        Accum::Replace => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o = v),
-                        Accum::Add => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v),
+                    match (accum, <&mut [T; L]>::try_from(&mut *dst)) {
+                        // A fixed-size store (a slice copy would call memmove for L entries).
+                        (Accum::Replace, Ok(full)) => *full = *lanes,
+                        (Accum::Replace, Err(_)) => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o = v),
+                        (Accum::Add, _) => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v),
                     }
                 }
             }
@@ -758,18 +804,15 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
         jm,
         || (vec![T::ZERO; g.p_in * cip * L], vec![T::ZERO; g.p_out * cop * L]),
         |(hp, dp), bi, rows| {
-            let (i0, m) = (bi * L, rows.nrows());
-            pack_lanes::<T, L>(h, (i0, m), g.c_in, cip, hp);
-            pack_lanes::<T, L>(d, (i0, m), g.c_out, cop, dp);
-            let blk = LaneBlock { g, pairs: &pairs, hp, dp, wm, bm };
+            let blk = LaneBlock { g, pairs: &pairs, h, d, i0: bi * L, hp, dp, wm, bm };
             // The products run in a function built for the CPU's features (a closure would not inherit them).
             match simd {
                 // SAFETY: each arm is only taken when the CPU reports the features it was built for.
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => unsafe { products_avx512::<T, L, A, B>(&blk, rows) },
+                Simd::Avx512 => unsafe { products_avx512::<T, L, A, B>(blk, rows) },
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => unsafe { products_avx2::<T, L, A, B>(&blk, rows) },
-                Simd::Generic => products::<T, L, A, B, false>(&blk, rows),
+                Simd::Avx2 => unsafe { products_avx2::<T, L, A, B>(blk, rows) },
+                Simd::Generic => products::<T, L, A, B, false>(blk, rows),
             }
         },
     );
@@ -794,12 +837,15 @@ fn for_each_block<T: Float, S, const L: usize>(
     });
 }
 
-/// One block of L examples, packed by [`pack_lanes`].
+/// One block of L examples (rows i0.. of H and D_a), and the buffers [`products`] packs them into.
 struct LaneBlock<'a, T> {
     g: &'a Geom,
     pairs: &'a [Vec<(usize, usize)>],
-    hp: &'a [T],
-    dp: &'a [T],
+    h: MatRef<'a, T>,
+    d: MatRef<'a, T>,
+    i0: usize,
+    hp: &'a mut [T],
+    dp: &'a mut [T],
     wm: T,
     bm: Option<T>,
 }
@@ -807,7 +853,7 @@ struct LaneBlock<'a, T> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn products_avx512<T: Float, const L: usize, const A: usize, const B: usize>(
-    blk: &LaneBlock<'_, T>,
+    blk: LaneBlock<'_, T>,
     rows: MatMut<'_, T>,
 ) {
     products::<T, L, A, B, true>(blk, rows)
@@ -816,20 +862,22 @@ unsafe fn products_avx512<T: Float, const L: usize, const A: usize, const B: usi
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn products_avx2<T: Float, const L: usize, const A: usize, const B: usize>(
-    blk: &LaneBlock<'_, T>,
+    blk: LaneBlock<'_, T>,
     rows: MatMut<'_, T>,
 ) {
     products::<T, L, A, B, true>(blk, rows)
 }
 
-/// The Jacobian rows of one block of examples (`rows`: its m <= L rows of J).
+/// The Jacobian rows of one block of examples (`rows`: its m <= L rows of J), packing it first.
 #[inline(always)]
 fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
-    blk: &LaneBlock<'_, T>,
+    blk: LaneBlock<'_, T>,
     mut rows: MatMut<'_, T>,
 ) {
     let g = blk.g;
     let (cip, cop) = (g.c_in.div_ceil(A) * A, g.c_out.div_ceil(B) * B);
+    pack_lanes::<T, L>(blk.h, (blk.i0, rows.nrows()), g.c_in, cip, blk.hp);
+    pack_lanes::<T, L>(blk.d, (blk.i0, rows.nrows()), g.c_out, cop, blk.dp);
     let kc = g.k * g.c_in;
     for (j, pj) in blk.pairs.iter().enumerate() {
         for ci0 in (0..cip).step_by(A) {
