@@ -1,0 +1,27 @@
+"""Arrays across the boundary with the Rust core: any float or integer dtype, C or Fortran order, in; raw
+native-endian bytes of C-order float64 plus the shape to the core; numpy arrays out."""
+
+import numpy as np
+
+
+def examples_bytes(x, what):
+    """(bytes, shape) of ``x`` as C-order float64, checked: at least 2 axes, finite, real numbers."""
+    if not isinstance(x, np.ndarray):
+        if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
+            x = x.detach().cpu().numpy()
+        else:
+            x = np.asarray(x)
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"{what} must hold real numbers (a float or integer dtype), got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"{what} must be N x d (or N x H x W x C), got shape {x.shape}")
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{what} has a non-finite value at index {tuple(int(i) for i in bad)}")
+    return a.tobytes(), [int(s) for s in a.shape]
+
+
+def matrix_from_bytes(b, n1, n2, dtype):
+    """An n1 x n2 array from row-major bytes of ``dtype`` (a copy the caller owns and may write)."""
+    return np.frombuffer(b, dtype=dtype).reshape(n1, n2).copy()

@@ -1,0 +1,127 @@
+"""ntklab.stax against neural-tangents (committed fixtures), against the CLI (bit for bit), and its input
+conventions and errors."""
+
+import os
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+
+from ntklab import stax
+from stax_cases import cases
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = os.environ.get("NTKLAB_BIN", os.path.join(ROOT, "target", "release", "ntklab"))
+
+CASES = cases(stax)
+
+
+def fixture(name, key):
+    return np.load(os.path.join(FIXTURES, f"{name}_{key}.npy"))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_equals_neural_tangents(name):
+    # neural-tangents evaluates the same closed-form duals in float64 (jax_enable_x64) along a different route
+    # (its own recursion and conv implementation): agreement to 1e-11 relative is what rounding through a few
+    # layers allows, and a convention mismatch (parameterization, padding, pooling) shows up at 1e-2 or more.
+    # Exception: where an example meets itself, neural-tangents takes arccos of a rounded cosine near 1, and
+    # arccos(1 - eps) ~ sqrt(2 eps) ~ 2e-8 (ntklab evaluates the angle without that cancellation), so entries
+    # of the self-kernel's diagonal are compared to 1e-7.
+    layer, _ = CASES[name]
+    _, _, kernel_fn = layer
+    x1, x2 = fixture(name, "x1"), fixture(name, "x2")
+    k11, k12 = kernel_fn(x1), kernel_fn(x1, x2)
+    for got, key in [(k11.nngp, "nngp"), (k11.ntk, "ntk"), (k12.nngp, "nngp12"), (k12.ntk, "ntk12")]:
+        want = fixture(name, key)
+        assert got.shape == want.shape
+        scale = np.abs(want).max()
+        diff = np.abs(got - want)
+        if key in ("nngp", "ntk"):
+            assert np.diag(diff).max() <= 1e-7 * scale, f"{name} {key} diagonal: {np.diag(diff).max() / scale:.2e}"
+            np.fill_diagonal(diff, 0.0)
+        assert diff.max() <= 1e-11 * scale, f"{name} {key}: {diff.max() / scale:.2e}"
+
+
+@pytest.mark.skipif(not os.path.exists(CLI), reason=f"no CLI binary at {CLI} (cargo build --release)")
+@pytest.mark.parametrize("name", ["fc_relu", "residual", "cnn_gap"])
+@pytest.mark.parametrize("precision", ["f64", "f32"])
+def test_equals_the_cli_bit_for_bit(name, precision):
+    layer, _ = CASES[name]
+    _, _, kernel_fn = layer
+    x1, x2 = fixture(name, "x1"), fixture(name, "x2")
+    arch, p = kernel_fn.arch()
+    with tempfile.TemporaryDirectory() as d:
+        np.save(os.path.join(d, "x1.npy"), x1)
+        np.save(os.path.join(d, "x2.npy"), x2)
+        cmd = [CLI, "kernel", "--arch", arch, "--parameterization", p, "--x1", os.path.join(d, "x1.npy"),
+               "--x2", os.path.join(d, "x2.npy"), "--out", os.path.join(d, "k")]
+        if precision == "f32":
+            cmd.append("--f32")
+        subprocess.run(cmd, check=True, capture_output=True)
+        k = kernel_fn(x1, x2, precision=precision)
+        for key in ["nngp", "ntk"]:
+            cli = np.load(os.path.join(d, "k", f"{key}.npy"))
+            got = getattr(k, key)
+            assert got.dtype == cli.dtype
+            assert np.array_equal(got, cli), f"{name} {key} {precision}"
+
+
+def test_any_dtype_and_memory_order():
+    _, _, kernel_fn = stax.serial(stax.Dense(3, W_std=1.4, b_std=0.2), stax.Relu(), stax.Dense(1))
+    xi = np.arange(12, dtype=np.int32).reshape(4, 3) - 5
+    ref = kernel_fn(xi.astype(np.float64))
+    for x in [xi, xi.astype(np.int64), xi.astype(np.float32), np.asfortranarray(xi.astype(np.float64)),
+              xi.astype(np.float64)[:, ::-1][:, ::-1], xi.tolist()]:
+        k = kernel_fn(x)
+        assert np.array_equal(k.nngp, ref.nngp) and np.array_equal(k.ntk, ref.ntk)
+    # Results are owned, writable arrays.
+    ref.ntk[0, 0] = 1.0
+
+
+def test_get_selects_kernels():
+    _, _, kernel_fn = stax.serial(stax.Dense(3), stax.Erf(), stax.Dense(1))
+    x = np.random.default_rng(0).standard_normal((3, 2))
+    both = kernel_fn(x)
+    assert np.array_equal(kernel_fn(x, get="ntk"), both.ntk)
+    only = kernel_fn(x, get=("nngp",))
+    assert only._fields == ("nngp",) and np.array_equal(only.nngp, both.nngp)
+    f32 = kernel_fn(x, precision="f32")
+    assert f32.ntk.dtype == np.float32
+    assert np.abs(f32.ntk - both.ntk).max() <= 1e-5 * np.abs(both.ntk).max()
+
+
+def test_errors_name_the_problem():
+    _, _, kernel_fn = stax.serial(stax.Dense(3), stax.Relu(), stax.Dense(1))
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match="non-finite value at index"):
+        kernel_fn(np.array([[1.0, np.nan, 2.0]]))
+    with pytest.raises(ValueError, match="N x d"):
+        kernel_fn(np.ones(3))
+    with pytest.raises(ValueError, match="3 features"):
+        kernel_fn(x, np.ones((2, 4)))
+    with pytest.raises(TypeError, match="real numbers"):
+        kernel_fn(np.ones((2, 3), dtype=bool))
+    with pytest.raises(TypeError, match="real numbers"):
+        kernel_fn(np.ones((2, 3), dtype=complex))
+    with pytest.raises(ValueError, match="get must be"):
+        kernel_fn(x, get="hessian")
+    with pytest.raises(ValueError, match="precision"):
+        kernel_fn(x, precision="f16")
+    with pytest.raises(ValueError, match="parameterization"):
+        stax.Dense(3, parameterization="mean_field")
+    with pytest.raises(ValueError, match="different parameterizations"):
+        stax.serial(stax.Dense(3), stax.Relu(), stax.Dense(1, parameterization="standard"))[2](x)
+    with pytest.raises(ValueError, match="branches"):
+        stax.serial(stax.Dense(3), stax.FanOut(2))[2](x)
+    with pytest.raises(ValueError, match="padding"):
+        stax.Conv(3, (3, 3), padding="REFLECT")
+    with pytest.raises(TypeError, match="ntklab.stax layers"):
+        stax.serial(stax.Dense(3), lambda z: z)
+    # The core's own checks arrive as ValueError with its message (an image net on feature vectors).
+    with pytest.raises(ValueError):
+        stax.serial(stax.Conv(2, (3, 3)), stax.Flatten(), stax.Dense(1))[2](x)
+    with pytest.raises(NotImplementedError, match="init_fn"):
+        stax.Dense(3)[0](None, (2, 3))
