@@ -1,11 +1,113 @@
-"""ntklab: exact infinite-width kernels (NNGP, NTK) in neural-tangents' conventions, computed by a Rust core.
+"""ntklab: exact infinite-width kernels (NNGP, NTK) in neural-tangents' conventions and finite networks with
+exact derivatives, computed by a Rust core.
 
     from ntklab import stax
     init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(512, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1))
-    k = kernel_fn(x_train, x_test)          # k.nngp, k.ntk: numpy arrays
+    k = kernel_fn(x_train, x_test)                    # k.nngp, k.ntk: numpy arrays
+
+    import ntklab
+    theta = ntklab.empirical_ntk(torch_sequential, x)  # or a saved model file, or ntklab.load(path)
+    top = ntklab.hessian_eigs(model, x, y, k=5)
+
+Arrays: any float or integer dtype, any memory order. Images are N x H x W x C (N x W x C) numpy arrays, as in
+neural-tangents; a torch tensor with spatial axes is taken in torch's own N x C x H x W layout.
 """
 
-from . import stax
-from ._core import __version__
+import os
 
-__all__ = ["stax", "__version__"]
+import numpy as np
+
+from . import stax
+from ._arrays import examples_bytes, matrix_from_bytes
+from ._core import Model, __version__
+
+__all__ = ["stax", "Model", "load", "from_torch", "empirical_ntk", "hessian_eigs", "__version__"]
+
+
+def load(path, arch=None, parameterization=None, input_shape=None):
+    """A model file (safetensors or npz; ntklab's own or PyTorch's ``nn.Sequential`` names), as ``ntklab ntk
+    --model`` reads it. ``arch``/``parameterization``/``input_shape`` (e.g. ``"32x32x3"``) describe foreign files."""
+    return Model.load(os.fspath(path), arch, parameterization, input_shape)
+
+
+def _is_torch(obj):
+    return type(obj).__module__.split(".")[0] == "torch"
+
+
+def _torch_inputs(x):
+    """A torch tensor as numpy in ntklab's layout (channels last)."""
+    a = x.detach().cpu().double().numpy()
+    return np.moveaxis(a, 1, -1) if a.ndim > 2 else a
+
+
+def _shape_text(shape):
+    return "x".join(str(int(s)) for s in shape)
+
+
+def from_torch(module, input_shape=None):
+    """A PyTorch ``nn.Sequential`` of supported layers as an ntklab model with the same parameters (standard
+    parameterization: derivatives are with respect to the torch parameters themselves). ``input_shape``
+    (H, W, C) or (W, C), channels last, is needed for convolutional networks."""
+    from ._torch import sequential_to_tensors
+
+    arch, tensors = sequential_to_tensors(module)
+    shape = _shape_text(input_shape) if input_shape is not None else None
+    return Model.from_tensors(arch, "standard", tensors, shape)
+
+
+def _as_array(x):
+    """None, a torch tensor (to ntklab's layout) or anything numpy reads."""
+    if x is None:
+        return None
+    return _torch_inputs(x) if _is_torch(x) else np.asarray(x)
+
+
+def _model_and_inputs(model, xs):
+    """(Model, inputs in ntklab's layout) for a Model, a model file path or a torch nn.Sequential."""
+    arrays = [_as_array(x) for x in xs]
+    if isinstance(model, Model):
+        return model, arrays
+    if isinstance(model, (str, bytes, os.PathLike)):
+        return load(model), arrays
+    if _is_torch(model):
+        shape = arrays[0].shape[1:] if arrays[0].ndim > 2 else None
+        return from_torch(model, shape), arrays
+    raise TypeError(f"model must be an ntklab.Model, a model file path or a torch nn.Sequential, got "
+                    f"{type(model).__name__}")
+
+
+def _precision(precision):
+    if precision not in ("f64", "f32"):
+        raise ValueError(f"precision must be 'f64' or 'f32', got {precision!r}")
+    return precision == "f32"
+
+
+def empirical_ntk(model, x1, x2=None, trace=True, precision="f64"):
+    """The empirical NTK J(x1) J(x2)^T of a finite network, without forming J: N1 x N2 summed over outputs
+    (``trace=True``), or every output block ((N1 k) x (N2 k), row i k + a). float64, or float32 computed in f32
+    lanes with ``precision='f32'``."""
+    single = _precision(precision)
+    m, (a, b) = _model_and_inputs(model, [x1, x2])
+    b1, s1 = examples_bytes(a, "x1")
+    b2, s2 = examples_bytes(b, "x2") if b is not None else (None, None)
+    data, rows, cols = m.empirical_ntk(b1, s1, b2, s2, bool(trace), single)
+    return matrix_from_bytes(data, rows, cols, np.float32 if single else np.float64)
+
+
+def hessian_eigs(model, x, y, k=5, loss="mse", precision="f64", max_iter=300, tol=1e-8, seed=0):
+    """The top-k eigenvalues (descending) of the Hessian of the mean loss at (x, y), by Lanczos on exact
+    Hessian-vector products, as ``ntklab hessian`` computes them. ``loss``: 'mse', 'logistic' or
+    'softmax_cross_entropy'. Raises RuntimeError if Lanczos did not converge to ``tol`` in ``max_iter`` steps."""
+    single = _precision(precision)
+    m, (a,) = _model_and_inputs(model, [x])
+    bx, sx = examples_bytes(a, "x")
+    yv = _as_array(y)
+    if yv.ndim == 1:
+        yv = yv[:, None]
+    by, sy = examples_bytes(yv, "y")
+    values, residuals, converged = m.hessian_eigs(bx, sx, by, sy, int(k), str(loss), single, int(max_iter),
+                                                  float(tol), int(seed))
+    if not converged:
+        raise RuntimeError(f"Lanczos did not reach tol {tol} in {max_iter} steps (residuals {residuals}); raise "
+                           "max_iter")
+    return np.asarray(values)

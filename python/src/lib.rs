@@ -5,9 +5,13 @@
 //! or `MemoryError` (a job that cannot fit), carrying the library's message.
 
 use faer::{Mat, MatRef};
+use ntklab::data::io::Array;
 use ntklab::kernel::cnn::CnnKernel;
 use ntklab::kernel::compute::KernelScalar;
 use ntklab::kernel::{kernel_with_progress, Architecture, Kernel, Parameterization, Shape};
+use ntklab::net::{cast, load_mlp, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs};
+use ntklab::spectrum::{lanczos, LanczosOptions, Which};
+use ntklab::train::loss::Loss;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -132,9 +136,246 @@ fn kernel<'py>(
     Ok((PyBytes::new(py, &nngp), PyBytes::new(py, &ntk)))
 }
 
+/// Raw native-endian f64 bytes of `shape` as a vector (for tensors and targets).
+fn f64_values(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Vec<f64>> {
+    let n = shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+    if n.and_then(|n| n.checked_mul(8)) != Some(bytes.len()) {
+        return Err(PyValueError::new_err(format!(
+            "{what}: {} bytes do not hold {shape:?} float64 values",
+            bytes.len()
+        )));
+    }
+    Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
+/// A finite network (ntklab's `Network`, f64 parameters; `f32` computations cast it).
+#[pyclass(module = "ntklab._core", name = "Model", frozen)]
+struct Model {
+    net: Mlp,
+}
+
+impl Model {
+    /// Examples checked against the network: feature vectors (N x d) or, for image networks, N x d or images of
+    /// the network's input shape.
+    fn inputs(&self, bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Mat<f64>> {
+        let (m, one) = examples(bytes, shape, what)?;
+        if let Some(s) = one {
+            if s != self.net.input_shape {
+                return Err(PyValueError::new_err(format!(
+                    "{what} holds examples of shape {:?}, but the model takes examples of shape {}",
+                    &shape[1..],
+                    self.net.input_shape
+                )));
+            }
+        }
+        self.net.check_input(m.as_ref()).map_err(py_err)?;
+        Ok(m)
+    }
+}
+
+#[pymethods]
+impl Model {
+    /// Load a model file (safetensors or npz, ntklab's or PyTorch's `nn.Sequential` names).
+    #[staticmethod]
+    #[pyo3(signature = (path, arch=None, parameterization=None, input_shape=None))]
+    fn load(
+        path: std::path::PathBuf,
+        arch: Option<&str>,
+        parameterization: Option<&str>,
+        input_shape: Option<&str>,
+    ) -> PyResult<Model> {
+        let layers = arch.map(|a| Architecture::parse(a, Parameterization::Ntk).map(|a| a.layers)).transpose();
+        let opts = LoadOptions {
+            layers: layers.map_err(py_err)?,
+            parameterization: parameterization.map(Parameterization::parse).transpose().map_err(py_err)?,
+            activation: None,
+            alpha: None,
+            input_shape: input_shape.map(Shape::parse).transpose().map_err(py_err)?,
+        };
+        Ok(Model { net: load_mlp(&path, &opts).map_err(py_err)? })
+    }
+
+    /// A model from named effective tensors (`nn.Sequential` names, C-order f64 bytes with their shapes) and
+    /// its layer list: what `ntklab.from_torch` passes.
+    #[staticmethod]
+    #[pyo3(signature = (arch, parameterization, tensors, input_shape=None))]
+    fn from_tensors(
+        arch: &str,
+        parameterization: &str,
+        tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+        input_shape: Option<&str>,
+    ) -> PyResult<Model> {
+        let mut named = Vec::with_capacity(tensors.len());
+        for (name, shape, bytes) in tensors {
+            let data = f64_values(&bytes, &shape, &format!("tensor `{name}`"))?;
+            named.push((name, Array { shape, data }));
+        }
+        let opts = LoadOptions {
+            layers: Some(Architecture::parse(arch, Parameterization::Ntk).map_err(py_err)?.layers),
+            parameterization: Some(Parameterization::parse(parameterization).map_err(py_err)?),
+            activation: None,
+            alpha: None,
+            input_shape: input_shape.map(Shape::parse).transpose().map_err(py_err)?,
+        };
+        let net = ntklab::net::io::mlp_from_tensors(named, &Default::default(), &opts).map_err(py_err)?;
+        Ok(Model { net })
+    }
+
+    /// The architecture in ntklab's language.
+    #[getter]
+    fn arch(&self) -> String {
+        self.net.arch.to_string()
+    }
+
+    #[getter]
+    fn parameterization(&self) -> String {
+        self.net.arch.parameterization.to_string()
+    }
+
+    #[getter]
+    fn num_params(&self) -> usize {
+        self.net.num_params()
+    }
+
+    #[getter]
+    fn output_dim(&self) -> usize {
+        self.net.output_dim()
+    }
+
+    /// The shape of one input example (features, or spatial extents then channels).
+    #[getter]
+    fn input_shape(&self) -> Vec<usize> {
+        let s = &self.net.input_shape;
+        s.spatial.iter().copied().chain(std::iter::once(s.channels)).collect()
+    }
+
+    /// Empirical NTK J(x1) J(x2)^T as row-major bytes (float64, or float32 with `f32`) and its shape: the trace
+    /// over outputs (N1 x N2), or every output block (`trace=False`: (N1 k) x (N2 k), row i k + a).
+    #[pyo3(signature = (x1, shape1, x2=None, shape2=None, trace=true, f32=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn empirical_ntk<'py>(
+        &self,
+        py: Python<'py>,
+        x1: &[u8],
+        shape1: Vec<usize>,
+        x2: Option<&[u8]>,
+        shape2: Option<Vec<usize>>,
+        trace: bool,
+        f32: bool,
+    ) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
+        let a = self.inputs(x1, &shape1, "x1")?;
+        let b = match (x2, shape2) {
+            (Some(b), Some(s)) => Some(self.inputs(b, &s, "x2")?),
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("x2 and shape2 go together")),
+        };
+        let outputs = if trace { NtkOutputs::Trace } else { NtkOutputs::Full };
+        let net = &self.net;
+        let bytes = py
+            .detach(|| -> ntklab::Result<(Vec<u8>, usize, usize)> {
+                if f32 {
+                    let n32: Network<f32> = net.cast();
+                    let (a32, b32) = (cast::<f64, f32>(a.as_ref()), b.as_ref().map(|m| cast::<f64, f32>(m.as_ref())));
+                    let k = n32.empirical_ntk(a32.as_ref(), b32.as_ref().map(|m| m.as_ref()), outputs)?;
+                    Ok((row_major_bytes(k.as_ref()), k.nrows(), k.ncols()))
+                } else {
+                    let k = net.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs)?;
+                    Ok((row_major_bytes(k.as_ref()), k.nrows(), k.ncols()))
+                }
+            })
+            .map_err(py_err)?;
+        Ok((PyBytes::new(py, &bytes.0), bytes.1, bytes.2))
+    }
+
+    /// The top-k eigenvalues of the loss Hessian at (x, y) by Lanczos on exact Hessian-vector products (as
+    /// `ntklab hessian`: same defaults, same results), descending, with their residual norms and whether every
+    /// residual met `tol`.
+    #[pyo3(signature = (x, shape, y, yshape, k=5, loss="mse", f32=false, max_iter=300, tol=1e-8, seed=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn hessian_eigs(
+        &self,
+        py: Python<'_>,
+        x: &[u8],
+        shape: Vec<usize>,
+        y: &[u8],
+        yshape: Vec<usize>,
+        k: usize,
+        loss: &str,
+        f32: bool,
+        max_iter: usize,
+        tol: f64,
+        seed: u64,
+    ) -> PyResult<(Vec<f64>, Vec<f64>, bool)> {
+        let loss = Loss::parse(loss).map_err(py_err)?;
+        let xm = self.inputs(x, &shape, "x")?;
+        let (n, outputs, p) = (xm.nrows(), self.net.output_dim(), self.net.num_params());
+        let yv = f64_values(y, &yshape, "y")?;
+        let ycols = if yshape.len() == 1 { 1 } else { yshape[1..].iter().product() };
+        if yshape.is_empty() || yshape[0] != n || ycols != outputs {
+            return Err(PyValueError::new_err(format!(
+                "y has shape {yshape:?} but x has {n} examples and the network {outputs} output(s): y must be {n} x \
+                 {outputs}"
+            )));
+        }
+        if yv.iter().any(|v| !v.is_finite()) {
+            return Err(PyValueError::new_err("y has a non-finite value"));
+        }
+        let ym = Mat::from_fn(n, outputs, |i, j| yv[i * outputs + j]);
+        if k == 0 || k > p {
+            return Err(PyValueError::new_err(format!(
+                "k must be between 1 and the number of parameters ({p}), got {k}"
+            )));
+        }
+        if max_iter < k {
+            return Err(PyValueError::new_err(format!("max_iter {max_iter} is smaller than k {k}")));
+        }
+        let widths: usize = self.net.graph.nodes.iter().map(|nd| nd.width).sum();
+        let basis = (max_iter.min(p) + 8).saturating_mul(p);
+        let caches = n.saturating_mul(widths).saturating_mul(4);
+        ntklab::data::memory::check_alloc(
+            basis.saturating_add(caches).saturating_mul(8),
+            "the Lanczos basis and the curvature caches (lower max_iter)",
+        )
+        .map_err(py_err)?;
+        let opts = LanczosOptions::new(k).which(Which::LargestAlgebraic).max_iter(max_iter).tol(tol).seed(seed);
+        let net = &self.net;
+        let r = py
+            .detach(|| -> ntklab::Result<_> {
+                if f32 {
+                    let n32: Network<f32> = net.cast();
+                    let x32 = cast::<f64, f32>(xm.as_ref());
+                    let lc = LossCurvature::new(&n32, x32.as_ref(), ym.as_ref(), loss)?;
+                    let r = lanczos(&lc.hessian_op(), &opts);
+                    r
+                } else {
+                    let lc = LossCurvature::new(net, xm.as_ref(), ym.as_ref(), loss)?;
+                    let r = lanczos(&lc.hessian_op(), &opts);
+                    r
+                }
+            })
+            .map_err(py_err)?;
+        if r.values.iter().any(|v| !v.is_finite()) {
+            return Err(PyValueError::new_err(
+                "the Hessian is not finite at this model (its outputs overflow, as after a diverged run)",
+            ));
+        }
+        Ok((r.values, r.residuals, r.converged))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<ntklab Model {} ({}, {} parameters)>",
+            self.net.arch,
+            self.net.arch.parameterization,
+            self.net.num_params()
+        )
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernel, m)?)?;
+    m.add_class::<Model>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

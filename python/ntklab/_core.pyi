@@ -1,0 +1,64 @@
+"""Type stubs of the compiled module (see src/lib.rs). Arrays cross as C-order float64 bytes plus a shape."""
+
+from os import PathLike
+from typing import List, Optional, Sequence, Tuple
+
+__version__: str
+
+def kernel(
+    arch: str,
+    parameterization: str,
+    x1: bytes,
+    shape1: Sequence[int],
+    x2: Optional[bytes] = None,
+    shape2: Optional[Sequence[int]] = None,
+    f32: bool = False,
+) -> Tuple[bytes, bytes]: ...
+
+class Model:
+    @staticmethod
+    def load(
+        path: "str | PathLike[str]",
+        arch: Optional[str] = None,
+        parameterization: Optional[str] = None,
+        input_shape: Optional[str] = None,
+    ) -> "Model": ...
+    @staticmethod
+    def from_tensors(
+        arch: str,
+        parameterization: str,
+        tensors: List[Tuple[str, List[int], bytes]],
+        input_shape: Optional[str] = None,
+    ) -> "Model": ...
+    @property
+    def arch(self) -> str: ...
+    @property
+    def parameterization(self) -> str: ...
+    @property
+    def num_params(self) -> int: ...
+    @property
+    def output_dim(self) -> int: ...
+    @property
+    def input_shape(self) -> List[int]: ...
+    def empirical_ntk(
+        self,
+        x1: bytes,
+        shape1: Sequence[int],
+        x2: Optional[bytes] = None,
+        shape2: Optional[Sequence[int]] = None,
+        trace: bool = True,
+        f32: bool = False,
+    ) -> Tuple[bytes, int, int]: ...
+    def hessian_eigs(
+        self,
+        x: bytes,
+        shape: Sequence[int],
+        y: bytes,
+        yshape: Sequence[int],
+        k: int = 5,
+        loss: str = "mse",
+        f32: bool = False,
+        max_iter: int = 300,
+        tol: float = 1e-8,
+        seed: int = 0,
+    ) -> Tuple[List[float], List[float], bool]: ...
