@@ -28,3 +28,18 @@ for i, (name, (layer, shape)) in enumerate(cases(stax).items()):
     for key, v in {"x1": x1, "x2": x2, "nngp": k11.nngp, "ntk": k11.ntk, "nngp12": k12.nngp, "ntk12": k12.ntk}.items():
         np.save(os.path.join(out, f"{name}_{key}.npy"), np.asarray(v, dtype=np.float64))
     print(name, "ok")
+
+# predict.gradient_descent_mse on the fc_relu NTK: train and test outputs at several times, from given outputs at 0.
+from neural_tangents import predict  # noqa: E402
+
+k_tt = np.load(os.path.join(out, "fc_relu_ntk.npy"))
+k_st = np.load(os.path.join(out, "fc_relu_ntk12.npy")).T  # test x train
+rng = np.random.default_rng(42)
+y = rng.standard_normal((k_tt.shape[0], 2))
+f0, f0t = 0.1 * rng.standard_normal(y.shape), 0.1 * rng.standard_normal((k_st.shape[0], 2))
+ts = np.array([0.0, 0.3, 2.0, 50.0])
+fn = predict.gradient_descent_mse(k_tt, y, learning_rate=0.7, diag_reg=1e-3)
+train, test = fn(ts, f0, f0t, k_st)
+for key, v in {"y": y, "f0": f0, "f0t": f0t, "ts": ts, "train": train, "test": test}.items():
+    np.save(os.path.join(out, f"gd_{key}.npy"), np.asarray(v, dtype=np.float64))
+print("gradient_descent_mse ok")

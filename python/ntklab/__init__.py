@@ -17,11 +17,11 @@ import os
 
 import numpy as np
 
-from . import stax
+from . import predict, stax
 from ._arrays import examples_bytes, matrix_from_bytes
 from ._core import Model, __version__
 
-__all__ = ["stax", "Model", "load", "from_torch", "empirical_ntk", "hessian_eigs", "__version__"]
+__all__ = ["stax", "predict", "Model", "load", "from_torch", "empirical_ntk", "hessian_eigs", "__version__"]
 
 
 def load(path, arch=None, parameterization=None, input_shape=None):

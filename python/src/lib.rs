@@ -10,6 +10,7 @@ use ntklab::kernel::cnn::CnnKernel;
 use ntklab::kernel::compute::KernelScalar;
 use ntklab::kernel::{kernel_with_progress, Architecture, Kernel, Parameterization, Shape};
 use ntklab::net::{cast, load_mlp, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs};
+use ntklab::predict::{gp_posterior, LinearizedDynamics, Time};
 use ntklab::spectrum::{lanczos, LanczosOptions, Which};
 use ntklab::train::loss::Loss;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
@@ -372,10 +373,105 @@ impl Model {
     }
 }
 
+/// An r x c matrix from row-major native-endian f64 bytes.
+fn mat_from(bytes: &[u8], r: usize, c: usize, what: &str) -> PyResult<Mat<f64>> {
+    let v = f64_values(bytes, &[r, c], what)?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(PyValueError::new_err(format!("{what} has a non-finite value")));
+    }
+    Ok(Mat::from_fn(r, c, |i, j| v[i * c + j]))
+}
+
+/// Closed-form gradient-flow outputs of the linearized (infinite-width) network under MSE (ntklab's convention:
+/// d f/dt = -(eta/N) Theta (f - y), ARCHITECTURE.md): for each time, the train outputs (when `f0_train` is
+/// given) and the test outputs (when `theta_test_train` is given), as row-major f64 bytes. `inf` is the
+/// converged limit.
+#[pyfunction]
+#[pyo3(signature = (theta, n, y, m, eta, times, f0_train=None, theta_test_train=None, t=0, f0_test=None))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn flow<'py>(
+    py: Python<'py>,
+    theta: &[u8],
+    n: usize,
+    y: &[u8],
+    m: usize,
+    eta: f64,
+    times: Vec<f64>,
+    f0_train: Option<&[u8]>,
+    theta_test_train: Option<&[u8]>,
+    t: usize,
+    f0_test: Option<&[u8]>,
+) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)> {
+    let theta = mat_from(theta, n, n, "k_train_train")?;
+    let y = mat_from(y, n, m, "y_train")?;
+    let f0 = f0_train.map(|b| mat_from(b, n, m, "fx_train_0")).transpose()?;
+    let tt = theta_test_train.map(|b| mat_from(b, t, n, "k_test_train")).transpose()?;
+    let f0t = f0_test.map(|b| mat_from(b, t, m, "fx_test_0")).transpose()?;
+    if let Some(bad) = times.iter().find(|v| v.is_nan() || **v < 0.0) {
+        return Err(PyValueError::new_err(format!("times must be >= 0 (or inf), got {bad}")));
+    }
+    let (train, test) = py
+        .detach(|| -> ntklab::Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+            let dynamics = LinearizedDynamics::new(theta.as_ref(), eta)?;
+            let (mut train, mut test) = (Vec::new(), Vec::new());
+            for &time in &times {
+                if let Some(f0) = &f0 {
+                    let f = dynamics.train(y.as_ref(), Some(f0.as_ref()), Time::Flow(time))?;
+                    train.push(row_major_bytes(f.as_ref()));
+                }
+                if let Some(tt) = &tt {
+                    let f0 = f0.as_ref().map(|m| m.as_ref());
+                    let f = dynamics.test(
+                        tt.as_ref(),
+                        y.as_ref(),
+                        f0,
+                        f0t.as_ref().map(|m| m.as_ref()),
+                        Time::Flow(time),
+                    )?;
+                    test.push(row_major_bytes(f.as_ref()));
+                }
+            }
+            Ok((train, test))
+        })
+        .map_err(py_err)?;
+    let wrap = |v: Vec<Vec<u8>>| v.iter().map(|b| PyBytes::new(py, b)).collect::<Vec<_>>();
+    Ok((wrap(train), wrap(test)))
+}
+
+/// The GP posterior (Rasmussen & Williams) with noise variance `noise_var`: mean (t x m) and covariance (t x t)
+/// as row-major f64 bytes, and the jitter that was needed on top of the noise.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn gp<'py>(
+    py: Python<'py>,
+    k: &[u8],
+    n: usize,
+    y: &[u8],
+    m: usize,
+    k_test_train: &[u8],
+    t: usize,
+    k_test_test: &[u8],
+    noise_var: f64,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, f64)> {
+    let k = mat_from(k, n, n, "k_train_train")?;
+    let y = mat_from(y, n, m, "y_train")?;
+    let kt = mat_from(k_test_train, t, n, "k_test_train")?;
+    let ktt = mat_from(k_test_test, t, t, "k_test_test")?;
+    let post =
+        py.detach(|| gp_posterior(k.as_ref(), y.as_ref(), kt.as_ref(), ktt.as_ref(), noise_var)).map_err(py_err)?;
+    Ok((
+        PyBytes::new(py, &row_major_bytes(post.mean.as_ref())),
+        PyBytes::new(py, &row_major_bytes(post.cov.as_ref())),
+        post.jitter,
+    ))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernel, m)?)?;
     m.add_class::<Model>()?;
+    m.add_function(wrap_pyfunction!(flow, m)?)?;
+    m.add_function(wrap_pyfunction!(gp, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
