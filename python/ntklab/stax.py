@@ -10,9 +10,11 @@ Inputs are ``N x d`` feature vectors or ``N x H x W x C`` (``N x W x C``) images
 and memory order. Each stax expression is compiled into ntklab's architecture language (a chain, or a DAG of
 named nodes) and the whole kernel is computed in one call.
 
-Not yet here (the issue "A Python package" tracks them): ``init_fn`` and ``apply_fn`` (finite networks: use
-``ntklab kernel``/``ntk`` on saved models meanwhile), ``Gelu(approximate=True)``, per-layer mixes of
-parameterizations, pooling with ``normalize_edges=True``.
+``init_fn(rng, input_shape)`` draws a finite network (an ``ntklab.Model``: pass it to ``ntklab.empirical_ntk``,
+``hessian_eigs`` or ``Model.save``) and ``apply_fn(params, x)`` runs it.
+
+Not yet here: ``Gelu(approximate=True)``, per-layer mixes of parameterizations, pooling with
+``normalize_edges=True``.
 """
 
 from collections import namedtuple
@@ -59,14 +61,30 @@ class Layer(tuple):
     the graph being built and the input node names, returning the output node names)."""
 
     def __new__(cls, emit, name="layer"):
-        def init_fn(*args, **kwargs):
-            raise NotImplementedError(
-                f"{name}: init_fn (finite networks) is not available in ntklab.stax yet; for finite networks save "
-                "a model with `ntklab init` or from PyTorch and use the CLI"
-            )
+        def init_fn(rng, input_shape):
+            """``(output_shape, params)`` for inputs of ``input_shape`` (batch axis first, e.g. ``(-1, 784)`` or
+            ``(-1, 32, 32, 3)``). ``rng``: an int seed or a JAX/numpy PRNG key (two uint32 words); draws come
+            from ntklab's generator (the same distributions as neural-tangents', not the same numbers). The
+            params are an ``ntklab.Model``."""
+            from ._core import Model
 
-        def apply_fn(*args, **kwargs):
-            raise NotImplementedError(f"{name}: apply_fn (finite networks) is not available in ntklab.stax yet")
+            arch, p = _compile(emit)
+            shape = tuple(int(v) for v in input_shape)
+            if len(shape) < 2 or any(v < 1 for v in shape[1:]):
+                raise ValueError(f"input_shape must be (batch, d) or (batch, H, W, C), got {tuple(input_shape)}")
+            model = Model.init(arch, p, "x".join(map(str, shape[1:])), _seed(rng))
+            return (shape[0], model.output_dim), model
+
+        def apply_fn(params, inputs, **kwargs):
+            """The network's outputs on ``inputs`` (N x k numpy float64; ``precision='f32'`` for f32 lanes)."""
+            precision = kwargs.pop("precision", "f64")
+            if kwargs:
+                raise TypeError(f"apply_fn: unsupported arguments {sorted(kwargs)}")
+            if precision not in ("f64", "f32"):
+                raise ValueError(f"precision must be 'f64' or 'f32', got {precision!r}")
+            b, shape = examples_bytes(inputs, "inputs")
+            data, rows, cols = params.apply(b, shape, precision == "f32")
+            return matrix_from_bytes(data, rows, cols, np.float32 if precision == "f32" else np.float64)
 
         self = super().__new__(cls, (init_fn, apply_fn, _make_kernel_fn(emit)))
         self._emit = emit
@@ -75,6 +93,19 @@ class Layer(tuple):
 
     def __repr__(self):
         return f"<ntklab.stax {self._name}>"
+
+
+def _seed(rng):
+    """A u64 seed from an int or a PRNG key (the words of a JAX key, or any integer array)."""
+    if isinstance(rng, (int, np.integer)):
+        if rng < 0:
+            raise ValueError(f"a seed must be >= 0, got {rng}")
+        return int(rng) % (1 << 64)
+    words = np.asarray(rng).astype(np.uint64).ravel()
+    seed = 0
+    for w in words:
+        seed = ((seed << 32) | (int(w) & 0xFFFFFFFF)) % (1 << 64)
+    return seed
 
 
 def _layer(op, name, parameterization=None):

@@ -222,6 +222,49 @@ impl Model {
         Ok(Model { net })
     }
 
+    /// A network of `arch` with parameters drawn from its initialization (ntklab's `init`, same seed, same
+    /// parameters), for inputs of `input_shape` (`"d"` or `"HxWxC"`).
+    #[staticmethod]
+    #[pyo3(signature = (arch, parameterization, input_shape, seed=0))]
+    fn init(arch: &str, parameterization: &str, input_shape: &str, seed: u64) -> PyResult<Model> {
+        let p = Parameterization::parse(parameterization).map_err(py_err)?;
+        let arch = Architecture::parse(arch, p).map_err(py_err)?;
+        let shape = Shape::parse(input_shape).map_err(py_err)?;
+        Ok(Model { net: Mlp::init_for(&arch, &shape, 1.0, seed).map_err(py_err)? })
+    }
+
+    /// The outputs f(x) (N x k) as row-major bytes (float64, or float32 computed in f32 lanes), and their shape.
+    #[pyo3(signature = (x, shape, f32=false))]
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        x: &[u8],
+        shape: Vec<usize>,
+        f32: bool,
+    ) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
+        let xm = self.inputs(x, &shape, "x")?;
+        let net = &self.net;
+        let (b, r, c) = py
+            .detach(|| -> ntklab::Result<(Vec<u8>, usize, usize)> {
+                if f32 {
+                    let n32: Network<f32> = net.cast();
+                    let f = n32.forward(cast::<f64, f32>(xm.as_ref()).as_ref())?;
+                    Ok((row_major_bytes(f.as_ref()), f.nrows(), f.ncols()))
+                } else {
+                    let f = net.forward(xm.as_ref())?;
+                    Ok((row_major_bytes(f.as_ref()), f.nrows(), f.ncols()))
+                }
+            })
+            .map_err(py_err)?;
+        Ok((PyBytes::new(py, &b), r, c))
+    }
+
+    /// Save as a model file (safetensors or npz by extension, PyTorch `nn.Sequential` names where the network
+    /// is a chain), atomically.
+    fn save(&self, path: std::path::PathBuf) -> PyResult<()> {
+        ntklab::net::save_mlp(&self.net, &path, ntklab::net::Precision::F64).map_err(py_err)
+    }
+
     /// The architecture in ntklab's language.
     #[getter]
     fn arch(&self) -> String {

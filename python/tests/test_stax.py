@@ -123,5 +123,35 @@ def test_errors_name_the_problem():
     # The core's own checks arrive as ValueError with its message (an image net on feature vectors).
     with pytest.raises(ValueError):
         stax.serial(stax.Conv(2, (3, 3)), stax.Flatten(), stax.Dense(1))[2](x)
-    with pytest.raises(NotImplementedError, match="init_fn"):
-        stax.Dense(3)[0](None, (2, 3))
+    with pytest.raises(ValueError, match="input_shape"):
+        stax.Dense(3)[0](0, (3,))
+
+
+@pytest.mark.skipif(not os.path.exists(CLI), reason=f"no CLI binary at {CLI} (cargo build --release)")
+def test_init_and_apply_match_the_cli_init():
+    init_fn, apply_fn, _ = stax.serial(stax.Conv(3, (3, 3), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu(),
+                                       stax.GlobalAvgPool(), stax.Dense(2, W_std=1.1, b_std=0.1))
+    out_shape, params = init_fn(7, (-1, 5, 4, 2))
+    assert out_shape == (-1, 2) and params.input_shape == [5, 4, 2]
+    x = np.random.default_rng(1).standard_normal((6, 5, 4, 2))
+    y = apply_fn(params, x)
+    assert y.shape == (6, 2) and y.dtype == np.float64
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.safetensors")
+        subprocess.run([CLI, "init", "--arch", params.arch, "--input-shape", "5x4x2", "--seed", "7", "--out", path],
+                       check=True, capture_output=True)
+        from ntklab import load
+
+        # Files hold effective weights (w_mult W): loading divides by the multiplier again, one rounding per
+        # parameter, so outputs agree to a few ulps rather than bit for bit.
+        assert np.abs(apply_fn(load(path), x) - y).max() <= 1e-14 * np.abs(y).max()
+        mine = os.path.join(d, "mine.safetensors")
+        params.save(mine)
+        assert np.abs(apply_fn(load(mine), x) - y).max() <= 1e-14 * np.abs(y).max()
+    # Seeds: the same one gives the same network, another a different one; a JAX-style key works too.
+    assert np.array_equal(apply_fn(init_fn(7, (-1, 5, 4, 2))[1], x), y)
+    assert not np.array_equal(apply_fn(init_fn(8, (-1, 5, 4, 2))[1], x), y)
+    key = np.array([0, 7], dtype=np.uint32)
+    assert np.array_equal(apply_fn(init_fn(key, (-1, 5, 4, 2))[1], x), y)
+    y32 = apply_fn(params, x, precision="f32")
+    assert y32.dtype == np.float32 and np.abs(y32 - y).max() <= 1e-5 * np.abs(y).max()
