@@ -23,5 +23,7 @@ def examples_bytes(x, what):
 
 
 def matrix_from_bytes(b, n1, n2, dtype):
-    """An n1 x n2 array from row-major bytes of ``dtype`` (a copy the caller owns and may write)."""
-    return np.frombuffer(b, dtype=dtype).reshape(n1, n2).copy()
+    """An n1 x n2 array over the row-major values in ``b``: the core returns bytearrays, so the array is
+    writable and shares their memory (no copy)."""
+    a = np.frombuffer(b, dtype=dtype).reshape(n1, n2)
+    return a if a.flags.writeable else a.copy()

@@ -1,4 +1,5 @@
-"""Type stubs of the compiled module (see src/lib.rs). Arrays cross as C-order float64 bytes plus a shape."""
+"""Type stubs of the compiled module (see src/lib.rs). Arrays go in as C-order float64 bytes plus a shape and come
+back as bytearrays of row-major values (numpy wraps them without a copy)."""
 
 from os import PathLike
 from typing import List, Optional, Sequence, Tuple
@@ -13,7 +14,7 @@ def kernel(
     x2: Optional[bytes] = None,
     shape2: Optional[Sequence[int]] = None,
     f32: bool = False,
-) -> Tuple[bytes, bytes]: ...
+) -> Tuple[bytearray, bytearray]: ...
 
 class Model:
     @staticmethod
@@ -48,7 +49,11 @@ class Model:
         shape2: Optional[Sequence[int]] = None,
         trace: bool = True,
         f32: bool = False,
-    ) -> Tuple[bytes, int, int]: ...
+    ) -> Tuple[bytearray, int, int]: ...
+    @staticmethod
+    def init(arch: str, parameterization: str, input_shape: str, seed: int = 0) -> "Model": ...
+    def apply(self, x: bytes, shape: Sequence[int], f32: bool = False) -> Tuple[bytearray, int, int]: ...
+    def save(self, path: "str | PathLike[str]") -> None: ...
     def hessian_eigs(
         self,
         x: bytes,
@@ -62,3 +67,19 @@ class Model:
         tol: float = 1e-8,
         seed: int = 0,
     ) -> Tuple[List[float], List[float], bool]: ...
+
+def flow(
+    theta: bytes,
+    n: int,
+    y: bytes,
+    m: int,
+    eta: float,
+    times: List[float],
+    f0_train: Optional[bytes] = None,
+    theta_test_train: Optional[bytes] = None,
+    t: int = 0,
+    f0_test: Optional[bytes] = None,
+) -> Tuple[List[bytearray], List[bytearray]]: ...
+def gp(
+    k: bytes, n: int, y: bytes, m: int, k_test_train: bytes, t: int, k_test_test: bytes, noise_var: float
+) -> Tuple[bytearray, bytearray, float]: ...

@@ -60,7 +60,7 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     eta = lr * n / y2.size
 
     def shaped(block, rows):
-        out = np.frombuffer(block, dtype=np.float64).reshape(rows, m).copy()
+        out = np.frombuffer(block, dtype=np.float64).reshape(rows, m)
         return out[:, 0] if vector else out
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):

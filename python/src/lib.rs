@@ -15,7 +15,7 @@ use ntklab::spectrum::{lanczos, LanczosOptions, Which};
 use ntklab::train::loss::Loss;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::PyByteArray;
 
 /// A library error as the Python exception a caller would expect.
 fn py_err(e: ntklab::Error) -> PyErr {
@@ -54,22 +54,31 @@ fn examples(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<f64>, Op
     Ok((m, one))
 }
 
-/// A matrix as row-major native-endian bytes of its own precision.
-fn row_major_bytes<T: KernelScalar>(m: MatRef<'_, T>) -> Vec<u8> {
-    let single = std::mem::size_of::<T>() == 4;
-    let mut out = Vec::with_capacity(m.nrows() * m.ncols() * std::mem::size_of::<T>());
-    for i in 0..m.nrows() {
-        for j in 0..m.ncols() {
-            // Widening f32 to f64 and back is exact.
-            let v = m[(i, j)].wide();
-            if single {
-                out.extend_from_slice(&(v as f32).to_ne_bytes());
-            } else {
-                out.extend_from_slice(&v.to_ne_bytes());
+/// A matrix as a Python bytearray of row-major native-endian values of its own precision, written straight
+/// into the bytearray (numpy wraps it without a copy), in 32 x 32 tiles so the column-major reads stay in cache.
+fn to_bytearray<'py, T: KernelScalar>(py: Python<'py>, m: MatRef<'_, T>) -> PyResult<Bound<'py, PyByteArray>> {
+    let size = std::mem::size_of::<T>();
+    let (r, c) = (m.nrows(), m.ncols());
+    PyByteArray::new_with(py, r * c * size, |buf| {
+        const TILE: usize = 32;
+        for j0 in (0..c).step_by(TILE) {
+            for i0 in (0..r).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(c) {
+                    for i in i0..(i0 + TILE).min(r) {
+                        let at = (i * c + j) * size;
+                        // Widening f32 to f64 and back is exact.
+                        let v = m[(i, j)].wide();
+                        if size == 4 {
+                            buf[at..at + 4].copy_from_slice(&(v as f32).to_ne_bytes());
+                        } else {
+                            buf[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+                        }
+                    }
+                }
             }
         }
-    }
-    out
+        Ok(())
+    })
 }
 
 /// The kernel pair in precision T: the CNN path for inputs with spatial axes (as `ntklab kernel` does for
@@ -79,17 +88,16 @@ fn kernel_in<T: KernelScalar>(
     shape: Option<&Shape>,
     x1: &Mat<f64>,
     x2: Option<&Mat<f64>>,
-) -> ntklab::Result<(Vec<u8>, Vec<u8>)> {
+) -> ntklab::Result<Kernel<T>> {
     let none = |_: usize, _: usize| {};
-    let k: Kernel<T> = match shape {
-        Some(s) => CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?.full(&none)?,
+    match shape {
+        Some(s) => CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?.full(&none),
         None => {
             let cast = |m: &Mat<f64>| Mat::<T>::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)]));
             let (a, b) = (cast(x1), x2.map(cast));
-            kernel_with_progress::<T>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &none)?
+            kernel_with_progress::<T>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &none)
         }
-    };
-    Ok((row_major_bytes(k.nngp.as_ref()), row_major_bytes(k.ntk.as_ref())))
+    }
 }
 
 /// Infinite-width NNGP and NTK of `arch` (ntklab's architecture language) on x1 (and x2), as row-major bytes
@@ -106,7 +114,7 @@ fn kernel<'py>(
     x2: Option<&[u8]>,
     shape2: Option<Vec<usize>>,
     f32: bool,
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
     let p = Parameterization::parse(parameterization).map_err(py_err)?;
     let arch = Architecture::parse(arch, p).map_err(py_err)?;
     let (m1, s1) = examples(x1, &shape1, "x1")?;
@@ -125,16 +133,13 @@ fn kernel<'py>(
         (None, None) => None,
         _ => return Err(PyValueError::new_err("x2 and shape2 go together")),
     };
-    let (nngp, ntk) = py
-        .detach(|| {
-            if f32 {
-                kernel_in::<f32>(&arch, s1.as_ref(), &m1, m2.as_ref())
-            } else {
-                kernel_in::<f64>(&arch, s1.as_ref(), &m1, m2.as_ref())
-            }
-        })
-        .map_err(py_err)?;
-    Ok((PyBytes::new(py, &nngp), PyBytes::new(py, &ntk)))
+    if f32 {
+        let k = py.detach(|| kernel_in::<f32>(&arch, s1.as_ref(), &m1, m2.as_ref())).map_err(py_err)?;
+        Ok((to_bytearray(py, k.nngp.as_ref())?, to_bytearray(py, k.ntk.as_ref())?))
+    } else {
+        let k = py.detach(|| kernel_in::<f64>(&arch, s1.as_ref(), &m1, m2.as_ref())).map_err(py_err)?;
+        Ok((to_bytearray(py, k.nngp.as_ref())?, to_bytearray(py, k.ntk.as_ref())?))
+    }
 }
 
 /// Raw native-endian f64 bytes of `shape` as a vector (for tensors and targets).
@@ -153,9 +158,34 @@ fn f64_values(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Vec<f64>> {
 #[pyclass(module = "ntklab._core", name = "Model", frozen)]
 struct Model {
     net: Mlp,
+    /// The f32 copy, made on first use and kept (with its scratch matrices) for later calls.
+    net32: std::sync::OnceLock<Network<f32>>,
+}
+
+/// A result in either precision.
+enum Out {
+    F64(Mat<f64>),
+    F32(Mat<f32>),
+}
+
+impl Out {
+    fn into_py<'py>(self, py: Python<'py>) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
+        match self {
+            Out::F64(m) => Ok((to_bytearray(py, m.as_ref())?, m.nrows(), m.ncols())),
+            Out::F32(m) => Ok((to_bytearray(py, m.as_ref())?, m.nrows(), m.ncols())),
+        }
+    }
 }
 
 impl Model {
+    fn new(net: Mlp) -> Model {
+        Model { net, net32: std::sync::OnceLock::new() }
+    }
+
+    fn f32(&self) -> &Network<f32> {
+        self.net32.get_or_init(|| self.net.cast())
+    }
+
     /// Examples checked against the network: feature vectors (N x d) or, for image networks, N x d or images of
     /// the network's input shape.
     fn inputs(&self, bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Mat<f64>> {
@@ -193,7 +223,7 @@ impl Model {
             alpha: None,
             input_shape: input_shape.map(Shape::parse).transpose().map_err(py_err)?,
         };
-        Ok(Model { net: load_mlp(&path, &opts).map_err(py_err)? })
+        Ok(Model::new(load_mlp(&path, &opts).map_err(py_err)?))
     }
 
     /// A model from named effective tensors (`nn.Sequential` names, C-order f64 bytes with their shapes) and
@@ -219,7 +249,7 @@ impl Model {
             input_shape: input_shape.map(Shape::parse).transpose().map_err(py_err)?,
         };
         let net = ntklab::net::io::mlp_from_tensors(named, &Default::default(), &opts).map_err(py_err)?;
-        Ok(Model { net })
+        Ok(Model::new(net))
     }
 
     /// A network of `arch` with parameters drawn from its initialization (ntklab's `init`, same seed, same
@@ -230,7 +260,7 @@ impl Model {
         let p = Parameterization::parse(parameterization).map_err(py_err)?;
         let arch = Architecture::parse(arch, p).map_err(py_err)?;
         let shape = Shape::parse(input_shape).map_err(py_err)?;
-        Ok(Model { net: Mlp::init_for(&arch, &shape, 1.0, seed).map_err(py_err)? })
+        Ok(Model::new(Mlp::init_for(&arch, &shape, 1.0, seed).map_err(py_err)?))
     }
 
     /// The outputs f(x) (N x k) as row-major bytes (float64, or float32 computed in f32 lanes), and their shape.
@@ -241,22 +271,18 @@ impl Model {
         x: &[u8],
         shape: Vec<usize>,
         f32: bool,
-    ) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
+    ) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
         let xm = self.inputs(x, &shape, "x")?;
+        let n32 = if f32 { Some(self.f32()) } else { None };
         let net = &self.net;
-        let (b, r, c) = py
-            .detach(|| -> ntklab::Result<(Vec<u8>, usize, usize)> {
-                if f32 {
-                    let n32: Network<f32> = net.cast();
-                    let f = n32.forward(cast::<f64, f32>(xm.as_ref()).as_ref())?;
-                    Ok((row_major_bytes(f.as_ref()), f.nrows(), f.ncols()))
-                } else {
-                    let f = net.forward(xm.as_ref())?;
-                    Ok((row_major_bytes(f.as_ref()), f.nrows(), f.ncols()))
-                }
-            })
-            .map_err(py_err)?;
-        Ok((PyBytes::new(py, &b), r, c))
+        py.detach(|| -> ntklab::Result<Out> {
+            match n32 {
+                Some(n32) => Ok(Out::F32(n32.forward(cast::<f64, f32>(xm.as_ref()).as_ref())?)),
+                None => Ok(Out::F64(net.forward(xm.as_ref())?)),
+            }
+        })
+        .map_err(py_err)?
+        .into_py(py)
     }
 
     /// Save as a model file (safetensors or npz by extension, PyTorch `nn.Sequential` names where the network
@@ -306,7 +332,7 @@ impl Model {
         shape2: Option<Vec<usize>>,
         trace: bool,
         f32: bool,
-    ) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
+    ) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
         let a = self.inputs(x1, &shape1, "x1")?;
         let b = match (x2, shape2) {
             (Some(b), Some(s)) => Some(self.inputs(b, &s, "x2")?),
@@ -314,21 +340,19 @@ impl Model {
             _ => return Err(PyValueError::new_err("x2 and shape2 go together")),
         };
         let outputs = if trace { NtkOutputs::Trace } else { NtkOutputs::Full };
+        let n32 = if f32 { Some(self.f32()) } else { None };
         let net = &self.net;
-        let bytes = py
-            .detach(|| -> ntklab::Result<(Vec<u8>, usize, usize)> {
-                if f32 {
-                    let n32: Network<f32> = net.cast();
+        py.detach(|| -> ntklab::Result<Out> {
+            match n32 {
+                Some(n32) => {
                     let (a32, b32) = (cast::<f64, f32>(a.as_ref()), b.as_ref().map(|m| cast::<f64, f32>(m.as_ref())));
-                    let k = n32.empirical_ntk(a32.as_ref(), b32.as_ref().map(|m| m.as_ref()), outputs)?;
-                    Ok((row_major_bytes(k.as_ref()), k.nrows(), k.ncols()))
-                } else {
-                    let k = net.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs)?;
-                    Ok((row_major_bytes(k.as_ref()), k.nrows(), k.ncols()))
+                    Ok(Out::F32(n32.empirical_ntk(a32.as_ref(), b32.as_ref().map(|m| m.as_ref()), outputs)?))
                 }
-            })
-            .map_err(py_err)?;
-        Ok((PyBytes::new(py, &bytes.0), bytes.1, bytes.2))
+                None => Ok(Out::F64(net.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs)?)),
+            }
+        })
+        .map_err(py_err)?
+        .into_py(py)
     }
 
     /// The top-k eigenvalues of the loss Hessian at (x, y) by Lanczos on exact Hessian-vector products (as
@@ -382,13 +406,13 @@ impl Model {
         )
         .map_err(py_err)?;
         let opts = LanczosOptions::new(k).which(Which::LargestAlgebraic).max_iter(max_iter).tol(tol).seed(seed);
+        let n32 = if f32 { Some(self.f32()) } else { None };
         let net = &self.net;
         let r = py
             .detach(|| -> ntklab::Result<_> {
-                if f32 {
-                    let n32: Network<f32> = net.cast();
+                if let Some(n32) = n32 {
                     let x32 = cast::<f64, f32>(xm.as_ref());
-                    let lc = LossCurvature::new(&n32, x32.as_ref(), ym.as_ref(), loss)?;
+                    let lc = LossCurvature::new(n32, x32.as_ref(), ym.as_ref(), loss)?;
                     let r = lanczos(&lc.hessian_op(), &opts);
                     r
                 } else {
@@ -444,7 +468,7 @@ fn flow<'py>(
     theta_test_train: Option<&[u8]>,
     t: usize,
     f0_test: Option<&[u8]>,
-) -> PyResult<(Vec<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)> {
+) -> PyResult<(Vec<Bound<'py, PyByteArray>>, Vec<Bound<'py, PyByteArray>>)> {
     let theta = mat_from(theta, n, n, "k_train_train")?;
     let y = mat_from(y, n, m, "y_train")?;
     let f0 = f0_train.map(|b| mat_from(b, n, m, "fx_train_0")).transpose()?;
@@ -454,13 +478,13 @@ fn flow<'py>(
         return Err(PyValueError::new_err(format!("times must be >= 0 (or inf), got {bad}")));
     }
     let (train, test) = py
-        .detach(|| -> ntklab::Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+        .detach(|| -> ntklab::Result<(Vec<Mat<f64>>, Vec<Mat<f64>>)> {
             let dynamics = LinearizedDynamics::new(theta.as_ref(), eta)?;
             let (mut train, mut test) = (Vec::new(), Vec::new());
             for &time in &times {
                 if let Some(f0) = &f0 {
                     let f = dynamics.train(y.as_ref(), Some(f0.as_ref()), Time::Flow(time))?;
-                    train.push(row_major_bytes(f.as_ref()));
+                    train.push(f);
                 }
                 if let Some(tt) = &tt {
                     let f0 = f0.as_ref().map(|m| m.as_ref());
@@ -471,14 +495,14 @@ fn flow<'py>(
                         f0t.as_ref().map(|m| m.as_ref()),
                         Time::Flow(time),
                     )?;
-                    test.push(row_major_bytes(f.as_ref()));
+                    test.push(f);
                 }
             }
             Ok((train, test))
         })
         .map_err(py_err)?;
-    let wrap = |v: Vec<Vec<u8>>| v.iter().map(|b| PyBytes::new(py, b)).collect::<Vec<_>>();
-    Ok((wrap(train), wrap(test)))
+    let wrap = |v: Vec<Mat<f64>>| v.iter().map(|m| to_bytearray(py, m.as_ref())).collect::<PyResult<Vec<_>>>();
+    Ok((wrap(train)?, wrap(test)?))
 }
 
 /// The GP posterior (Rasmussen & Williams) with noise variance `noise_var`: mean (t x m) and covariance (t x t)
@@ -495,18 +519,14 @@ fn gp<'py>(
     t: usize,
     k_test_test: &[u8],
     noise_var: f64,
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, f64)> {
+) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>, f64)> {
     let k = mat_from(k, n, n, "k_train_train")?;
     let y = mat_from(y, n, m, "y_train")?;
     let kt = mat_from(k_test_train, t, n, "k_test_train")?;
     let ktt = mat_from(k_test_test, t, t, "k_test_test")?;
     let post =
         py.detach(|| gp_posterior(k.as_ref(), y.as_ref(), kt.as_ref(), ktt.as_ref(), noise_var)).map_err(py_err)?;
-    Ok((
-        PyBytes::new(py, &row_major_bytes(post.mean.as_ref())),
-        PyBytes::new(py, &row_major_bytes(post.cov.as_ref())),
-        post.jitter,
-    ))
+    Ok((to_bytearray(py, post.mean.as_ref())?, to_bytearray(py, post.cov.as_ref())?, post.jitter))
 }
 
 #[pymodule]
