@@ -35,20 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import entk_cnn_bench as entk  # noqa: E402
 
-WARMUP_S = 0.5
-
-
-def timed(fn, repeats, sync=lambda r: r):
-    t_end = time.perf_counter() + WARMUP_S
-    r = sync(fn())
-    while time.perf_counter() < t_end:
-        r = sync(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        r = sync(fn())
-        times.append(time.perf_counter() - t0)
-    return r, times
+WARMUP_S = entk.WARMUP_S
+timed = entk.timed  # warm-up calls for WARMUP_S, then the timed repeats
 
 
 def mlp(s):

@@ -587,6 +587,23 @@ pub fn simd_level() -> Simd {
     Simd::Generic
 }
 
+/// Every build this CPU can run, narrowest first (tests compare them; ignores `NTKLAB_SIMD`).
+pub fn simd_builds() -> Vec<Simd> {
+    #[allow(unused_mut)]
+    let mut builds = vec![Simd::Generic];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        if avx2 {
+            builds.push(Simd::Avx2);
+        }
+        if avx2 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+            builds.push(Simd::Avx512);
+        }
+    }
+    builds
+}
+
 /// Applies `dual` to a block of (K, Theta) stored as `cols` contiguous columns of `q_rows.len()` entries: entry i
 /// of column j has variances (`q_rows[i]`, `q_cols[j]`). The vectorized builds of the ReLU family and erf run
 /// where the dual has one, the scalar dual otherwise (the CNN kernel's P x P position blocks).

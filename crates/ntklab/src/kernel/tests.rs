@@ -374,20 +374,11 @@ fn bad_input_is_a_clear_error() {
 /// cover the vectorized ReLU family, erf and a quadrature one.
 #[test]
 fn tiled_symmetric_pass_matches_rectangular_pass_on_every_simd_build() {
-    use super::compute::{kernel_with, simd_level, Simd};
+    use super::compute::{kernel_with, simd_builds, Simd};
     let n = 300; // two tile rows of 256: diagonal tiles, one off-diagonal tile and its mirror
     let x = gaussian(n, 12, 7);
     let x32 = Mat::from_fn(n, 12, |i, j| x[(i, j)] as f32);
-    let mut builds = vec![Simd::Generic];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            builds.push(Simd::Avx2);
-        }
-        if simd_level() == Simd::Avx512 {
-            builds.push(Simd::Avx512);
-        }
-    }
+    let builds = simd_builds();
     for spec in [
         "dense(16,w_std=1.5,b_std=0.1),relu,dense(16,w_std=1.2,b_std=0.2),leaky_relu(0.1),dense(1)",
         "dense(16,w_std=1.3,b_std=0.05),erf,dense(16),abs,dense(1)",

@@ -235,53 +235,31 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     );
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn windowed_avx512<T: Float, const L: usize, const R: usize, const B: usize>(
-    plan: &WindowedPlan<'_, T>,
-    hp: &[T],
-    t0: usize,
-    cols: MatMut<'_, T>,
-    accum: Accum,
-) {
-    windowed_tiles::<T, L, R, B, true>(plan, hp, t0, cols, accum)
+/// Defines `$avx512` and `$avx2`: `$inner::<T, _, _, _, true>` (FMA on) compiled for AVX-512 and for AVX2 + FMA.
+/// The kernels are generic `#[inline(always)]` functions; only a function carrying the target features makes
+/// them use the wide registers (a closure called inside rayon would not inherit them).
+macro_rules! feature_builds {
+    ($avx512:ident, $avx2:ident => $inner:ident<$a:ident, $b:ident, $c:ident>($($arg:ident: $ty:ty),* $(,)?)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        unsafe fn $avx512<T: Float, const $a: usize, const $b: usize, const $c: usize>($($arg: $ty),*) {
+            $inner::<T, $a, $b, $c, true>($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2<T: Float, const $a: usize, const $b: usize, const $c: usize>($($arg: $ty),*) {
+            $inner::<T, $a, $b, $c, true>($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn windowed_avx2<T: Float, const L: usize, const R: usize, const B: usize>(
-    plan: &WindowedPlan<'_, T>,
-    hp: &[T],
-    t0: usize,
-    cols: MatMut<'_, T>,
-    accum: Accum,
-) {
-    windowed_tiles::<T, L, R, B, true>(plan, hp, t0, cols, accum)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn windowed_block_avx512<T: Float, const L: usize, const R: usize, const B: usize>(
-    plan: &WindowedPlan<'_, T>,
-    hp: &mut [T],
-    i0: usize,
-    rows: MatMut<'_, T>,
-    accum: Accum,
-) {
-    windowed_block::<T, L, R, B, true>(plan, hp, i0, rows, accum)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn windowed_block_avx2<T: Float, const L: usize, const R: usize, const B: usize>(
-    plan: &WindowedPlan<'_, T>,
-    hp: &mut [T],
-    i0: usize,
-    rows: MatMut<'_, T>,
-    accum: Accum,
-) {
-    windowed_block::<T, L, R, B, true>(plan, hp, i0, rows, accum)
-}
+feature_builds!(windowed_avx512, windowed_avx2 => windowed_tiles<L, R, B>(
+    plan: &WindowedPlan<'_, T>, hp: &[T], t0: usize, cols: MatMut<'_, T>, accum: Accum,
+));
+feature_builds!(windowed_block_avx512, windowed_block_avx2 => windowed_block<L, R, B>(
+    plan: &WindowedPlan<'_, T>, hp: &mut [T], i0: usize, rows: MatMut<'_, T>, accum: Accum,
+));
+feature_builds!(products_avx512, products_avx2 => products<L, A, B>(blk: LaneBlock<'_, T>, rows: MatMut<'_, T>));
 
 /// One block of examples (rows i0.. of the source, `rows` of the destination): pack, then every tile.
 #[inline(always)]
@@ -850,24 +828,6 @@ struct LaneBlock<'a, T> {
     bm: Option<T>,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn products_avx512<T: Float, const L: usize, const A: usize, const B: usize>(
-    blk: LaneBlock<'_, T>,
-    rows: MatMut<'_, T>,
-) {
-    products::<T, L, A, B, true>(blk, rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn products_avx2<T: Float, const L: usize, const A: usize, const B: usize>(
-    blk: LaneBlock<'_, T>,
-    rows: MatMut<'_, T>,
-) {
-    products::<T, L, A, B, true>(blk, rows)
-}
-
 /// The Jacobian rows of one block of examples (`rows`: its m <= L rows of J), packing it first.
 #[inline(always)]
 fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
@@ -1029,21 +989,6 @@ mod tests {
         m
     }
 
-    /// Every SIMD build this CPU can run.
-    fn builds() -> Vec<Simd> {
-        let mut builds = vec![Simd::Generic];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                builds.push(Simd::Avx2);
-            }
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
-                builds.push(Simd::Avx512);
-            }
-        }
-        builds
-    }
-
     /// The transposed convolution by its definition: dH[:, i_j(o)] += w_mult delta[:, o] W_j.
     fn naive_transpose(g: &Geom, w: &[f64], delta: MatRef<'_, f64>, w_mult: f64) -> Mat<f64> {
         let mut dh = Mat::zeros(delta.nrows(), g.p_in * g.c_in);
@@ -1087,7 +1032,7 @@ mod tests {
                     (naive(&g, &w, &b, h.as_ref(), mults), naive_transpose(&g, &w, delta.as_ref(), mults.0));
                 let (h32, delta32) =
                     (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(delta.as_ref()));
-                for simd in builds() {
+                for simd in crate::kernel::compute::simd_builds() {
                     let bias: Vec<f64> = b.iter().map(|v| mults.1 * v).collect();
                     let fw = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
                     let tw = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];

@@ -222,17 +222,7 @@ fn conv_jacobian_blocks_agree_on_every_simd_build_and_lane_remainder() {
     // The conv Jacobian puts examples in vector lanes (2 to 16 per block by build and precision) and tiles
     // channels (3 and 5 are not multiples of the tiles): N = 35 leaves a partial block at every width. Every
     // build must give the unit-VJP Jacobian (f64: to rounding; f32: to its rounding through two layers).
-    use crate::kernel::compute::Simd;
-    let mut builds = vec![Simd::Generic];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            builds.push(Simd::Avx2);
-        }
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
-            builds.push(Simd::Avx512);
-        }
-    }
+    let builds = crate::kernel::compute::simd_builds();
     let spec = "conv(5,3x3,stride=2,padding=same,w_std=1.3,b_std=0.2),tanh,conv(3,2x2,padding=valid),gelu,\
 flatten,dense(2,b_std=0.1)";
     let net = cnn(spec, &Shape::image(&[5, 6], 3), Parameterization::Ntk, 1.2, 3);
