@@ -21,7 +21,7 @@ from . import predict, stax
 from ._arrays import examples_bytes, matrix_from_bytes
 from ._core import Model, __version__
 
-__all__ = ["stax", "predict", "Model", "load", "from_torch", "empirical_ntk", "hessian_eigs", "__version__"]
+__all__ = ["stax", "predict", "Model", "load", "from_torch", "to_torch", "state_dict", "empirical_ntk", "hessian_eigs", "__version__"]
 
 
 def load(path, arch=None, parameterization=None, input_shape=None):
@@ -50,7 +50,7 @@ def from_torch(module, input_shape=None):
     (H, W, C) or (W, C), channels last, is needed for convolutional networks."""
     from ._torch import sequential_to_tensors
 
-    arch, tensors = sequential_to_tensors(module)
+    arch, tensors, _ = sequential_to_tensors(module)
     shape = _shape_text(input_shape) if input_shape is not None else None
     return Model.from_tensors(arch, "standard", tensors, shape)
 
@@ -60,6 +60,34 @@ def _as_array(x):
     if x is None:
         return None
     return _torch_inputs(x) if _is_torch(x) else np.asarray(x)
+
+
+def state_dict(model):
+    """The model's parameters as ``{name: numpy array}`` under ``nn.Sequential`` names and PyTorch layouts (the
+    effective weights, as model files store them)."""
+    return {name: np.frombuffer(data, dtype=np.float64).reshape(shape) for name, shape, data in model.tensors()}
+
+
+def to_torch(model, module):
+    """Copy an ntklab model's parameters into the PyTorch ``nn.Sequential`` ``module`` it was read from (or one
+    of the same structure), in place; returns ``module``."""
+    import torch
+
+    from ._torch import sequential_to_tensors
+
+    _, _, names = sequential_to_tensors(module)
+    ours = state_dict(model)
+    if set(ours) != set(names):
+        raise ValueError(f"the module's parameters {sorted(names.values())} do not match the model's "
+                         f"{sorted(ours)}")
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, value in ours.items():
+            target = params[names[name]]
+            if tuple(target.shape) != value.shape:
+                raise ValueError(f"{names[name]}: the module has shape {tuple(target.shape)}, the model {value.shape}")
+            target.copy_(torch.from_numpy(value.copy()).to(target.dtype))
+    return module
 
 
 def _model_and_inputs(model, xs):

@@ -27,12 +27,15 @@ def _values(t):
 
 
 def sequential_to_tensors(module):
-    """(architecture text, [(name, shape, float64 bytes)]) of an nn.Sequential."""
+    """(architecture text, [(name, shape, float64 bytes)], {ntklab name: torch name}) of an nn.Sequential. The
+    tensors are named as ntklab's nn.Sequential of the translated layers (index of the layer in the
+    architecture), which differs from the torch index where a module is dropped (Identity) or two merge
+    (AdaptiveAvgPool + Flatten)."""
     import torch.nn as nn
 
     if not isinstance(module, nn.Sequential):
         raise TypeError(f"from_torch takes an nn.Sequential, got {type(module).__name__}")
-    ops, tensors = [], []
+    ops, tensors, names = [], [], {}
     children = list(module.named_children())
     i = 0
     while i < len(children):
@@ -91,8 +94,10 @@ def sequential_to_tensors(module):
             if not math.prod(p.shape):
                 continue
             shape, data = _values(p)
-            tensors.append((f"{name}.{pname}", shape, data))
+            ours = f"{len(ops) - 1}.{pname}"
+            tensors.append((ours, shape, data))
+            names[ours] = f"{name}.{pname}"
         i += 1
     if not ops:
         raise ValueError("the nn.Sequential has no layers ntklab can use")
-    return ",".join(ops), tensors
+    return ",".join(ops), tensors, names

@@ -162,6 +162,9 @@ struct Model {
     net32: std::sync::OnceLock<Network<f32>>,
 }
 
+/// A named tensor for Python: name, shape, row-major f64 bytes.
+type NamedTensor<'py> = (String, Vec<usize>, Bound<'py, PyByteArray>);
+
 /// A result in either precision.
 enum Out {
     F64(Mat<f64>),
@@ -289,6 +292,16 @@ impl Model {
     /// is a chain), atomically.
     fn save(&self, path: std::path::PathBuf) -> PyResult<()> {
         ntklab::net::save_mlp(&self.net, &path, ntklab::net::Precision::F64).map_err(py_err)
+    }
+
+    /// The effective tensors (`nn.Sequential` names, PyTorch layouts) as (name, shape, row-major f64 bytes).
+    fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Vec<NamedTensor<'py>>> {
+        let mut out = Vec::new();
+        for (name, a) in ntklab::net::io::effective_tensors(&self.net) {
+            let m = MatRef::from_row_major_slice(&a.data, 1, a.data.len());
+            out.push((name, a.shape, to_bytearray(py, m)?));
+        }
+        Ok(out)
     }
 
     /// The architecture in ntklab's language.

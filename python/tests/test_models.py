@@ -153,3 +153,25 @@ def test_torch_unsupported_layers_are_named():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sigmoid(), torch.nn.Linear(4, 1))
     with pytest.raises(ValueError, match="layer 1: Sigmoid"):
         ntklab.empirical_ntk(model, np.ones((2, 3)))
+
+
+def test_torch_round_trip_with_dropped_and_merged_modules():
+    # Identity is dropped and AdaptiveAvgPool + Flatten merge into one ntklab layer, so ntklab's layer indices
+    # differ from torch's: parameters must still land on the right layers, and go back into torch.
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+    layers = [torch.nn.Conv2d(2, 3, 3, padding="same"), torch.nn.Identity(), torch.nn.ReLU(),
+              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)]
+    model = torch.nn.Sequential(*layers).double()
+    x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    m = ntklab.from_torch(model, (5, 5, 2))
+    _, apply_fn, _ = ntklab.stax.Identity()  # any layer's apply_fn runs a Model
+    got = apply_fn(m, np.moveaxis(x.numpy(), 1, -1))
+    want = model(x).detach().numpy()
+    assert np.abs(got - want).max() <= 1e-13 * np.abs(want).max()
+    # Back into a fresh torch module of the same structure: the same outputs.
+    other = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding="same"), torch.nn.Identity(), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)).double()
+    ntklab.to_torch(m, other)
+    assert np.abs(other(x).detach().numpy() - want).max() <= 1e-13 * np.abs(want).max()
+    assert set(ntklab.state_dict(m)) == {"0.weight", "0.bias", "3.weight", "3.bias"}
