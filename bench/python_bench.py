@@ -31,6 +31,10 @@ import numpy as np  # noqa: E402
 import ntklab  # noqa: E402
 from ntklab import stax  # noqa: E402
 
+# As the ntklab CLI does (opt-in for a library: it changes the allocator of the whole process; JAX and torch keep
+# their own caching allocators).
+ntklab.keep_freed_memory()
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import entk_cnn_bench as entk  # noqa: E402

@@ -542,12 +542,20 @@ fn gp<'py>(
     Ok((to_bytearray(py, post.mean.as_ref())?, to_bytearray(py, post.cov.as_ref())?, post.jitter))
 }
 
+/// Keep freed memory in the process for reuse (glibc; elsewhere nothing): large matrices are then not
+/// mapped fresh, page by page, on every call. Affects the whole Python process; opt-in.
+#[pyfunction]
+fn keep_freed_memory() {
+    ntklab::data::memory::keep_freed_memory();
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernel, m)?)?;
     m.add_class::<Model>()?;
     m.add_function(wrap_pyfunction!(flow, m)?)?;
     m.add_function(wrap_pyfunction!(gp, m)?)?;
+    m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
