@@ -43,3 +43,21 @@ train, test = fn(ts, f0, f0t, k_st)
 for key, v in {"y": y, "f0": f0, "f0t": f0t, "ts": ts, "train": train, "test": test}.items():
     np.save(os.path.join(out, f"gd_{key}.npy"), np.asarray(v, dtype=np.float64))
 print("gradient_descent_mse ok")
+
+# predict.gp_inference on the cnn_gap kernels (both, as a Kernel), test points x2: means and covariances.
+ks = {key: np.load(os.path.join(out, f"cnn_gap_{key}.npy")) for key in ("nngp", "ntk", "nngp12", "ntk12")}
+_, _, kf = cases(stax)["cnn_gap"][0]
+x2 = np.load(os.path.join(out, "cnn_gap_x2.npy"))
+k22 = kf(x2, None, ("nngp", "ntk"))
+from collections import namedtuple  # noqa: E402
+
+K = namedtuple("K", "nngp ntk")
+k_dd, k_td, k_tt = K(ks["nngp"], ks["ntk"]), K(ks["nngp12"].T, ks["ntk12"].T), K(np.asarray(k22.nngp), np.asarray(k22.ntk))
+y = np.random.default_rng(7).standard_normal((k_dd.nngp.shape[0], 2))
+res = predict.gp_inference(k_dd, y, diag_reg=1e-4)(("nngp", "ntk"), k_td, k_tt)
+np.save(os.path.join(out, "gp_y.npy"), y)
+np.save(os.path.join(out, "gp_k22_nngp.npy"), k_tt.nngp)
+for g in ("nngp", "ntk"):
+    np.save(os.path.join(out, f"gp_{g}_mean.npy"), np.asarray(getattr(res, g).mean, dtype=np.float64))
+    np.save(os.path.join(out, f"gp_{g}_cov.npy"), np.asarray(getattr(res, g).covariance, dtype=np.float64))
+print("gp_inference ok")

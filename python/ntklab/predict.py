@@ -5,14 +5,23 @@ fx_test_0=None, k_test_train=None)``: the outputs of continuous-time gradient de
 ``1/(2 y_train.size) ||f - y||^2`` in function space at times ``t`` (in units of ``learning_rate``; ``None`` or
 ``inf``: converged), computed in closed form through the eigendecomposition of the train kernel by ntklab's core.
 
-Not yet here: ``gp_inference``, ``trace_axes`` other than the last axis, momentum and cross-entropy dynamics.
+``gp_inference(k_train_train, y_train, diag_reg)`` returns ``predict_fn(get=None, k_test_train=None,
+k_test_test=None)``: the posterior mean (and covariance, given ``k_test_test``) of the NNGP (Bayesian inference)
+and of the NTK (the ensemble of infinitely wide networks trained to convergence; Lee et al. 2019), as
+neural-tangents computes them, through Cholesky solves of the regularized train kernel (numpy).
+
+Not yet here: ``trace_axes`` other than the last axis, momentum and cross-entropy dynamics, ``get='ntkgp'``.
 """
+
+from collections import namedtuple
 
 import numpy as np
 
 from . import _core
 
-__all__ = ["gradient_descent_mse"]
+__all__ = ["gradient_descent_mse", "gp_inference", "Gaussian"]
+
+Gaussian = namedtuple("Gaussian", ["mean", "covariance"])
 
 
 def _matrix(a, what):
@@ -93,5 +102,81 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
         if train_out is not None and test_out is not None:
             return train_out, test_out
         return train_out if test_out is None else test_out
+
+    return predict_fn
+
+
+def _kernel(k, g, what):
+    """The ``g`` ('nngp' or 'ntk') member of a Kernel-like object, or ``k`` itself for an array."""
+    if hasattr(k, "nngp") or hasattr(k, "ntk"):
+        v = getattr(k, g, None)
+        if v is None:
+            raise ValueError(f"{what} has no {g!r} kernel")
+        return _matrix(v, f"{what}.{g}")
+    return _matrix(k, what)
+
+
+def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, trace_axes=(-1,)):
+    """The infinite-width posterior on test points, with neural-tangents' semantics.
+
+    ``k_train_train`` (and the ``k_test_train``/``k_test_test`` given to ``predict_fn``): an N x N array, or an
+    object with ``nngp`` and ``ntk`` members (``stax`` kernel_fn results). ``predict_fn(get=None,
+    k_test_train=None, k_test_test=None)``: for each of ``get`` ('nngp', 'ntk'; default both), the posterior mean
+    on the test set (``y_train`` on the train set when ``k_test_train`` is None), or ``Gaussian(mean,
+    covariance)`` when ``k_test_test`` is given; a named tuple for a tuple ``get``. The NTK covariance needs both
+    kernels (Lee et al. 2019, eq. 16).
+    """
+    if tuple(trace_axes) not in ((-1,), (1,)):
+        raise ValueError("gp_inference: only trace_axes=(-1,) (a kernel shared by all outputs) is supported")
+    y = _matrix(y_train, "y_train")
+    y2 = y[:, None] if y.ndim == 1 else y
+    factors = {}
+
+    def solve(g, b):
+        """(K_g + reg)^-1 b by Cholesky, the factor made once per kernel."""
+        if g not in factors:
+            k = _regularized(_kernel(k_train_train, g, "k_train_train"), diag_reg, diag_reg_absolute_scale)
+            if k.ndim != 2 or k.shape != (y2.shape[0], y2.shape[0]):
+                raise ValueError(f"k_train_train must be N x N with N = {y2.shape[0]}, got shape {k.shape}")
+            try:
+                factors[g] = np.linalg.cholesky(k)
+            except np.linalg.LinAlgError:
+                raise ValueError(f"the {g} train kernel (+ diag_reg) is not positive definite; raise diag_reg")
+        c = factors[g]
+        return np.linalg.solve(c.T, np.linalg.solve(c, b))
+
+    def predict_fn(get=None, k_test_train=None, k_test_test=None):
+        names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
+        out = {}
+        for g in names:
+            if g not in ("nngp", "ntk"):
+                raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got {g!r}")
+            if k_test_train is None:
+                mean = y.copy()
+                solve(g, y2)  # checks the train kernel as for test predictions
+                out[g] = Gaussian(mean, np.zeros((y2.shape[0],) * 2)) if k_test_test is not None else mean
+                continue
+            k_td = _kernel(k_test_train, g, "k_test_train")
+            if k_td.ndim != 2 or k_td.shape[1] != y2.shape[0]:
+                raise ValueError(f"k_test_train must be T x {y2.shape[0]}, got shape {k_td.shape}")
+            mean = k_td @ solve(g, y2)
+            mean = mean[:, 0] if y.ndim == 1 else mean
+            if k_test_test is None:
+                out[g] = mean
+                continue
+            k_tt = _kernel(k_test_test, "nngp", "k_test_test")
+            nngp_td = _kernel(k_test_train, "nngp", "k_test_train")
+            if g == "nngp":
+                cov = k_tt - nngp_td @ solve("nngp", nngp_td.T)
+            else:
+                # Lee et al. 2019: the NTK posterior of networks trained to convergence from NNGP priors.
+                term_1 = solve("ntk", k_td.T)  # Theta^-1 Theta_dt
+                cov = term_1.T @ _kernel(k_train_train, "nngp", "k_train_train") @ term_1
+                term_2 = k_td @ solve("ntk", nngp_td.T)
+                cov = k_tt + cov - (term_2 + term_2.T)
+            out[g] = Gaussian(mean, cov)
+        if isinstance(get, str):
+            return out[get]
+        return namedtuple("Gaussians", names)(*(out[g] for g in names))
 
     return predict_fn
