@@ -4,6 +4,12 @@ native-endian bytes of C-order float64 plus the shape to the core; numpy arrays 
 import numpy as np
 
 
+def check_real(x, what):
+    """TypeError unless ``x`` (an ndarray) has a float or integer dtype."""
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"{what} must hold real numbers (a float or integer dtype), got dtype {x.dtype}")
+
+
 def examples_bytes(x, what):
     """(bytes, shape) of ``x`` as C-order float64, checked: at least 2 axes, finite, real numbers."""
     if not isinstance(x, np.ndarray):
@@ -11,8 +17,7 @@ def examples_bytes(x, what):
             x = x.detach().cpu().numpy()
         else:
             x = np.asarray(x)
-    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise TypeError(f"{what} must hold real numbers (a float or integer dtype), got dtype {x.dtype}")
+    check_real(x, what)
     if x.ndim < 2:
         raise ValueError(f"{what} must be N x d (or N x H x W x C), got shape {x.shape}")
     a = np.ascontiguousarray(x, dtype=np.float64)

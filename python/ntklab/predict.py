@@ -18,6 +18,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import _core
+from ._arrays import check_real
 
 __all__ = ["gradient_descent_mse", "gp_inference", "Gaussian"]
 
@@ -26,8 +27,7 @@ Gaussian = namedtuple("Gaussian", ["mean", "covariance"])
 
 def _matrix(a, what):
     a = np.asarray(a)
-    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise TypeError(f"{what} must hold real numbers, got dtype {a.dtype}")
+    check_real(a, what)
     a = np.ascontiguousarray(a, dtype=np.float64)
     if not np.isfinite(a).all():
         raise ValueError(f"{what} has a non-finite value")

@@ -567,9 +567,14 @@ pub enum Simd {
     Avx512,
 }
 
-/// The widest build of the block kernels this CPU can run (`NTKLAB_SIMD=avx2|generic` caps it, for
-/// benchmarks).
+/// The widest build of the block kernels this CPU can run (`NTKLAB_SIMD=avx2|generic`, read once per process,
+/// caps it, for benchmarks).
 pub fn simd_level() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(detect_simd_level)
+}
+
+fn detect_simd_level() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         let cap = std::env::var("NTKLAB_SIMD").unwrap_or_default();

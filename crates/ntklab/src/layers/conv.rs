@@ -27,7 +27,7 @@ use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::kernel::compute::Simd;
+use crate::kernel::compute::{simd_level, Simd};
 use crate::kernel::spatial::Window;
 use crate::net::ops::{Float, Pool};
 use crate::net::Network;
@@ -119,12 +119,6 @@ struct Windowed<'a, T> {
     bias: Option<&'a [T]>,
 }
 
-/// The SIMD build of this CPU, read once.
-fn simd() -> Simd {
-    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(crate::kernel::compute::simd_level)
-}
-
 /// Runs a windowed pass into `out` (N x P_dst c_dst) with `simd`'s build: examples are the vector lanes (L of
 /// them per block, packed position-major as for [`jacobian_block`]) and a tile of R destination positions by B
 /// destination channels accumulates in registers over (offset, source channel), each step one vector load per
@@ -160,7 +154,6 @@ struct WindowedPlan<'a, T> {
     src: Vec<usize>,
     /// Destination channel chunks of B.
     nb: usize,
-    p_src: usize,
 }
 
 fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
@@ -196,7 +189,7 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
             }
         }
     }
-    let plan = WindowedPlan { pass, wp, bias, src, nb, p_src };
+    let plan = WindowedPlan { pass, wp, bias, src, nb };
     let blocks = pass.m.nrows().div_ceil(L);
     // Few blocks of examples (small batches): split each block's destination positions between threads too.
     let splits = rayon::current_num_threads().div_ceil(blocks).clamp(1, tiles);
@@ -318,7 +311,7 @@ fn windowed_tiles<T: Float, const L: usize, const R: usize, const B: usize, cons
     let hc = hp.as_chunks::<L>().0;
     let wc = plan.wp.as_chunks::<B>().0;
     let bc = plan.bias.as_chunks::<B>().0;
-    debug_assert!(hc.len() > plan.p_src * c_src);
+    debug_assert!(hc.len() > plan.pass.m.ncols(), "the packed source ends in a zero block");
     let positions = cols.ncols() / c_dst;
     for tl in 0..positions.div_ceil(R) {
         let t = t0 + tl;
@@ -364,7 +357,7 @@ fn conv_into<T: Float>(
         scale: mults.0,
         bias: bias.as_deref(),
     };
-    windowed(z, accum, &pass, simd());
+    windowed(z, accum, &pass, simd_level());
 }
 
 /// Z = w_mult conv(H, W) + b_mult b (N x P_out C_out).
@@ -458,7 +451,7 @@ fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<
         scale: w_mult,
         bias: None,
     };
-    windowed(dh, accum, &pass, simd());
+    windowed(dh, accum, &pass, simd_level());
 }
 
 /// The input cotangent: dH[:, i_j(o)] += w_mult delta[:, o] W_j (N x P_in C_in).

@@ -55,16 +55,16 @@ impl<T: Float> Network<T> {
                 if k > 1 { format!(", {k} x {k} output blocks") } else { String::new() }
             ),
         )?;
-        let mut pool = self.scratch.take();
-        let t1 = self.build_tape_in(x1, Caches::First, &mut pool)?;
-        let t2 = x2.map(|x| self.build_tape_in(x, Caches::First, &mut pool)).transpose()?;
-        let k = self.empirical_ntk_in(&t1, t2.as_ref(), outputs, &mut pool);
-        t1.recycle(&mut pool);
-        if let Some(t2) = t2 {
-            t2.recycle(&mut pool);
-        }
-        self.scratch.keep(pool);
-        Ok(k)
+        self.scratch.with(|pool| {
+            let t1 = self.build_tape_in(x1, Caches::First, pool)?;
+            let t2 = x2.map(|x| self.build_tape_in(x, Caches::First, pool)).transpose()?;
+            let k = self.empirical_ntk_in(&t1, t2.as_ref(), outputs, pool);
+            t1.recycle(pool);
+            if let Some(t2) = t2 {
+                t2.recycle(pool);
+            }
+            Ok(k)
+        })
     }
 
     /// [`Network::empirical_ntk`] from forward tapes (`t2 = None`: the symmetric kernel of `t1`).

@@ -184,12 +184,17 @@ impl<T: Float> Pool<T> {
             self.0.push(m);
         }
     }
-}
-
-impl<T: Float> Pool<T> {
     /// Bytes held.
     fn bytes(&self) -> usize {
         self.0.iter().map(|m| m.nrows() * m.ncols() * std::mem::size_of::<T>()).sum()
+    }
+}
+
+/// Runs `f` with the shared scratch pool, or a fresh one if another thread holds it.
+pub(crate) fn with_pool<T: Float, R>(pool: &std::sync::Mutex<Pool<T>>, f: impl FnOnce(&mut Pool<T>) -> R) -> R {
+    match pool.try_lock() {
+        Ok(mut p) => f(&mut p),
+        Err(_) => f(&mut Pool::default()),
     }
 }
 
@@ -210,21 +215,16 @@ impl<T: Float> Scratch<T> {
     /// The most memory kept between calls.
     pub(crate) const MAX_BYTES: usize = 256 << 20;
 
-    /// The kept pool (empty if none, or if another call holds it).
-    pub(crate) fn take(&self) -> Pool<T> {
-        match self.0.try_lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(_) => Pool::default(),
-        }
-    }
-
-    /// Keep `pool` for the next call if it is small enough (else it is freed).
-    pub(crate) fn keep(&self, pool: Pool<T>) {
-        if pool.bytes() <= Self::MAX_BYTES {
-            if let Ok(mut p) = self.0.try_lock() {
-                *p = pool;
+    /// Runs `f` with the kept pool ([`with_pool`]), then keeps it for the next call if it is small enough
+    /// (else it is freed).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Pool<T>) -> R) -> R {
+        with_pool(&self.0, |pool| {
+            let r = f(pool);
+            if pool.bytes() > Self::MAX_BYTES {
+                *pool = Pool::default();
             }
-        }
+            r
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use faer::{Mat, MatRef};
 use super::backward::{accumulate, loss_parts, Backprop};
 use super::jvp::Tangent;
 use super::network::Network;
-use super::ops::{cast, scale_in_place, Float, Pool};
+use super::ops::{cast, scale_in_place, with_pool, Float, Pool};
 use super::tape::Tape;
 use crate::kernel::Op;
 use crate::layers;
@@ -182,14 +182,6 @@ impl<'a, T: Float> LossCurvature<'a, T> {
             in_precision(v, out, |v, o| self.gnvp_into(v, o))
                 .expect("SymOp::apply receives finite vectors of length dim()")
         })
-    }
-}
-
-/// Runs `f` with the shared scratch pool, or a fresh one if another thread holds it.
-fn with_pool<T: Float, R>(pool: &Mutex<Pool<T>>, f: impl FnOnce(&mut Pool<T>) -> R) -> R {
-    match pool.try_lock() {
-        Ok(mut p) => f(&mut p),
-        Err(_) => f(&mut Pool::default()),
     }
 }
 
