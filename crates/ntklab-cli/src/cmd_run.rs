@@ -2,13 +2,13 @@
 //! folder (summary.json, report.html, report.md, provenance.json, plots) and prints the key numbers; with
 //! `--resume` an interrupted run continues from its completed steps. `ntklab report DIR...` remakes reports.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use ntklab::experiment::{find, Context, Experiment, REGISTRY};
+use ntklab::experiment::{find, REGISTRY};
 
-use crate::util::{bar, check_replaceable, ensure_dir, mark_dir, refuse_existing};
+use crate::util::Bars;
 
 /// Arguments of `ntklab run`.
 #[derive(Args, Debug)]
@@ -69,92 +69,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         return Ok(());
     }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
-    refuse_existing(&[out.join("summary.json"), out.join("report.html")], a.force)?;
-    let partial = partial_dir(&out);
-    let resuming = a.resume && partial.join("checkpoint.jsonl").is_file();
-    if a.resume && !resuming {
-        eprintln!("note: nothing to resume in {} (no checkpoint); starting from the beginning", partial.display());
+    let done = ntklab::runs::run_experiment(exp, &prepared, &out, a.resume, a.force, &Bars::default())?;
+    if done.reused > 0 {
+        println!("resumed: {} completed steps taken from the checkpoint", done.reused);
     }
-    if partial.exists() && !resuming {
-        check_replaceable(&partial, "a new run", "run")?;
-        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot remove stale {}", partial.display()))?;
-    }
-    ensure_dir(&partial)?;
-    mark_dir(&partial, "run")?;
-    let res = execute(exp, &prepared, &partial, resuming, name);
-    match res {
-        Ok((console, reused)) => {
-            let names = commit(&partial, &out)?;
-            if reused > 0 {
-                println!("resumed: {reused} completed steps taken from the checkpoint");
-            }
-            println!("{console}");
-            println!("wrote {}/{{{}}}", out.display(), names.join(","));
-            Ok(())
-        }
-        Err(e) => {
-            let kept = partial.join("checkpoint.jsonl").is_file()
-                && std::fs::read_to_string(partial.join("checkpoint.jsonl")).map_or(0, |t| t.lines().count()) > 1;
-            if kept {
-                eprintln!(
-                    "note: the completed steps are kept in {}; `--resume` continues from them",
-                    partial.display()
-                );
-            } else {
-                let _ = std::fs::remove_dir_all(&partial);
-            }
-            Err(e)
-        }
-    }
-}
-
-/// The hidden sibling a run writes into before it is moved into place.
-fn partial_dir(out: &Path) -> PathBuf {
-    let name = out.file_name().map_or_else(|| "run".to_string(), |n| n.to_string_lossy().to_string());
-    out.with_file_name(format!("{name}.partial"))
-}
-
-fn execute(
-    exp: &dyn Experiment,
-    prepared: &ntklab::experiment::Prepared,
-    dir: &Path,
-    resume: bool,
-    name: &str,
-) -> Result<(String, usize)> {
-    let pb = bar(1, &format!("{name}: steps"));
-    let progress = |done: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    };
-    let mut ctx = Context::new(progress).with_checkpoint(&dir.join("checkpoint.jsonl"), &prepared.hash, resume)?;
-    let res = exp.execute(prepared, dir, &mut ctx);
-    let reused = ctx.reused();
-    drop(ctx);
-    pb.finish_and_clear();
-    let done = res?;
-    let _ = std::fs::remove_file(dir.join("checkpoint.jsonl"));
-    Ok((format!("{}\n({:.1} s)", done.console, done.seconds), reused))
-}
-
-/// Moves everything from the finished `.partial` folder into `out`; returns the file names.
-fn commit(partial: &Path, out: &Path) -> Result<Vec<String>> {
-    ensure_dir(out)?;
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(partial).with_context(|| format!("cannot list {}", partial.display()))? {
-        let entry = entry?;
-        let fname = entry.file_name();
-        if fname.to_string_lossy() == crate::util::MARKER && out.join(&fname).exists() {
-            continue;
-        }
-        std::fs::rename(entry.path(), out.join(&fname))
-            .with_context(|| format!("cannot move {} into {}", entry.path().display(), out.display()))?;
-        if fname.to_string_lossy() != crate::util::MARKER {
-            names.push(fname.to_string_lossy().to_string());
-        }
-    }
-    let _ = std::fs::remove_dir_all(partial);
-    names.sort();
-    Ok(names)
+    println!("{}\n({:.1} s)", done.console, done.seconds);
+    println!("wrote {}/{{{}}}", out.display(), done.files.join(","));
+    Ok(())
 }
 
 /// Arguments of `ntklab report`.
@@ -185,7 +106,7 @@ pub fn run_report(a: ReportArgs) -> Result<()> {
                     find(name)?.rereport(d)?;
                     Ok(true)
                 } else if prov.kind == "train" {
-                    crate::cmd_train::rereport(d)?;
+                    ntklab::runs::rereport_train(d)?;
                     Ok(true)
                 } else {
                     Ok(false)

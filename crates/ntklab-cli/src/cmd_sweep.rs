@@ -243,7 +243,7 @@ fn run_point(p: &Point, base_dir: &Path, dir: &Path) -> Result<TrainSummary> {
         // A folder without a readable summary: an earlier failure; ntklab made it, so it may be replaced.
         check_replaceable(dir, "the sweep", "train")?;
     }
-    crate::cmd_train::train_into(&text, base_dir, dir, true, false)?;
+    ntklab::runs::train_run(&text, base_dir, dir, true, &ntklab::runs::Quiet)?;
     let s = std::fs::read_to_string(dir.join("summary.json")).context("reading the run's summary")?;
     serde_json::from_str(&s).context("reading the run's summary")
 }

@@ -81,11 +81,6 @@ impl Progress {
             }
         }
     }
-
-    /// No output at all (runs inside a sweep).
-    pub fn hidden() -> Progress {
-        Progress { pb: ProgressBar::hidden(), lines: None, pos: std::sync::atomic::AtomicU64::new(0) }
-    }
 }
 
 /// A spinner for work of unknown length.
@@ -119,63 +114,31 @@ pub fn load_matrix(path: &Path, what: &str) -> Result<faer::Mat<f64>> {
     ntklab::data::read_matrix(path).with_context(|| format!("reading {what}"))
 }
 
-/// The file ntklab leaves in every folder it creates as a whole (run folders), so that `--force` can tell its
-/// own output from anything else.
-pub const MARKER: &str = ".ntklab-output";
+pub use ntklab::runs::{check_replaceable, mark_dir, marked_as, refuse_existing, MARKER};
 
-/// Mark `dir` as created by ntklab as a folder of `kind` (`train`, `run`, `sweep`, `kernel`).
-pub fn mark_dir(dir: &Path, kind: &str) -> Result<()> {
-    std::fs::write(dir.join(MARKER), format!("created by ntklab; --force may replace this folder\nkind: {kind}\n"))
-        .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))
+/// Progress bars for the library's long calls: the first stage makes the bar.
+#[derive(Default)]
+pub struct Bars {
+    bar: std::cell::OnceCell<Progress>,
 }
 
-/// Err unless `dir` may be deleted to be replaced by a folder of `kind`: a folder that ntklab created (it holds
-/// [`MARKER`]) as that kind (markers from before kinds were recorded match any), and neither the working
-/// directory nor one of its parents. `what` names the option in the message.
-pub fn check_replaceable(dir: &Path, what: &str, kind: &str) -> Result<()> {
-    let canon = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
-    let cwd = std::env::current_dir().and_then(|c| c.canonicalize()).context("cannot resolve the working directory")?;
-    if cwd.starts_with(&canon) {
-        anyhow::bail!(
-            "refusing to replace {}: it is the working directory or one of its parents ({what} never deletes those)",
-            dir.display()
-        );
+impl ntklab::runs::Watch for Bars {
+    fn stage(&self, name: &str, total: u64) {
+        self.bar.get_or_init(|| bar(total, name)).set_length(total);
     }
-    if !canon.is_dir() || !canon.join(MARKER).is_file() {
-        anyhow::bail!(
-            "refusing to replace {}: it was not created by ntklab (no {MARKER} file in it), so {what} will not delete \
-             it; remove it yourself or choose another --out",
-            dir.display()
-        );
-    }
-    let marker = std::fs::read_to_string(canon.join(MARKER)).unwrap_or_default();
-    if let Some(found) = marker.lines().find_map(|l| l.strip_prefix("kind: ")) {
-        if found.trim() != kind {
-            anyhow::bail!(
-                "refusing to replace {}: it is a {} folder, not a {kind} folder, so {what} will not delete it",
-                dir.display(),
-                found.trim()
-            );
+    fn position(&self, done: u64) {
+        if let Some(pb) = self.bar.get() {
+            pb.set_position(done);
         }
     }
-    Ok(())
-}
-
-/// Whether `dir` holds an ntklab marker of `kind` (or an older marker without a kind).
-pub fn marked_as(dir: &Path, kind: &str) -> bool {
-    match std::fs::read_to_string(dir.join(MARKER)) {
-        Err(_) => false,
-        Ok(m) => m.lines().find_map(|l| l.strip_prefix("kind: ")).is_none_or(|k| k.trim() == kind),
+    fn message(&self, msg: &str) {
+        if let Some(pb) = self.bar.get() {
+            pb.set_message(msg.to_string());
+        }
     }
-}
-
-/// One overwrite rule for every command: Err naming the first of `paths` that already exists, unless `force`.
-pub fn refuse_existing(paths: &[std::path::PathBuf], force: bool) -> Result<()> {
-    if force {
-        return Ok(());
+    fn finish(&self) {
+        if let Some(pb) = self.bar.get() {
+            pb.finish_and_clear();
+        }
     }
-    if let Some(p) = paths.iter().find(|p| p.exists()) {
-        anyhow::bail!("{} already exists (pass --force to overwrite it, or choose another output)", p.display());
-    }
-    Ok(())
 }

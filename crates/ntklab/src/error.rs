@@ -33,6 +33,9 @@ pub enum Error {
     /// A numerical routine that failed (non-convergence, loss of definiteness, ...).
     #[error("numerical failure: {0}")]
     Numerical(String),
+    /// The caller stopped the work (Ctrl-C in Python, through a [`Watch`](crate::runs::Watch)).
+    #[error("stopped by the user")]
+    Cancelled,
 }
 
 /// Result alias with the library's [`Error`].

@@ -7,6 +7,7 @@
 //! * [`predict`]: kernel regression, GP inference and closed-form gradient-flow / GD predictions.
 //! * [`data`]: .npy/.npz/.csv/safetensors readers and writers, synthetic data sets.
 //! * [`experiment`]: named reproductions of results from the literature.
+//! * [`runs`]: run folders of training runs and reproductions (written whole or not at all), progress, stopping.
 
 pub mod data;
 pub mod error;
@@ -16,6 +17,7 @@ pub(crate) mod layers;
 pub mod net;
 pub mod predict;
 pub mod report;
+pub mod runs;
 pub mod spectrum;
 pub mod train;
 

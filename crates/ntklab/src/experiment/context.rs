@@ -47,6 +47,7 @@ struct Checkpoint {
 /// Progress and checkpoints for one experiment run.
 pub struct Context<'a> {
     progress: Box<dyn FnMut(usize, usize) + 'a>,
+    check: Option<Box<dyn FnMut() -> Result<()> + 'a>>,
     checkpoint: Option<Checkpoint>,
     reused: usize,
 }
@@ -54,7 +55,7 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     /// A context reporting `(done, total)` to `progress`, without a checkpoint.
     pub fn new(progress: impl FnMut(usize, usize) + 'a) -> Context<'a> {
-        Context { progress: Box::new(progress), checkpoint: None, reused: 0 }
+        Context { progress: Box::new(progress), check: None, checkpoint: None, reused: 0 }
     }
 
     /// No progress, no checkpoint (tests, library callers).
@@ -116,6 +117,13 @@ impl<'a> Context<'a> {
         Ok(self)
     }
 
+    /// Calls `check` before each step it computes; an error from it (e.g. [`Error::Cancelled`]) stops the run
+    /// there, with the steps finished so far in the checkpoint.
+    pub fn with_check(mut self, check: impl FnMut() -> Result<()> + 'a) -> Context<'a> {
+        self.check = Some(Box::new(check));
+        self
+    }
+
     /// Reports progress.
     pub fn progress(&mut self, done: usize, total: usize) {
         (self.progress)(done, total);
@@ -140,6 +148,9 @@ impl<'a> Context<'a> {
                     Err(e) => eprintln!("note: checkpointed step {key} cannot be read back ({e}); computing it again"),
                 }
             }
+        }
+        if let Some(check) = &mut self.check {
+            check()?;
         }
         let t = f()?;
         if let Some(cp) = &mut self.checkpoint {
