@@ -8,6 +8,8 @@ exact derivatives, computed by a Rust core.
     import ntklab
     theta = ntklab.empirical_ntk(torch_sequential, x)  # or a saved model file, or ntklab.load(path)
     top = ntklab.hessian_eigs(model, x, y, k=5)
+    records, folder, summary = ntklab.train({"data": {...}, "model": {...}, "optimizer": {...}})
+    rep = ntklab.run("linearity", quick=True, widths=[64, 256, 1024])   # rep.summary, rep.report
 
 Arrays: any float or integer dtype, any memory order. Images are N x H x W x C (N x W x C) numpy arrays, as in
 neural-tangents; a torch tensor with spatial axes is taken in torch's own N x C x H x W layout.
@@ -20,8 +22,10 @@ import numpy as np
 from . import _core, predict, stax
 from ._arrays import examples_bytes, matrix_from_bytes
 from ._core import Model, __version__
+from ._runs import Reproduction, TrainRun, experiment_config, experiments, run, train
 
-__all__ = ["stax", "predict", "Model", "keep_freed_memory", "load", "from_torch", "to_torch", "state_dict", "empirical_ntk", "hessian_eigs", "__version__"]
+__all__ = ["stax", "predict", "Model", "keep_freed_memory", "load", "from_torch", "to_torch", "state_dict", "empirical_ntk", "hessian_eigs",
+           "train", "run", "experiments", "experiment_config", "TrainRun", "Reproduction", "__version__"]
 
 
 def keep_freed_memory():

@@ -1,8 +1,14 @@
 //! `ntklab._core`: the compiled half of the Python package. Arrays cross the boundary as raw native-endian
 //! bytes plus a shape (the Python side, `ntklab/_arrays.py`, converts any dtype and memory order to C-order
 //! float64 and back), so the module needs neither numpy's C API nor Python headers beyond the stable ABI.
-//! Long computations release the GIL; library errors become `ValueError` (bad input, shapes, configurations)
-//! or `MemoryError` (a job that cannot fit), carrying the library's message.
+//! Long computations release the GIL and stop on Ctrl-C (see `interruptible`); library errors become
+//! `ValueError` (bad input, shapes, configurations) or `MemoryError` (a job that cannot fit), carrying the
+//! library's message.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use faer::{Mat, MatRef};
 use ntklab::data::io::Array;
@@ -11,9 +17,10 @@ use ntklab::kernel::compute::KernelScalar;
 use ntklab::kernel::{kernel_with_progress, Architecture, Kernel, Parameterization, Shape};
 use ntklab::net::{cast, load_mlp, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs};
 use ntklab::predict::{gp_posterior, LinearizedDynamics, Time};
+use ntklab::runs::Watch;
 use ntklab::spectrum::{lanczos, LanczosOptions, Which};
 use ntklab::train::loss::Loss;
-use pyo3::exceptions::{PyMemoryError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
@@ -21,6 +28,7 @@ use pyo3::types::PyByteArray;
 fn py_err(e: ntklab::Error) -> PyErr {
     let msg = e.to_string();
     match e {
+        ntklab::Error::Cancelled => PyKeyboardInterrupt::new_err(msg),
         ntklab::Error::Config(_) if msg.contains("memory") => PyMemoryError::new_err(msg),
         _ => PyValueError::new_err(msg),
     }
@@ -88,14 +96,15 @@ fn kernel_in<T: KernelScalar>(
     shape: Option<&Shape>,
     x1: &Mat<f64>,
     x2: Option<&Mat<f64>>,
+    stop: &Stop,
 ) -> ntklab::Result<Kernel<T>> {
-    let none = |_: usize, _: usize| {};
+    let progress = |d: usize, t: usize| stop.progress(d, t);
     match shape {
-        Some(s) => CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?.full(&none),
+        Some(s) => CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?.full(&progress),
         None => {
             let cast = |m: &Mat<f64>| Mat::<T>::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)]));
             let (a, b) = (cast(x1), x2.map(cast));
-            kernel_with_progress::<T>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &none)
+            kernel_with_progress::<T>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &progress)
         }
     }
 }
@@ -134,10 +143,10 @@ fn kernel<'py>(
         _ => return Err(PyValueError::new_err("x2 and shape2 go together")),
     };
     if f32 {
-        let k = py.detach(|| kernel_in::<f32>(&arch, s1.as_ref(), &m1, m2.as_ref())).map_err(py_err)?;
+        let k = interruptible(py, |stop| kernel_in::<f32>(&arch, s1.as_ref(), &m1, m2.as_ref(), stop))?;
         Ok((to_bytearray(py, k.nngp.as_ref())?, to_bytearray(py, k.ntk.as_ref())?))
     } else {
-        let k = py.detach(|| kernel_in::<f64>(&arch, s1.as_ref(), &m1, m2.as_ref())).map_err(py_err)?;
+        let k = interruptible(py, |stop| kernel_in::<f64>(&arch, s1.as_ref(), &m1, m2.as_ref(), stop))?;
         Ok((to_bytearray(py, k.nngp.as_ref())?, to_bytearray(py, k.ntk.as_ref())?))
     }
 }
@@ -542,6 +551,162 @@ fn gp<'py>(
     Ok((to_bytearray(py, post.mean.as_ref())?, to_bytearray(py, post.cov.as_ref())?, post.jitter))
 }
 
+/// Tells a long computation to stop: set by [`interruptible`] when a Python signal handler raised (Ctrl-C), read
+/// by the computation between units of work (training steps, reproduction steps, kernel tiles and rows).
+#[derive(Default)]
+struct Stop(AtomicBool);
+
+impl Stop {
+    fn progress(&self, _done: usize, _total: usize) -> ntklab::Result<()> {
+        self.check()
+    }
+}
+
+impl Watch for Stop {
+    fn check(&self) -> ntklab::Result<()> {
+        if self.0.load(Ordering::Relaxed) {
+            Err(ntklab::Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Runs `f` on a worker thread with the GIL released. The calling thread checks Python's signal handlers every
+/// 50 ms; when one raises (Ctrl-C: KeyboardInterrupt), it tells the work to stop, waits until the work has
+/// stopped and cleaned up (no partial output is left), and raises that exception.
+fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Result<R> + Send) -> PyResult<R> {
+    let stop = Stop::default();
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = &stop;
+            // The main thread's stack size: deep recursion in the work must not fail only in Python.
+            let worker = std::thread::Builder::new().stack_size(8 << 20).spawn_scoped(scope, move || {
+                let _ = tx.send(f(stop));
+            });
+            if let Err(e) = worker {
+                return Err(ntklab::Error::InvalidInput(format!("cannot start a worker thread: {e}")));
+            }
+            loop {
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(r) => return r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if raised.is_none() {
+                            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                                raised = Some(e);
+                                stop.0.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    // The worker panicked: the scope re-raises its panic (a PanicException in Python).
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(ntklab::Error::Numerical("the computation failed".into()))
+                    }
+                }
+            }
+        })
+    });
+    match raised {
+        Some(e) => Err(e),
+        None => result.map_err(py_err),
+    }
+}
+
+/// A train config given as JSON (a Python dict) as TOML text, the form the run folder keeps.
+fn json_to_toml(json: &str) -> PyResult<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("the config is not valid: {e}")))?;
+    let t = toml::Value::try_from(v).map_err(|e| PyValueError::new_err(format!("the config cannot be TOML: {e}")))?;
+    if !t.is_table() {
+        return Err(PyValueError::new_err("the config must be a dict of sections and values"));
+    }
+    toml::to_string(&t).map_err(|e| PyValueError::new_err(format!("the config cannot be TOML: {e}")))
+}
+
+/// Trains the run described by `config` (TOML text, or JSON with `json`; array paths relative to `base`) into
+/// the run folder `out`, as `ntklab train` does. Returns the TOML text, the status, the number of steps, the
+/// initial loss and the final time t.
+#[pyfunction]
+#[pyo3(signature = (config, base, out, force=false, json=false))]
+fn train_run(
+    py: Python<'_>,
+    config: &str,
+    base: PathBuf,
+    out: PathBuf,
+    force: bool,
+    json: bool,
+) -> PyResult<(String, String, u64, f64, f64)> {
+    let text = if json { json_to_toml(config)? } else { config.to_string() };
+    let r = interruptible(py, |stop| ntklab::runs::train_run(&text, &base, &out, force, stop))?;
+    Ok((text, r.status.to_string(), r.steps, r.initial_loss, r.t))
+}
+
+/// The out folder a train config names (`out = "..."`), if any; checks the config on the way.
+#[pyfunction]
+#[pyo3(signature = (config, json=false))]
+fn train_out(config: &str, json: bool) -> PyResult<Option<PathBuf>> {
+    let text = if json { json_to_toml(config)? } else { config.to_string() };
+    Ok(ntklab::train::RunConfig::from_toml_str(&text).map_err(py_err)?.out)
+}
+
+/// The reproductions: (name, description) pairs.
+#[pyfunction]
+fn experiments() -> Vec<(&'static str, &'static str)> {
+    ntklab::experiment::REGISTRY.iter().map(|e| (e.name(), e.description())).collect()
+}
+
+fn prepare(
+    name: &str,
+    quick: bool,
+    overrides: Option<&str>,
+    seed: Option<u64>,
+) -> PyResult<(&'static dyn ntklab::experiment::Experiment, ntklab::experiment::Prepared)> {
+    let exp = ntklab::experiment::find(name).map_err(py_err)?;
+    let table = match overrides {
+        None => None,
+        Some(j) => match toml::Value::try_from(
+            serde_json::from_str::<serde_json::Value>(j)
+                .map_err(|e| PyValueError::new_err(format!("overrides are not valid: {e}")))?,
+        ) {
+            Ok(toml::Value::Table(t)) => Some(t),
+            Ok(_) => return Err(PyValueError::new_err("overrides must be keyword arguments")),
+            Err(e) => return Err(PyValueError::new_err(format!("overrides cannot be TOML values: {e}"))),
+        },
+    };
+    let prepared = exp.prepare(quick, table.as_ref(), seed).map_err(py_err)?;
+    Ok((exp, prepared))
+}
+
+/// The configuration `run_experiment` would run, as JSON.
+#[pyfunction]
+#[pyo3(signature = (name, quick=false, overrides=None, seed=None))]
+fn experiment_config(name: &str, quick: bool, overrides: Option<&str>, seed: Option<u64>) -> PyResult<String> {
+    let (_, prepared) = prepare(name, quick, overrides, seed)?;
+    Ok(prepared.config.to_string())
+}
+
+/// Runs the reproduction `name` into the report folder `out`, as `ntklab run` does (`overrides`: JSON of config
+/// keys). Returns the console summary, the seconds, the steps reused from a checkpoint and the files written.
+#[pyfunction]
+#[pyo3(signature = (name, out, quick=false, overrides=None, seed=None, resume=false, force=false))]
+#[allow(clippy::too_many_arguments)]
+fn run_experiment(
+    py: Python<'_>,
+    name: &str,
+    out: PathBuf,
+    quick: bool,
+    overrides: Option<&str>,
+    seed: Option<u64>,
+    resume: bool,
+    force: bool,
+) -> PyResult<(String, f64, usize, Vec<String>)> {
+    let (exp, prepared) = prepare(name, quick, overrides, seed)?;
+    let done = interruptible(py, |stop| ntklab::runs::run_experiment(exp, &prepared, &out, resume, force, stop))?;
+    Ok((done.console, done.seconds, done.reused, done.files))
+}
+
 /// Keep freed memory in the process for reuse (glibc; elsewhere nothing): large matrices are then not
 /// mapped fresh, page by page, on every call. Affects the whole Python process; opt-in.
 #[pyfunction]
@@ -556,6 +721,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(flow, m)?)?;
     m.add_function(wrap_pyfunction!(gp, m)?)?;
     m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(train_run, m)?)?;
+    m.add_function(wrap_pyfunction!(train_out, m)?)?;
+    m.add_function(wrap_pyfunction!(experiments, m)?)?;
+    m.add_function(wrap_pyfunction!(experiment_config, m)?)?;
+    m.add_function(wrap_pyfunction!(run_experiment, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -120,6 +120,7 @@ fn compute_and_write(
     let progress = |done: usize, total: usize| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
+        Ok(())
     };
     let t0 = Instant::now();
     if f32 {
@@ -175,6 +176,7 @@ fn cnn_into<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar
             let k = job.full(&|d: usize, t: usize| {
                 pb.set_length(t as u64);
                 pb.set_position(d as u64);
+                Ok(())
             })?;
             pb.finish_and_clear();
             return write_kernel(out, &k, a.allow_nonfinite);
@@ -188,7 +190,10 @@ fn cnn_into<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar
         while r0 < n1 {
             let r1 = (r0 + rows).min(n1);
             let base = r0;
-            let k = job.rows(r0, r1, &|d: usize, _| pb.set_position((base + d) as u64))?;
+            let k = job.rows(r0, r1, &|d: usize, _| {
+                pb.set_position((base + d) as u64);
+                Ok(())
+            })?;
             wn.push(k.nngp.as_ref())?;
             wt.push(k.ntk.as_ref())?;
             r0 = r1;

@@ -248,9 +248,13 @@ fn kernels_from_arch(a: &PredictArgs) -> Result<Kernels> {
     let kernel = |a1: &Mat<f64>, a2: Option<&Mat<f64>>| -> ntklab::Result<ntklab::kernel::Kernel<f64>> {
         match &str_ {
             None => kernel(&arch, a1.as_ref(), a2.map(|m| m.as_ref())),
-            Some(shape) => {
-                ntklab::kernel::cnn::cnn_kernel(&arch, shape, a1.as_ref(), a2.map(|m| m.as_ref()), &|_, _| {})
-            }
+            Some(shape) => ntklab::kernel::cnn::cnn_kernel(
+                &arch,
+                shape,
+                a1.as_ref(),
+                a2.map(|m| m.as_ref()),
+                &ntklab::runs::no_progress,
+            ),
         }
     };
     let kind = a.kernel.unwrap_or(if a.mode == Mode::Gp { KernelKind::Nngp } else { KernelKind::Ntk });

@@ -220,7 +220,7 @@ fn image_inputs_give_the_convolutional_kernel() {
         &ntklab::kernel::Shape::image(&[h, w], c),
         x.as_ref(),
         None,
-        &|_, _| {},
+        &ntklab::runs::no_progress,
     )
     .unwrap();
     assert_eq!(got.shape, vec![n, n]);

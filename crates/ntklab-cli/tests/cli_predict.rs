@@ -443,8 +443,11 @@ fn image_inputs_predict_with_the_convolutional_kernel() {
     );
     let arch = ntklab::kernel::Architecture::parse(arch_s, ntklab::kernel::Parameterization::Ntk).unwrap();
     let shape = ntklab::kernel::Shape::image(&[h, w], c);
-    let k = ntklab::kernel::cnn::cnn_kernel(&arch, &shape, xtr.as_ref(), None, &|_, _| {}).unwrap().ntk;
-    let kt = ntklab::kernel::cnn::cnn_kernel(&arch, &shape, xte.as_ref(), Some(xtr.as_ref()), &|_, _| {}).unwrap().ntk;
+    let k = ntklab::kernel::cnn::cnn_kernel(&arch, &shape, xtr.as_ref(), None, &ntklab::runs::no_progress).unwrap().ntk;
+    let kt =
+        ntklab::kernel::cnn::cnn_kernel(&arch, &shape, xte.as_ref(), Some(xtr.as_ref()), &ntklab::runs::no_progress)
+            .unwrap()
+            .ntk;
     let want = krr(k.as_ref(), y.as_ref(), kt.as_ref(), 1e-3).unwrap().prediction;
     assert!(max_diff(&read(&d.join("o/prediction.npy")), &want) < 1e-12);
     // Train and test of different shapes are named.

@@ -41,6 +41,15 @@ pub trait Watch {
     }
 }
 
+/// Progress of parallel work, called from worker threads with `(done, total)`; an error from it (normally
+/// [`Error::Cancelled`]) stops the work once the units in flight are done, and the call returns that error.
+pub type OnProgress<'a> = &'a (dyn Fn(usize, usize) -> Result<()> + Sync);
+
+/// An [`OnProgress`] that reports nowhere and never stops the work.
+pub fn no_progress(_done: usize, _total: usize) -> Result<()> {
+    Ok(())
+}
+
 /// A [`Watch`] that shows nothing and never stops the work.
 pub struct Quiet;
 
@@ -435,5 +444,41 @@ steps = 40
         assert!(done.files.iter().any(|f| f == "summary.json") && done.files.iter().any(|f| f == "report.html"));
         assert!(!partial_dir(&out).exists());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// An error from the progress callback stops a kernel computation early (dense tiles and CNN rows) and is
+    /// what the call returns.
+    #[test]
+    fn an_error_from_progress_stops_a_kernel() {
+        use crate::kernel::{Architecture, Parameterization};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (calls, total) = (&AtomicUsize::new(0), &AtomicUsize::new(0));
+        let stop_after = |n: usize| {
+            move |done: usize, t: usize| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                total.store(t, Ordering::Relaxed);
+                if done >= n {
+                    Err(Error::Cancelled)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let arch = Architecture::parse("dense(8),relu,dense(1)", Parameterization::Ntk).unwrap();
+        let x = faer::Mat::from_fn(1500, 3, |i, j| ((i * 7 + j * 3) % 11) as f64 / 11.0 - 0.4);
+        let r = crate::kernel::kernel_with_progress::<f64>(&arch, x.as_ref(), None, &stop_after(2));
+        assert!(matches!(r, Err(Error::Cancelled)));
+        let (c, t) = (calls.load(Ordering::Relaxed), total.load(Ordering::Relaxed));
+        assert!(t > 10 && c < t, "{c} progress calls of {t} tiles: the rest were skipped");
+
+        calls.store(0, Ordering::Relaxed);
+        let arch = Architecture::parse("conv(4,3x3,padding=same),relu,global_avg_pool,dense(1)", Parameterization::Ntk)
+            .unwrap();
+        let shape = crate::kernel::Shape::image(&[4, 4], 2);
+        let x = faer::Mat::from_fn(60, 32, |i, j| ((i * 5 + j * 3) % 13) as f64 / 13.0 - 0.5);
+        let job = crate::kernel::cnn::CnnKernel::<f64>::new(&arch, &shape, x.as_ref(), None).unwrap();
+        assert!(matches!(job.full(&stop_after(3)), Err(Error::Cancelled)));
+        assert!(calls.load(Ordering::Relaxed) < 60);
+        assert!(job.full(&no_progress).is_ok());
     }
 }

@@ -32,7 +32,7 @@ fn cnn_kernels_match_neural_tangents() {
         let x = get("x");
         let rows = x.shape[0];
         let xm = Mat::from_fn(rows, input.size(), |i, j| x.data[i * input.size() + j]);
-        let k = cnn_kernel(&arch, &input, xm.as_ref(), None, &|_, _| {}).unwrap();
+        let k = cnn_kernel(&arch, &input, xm.as_ref(), None, &ntklab::runs::no_progress).unwrap();
         for (what, ours, theirs) in [("nngp", &k.nngp, get("nngp")), ("ntk", &k.ntk, get("ntk"))] {
             let scale = theirs.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             let mut worst = 0.0f64;
@@ -46,7 +46,8 @@ fn cnn_kernels_match_neural_tangents() {
             eprintln!("{name} {what}: worst relative difference {worst:.1e}");
         }
         // Off-diagonal blocks (x2 given) agree with the symmetric computation.
-        let k2 = cnn_kernel(&arch, &input, xm.as_ref().subrows(0, 2), Some(xm.as_ref()), &|_, _| {}).unwrap();
+        let k2 = cnn_kernel(&arch, &input, xm.as_ref().subrows(0, 2), Some(xm.as_ref()), &ntklab::runs::no_progress)
+            .unwrap();
         for i in 0..2 {
             for j in 0..rows {
                 assert!((k2.ntk[(i, j)] - k.ntk[(i, j)]).abs() <= 1e-12 * k.ntk[(i, i)].abs().max(1.0), "{name}");

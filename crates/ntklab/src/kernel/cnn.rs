@@ -28,6 +28,7 @@ use super::compute::{Kernel, KernelScalar};
 use super::fastmath::Real;
 use super::graph::{Graph, Op};
 use super::spatial::{Shape, Window};
+use crate::runs::OnProgress;
 use crate::{Error, Result};
 
 /// How a node acts on a pair's (K, Theta), precomputed from the graph.
@@ -890,7 +891,7 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
     }
 
     /// Rows `r0..r1` of the kernel (all columns); `progress(done, total)` counts rows.
-    pub fn rows(&self, r0: usize, r1: usize, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Kernel<R>> {
+    pub fn rows(&self, r0: usize, r1: usize, progress: OnProgress) -> Result<Kernel<R>> {
         let (n1, n2) = (self.x1.nrows(), self.x2.map_or(self.x1.nrows(), |m| m.nrows()));
         if r0 > r1 || r1 > n1 {
             return Err(Error::Shape(format!("rows {r0}..{r1} of a kernel with {n1} rows")));
@@ -904,17 +905,17 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
             .into_par_iter()
             .map(|i| {
                 let row = self.row_entries(i, false);
-                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, r1 - r0);
-                row
+                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, r1 - r0)?;
+                Ok(row)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let nngp = Mat::from_fn(r1 - r0, n2, |i, j| out[i][j].0);
         let ntk = Mat::from_fn(r1 - r0, n2, |i, j| out[i][j].1);
         Ok(Kernel { nngp, ntk })
     }
 
     /// The whole kernel, each pair computed once (the symmetric case mirrors).
-    pub fn full(&self, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Kernel<R>> {
+    pub fn full(&self, progress: OnProgress) -> Result<Kernel<R>> {
         let n1 = self.x1.nrows();
         if self.x2.is_some() {
             return self.rows(0, n1, progress);
@@ -924,15 +925,15 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
             &format!("the convolutional NNGP and NTK ({n1} x {n1}; --batch computes them in slices of rows)"),
         )?;
         let done = std::sync::atomic::AtomicUsize::new(0);
-        progress(0, n1);
+        progress(0, n1)?;
         let out: Vec<Vec<(R, R)>> = (0..n1)
             .into_par_iter()
             .map(|i| {
                 let row = self.row_entries(i, true);
-                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1);
-                row
+                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1)?;
+                Ok(row)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut nngp = Mat::from_fn(n1, n1, |_, _| R::ZERO);
         let mut ntk = Mat::from_fn(n1, n1, |_, _| R::ZERO);
         for (i, row) in out.iter().enumerate() {
@@ -954,7 +955,7 @@ pub fn cnn_kernel(
     input: &Shape,
     x1: MatRef<'_, f64>,
     x2: Option<MatRef<'_, f64>>,
-    progress: &(dyn Fn(usize, usize) + Sync),
+    progress: OnProgress,
 ) -> Result<Kernel<f64>> {
     cnn_kernel_in::<f64>(arch, input, x1, x2, progress)
 }
@@ -966,7 +967,7 @@ pub fn cnn_kernel_in<R: KernelScalar>(
     input: &Shape,
     x1: MatRef<'_, f64>,
     x2: Option<MatRef<'_, f64>>,
-    progress: &(dyn Fn(usize, usize) + Sync),
+    progress: OnProgress,
 ) -> Result<Kernel<R>> {
     CnnKernel::<R>::new(arch, input, x1, x2)?.full(progress)
 }
@@ -995,7 +996,7 @@ mod tests {
         ] {
             let a = Architecture::parse(conv, param).unwrap();
             let b = Architecture::parse(dense, param).unwrap();
-            let kc = cnn_kernel(&a, &Shape::image(&[1, 1], 3), x.as_ref(), None, &|_, _| {}).unwrap();
+            let kc = cnn_kernel(&a, &Shape::image(&[1, 1], 3), x.as_ref(), None, &crate::runs::no_progress).unwrap();
             let kd = crate::kernel::kernel(&b, x.as_ref(), None).unwrap();
             for i in 0..5 {
                 for j in 0..5 {
@@ -1022,9 +1023,9 @@ mod tests {
         )
         .unwrap();
         let job = CnnKernel::<R>::new(&arch, &s, x.as_ref(), None).unwrap();
-        let whole = job.full(&|_, _| {}).unwrap();
+        let whole = job.full(&crate::runs::no_progress).unwrap();
         for (r0, r1) in [(0, 3), (3, 6), (6, 7)] {
-            let b = job.rows(r0, r1, &|_, _| {}).unwrap();
+            let b = job.rows(r0, r1, &crate::runs::no_progress).unwrap();
             for i in r0..r1 {
                 for j in 0..7 {
                     assert_eq!(b.nngp[(i - r0, j)], whole.nngp[(i, j)]);
@@ -1032,7 +1033,7 @@ mod tests {
                 }
             }
         }
-        assert!(job.rows(6, 8, &|_, _| {}).is_err());
+        assert!(job.rows(6, 8, &crate::runs::no_progress).is_err());
         // The diagonal mode (no pooling) vectorizes over columns: blocks must still give the same bits.
         let arch = Architecture::parse(
             "conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),relu,conv(2,2x2,padding=circular),erf,flatten,dense(1)",
@@ -1040,8 +1041,8 @@ mod tests {
         )
         .unwrap();
         let job = CnnKernel::<R>::new(&arch, &s, x.as_ref(), None).unwrap();
-        let whole = job.full(&|_, _| {}).unwrap();
-        let b = job.rows(2, 5, &|_, _| {}).unwrap();
+        let whole = job.full(&crate::runs::no_progress).unwrap();
+        let b = job.rows(2, 5, &crate::runs::no_progress).unwrap();
         for i in 2..5 {
             for j in 0..7 {
                 assert_eq!(b.ntk[(i - 2, j)], whole.ntk[(i, j)], "({i}, {j})");
@@ -1130,9 +1131,9 @@ mod tests {
             ),
         ] {
             let arch = Architecture::parse(a, p).unwrap();
-            let k64 = cnn_kernel(&arch, &s, x.as_ref(), None, &|_, _| {}).unwrap();
-            let k32 = cnn_kernel_in::<f32>(&arch, &s, x.as_ref(), Some(x.as_ref().subrows(1, 4)), &|_, _| {}).unwrap();
-            let k64x = cnn_kernel(&arch, &s, x.as_ref(), Some(x.as_ref().subrows(1, 4)), &|_, _| {}).unwrap();
+            let k64 = cnn_kernel(&arch, &s, x.as_ref(), None, &crate::runs::no_progress).unwrap();
+            let k32 = cnn_kernel_in::<f32>(&arch, &s, x.as_ref(), Some(x.as_ref().subrows(1, 4)), &crate::runs::no_progress).unwrap();
+            let k64x = cnn_kernel(&arch, &s, x.as_ref(), Some(x.as_ref().subrows(1, 4)), &crate::runs::no_progress).unwrap();
             for (m32, m64, what) in [(&k32.nngp, &k64x.nngp, "nngp"), (&k32.ntk, &k64x.ntk, "ntk")] {
                 let scale = m64.norm_max();
                 assert!(scale > 0.1, "{a}: degenerate");
@@ -1162,8 +1163,8 @@ mod tests {
         )
         .unwrap();
         fn check<R: KernelScalar>(arch: &Architecture, s: &Shape, x: MatRef<'_, f64>, tol: f64) {
-            let sym = cnn_kernel_in::<R>(arch, s, x, None, &|_, _| {}).unwrap();
-            let cross = cnn_kernel_in::<R>(arch, s, x, Some(x.subrows(1, 2)), &|_, _| {}).unwrap();
+            let sym = cnn_kernel_in::<R>(arch, s, x, None, &crate::runs::no_progress).unwrap();
+            let cross = cnn_kernel_in::<R>(arch, s, x, Some(x.subrows(1, 2)), &crate::runs::no_progress).unwrap();
             for (a, b) in [(1, 0), (2, 1)] {
                 for (m, c) in [(&sym.nngp, &cross.nngp), (&sym.ntk, &cross.ntk)] {
                     let (want, got) = (m[(a, a)].wide(), c[(a, b)].wide());
@@ -1187,7 +1188,7 @@ mod tests {
         let x = gaussian(2, 32, 1);
         let err = |a: &str| {
             let arch = Architecture::parse(a, Parameterization::Ntk).unwrap();
-            cnn_kernel(&arch, &s, x.as_ref(), None, &|_, _| {}).unwrap_err().to_string()
+            cnn_kernel(&arch, &s, x.as_ref(), None, &crate::runs::no_progress).unwrap_err().to_string()
         };
         assert!(err("conv(3,3x3),relu").contains("end it with flatten or global_avg_pool"));
         let e = err("conv(3,3x3),relu,dense(1)");
@@ -1197,6 +1198,9 @@ mod tests {
         assert!(err("conv(3,3x3),flatten,relu,dense(1)").contains("not Gaussian"));
         let arch = Architecture::parse("conv(3,3x3),flatten,dense(1)", Parameterization::Ntk).unwrap();
         let bad = gaussian(2, 31, 1);
-        assert!(cnn_kernel(&arch, &s, bad.as_ref(), None, &|_, _| {}).unwrap_err().to_string().contains("32 values"));
+        assert!(cnn_kernel(&arch, &s, bad.as_ref(), None, &crate::runs::no_progress)
+            .unwrap_err()
+            .to_string()
+            .contains("32 values"));
     }
 }

@@ -12,6 +12,7 @@ use super::arch::{Architecture, Parameterization};
 use super::fastmath::{self, Real};
 use super::graph::Op;
 use crate::layers;
+use crate::runs::OnProgress;
 use crate::{Error, Result};
 
 /// NNGP and NTK matrices between two input sets: `nngp`, `ntk` are N1 x N2.
@@ -254,16 +255,16 @@ pub fn kernel_generic<T: KernelScalar>(
     x1: MatRef<'_, T>,
     x2: Option<MatRef<'_, T>>,
 ) -> Result<Kernel<T>> {
-    kernel_with(arch, x1, x2, simd_level(), &|_, _| {})
+    kernel_with(arch, x1, x2, simd_level(), &crate::runs::no_progress)
 }
 
 /// [`kernel_generic`] calling `progress(done, total)` (from worker threads) as output tiles finish, e.g. for a
-/// progress bar with an ETA.
+/// progress bar with an ETA; an error from it stops the computation.
 pub fn kernel_with_progress<T: KernelScalar>(
     arch: &Architecture,
     x1: MatRef<'_, T>,
     x2: Option<MatRef<'_, T>>,
-    progress: &(dyn Fn(usize, usize) + Sync),
+    progress: OnProgress,
 ) -> Result<Kernel<T>> {
     kernel_with(arch, x1, x2, simd_level(), progress)
 }
@@ -274,7 +275,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     x1: MatRef<'_, T>,
     x2: Option<MatRef<'_, T>>,
     simd: Simd,
-    progress: &(dyn Fn(usize, usize) + Sync),
+    progress: OnProgress,
 ) -> Result<Kernel<T>> {
     let d = x1.ncols();
     if x1.nrows() == 0 || d == 0 {
@@ -328,10 +329,16 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     };
     let inv_d = 1.0 / d as f64;
     let finished = std::sync::atomic::AtomicUsize::new(0);
-    progress(0, tiles.len());
+    // The first error from `progress`: the tasks not yet started return at once.
+    let stopped = std::sync::Mutex::new(None);
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    progress(0, tiles.len())?;
     tiles.par_iter().with_max_len(1).for_each_init(
         || ColVars::<T>::new(nslots, regs),
         |col, &(ib, jb)| {
+            if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let (i0, i1) = (ib * TILE, ((ib + 1) * TILE).min(n1));
             let (j0, j1) = (jb * TILE, ((jb + 1) * TILE).min(n2));
             // SAFETY: the block rows i0..i1 x columns j0..j1 belongs to this task only (tiles are disjoint;
@@ -366,9 +373,17 @@ pub(crate) fn kernel_with<T: KernelScalar>(
                     }
                 }
             }
-            progress(finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, tiles.len());
+            if let Err(e) = progress(finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, tiles.len()) {
+                stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut s) = stopped.lock() {
+                    s.get_or_insert(e);
+                }
+            }
         },
     );
+    if let Some(e) = stopped.into_inner().ok().flatten() {
+        return Err(e);
+    }
     if symmetric {
         // The diagonal by the exact scalar recursion (s12 == s11 == s22, so cos(theta) is exactly 1 there).
         for (i, &q) in q1.iter().enumerate() {

@@ -388,13 +388,14 @@ fn tiled_symmetric_pass_matches_rectangular_pass_on_every_simd_build() {
     ] {
         for p in [Parameterization::Ntk, Parameterization::Standard] {
             let arch = Architecture::parse(spec, p).unwrap();
-            let reference = kernel_with(&arch, x.as_ref(), Some(x.as_ref()), Simd::Generic, &|_, _| {}).unwrap();
+            let reference =
+                kernel_with(&arch, x.as_ref(), Some(x.as_ref()), Simd::Generic, &crate::runs::no_progress).unwrap();
             let scale = (0..n).map(|i| reference.ntk[(i, i)].abs()).fold(0.0, f64::max);
             // The diagonal of the symmetric pass is the exact scalar recursion.
             let exact = kernel(&arch, x.as_ref(), None).unwrap();
             for &simd in &builds {
-                let sym = kernel_with(&arch, x.as_ref(), None, simd, &|_, _| {}).unwrap();
-                let sym32 = kernel_with(&arch, x32.as_ref(), None, simd, &|_, _| {}).unwrap();
+                let sym = kernel_with(&arch, x.as_ref(), None, simd, &crate::runs::no_progress).unwrap();
+                let sym32 = kernel_with(&arch, x32.as_ref(), None, simd, &crate::runs::no_progress).unwrap();
                 for j in 0..n {
                     for i in (0..n).filter(|&i| i != j) {
                         assert_eq!(sym.ntk[(i, j)], sym.ntk[(j, i)], "{spec} {simd:?}: symmetric");

@@ -173,7 +173,7 @@ fn wide_errors(spec: &str, shape: &Shape, x: MatRef<'_, f64>, c: usize, m: usize
         Architecture::parse(&s.replace("{M}", &m.to_string()), Parameterization::Ntk).unwrap()
     };
     let (wide_out, one_out) = (arch(m), arch(1));
-    let inf = cnn_kernel(&one_out, shape, x, None, &|_, _| {}).unwrap();
+    let inf = cnn_kernel(&one_out, shape, x, None, &crate::runs::no_progress).unwrap();
     let (sn, st) = (inf.nngp.norm_max(), inf.ntk.norm_max());
     let mut err = (0.0, 0.0);
     for s in 0..seeds {
