@@ -27,8 +27,10 @@ def examples_bytes(x, what):
     return a.tobytes(), [int(s) for s in a.shape]
 
 
-def matrix_from_bytes(b, n1, n2, dtype):
-    """An n1 x n2 array over the row-major values in ``b``: the core returns bytearrays, so the array is
-    writable and shares their memory (no copy)."""
-    a = np.frombuffer(b, dtype=dtype).reshape(n1, n2)
+def matrix_from_bytes(b, n1, n2, dtype, order="C"):
+    """An n1 x n2 array over the values in ``b``, row-major (``order='C'``) or column-major (``'F'``, as the
+    kernels come: the core writes them in place): the core returns bytearrays, so the array is writable and
+    shares their memory (no copy)."""
+    a = np.frombuffer(b, dtype=dtype)
+    a = a.reshape(n1, n2) if order == "C" else a.reshape(n2, n1).T
     return a if a.flags.writeable else a.copy()

@@ -1,5 +1,6 @@
 """Type stubs of the compiled module (see src/lib.rs). Arrays go in as C-order float64 bytes plus a shape and come
-back as bytearrays of row-major values (numpy wraps them without a copy)."""
+back as bytearrays of row-major values (kernels: column-major, written in place), which numpy wraps without a
+copy."""
 
 from os import PathLike
 from typing import List, Optional, Sequence, Tuple

@@ -404,7 +404,8 @@ def _make_kernel_fn(emit):
         nngp, ntk = _core.kernel(arch, p, b1, s1, b2, s2, precision == "f32")
         n2 = s2[0] if s2 is not None else s1[0]
         dtype = np.float32 if precision == "f32" else np.float64
-        k = Kernel(matrix_from_bytes(nngp, s1[0], n2, dtype), matrix_from_bytes(ntk, s1[0], n2, dtype))
+        # Fortran order: the core writes the kernels in place, column by column (values as in any order).
+        k = Kernel(matrix_from_bytes(nngp, s1[0], n2, dtype, "F"), matrix_from_bytes(ntk, s1[0], n2, dtype, "F"))
         if get is None:
             return k
         if isinstance(get, str):

@@ -14,7 +14,7 @@ use faer::{Mat, MatRef};
 use ntklab::data::io::Array;
 use ntklab::kernel::cnn::CnnKernel;
 use ntklab::kernel::compute::KernelScalar;
-use ntklab::kernel::{kernel_with_progress, Architecture, Kernel, Parameterization, Shape};
+use ntklab::kernel::{Architecture, Parameterization, Shape};
 use ntklab::net::{cast, load_mlp, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs};
 use ntklab::predict::{gp_posterior, LinearizedDynamics, Time};
 use ntklab::runs::Watch;
@@ -89,27 +89,89 @@ fn to_bytearray<'py, T: KernelScalar>(py: Python<'py>, m: MatRef<'_, T>) -> PyRe
     })
 }
 
-/// The kernel pair in precision T: the CNN path for inputs with spatial axes (as `ntklab kernel` does for
-/// N x H x W x C files), the dense path otherwise.
-fn kernel_in<T: KernelScalar>(
+/// A raw pointer that may cross to the worker thread of [`interruptible`].
+struct SendPtr<T>(*mut T);
+
+// SAFETY: it points into a bytearray that the calling thread keeps alive and does not touch while the worker
+// writes through it.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// A bytearray of `len` bytes with unspecified contents: the caller writes every byte before Python sees it.
+fn bytearray_uninit(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyByteArray>> {
+    let len = isize::try_from(len).map_err(|_| PyMemoryError::new_err(format!("{len} bytes cannot be allocated")))?;
+    // SAFETY: a NULL source asks CPython for an uninitialized buffer of `len` bytes; the result is a new
+    // reference to a bytearray, or NULL with an exception set.
+    unsafe {
+        let ptr = pyo3::ffi::PyByteArray_FromStringAndSize(std::ptr::null(), len);
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyByteArray>())
+    }
+}
+
+/// A matrix as a bytearray of its column-major values (numpy wraps it as a Fortran-order array, no copy).
+fn col_major_bytes<'py, T: KernelScalar>(py: Python<'py>, m: MatRef<'_, T>) -> PyResult<Bound<'py, PyByteArray>> {
+    let size = std::mem::size_of::<T>();
+    let (r, c) = (m.nrows(), m.ncols());
+    PyByteArray::new_with(py, r * c * size, |buf| {
+        for j in 0..c {
+            for (i, v) in m.col(j).iter().enumerate() {
+                let at = (j * r + i) * size;
+                // Widening f32 to f64 and back is exact.
+                if size == 4 {
+                    buf[at..at + 4].copy_from_slice(&(v.wide() as f32).to_ne_bytes());
+                } else {
+                    buf[at..at + 8].copy_from_slice(&v.wide().to_ne_bytes());
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The kernel pair in precision T as column-major bytes: the CNN path for inputs with spatial axes (as `ntklab
+/// kernel` does for N x H x W x C files), copied out; the dense path written straight into the bytearrays.
+fn kernel_bytes<'py, T: KernelScalar>(
+    py: Python<'py>,
     arch: &Architecture,
     shape: Option<&Shape>,
     x1: &Mat<f64>,
     x2: Option<&Mat<f64>>,
-    stop: &Stop,
-) -> ntklab::Result<Kernel<T>> {
-    let progress = |d: usize, t: usize| stop.progress(d, t);
-    match shape {
-        Some(s) => CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?.full(&progress),
-        None => {
-            let cast = |m: &Mat<f64>| Mat::<T>::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)]));
-            let (a, b) = (cast(x1), x2.map(cast));
-            kernel_with_progress::<T>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &progress)
-        }
+) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    if let Some(s) = shape {
+        let k = interruptible(py, |stop| {
+            CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?.full(&|d, t| stop.progress(d, t))
+        })?;
+        return Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?));
     }
+    let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows()));
+    let len = n1.saturating_mul(n2).saturating_mul(std::mem::size_of::<T>());
+    ntklab::data::memory::check_alloc(len.saturating_mul(2), &format!("the NNGP and NTK matrices ({n1} x {n2} each)"))
+        .map_err(py_err)?;
+    let cast = |m: &Mat<f64>| Mat::<T>::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)]));
+    let (a, b) = (cast(x1), x2.map(cast));
+    let (kb, tb) = (bytearray_uninit(py, len)?, bytearray_uninit(py, len)?);
+    let (kp, tp) = (SendPtr(kb.data().cast::<T>()), SendPtr(tb.data().cast::<T>()));
+    interruptible(py, |stop| {
+        // SAFETY: each bytearray holds n1 n2 values of T (aligned: CPython's allocator aligns to 16 bytes), lives
+        // until after this call, and nothing else reads or writes it meanwhile.
+        let (k, t) = unsafe {
+            (
+                faer::MatMut::from_raw_parts_mut(kp.get(), n1, n2, 1, n1 as isize),
+                faer::MatMut::from_raw_parts_mut(tp.get(), n1, n2, 1, n1 as isize),
+            )
+        };
+        ntklab::kernel::kernel_into(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), k, t, &|d, t| stop.progress(d, t))
+    })?;
+    Ok((kb, tb))
 }
 
-/// Infinite-width NNGP and NTK of `arch` (ntklab's architecture language) on x1 (and x2), as row-major bytes
+/// Infinite-width NNGP and NTK of `arch` (ntklab's architecture language) on x1 (and x2), as column-major bytes
 /// (float64, or float32 with `f32`).
 #[pyfunction]
 #[pyo3(signature = (arch, parameterization, x1, shape1, x2=None, shape2=None, f32=false))]
@@ -143,11 +205,9 @@ fn kernel<'py>(
         _ => return Err(PyValueError::new_err("x2 and shape2 go together")),
     };
     if f32 {
-        let k = interruptible(py, |stop| kernel_in::<f32>(&arch, s1.as_ref(), &m1, m2.as_ref(), stop))?;
-        Ok((to_bytearray(py, k.nngp.as_ref())?, to_bytearray(py, k.ntk.as_ref())?))
+        kernel_bytes::<f32>(py, &arch, s1.as_ref(), &m1, m2.as_ref())
     } else {
-        let k = interruptible(py, |stop| kernel_in::<f64>(&arch, s1.as_ref(), &m1, m2.as_ref(), stop))?;
-        Ok((to_bytearray(py, k.nngp.as_ref())?, to_bytearray(py, k.ntk.as_ref())?))
+        kernel_bytes::<f64>(py, &arch, s1.as_ref(), &m1, m2.as_ref())
     }
 }
 

@@ -277,6 +277,51 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     simd: Simd,
     progress: OnProgress,
 ) -> Result<Kernel<T>> {
+    check_inputs(x1, x2)?;
+    let (n1, n2) = (x1.nrows(), x2.unwrap_or(x1).nrows());
+    crate::data::memory::check_alloc(
+        n1.saturating_mul(n2).saturating_mul(2 * std::mem::size_of::<T>()),
+        &format!("the NNGP and NTK matrices ({n1} x {n2} each; split the inputs into blocks with --x2 to tile)"),
+    )?;
+    let prof = Profile::start();
+    let mut nngp = alloc_mat::<T>(n1, n2);
+    let mut ntk = alloc_mat::<T>(n1, n2);
+    prof.mark("alloc + prefault");
+    fused_pass(arch, x1, x2, simd, nngp.as_mut(), ntk.as_mut(), progress)?;
+    prof.mark("fused pass");
+    Ok(Kernel { nngp, ntk })
+}
+
+/// [`kernel_with_progress`] into caller-provided column-major N1 x N2 matrices (any column stride >= N1), e.g.
+/// memory that another runtime owns and hands out without a copy: every entry is written; contents before the
+/// call do not matter, and the pages are faulted in from all threads first.
+pub fn kernel_into<T: KernelScalar>(
+    arch: &Architecture,
+    x1: MatRef<'_, T>,
+    x2: Option<MatRef<'_, T>>,
+    mut nngp: MatMut<'_, T>,
+    mut ntk: MatMut<'_, T>,
+    progress: OnProgress,
+) -> Result<()> {
+    check_inputs(x1, x2)?;
+    let (n1, n2) = (x1.nrows(), x2.unwrap_or(x1).nrows());
+    for (m, what) in [(nngp.as_ref(), "the NNGP output"), (ntk.as_ref(), "the NTK output")] {
+        if (m.nrows(), m.ncols()) != (n1, n2) {
+            return Err(Error::Shape(format!("{what} is {} x {}, the kernel {n1} x {n2}", m.nrows(), m.ncols())));
+        }
+        if n1 > 1 && (m.row_stride() != 1 || m.col_stride() < n1 as isize) {
+            return Err(Error::Shape(format!("{what} must be column-major")));
+        }
+    }
+    for m in [nngp.rb_mut(), ntk.rb_mut()] {
+        let bytes = (m.col_stride().max(1) as usize) * n2 * std::mem::size_of::<T>();
+        prefault(m.as_ptr_mut().cast(), bytes);
+    }
+    fused_pass(arch, x1, x2, simd_level(), nngp, ntk, progress)
+}
+
+/// Errors for inputs a kernel cannot be computed from (empty, mismatched, non-finite).
+fn check_inputs<T: KernelScalar>(x1: MatRef<'_, T>, x2: Option<MatRef<'_, T>>) -> Result<()> {
     let d = x1.ncols();
     if x1.nrows() == 0 || d == 0 {
         return Err(Error::Shape(format!("x1 must be a non-empty N x d matrix, got {} x {}", x1.nrows(), d)));
@@ -297,6 +342,20 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     if let Some(x2) = x2 {
         check_finite(x2, "x2")?;
     }
+    Ok(())
+}
+
+/// The fused pass of [`kernel_with`] into column-major outputs of the right size ([`check_inputs`] passed).
+fn fused_pass<T: KernelScalar>(
+    arch: &Architecture,
+    x1: MatRef<'_, T>,
+    x2: Option<MatRef<'_, T>>,
+    simd: Simd,
+    mut nngp: MatMut<'_, T>,
+    mut ntk: MatMut<'_, T>,
+    progress: OnProgress,
+) -> Result<()> {
+    let d = x1.ncols();
     let stages = plan(arch, d)?;
     let regs = stages.regs;
     let symmetric = x2.is_none();
@@ -306,20 +365,12 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     // One pass over output tiles: each task computes a TILE x TILE block of the Gram matrix with a
     // single-threaded GEMM into its place in the NNGP buffer, carries it through every layer while it is
     // in cache, writes the NTK block, and (symmetric case) copies both onto the mirror tile.
-    let prof = Profile::start();
-    crate::data::memory::check_alloc(
-        n1.saturating_mul(n2).saturating_mul(2 * std::mem::size_of::<T>()),
-        &format!("the NNGP and NTK matrices ({n1} x {n2} each; split the inputs into blocks with --x2 to tile)"),
-    )?;
-    let mut nngp = alloc_mat::<T>(n1, n2);
-    let mut ntk = alloc_mat::<T>(n1, n2);
-    prof.mark("alloc + prefault");
     let q1 = row_sq_norms(x1, d);
     let t1 = RowTables::<T>::new(&stages, &q1);
     let t2 = if symmetric { None } else { Some(RowTables::<T>::new(&stages, &row_sq_norms(x2m, d))) };
     let t2 = t2.as_ref().unwrap_or(&t1);
-    let kout = OutMat::new(&mut nngp);
-    let tout = OutMat::new(&mut ntk);
+    let kout = OutMat::new(nngp.rb_mut());
+    let tout = OutMat::new(ntk.rb_mut());
     let nslots = t1.q.len();
     let (nb1, nb2) = (n1.div_ceil(TILE), n2.div_ceil(TILE));
     let tiles: Vec<(usize, usize)> = if symmetric {
@@ -395,8 +446,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
             }
         }
     }
-    prof.mark("fused pass");
-    Ok(Kernel { nngp, ntk })
+    Ok(())
 }
 
 /// Per-slot tables over rows: variance q before nonlinearity `slot`, r = sqrt(q) and 1/r (0 where q = 0).
@@ -458,9 +508,9 @@ unsafe impl<T: Send> Send for OutMat<T> {}
 unsafe impl<T: Sync> Sync for OutMat<T> {}
 
 impl<T: KernelScalar> OutMat<T> {
-    fn new(m: &mut Mat<T>) -> Self {
+    fn new(m: MatMut<'_, T>) -> Self {
         let cs = m.col_stride();
-        assert!(cs >= m.nrows() as isize && m.row_stride() == 1, "column-major storage");
+        assert!(cs >= m.nrows() as isize && (m.row_stride() == 1 || m.nrows() <= 1), "column-major storage");
         OutMat { ptr: m.as_ptr_mut(), cs: cs as usize }
     }
     /// # Safety

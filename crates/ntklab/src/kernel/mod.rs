@@ -17,7 +17,7 @@ pub mod spec;
 
 pub use activation::{Activation, Dual};
 pub use arch::{Architecture, Layer, Parameterization};
-pub use compute::{kernel, kernel_f32, kernel_with_progress, Kernel};
+pub use compute::{kernel, kernel_f32, kernel_into, kernel_with_progress, Kernel};
 pub use graph::{Graph, Node, Op};
 pub use quadrature::GaussHermite;
 pub use spatial::{Padding, Shape};

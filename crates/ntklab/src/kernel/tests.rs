@@ -584,3 +584,40 @@ fn sin_and_cos_duals_are_finite_and_exact_at_large_variance() {
         }
     }
 }
+
+/// `kernel_into` writes the same values as `kernel` into caller memory (here with a padded column stride and
+/// stale contents), symmetric and cross; outputs of the wrong size or layout are refused.
+#[test]
+fn kernel_into_caller_memory_equals_the_allocating_kernel() {
+    let arch = Architecture::parse("dense(16,w_std=1.4,b_std=0.1),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let x = gaussian(300, 5, 11);
+    let x2 = gaussian(7, 5, 12);
+    for (b, n2) in [(None, 300), (Some(x2.as_ref()), 7)] {
+        let want = compute::kernel_with_progress::<f64>(&arch, x.as_ref(), b, &crate::runs::no_progress).unwrap();
+        let ld = 300 + 5;
+        let mut kbuf = vec![f64::NAN; ld * n2];
+        let mut tbuf = vec![-1.0; ld * n2];
+        // SAFETY: each buffer holds ld * n2 values; the views use column stride ld >= 300 rows.
+        let (k, t) = unsafe {
+            (
+                faer::MatMut::from_raw_parts_mut(kbuf.as_mut_ptr(), 300, n2, 1, ld as isize),
+                faer::MatMut::from_raw_parts_mut(tbuf.as_mut_ptr(), 300, n2, 1, ld as isize),
+            )
+        };
+        kernel_into(&arch, x.as_ref(), b, k, t, &crate::runs::no_progress).unwrap();
+        for j in 0..n2 {
+            for i in 0..300 {
+                assert_eq!(kbuf[j * ld + i].to_bits(), want.nngp[(i, j)].to_bits(), "nngp ({i},{j})");
+                assert_eq!(tbuf[j * ld + i].to_bits(), want.ntk[(i, j)].to_bits(), "ntk ({i},{j})");
+            }
+        }
+    }
+    let mut small = Mat::<f64>::zeros(300, 299);
+    let mut ok = Mat::<f64>::zeros(300, 300);
+    let e = kernel_into(&arch, x.as_ref(), None, small.as_mut(), ok.as_mut(), &crate::runs::no_progress);
+    assert!(e.unwrap_err().to_string().contains("300 x 299"));
+    let mut rowmajor = Mat::<f64>::zeros(300, 300);
+    let e =
+        kernel_into(&arch, x.as_ref(), None, ok.as_mut(), rowmajor.as_mut().transpose_mut(), &crate::runs::no_progress);
+    assert!(e.unwrap_err().to_string().contains("column-major"));
+}
