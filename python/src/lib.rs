@@ -53,11 +53,20 @@ fn examples(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<f64>, Op
             bytes.len()
         )));
     }
-    let value = |i: usize, j: usize| {
-        let at = (i * d + j) * 8;
-        f64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-    };
-    let m = Mat::from_fn(n, d, value);
+    // Row-major bytes into a column-major matrix, 32 rows at a time: the rows' cache lines serve 8 columns
+    // each while they are in cache (element by element, every read was a miss: 1-2 ms for a 256 x 768 batch).
+    let mut m = Mat::<f64>::zeros(n, d);
+    const ROWS: usize = 32;
+    for i0 in (0..n).step_by(ROWS) {
+        let i1 = (i0 + ROWS).min(n);
+        for j in 0..d {
+            let col = m.col_mut(j).try_as_col_major_mut().expect("a column of a Mat").as_slice_mut();
+            for (i, v) in col[i0..i1].iter_mut().enumerate() {
+                let at = ((i0 + i) * d + j) * 8;
+                *v = f64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+            }
+        }
+    }
     let one = (shape.len() > 2).then(|| Shape::image(&shape[1..shape.len() - 1], shape[shape.len() - 1]));
     Ok((m, one))
 }
