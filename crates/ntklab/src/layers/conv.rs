@@ -252,7 +252,9 @@ feature_builds!(windowed_avx512, windowed_avx2 => windowed_tiles<L, R, B>(
 feature_builds!(windowed_block_avx512, windowed_block_avx2 => windowed_block<L, R, B>(
     plan: &WindowedPlan<'_, T>, hp: &mut [T], i0: usize, rows: MatMut<'_, T>, accum: Accum,
 ));
-feature_builds!(products_avx512, products_avx2 => products<L, A, B>(blk: LaneBlock<'_, T>, rows: MatMut<'_, T>));
+feature_builds!(products_avx512, products_avx2 => products<L, A, B>(
+    blk: LaneBlock<'_, T, L, A, B>, rows: MatMut<'_, T>,
+));
 
 /// One block of examples (rows i0.. of the source, `rows` of the destination): pack, then every tile.
 #[inline(always)]
@@ -771,11 +773,22 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
     let pairs: Vec<Vec<(usize, usize)>> = (0..g.k)
         .map(|j| (0..g.p_out).filter_map(|o| g.taps[o * g.k + j].map(|p| (p * cip * L, o * cop * L))).collect())
         .collect();
+    // Output positions in chunks of CHUNK: per offset j, the range of `pairs[j]` whose output position falls in
+    // each chunk (pairs are in output-position order).
+    let chunks = g.p_out.div_ceil(CHUNK);
+    let bounds: Vec<Vec<usize>> = pairs
+        .iter()
+        .map(|pj| (0..=chunks).map(|c| pj.partition_point(|&(_, pd)| pd < c * CHUNK * cop * L)).collect())
+        .collect();
+    let tiles = g.k * (cip / A) * (cop / B);
     for_each_block::<T, _, L>(
         jm,
-        || (vec![T::ZERO; g.p_in * cip * L], vec![T::ZERO; g.p_out * cop * L]),
-        |(hp, dp), bi, rows| {
-            let blk = LaneBlock { g, pairs: &pairs, h, d, i0: bi * L, hp, dp, wm, bm };
+        || {
+            let acc = vec![[[[T::ZERO; L]; B]; A]; tiles];
+            (vec![T::ZERO; g.p_in * cip * L], vec![T::ZERO; g.p_out * cop * L], acc)
+        },
+        |(hp, dp, acc), bi, rows| {
+            let blk = LaneBlock { g, pairs: &pairs, bounds: &bounds, h, d, i0: bi * L, hp, dp, acc, wm, bm };
             // The products run in a function built for the CPU's features (a closure would not inherit them).
             match simd {
                 // SAFETY: each arm is only taken when the CPU reports the features it was built for.
@@ -808,15 +821,24 @@ fn for_each_block<T: Float, S, const L: usize>(
     });
 }
 
+/// Output positions per pass of [`products`]: the packed inputs and cotangents of a chunk (about 2 x 32 positions
+/// x 16 channels x 64 bytes) stay in L1 while every tile of every offset reads them, where whole images streamed
+/// from L2 once per tile.
+const CHUNK: usize = 32;
+
 /// One block of L examples (rows i0.. of H and D_a), and the buffers [`products`] packs them into.
-struct LaneBlock<'a, T> {
+struct LaneBlock<'a, T, const L: usize, const A: usize, const B: usize> {
     g: &'a Geom,
     pairs: &'a [Vec<(usize, usize)>],
+    /// Per offset, the range of its pairs in each chunk of output positions.
+    bounds: &'a [Vec<usize>],
     h: MatRef<'a, T>,
     d: MatRef<'a, T>,
     i0: usize,
     hp: &'a mut [T],
     dp: &'a mut [T],
+    /// The accumulators of every tile, (j, ci0 / A, co0 / B) in that order, carried from chunk to chunk.
+    acc: &'a mut [[[[T; L]; B]; A]],
     wm: T,
     bm: Option<T>,
 }
@@ -824,7 +846,7 @@ struct LaneBlock<'a, T> {
 /// The Jacobian rows of one block of examples (`rows`: its m <= L rows of J), packing it first.
 #[inline(always)]
 fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
-    blk: LaneBlock<'_, T>,
+    blk: LaneBlock<'_, T, L, A, B>,
     mut rows: MatMut<'_, T>,
 ) {
     let g = blk.g;
@@ -832,10 +854,23 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
     pack_lanes::<T, L>(blk.h, (blk.i0, rows.nrows()), g.c_in, cip, blk.hp);
     pack_lanes::<T, L>(blk.d, (blk.i0, rows.nrows()), g.c_out, cop, blk.dp);
     let kc = g.k * g.c_in;
-    for (j, pj) in blk.pairs.iter().enumerate() {
+    let (na, nb) = (cip / A, cop / B);
+    blk.acc.fill([[[T::ZERO; L]; B]; A]);
+    for c in 0..g.p_out.div_ceil(CHUNK) {
+        for ai in 0..na {
+            for bi in 0..nb {
+                for (j, pj) in blk.pairs.iter().enumerate() {
+                    let part = &pj[blk.bounds[j][c]..blk.bounds[j][c + 1]];
+                    let acc = &mut blk.acc[(j * na + ai) * nb + bi];
+                    tile::<T, L, A, B, FMA>(acc, part, blk.hp, blk.dp, (ai * A * L, bi * B * L));
+                }
+            }
+        }
+    }
+    for j in 0..g.k {
         for ci0 in (0..cip).step_by(A) {
             for co0 in (0..cop).step_by(B) {
-                let acc = tile::<T, L, A, B, FMA>(pj, blk.hp, blk.dp, (ci0 * L, co0 * L));
+                let acc = &blk.acc[(j * na + ci0 / A) * nb + co0 / B];
                 for (a, acc_a) in acc.iter().enumerate().take(g.c_in.saturating_sub(ci0)) {
                     for (b, lanes) in acc_a.iter().enumerate().take(g.c_out.saturating_sub(co0)) {
                         let q = (co0 + b) * kc + j * g.c_in + ci0 + a;
@@ -902,16 +937,18 @@ fn fma_lanes<T: Float, const L: usize, const FMA: bool>(acc: &mut [T; L], x: &[T
     }
 }
 
-/// One A x B tile of the per-lane products: acc[a][b][lane] = sum over `pairs` (ph, pd) of
+/// One A x B tile of the per-lane products: acc[a][b][lane] += sum over `pairs` (ph, pd) of
 /// hp[ph + h0 + a L + lane] dp[pd + d0 + b L + lane].
 #[inline(always)]
 fn tile<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
+    out: &mut [[[T; L]; B]; A],
     pairs: &[(usize, usize)],
     hp: &[T],
     dp: &[T],
     (h0, d0): (usize, usize),
-) -> [[[T; L]; B]; A] {
-    let mut acc = [[[T::ZERO; L]; B]; A];
+) {
+    // In registers while the pairs run.
+    let mut acc = *out;
     for &(ph, pd) in pairs {
         let hs = hp[ph + h0..][..A * L].as_chunks::<L>().0;
         let ds = dp[pd + d0..][..B * L].as_chunks::<L>().0;
@@ -921,7 +958,7 @@ fn tile<T: Float, const L: usize, const A: usize, const B: usize, const FMA: boo
             }
         }
     }
-    acc
+    *out = acc;
 }
 
 /// The flat parameter offset (within the node's block) of column r of [`jacobian_block`]: weights (co, ci, j) in

@@ -222,20 +222,33 @@ fn conv_jacobian_blocks_agree_on_every_simd_build_and_lane_remainder() {
     // The conv Jacobian puts examples in vector lanes (2 to 16 per block by build and precision) and tiles
     // channels (3 and 5 are not multiples of the tiles): N = 35 leaves a partial block at every width. Every
     // build must give the unit-VJP Jacobian (f64: to rounding; f32: to its rounding through two layers).
+    // The second net has 72 output positions per conv: the products run over positions in chunks of 32, the
+    // last one partial.
     let builds = crate::kernel::compute::simd_builds();
-    let spec = "conv(5,3x3,stride=2,padding=same,w_std=1.3,b_std=0.2),tanh,conv(3,2x2,padding=valid),gelu,\
-flatten,dense(2,b_std=0.1)";
-    let net = cnn(spec, &Shape::image(&[5, 6], 3), Parameterization::Ntk, 1.2, 3);
-    let n32: Network<f32> = net.cast();
-    let x = gaussian(35, 90, 4);
-    let x32 = super::cast::<f64, f32>(x.as_ref());
-    let reference = jacobian_by_vjp(&net, x.as_ref());
-    let scale = reference.norm_max();
-    for simd in builds {
-        let j = net.jacobian_with(x.as_ref(), simd).unwrap();
-        assert!((&j - &reference).norm_max() < 1e-13 * scale, "{simd:?} f64");
-        let j32: Mat<f64> = super::cast(n32.jacobian_with(x32.as_ref(), simd).unwrap().as_ref());
-        assert!((&j32 - &reference).norm_max() < 1e-5 * scale, "{simd:?} f32");
+    let nets = [
+        (
+            "conv(5,3x3,stride=2,padding=same,w_std=1.3,b_std=0.2),tanh,conv(3,2x2,padding=valid),gelu,\
+flatten,dense(2,b_std=0.1)",
+            Shape::image(&[5, 6], 3),
+        ),
+        (
+            "conv(3,3x3,padding=same,b_std=0.2),relu,conv(2,3x3,padding=same),global_avg_pool,dense(1)",
+            Shape::image(&[9, 8], 2),
+        ),
+    ];
+    for (spec, shape) in nets {
+        let net = cnn(spec, &shape, Parameterization::Ntk, 1.2, 3);
+        let n32: Network<f32> = net.cast();
+        let x = gaussian(35, shape.size(), 4);
+        let x32 = super::cast::<f64, f32>(x.as_ref());
+        let reference = jacobian_by_vjp(&net, x.as_ref());
+        let scale = reference.norm_max();
+        for &simd in &builds {
+            let j = net.jacobian_with(x.as_ref(), simd).unwrap();
+            assert!((&j - &reference).norm_max() < 1e-13 * scale, "{spec} {simd:?} f64");
+            let j32: Mat<f64> = super::cast(n32.jacobian_with(x32.as_ref(), simd).unwrap().as_ref());
+            assert!((&j32 - &reference).norm_max() < 1e-5 * scale, "{spec} {simd:?} f32");
+        }
     }
 }
 
