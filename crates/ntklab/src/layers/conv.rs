@@ -915,6 +915,10 @@ fn pack_lanes<T: Float, const L: usize>(
             let dst: &mut [T; L] = (&mut out[(p * cp + ch) * L..][..L]).try_into().expect("L entries");
             if ch < c {
                 let col = src.col(p * c + ch).try_as_col_major().expect("contiguous column").as_slice();
+                // The next block of examples reads the line after this one in every column, some 4096 columns
+                // apart: ask for it now (into L2), or each of its reads waits on memory (a quarter of the
+                // products' time went to these copies).
+                prefetch_l2(col.as_ptr().wrapping_add(i0 + L));
                 if m == L {
                     // A fixed-size copy (inlined, where a slice copy would call memmove for L entries).
                     *dst = col[i0..i0 + L].try_into().expect("L entries");
@@ -926,6 +930,18 @@ fn pack_lanes<T: Float, const L: usize>(
                 *dst = [T::ZERO; L];
             }
         }
+    }
+}
+
+/// A hint to bring the cache line at `ptr` into L2 (no effect elsewhere than x86-64; never faults, so `ptr` may
+/// point past an allocation).
+#[inline(always)]
+fn prefetch_l2<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache; it neither reads nor faults.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(ptr.cast());
     }
 }
 
