@@ -467,7 +467,7 @@ impl Model {
     ) -> PyResult<(Vec<f64>, Vec<f64>, bool)> {
         let loss = Loss::parse(loss).map_err(py_err)?;
         let xm = self.inputs(x, &shape, "x")?;
-        let (n, outputs, p) = (xm.nrows(), self.net.output_dim(), self.net.num_params());
+        let (n, outputs) = (xm.nrows(), self.net.output_dim());
         let yv = f64_values(y, &yshape, "y")?;
         let ycols = if yshape.len() == 1 { 1 } else { yshape[1..].iter().product() };
         if yshape.is_empty() || yshape[0] != n || ycols != outputs {
@@ -480,22 +480,7 @@ impl Model {
             return Err(PyValueError::new_err("y has a non-finite value"));
         }
         let ym = Mat::from_fn(n, outputs, |i, j| yv[i * outputs + j]);
-        if k == 0 || k > p {
-            return Err(PyValueError::new_err(format!(
-                "k must be between 1 and the number of parameters ({p}), got {k}"
-            )));
-        }
-        if max_iter < k {
-            return Err(PyValueError::new_err(format!("max_iter {max_iter} is smaller than k {k}")));
-        }
-        let widths: usize = self.net.graph.nodes.iter().map(|nd| nd.width).sum();
-        let basis = (max_iter.min(p) + 8).saturating_mul(p);
-        let caches = n.saturating_mul(widths).saturating_mul(4);
-        ntklab::data::memory::check_alloc(
-            basis.saturating_add(caches).saturating_mul(8),
-            "the Lanczos basis and the curvature caches (lower max_iter)",
-        )
-        .map_err(py_err)?;
+        ntklab::net::check_hessian_job(&self.net, n, loss, (k, max_iter), ("k", "max_iter")).map_err(py_err)?;
         let opts = LanczosOptions::new(k).which(Which::LargestAlgebraic).max_iter(max_iter).tol(tol).seed(seed);
         let n32 = if f32 { Some(self.f32()) } else { None };
         let net = &self.net;

@@ -85,6 +85,10 @@ def test_model_properties_and_errors(models):
         ntklab.hessian_eigs(m, np.ones((3, 5)), np.ones((3, 1)))
     with pytest.raises(ValueError, match="loss"):
         ntklab.hessian_eigs(m, np.ones((3, 5)), np.ones((3, 2)), loss="hinge")
+    with pytest.raises(ValueError, match="k 0 is out of range: it must be between 1 and the number of parameters"):
+        ntklab.hessian_eigs(m, np.ones((3, 5)), np.ones((3, 2)), k=0)
+    with pytest.raises(ValueError, match="max_iter 3 is smaller than k 5"):
+        ntklab.hessian_eigs(m, np.ones((3, 5)), np.ones((3, 2)), k=5, max_iter=3)
     with pytest.raises(TypeError, match="model must be"):
         ntklab.empirical_ntk(42, np.ones((3, 5)))
     with pytest.raises(ValueError):

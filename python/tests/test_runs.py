@@ -141,10 +141,15 @@ def test_run_equals_the_cli(tmp_path):
     assert (tmp_path / "cli" / "summary.json").read_bytes() == (rep.folder / "summary.json").read_bytes()
 
 
+# A shell that starts the tests in the background (`cmd &` without job control) makes its children ignore SIGINT,
+# and Python then leaves it ignored: the children put Python's own handler back, as an interactive session has it.
+RESTORE_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def _interrupt(script, ready, tmp_path):
     """Runs `script` in a fresh Python, sends SIGINT once the file `ready` exists, returns the process."""
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", RESTORE_SIGINT + textwrap.dedent(script)], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not ready() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -213,5 +218,6 @@ def test_ctrl_c_stops_a_long_kernel():
         small = kf(x[:3], get="ntk")
         print(bool(np.allclose(small, kf(x[:3], x[:3], get="ntk"))))
         """
-    p = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-c", RESTORE_SIGINT + textwrap.dedent(script)], capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0 and p.stdout.split() == ["interrupted", "True"], p.stderr

@@ -387,30 +387,7 @@ pub fn run_hessian(a: HessianArgs) -> Result<()> {
     if y.ncols() != k {
         bail!("--y {} has {} columns but the network has {k} output(s)", a.y.display(), y.ncols());
     }
-    if loss == Loss::SoftmaxCrossEntropy && k < 2 {
-        bail!("--loss {loss} needs a network with at least 2 outputs; this one has {k} (use logistic for one output)");
-    }
-    if a.top == 0 {
-        bail!("--top must be at least 1");
-    }
-    if a.top > p {
-        bail!("--top {} exceeds the number of parameters ({p})", a.top);
-    }
-    if a.max_iter < a.top {
-        bail!("--max-iter {} is smaller than --top {}", a.max_iter, a.top);
-    }
-    // Peak: the Lanczos basis (one P-vector per step, plus a few work vectors) and the curvature caches (values,
-    // slopes and curvatures of every node, and the kept cotangents: about 4 N x width matrices per node).
-    let widths: usize = net.graph.nodes.iter().map(|nd| nd.width).sum();
-    let basis = (a.max_iter.min(p) + 8).saturating_mul(p);
-    let caches = n.saturating_mul(widths).saturating_mul(4);
-    ntklab::data::memory::check_alloc(
-        basis.saturating_add(caches).saturating_mul(8),
-        &format!(
-            "the Lanczos basis ({} vectors of {p} parameters) and the curvature caches (lower --max-iter)",
-            a.max_iter.min(p) + 8
-        ),
-    )?;
+    ntklab::net::check_hessian_job(&net, n, loss, (a.top, a.max_iter), ("--top", "--max-iter"))?;
     let opts = LanczosOptions::new(a.top).which(Which::LargestAlgebraic).max_iter(a.max_iter).tol(a.tol).seed(a.seed);
 
     let pb = spinner(&format!("loss, gradient and curvature caches ({n} examples, {p} parameters)"));

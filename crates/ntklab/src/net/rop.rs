@@ -62,6 +62,45 @@ impl<T: Float> Clone for LossCurvature<'_, T> {
     }
 }
 
+/// Checks a top-`k` Hessian eigenvalue job (Lanczos on [`LossCurvature::hessian_op`] with at most `max_iter`
+/// steps, on `n` examples) before anything is allocated: `k` between 1 and P, `max_iter` at least `k`, a softmax
+/// loss on at least 2 outputs, and the Lanczos basis and the curvature caches within the memory available.
+/// `names` are the caller's names for `k` and `max_iter` (`--top`/`--max-iter`, `k`/`max_iter`).
+pub fn check_hessian_job<T: Float>(
+    net: &Network<T>,
+    n: usize,
+    loss: Loss,
+    (k, max_iter): (usize, usize),
+    (k_name, iter_name): (&str, &str),
+) -> Result<()> {
+    let (outputs, p) = (net.output_dim(), net.num_params());
+    if loss == Loss::SoftmaxCrossEntropy && outputs < 2 {
+        return Err(Error::InvalidInput(format!(
+            "loss {loss} needs a network with at least 2 outputs; this one has {outputs} (use logistic for one output)"
+        )));
+    }
+    if k == 0 || k > p {
+        return Err(Error::InvalidInput(format!(
+            "{k_name} {k} is out of range: it must be between 1 and the number of parameters ({p})"
+        )));
+    }
+    if max_iter < k {
+        return Err(Error::InvalidInput(format!("{iter_name} {max_iter} is smaller than {k_name} {k}")));
+    }
+    // Peak: the Lanczos basis (one P-vector per step, plus a few work vectors) and the curvature caches (values,
+    // slopes and curvatures of every node, and the kept cotangents: about 4 N x width matrices per node).
+    let widths: usize = net.graph.nodes.iter().map(|nd| nd.width).sum();
+    let basis = (max_iter.min(p) + 8).saturating_mul(p);
+    let caches = n.saturating_mul(widths).saturating_mul(4);
+    crate::data::memory::check_alloc(
+        basis.saturating_add(caches).saturating_mul(8),
+        &format!(
+            "the Lanczos basis ({} vectors of {p} parameters) and the curvature caches (lower {iter_name})",
+            max_iter.min(p) + 8
+        ),
+    )
+}
+
 impl<'a, T: Float> LossCurvature<'a, T> {
     /// Forward and backward pass at (X: N x d, Y: N x k): caches everything products need.
     pub fn new(net: &'a Network<T>, x: MatRef<'_, T>, y: MatRef<'_, f64>, loss: Loss) -> Result<LossCurvature<'a, T>> {
