@@ -84,7 +84,7 @@ def experiments():
     return dict(_core.experiments())
 
 
-def experiment_config(name, quick=False, seed=None, **overrides):
+def experiment_config(name, quick=False, *, seed=None, **overrides):
     """The configuration ``run(name, quick, seed=seed, **overrides)`` would run, as a dict (its keys are the
     ones ``overrides`` may set)."""
     ov = _json(overrides, "overrides") if overrides else None

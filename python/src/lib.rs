@@ -166,9 +166,18 @@ fn kernel_bytes<'py, T: KernelScalar>(
     let (a, b) = (cast(x1), x2.map(cast));
     let (kb, tb) = (bytearray_uninit(py, len)?, bytearray_uninit(py, len)?);
     let (kp, tp) = (SendPtr(kb.data().cast::<T>()), SendPtr(tb.data().cast::<T>()));
+    if !kp.get().is_aligned() || !tp.get().is_aligned() {
+        // CPython's allocators align to 16 bytes; should one not, compute in our own memory and copy.
+        let k = interruptible(py, |stop| {
+            ntklab::kernel::kernel_with_progress::<T>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &|d, t| {
+                stop.progress(d, t)
+            })
+        })?;
+        return Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?));
+    }
     interruptible(py, |stop| {
-        // SAFETY: each bytearray holds n1 n2 values of T (aligned: CPython's allocator aligns to 16 bytes), lives
-        // until after this call, and nothing else reads or writes it meanwhile.
+        // SAFETY: each bytearray holds n1 n2 values of T (aligned: checked above), lives until after this call,
+        // and nothing else reads or writes it meanwhile.
         let (k, t) = unsafe {
             (
                 faer::MatMut::from_raw_parts_mut(kp.get(), n1, n2, 1, n1 as isize),
@@ -628,7 +637,8 @@ impl Watch for Stop {
 
 /// Runs `f` on a worker thread with the GIL released. The calling thread checks Python's signal handlers every
 /// 50 ms; when one raises (Ctrl-C: KeyboardInterrupt), it tells the work to stop, waits until the work has
-/// stopped and cleaned up (no partial output is left), and raises that exception.
+/// stopped and cleaned up (no partial output is left), and raises that exception. Work that finished anyway
+/// returns its result, and the interrupt is raised at Python's next check.
 fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Result<R> + Send) -> PyResult<R> {
     let stop = Stop::default();
     let mut raised: Option<PyErr> = None;
@@ -641,7 +651,7 @@ fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Resul
                 let _ = tx.send(f(stop));
             });
             if let Err(e) = worker {
-                return Err(ntklab::Error::InvalidInput(format!("cannot start a worker thread: {e}")));
+                return Err(ntklab::Error::Numerical(format!("cannot start a worker thread: {e}")));
             }
             loop {
                 match rx.recv_timeout(Duration::from_millis(50)) {
@@ -662,9 +672,16 @@ fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Resul
             }
         })
     });
-    match raised {
-        Some(e) => Err(e),
-        None => result.map_err(py_err),
+    match (result, raised) {
+        (Err(_), Some(e)) => Err(e),
+        (Ok(r), Some(_)) => {
+            // The work had finished (its outputs are complete and in place): keep its result, and let the
+            // interrupt raise at Python's next check instead of losing it.
+            // SAFETY: PyErr_SetInterrupt only sets a flag; it is callable with or without the GIL.
+            unsafe { pyo3::ffi::PyErr_SetInterrupt() };
+            Ok(r)
+        }
+        (r, None) => r.map_err(py_err),
     }
 }
 

@@ -154,6 +154,9 @@ def _interrupt(script, ready, tmp_path):
     while not ready() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert p.poll() is None, f"the run ended before it could be interrupted: {p.communicate()}"
+    if not ready():
+        p.kill()
+        pytest.fail(f"the run did not get going in 120 s: {p.communicate()}")
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     return p.returncode, out, err
@@ -200,14 +203,14 @@ def test_ctrl_c_stops_a_reproduction_and_resume_continues(tmp_path):
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGALRM timer")
 def test_ctrl_c_stops_a_long_kernel():
-    # A CNTK of N = 1000 takes about 15 s here; a timer sends SIGINT 0.5 s into it. The call must end with
+    # A CNTK of N = 2000 takes about a minute here; a timer sends SIGINT 0.5 s into it. The call must end with
     # KeyboardInterrupt (not finish), and the process stays usable: a small kernel right after is correct.
     script = """
         import signal, numpy as np
         from ntklab import stax
         _, _, kf = stax.serial(stax.Conv(8, (3, 3), padding="SAME"), stax.Relu(), stax.Conv(8, (3, 3), padding="SAME"),
                                stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
-        x = np.random.default_rng(0).standard_normal((1000, 8, 8, 3))
+        x = np.random.default_rng(0).standard_normal((2000, 8, 8, 3))
         signal.signal(signal.SIGALRM, lambda *a: signal.raise_signal(signal.SIGINT))
         signal.setitimer(signal.ITIMER_REAL, 0.5)
         try:

@@ -155,7 +155,8 @@ pub fn train_run(text: &str, base: &Path, out: &Path, force: bool, watch: &dyn W
     }
     create_dir(&partial)?;
     mark_dir(&partial, "train")?;
-    match write_train(text, &mut run, cfg.seed, &partial, watch) {
+    // A stop while the models and the report were written still counts: checked once more before the move.
+    match write_train(text, &mut run, cfg.seed, &partial, watch).and_then(|r| watch.check().map(|()| r)) {
         Ok(result) => {
             if out.exists() {
                 std::fs::remove_dir_all(out).map_err(|e| Error::file(out, format!("cannot replace: {e}")))?;
@@ -316,7 +317,8 @@ pub fn run_experiment(
         let res = exp.execute(prepared, &partial, &mut ctx);
         let reused = ctx.reused();
         drop(ctx);
-        res.map(|done| (done, reused))
+        // A stop while the report was written still counts: checked once more before the commit.
+        res.and_then(|done| watch.check().map(|()| (done, reused)))
     })();
     watch.finish();
     match res {
@@ -464,9 +466,11 @@ steps = 40
                 }
             }
         };
+        // Two threads, as on CI: with many, every task could start before the second one finishes.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         let arch = Architecture::parse("dense(8),relu,dense(1)", Parameterization::Ntk).unwrap();
         let x = faer::Mat::from_fn(1500, 3, |i, j| ((i * 7 + j * 3) % 11) as f64 / 11.0 - 0.4);
-        let r = crate::kernel::kernel_with_progress::<f64>(&arch, x.as_ref(), None, &stop_after(2));
+        let r = pool.install(|| crate::kernel::kernel_with_progress::<f64>(&arch, x.as_ref(), None, &stop_after(2)));
         assert!(matches!(r, Err(Error::Cancelled)));
         let (c, t) = (calls.load(Ordering::Relaxed), total.load(Ordering::Relaxed));
         assert!(t > 10 && c < t, "{c} progress calls of {t} tiles: the rest were skipped");
@@ -477,7 +481,7 @@ steps = 40
         let shape = crate::kernel::Shape::image(&[4, 4], 2);
         let x = faer::Mat::from_fn(60, 32, |i, j| ((i * 5 + j * 3) % 13) as f64 / 13.0 - 0.5);
         let job = crate::kernel::cnn::CnnKernel::<f64>::new(&arch, &shape, x.as_ref(), None).unwrap();
-        assert!(matches!(job.full(&stop_after(3)), Err(Error::Cancelled)));
+        assert!(matches!(pool.install(|| job.full(&stop_after(3))), Err(Error::Cancelled)));
         assert!(calls.load(Ordering::Relaxed) < 60);
         assert!(job.full(&no_progress).is_ok());
     }

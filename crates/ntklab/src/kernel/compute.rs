@@ -309,13 +309,14 @@ pub fn kernel_into<T: KernelScalar>(
         if (m.nrows(), m.ncols()) != (n1, n2) {
             return Err(Error::Shape(format!("{what} is {} x {}, the kernel {n1} x {n2}", m.nrows(), m.ncols())));
         }
-        if n1 > 1 && (m.row_stride() != 1 || m.col_stride() < n1 as isize) {
+        if (n1 > 1 && m.row_stride() != 1) || (n2 > 1 && m.col_stride() < n1 as isize) {
             return Err(Error::Shape(format!("{what} must be column-major")));
         }
     }
     for m in [nngp.rb_mut(), ntk.rb_mut()] {
-        let bytes = (m.col_stride().max(1) as usize) * n2 * std::mem::size_of::<T>();
-        prefault(m.as_ptr_mut().cast(), bytes);
+        // From the first entry to the last, not past it (a view into a larger matrix).
+        let span = if n2 > 1 { m.col_stride() as usize * (n2 - 1) + n1 } else { n1 };
+        prefault(m.as_ptr_mut().cast(), span * std::mem::size_of::<T>());
     }
     fused_pass(arch, x1, x2, simd_level(), nngp, ntk, progress)
 }
@@ -426,13 +427,11 @@ fn fused_pass<T: KernelScalar>(
             }
             if let Err(e) = progress(finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, tiles.len()) {
                 stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-                if let Ok(mut s) = stopped.lock() {
-                    s.get_or_insert(e);
-                }
+                stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
             }
         },
     );
-    if let Some(e) = stopped.into_inner().ok().flatten() {
+    if let Some(e) = stopped.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
         return Err(e);
     }
     if symmetric {
@@ -510,7 +509,10 @@ unsafe impl<T: Sync> Sync for OutMat<T> {}
 impl<T: KernelScalar> OutMat<T> {
     fn new(m: MatMut<'_, T>) -> Self {
         let cs = m.col_stride();
-        assert!(cs >= m.nrows() as isize && (m.row_stride() == 1 || m.nrows() <= 1), "column-major storage");
+        assert!(
+            (cs >= m.nrows() as isize || m.ncols() <= 1) && (m.row_stride() == 1 || m.nrows() <= 1),
+            "column-major storage"
+        );
         OutMat { ptr: m.as_ptr_mut(), cs: cs as usize }
     }
     /// # Safety

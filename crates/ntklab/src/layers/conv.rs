@@ -937,6 +937,7 @@ fn pack_lanes<T: Float, const L: usize>(
 /// point past an allocation).
 #[inline(always)]
 fn prefetch_l2<T>(ptr: *const T) {
+    let _ = ptr;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch only hints the cache; it neither reads nor faults.
     #[allow(unused_unsafe)]
