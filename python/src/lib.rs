@@ -123,24 +123,10 @@ fn bytearray_uninit(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyByteArra
     }
 }
 
-/// A matrix as a bytearray of its column-major values (numpy wraps it as a Fortran-order array, no copy).
+/// A matrix as a bytearray of its column-major values (numpy wraps it as a Fortran-order array, no copy): the
+/// row-major bytes of its transpose.
 fn col_major_bytes<'py, T: KernelScalar>(py: Python<'py>, m: MatRef<'_, T>) -> PyResult<Bound<'py, PyByteArray>> {
-    let size = std::mem::size_of::<T>();
-    let (r, c) = (m.nrows(), m.ncols());
-    PyByteArray::new_with(py, r * c * size, |buf| {
-        for j in 0..c {
-            for (i, v) in m.col(j).iter().enumerate() {
-                let at = (j * r + i) * size;
-                // Widening f32 to f64 and back is exact.
-                if size == 4 {
-                    buf[at..at + 4].copy_from_slice(&(v.wide() as f32).to_ne_bytes());
-                } else {
-                    buf[at..at + 8].copy_from_slice(&v.wide().to_ne_bytes());
-                }
-            }
-        }
-        Ok(())
-    })
+    to_bytearray(py, m.transpose())
 }
 
 /// The kernel pair in precision T as column-major bytes: the CNN path for inputs with spatial axes (as `ntklab
@@ -685,14 +671,20 @@ fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Resul
     }
 }
 
+/// JSON text of a Python dict (`what` names it in errors) as a TOML table.
+fn json_table(json: &str, what: &str) -> PyResult<toml::Table> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("{what} is not valid: {e}")))?;
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::Table(t)) => Ok(t),
+        Ok(_) => Err(PyValueError::new_err(format!("{what} must be a dict"))),
+        Err(e) => Err(PyValueError::new_err(format!("{what} cannot be TOML: {e}"))),
+    }
+}
+
 /// A train config given as JSON (a Python dict) as TOML text, the form the run folder keeps.
 fn json_to_toml(json: &str) -> PyResult<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("the config is not valid: {e}")))?;
-    let t = toml::Value::try_from(v).map_err(|e| PyValueError::new_err(format!("the config cannot be TOML: {e}")))?;
-    if !t.is_table() {
-        return Err(PyValueError::new_err("the config must be a dict of sections and values"));
-    }
+    let t = json_table(json, "the config")?;
     toml::to_string(&t).map_err(|e| PyValueError::new_err(format!("the config cannot be TOML: {e}")))
 }
 
@@ -735,17 +727,7 @@ fn prepare(
     seed: Option<u64>,
 ) -> PyResult<(&'static dyn ntklab::experiment::Experiment, ntklab::experiment::Prepared)> {
     let exp = ntklab::experiment::find(name).map_err(py_err)?;
-    let table = match overrides {
-        None => None,
-        Some(j) => match toml::Value::try_from(
-            serde_json::from_str::<serde_json::Value>(j)
-                .map_err(|e| PyValueError::new_err(format!("overrides are not valid: {e}")))?,
-        ) {
-            Ok(toml::Value::Table(t)) => Some(t),
-            Ok(_) => return Err(PyValueError::new_err("overrides must be keyword arguments")),
-            Err(e) => return Err(PyValueError::new_err(format!("overrides cannot be TOML values: {e}"))),
-        },
-    };
+    let table = overrides.map(|j| json_table(j, "the overrides")).transpose()?;
     let prepared = exp.prepare(quick, table.as_ref(), seed).map_err(py_err)?;
     Ok((exp, prepared))
 }
