@@ -628,6 +628,11 @@ impl Watch for Stop {
 fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Result<R> + Send) -> PyResult<R> {
     let stop = Stop::default();
     let mut raised: Option<PyErr> = None;
+    // Python runs signal handlers only on its main thread: elsewhere a check finds nothing, so the caller just
+    // waits (without taking the GIL every 50 ms).
+    let threading = py.import("threading")?;
+    let on_main = threading.call_method0("main_thread")?.is(&threading.call_method0("current_thread")?);
+    let poll = if on_main { Duration::from_millis(50) } else { Duration::MAX };
     let result = py.detach(|| {
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -640,7 +645,7 @@ fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Resul
                 return Err(ntklab::Error::Numerical(format!("cannot start a worker thread: {e}")));
             }
             loop {
-                match rx.recv_timeout(Duration::from_millis(50)) {
+                match rx.recv_timeout(poll) {
                     Ok(r) => return r,
                     Err(RecvTimeoutError::Timeout) => {
                         if raised.is_none() {

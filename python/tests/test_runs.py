@@ -115,6 +115,33 @@ def test_train_errors_are_python_exceptions(tmp_path):
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
 
 
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path):
+    """A run holds OUT.lock (an flock) while it writes: a second run into the same folder, from another
+    process or thread, is refused instead of deleting the first one's files."""
+    import fcntl
+
+    with open(tmp_path / "run.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another ntklab run is writing to"):
+            ntklab.train(CONFIG, out=tmp_path / "run")
+        with pytest.raises(ValueError, match="another ntklab run is writing to"):
+            ntklab.run("linearity", quick=True, out=tmp_path / "run", **SMALL)
+        assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+    assert ntklab.train(CONFIG, out=tmp_path / "run").summary["steps"] == 30
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_calls_from_another_thread(tmp_path):
+    """Off the main thread (no signal handling there) a long call simply waits for its worker."""
+    import threading
+
+    got = {}
+    t = threading.Thread(target=lambda: got.update(run=ntklab.train(CONFIG, out=tmp_path / "t")))
+    t.start()
+    t.join()
+    assert got["run"].summary == ntklab.train(CONFIG, out=tmp_path / "m").summary
+
+
 def test_run_a_reproduction_and_its_configuration(tmp_path):
     assert "linearity" in ntklab.experiments()
     cfg = ntklab.experiment_config("linearity", quick=True, **SMALL)

@@ -104,7 +104,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
     )?;
     ensure_dir(&out.join("runs"))?;
     mark_dir(&out, "sweep")?;
-    let _lock = Lock::take(&out)?;
+    // One sweep at a time writes into a folder (its runs lock their own folders too).
+    let _lock = ntklab::runs::FolderLock::take(&out.join("sweep.lock"), &out)?;
     let started_unix = now_unix();
     let t0 = Instant::now();
     let before: Vec<Option<TrainSummary>> = points.iter().map(|p| finished(&out, p)).collect::<Result<_>>()?;
@@ -195,45 +196,6 @@ fn finished(out: &Path, p: &Point) -> Result<Option<TrainSummary>> {
         format!("{} exists but is not a train summary; move that run folder away to redo it", path.display())
     })?;
     Ok(Some(s))
-}
-
-/// `sweep.lock` in the sweep folder while a sweep runs into it (with its pid); a lock whose process is gone (an
-/// interrupted sweep) is taken over.
-struct Lock(PathBuf);
-
-impl Lock {
-    fn take(dir: &Path) -> Result<Lock> {
-        let path = dir.join("sweep.lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    writeln!(f, "{}", std::process::id()).with_context(|| format!("writing {}", path.display()))?;
-                    return Ok(Lock(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-                    let alive = !pid.is_empty() && Path::new("/proc").join(&pid).exists();
-                    if alive {
-                        bail!(
-                            "another sweep (pid {pid}) is running into {}; wait for it, or remove {} if it is gone",
-                            dir.display(),
-                            path.display()
-                        );
-                    }
-                    std::fs::remove_file(&path).with_context(|| format!("removing the stale {}", path.display()))?;
-                }
-                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-            }
-        }
-        bail!("cannot take {}", path.display())
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Trains one point into `dir` (its config saved as the run's config.toml).

@@ -192,11 +192,14 @@ fn a_sweep_folder_is_not_a_train_folder_and_has_one_writer() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("sweep folder"), "{err}");
     assert!(d.join("sw/sweep.csv").is_file());
-    // A live lock (this test's own pid) keeps a second sweep out; a stale one is taken over.
-    std::fs::write(d.join("sw/sweep.lock"), format!("{}\n", std::process::id())).unwrap();
+    // A lock held (here by this test) keeps a second sweep out; a lock file left by a process that is gone
+    // holds no lock and is taken over.
+    let held = ntklab::runs::FolderLock::take(&d.join("sw/sweep.lock"), &d.join("sw")).unwrap();
     let o = sweep(&d, &[]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("another sweep"));
-    std::fs::write(d.join("sw/sweep.lock"), "999999999\n").unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("another ntklab run is writing to"), "{err}");
+    drop(held);
+    std::fs::write(d.join("sw/sweep.lock"), "pid 999999999\n").unwrap();
     let o = sweep(&d, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!d.join("sw/sweep.lock").exists());

@@ -7,6 +7,9 @@
 //! the working directory or one of its parents. A reproduction keeps its completed steps in
 //! `OUT.partial/checkpoint.jsonl` when it fails or is stopped, and `resume` continues from them.
 //!
+//! Two runs never write the same output at once: a run holds a [`FolderLock`] on the sibling `OUT.lock` while it
+//! works (a second one is refused with a message naming the folder).
+//!
 //! Progress and stopping go through a [`Watch`]: the CLI draws progress bars; the Python package checks for
 //! Ctrl-C in [`Watch::check`], which the work calls between units (each training step, each reproduction step).
 
@@ -120,6 +123,85 @@ pub fn refuse_existing(paths: &[PathBuf], force: bool) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive, advisory lock on a file, held while a run writes one output folder, so that two runs (two
+/// processes, or two threads of one Python session) given the same folder cannot delete each other's files. The
+/// operating system drops the lock when the process ends, so a crash leaves no stale lock behind; the file is
+/// removed when the lock is dropped.
+#[derive(Debug)]
+pub struct FolderLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl FolderLock {
+    /// Takes the lock file `path` (created if missing) for the output `what`, or Err when another run holds it.
+    pub fn take(path: &Path, what: &Path) -> Result<FolderLock> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_dir(parent)?;
+        }
+        // A run that is finishing removes its lock file: a file opened just before that removal is locked in
+        // vain, so the lock counts only if the file at `path` is still the one locked (else try again).
+        for _ in 0..8 {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::file(path, format!("cannot create the lock file: {e}")))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::InvalidInput(format!(
+                        "another ntklab run is writing to {} (it holds {}); wait for it to finish, or choose \
+                         another output folder",
+                        what.display(),
+                        path.display()
+                    )))
+                }
+                // A file system without locks (some network mounts): run unguarded rather than not at all.
+                Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::file(path, format!("cannot lock: {e}"))),
+            }
+            if same_file(&file, path) {
+                use std::io::Write as _;
+                let _ = writeln!(&file, "pid {}", std::process::id());
+                return Ok(FolderLock { path: path.to_path_buf(), _file: file });
+            }
+        }
+        Err(Error::file(path, "cannot take the lock: the file keeps being replaced"))
+    }
+
+    /// The lock for the run folder `out`: its sibling `OUT.lock`.
+    pub fn for_run(out: &Path) -> Result<FolderLock> {
+        let name = out.file_name().map_or_else(|| "run".to_string(), |n| n.to_string_lossy().to_string());
+        FolderLock::take(&out.with_file_name(format!("{name}.lock")), out)
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        // Removed while still locked; the lock itself goes when the file closes.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the open `file` is the file now at `path`.
+fn same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.is_file()
+    }
+}
+
 /// Creates `dir` and its parents.
 fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the folder: {e}")))
@@ -139,6 +221,7 @@ fn create_dir(dir: &Path) -> Result<()> {
 pub fn train_run(text: &str, base: &Path, out: &Path, force: bool, watch: &dyn Watch) -> Result<TrainResult> {
     let cfg = RunConfig::from_toml_str(text)?;
     let mut run = cfg.resolve(base)?;
+    let _lock = FolderLock::for_run(out)?;
     if out.exists() && !force {
         return Err(Error::InvalidInput(format!(
             "run folder {} already exists (pass --force to replace it, or choose another output folder)",
@@ -294,6 +377,7 @@ pub fn run_experiment(
     watch: &dyn Watch,
 ) -> Result<RunOutcome> {
     refuse_existing(&[out.join("summary.json"), out.join("report.html")], force)?;
+    let _lock = FolderLock::for_run(out)?;
     let partial = partial_dir(out);
     let checkpoint = partial.join("checkpoint.jsonl");
     let resuming = resume && checkpoint.is_file();
@@ -323,6 +407,19 @@ pub fn run_experiment(
     watch.finish();
     match res {
         Ok((done, reused)) => {
+            if !force {
+                // Any file of the same name in `out` (a plot, report.md) is overwritten only with `force`; the
+                // finished steps stay in the checkpoint, so a rerun with resume and force recomputes nothing.
+                let clash = clashes(&partial, out)?;
+                if let Some(name) = clash.first() {
+                    return Err(Error::InvalidInput(format!(
+                        "{} already exists (pass --force to overwrite it, or choose another output); the \
+                         finished steps are kept in {}, so a rerun with --resume --force recomputes nothing",
+                        out.join(name).display(),
+                        partial.display()
+                    )));
+                }
+            }
             let _ = std::fs::remove_file(&checkpoint);
             let files = commit(&partial, out)?;
             Ok(RunOutcome { console: done.console, seconds: done.seconds, reused, files })
@@ -337,6 +434,22 @@ pub fn run_experiment(
             Err(e)
         }
     }
+}
+
+/// The files of the finished `.partial` folder (other than the marker and the checkpoint) that `out` already
+/// holds, sorted.
+fn clashes(partial: &Path, out: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(partial).map_err(|e| Error::file(partial, format!("cannot list: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::file(partial, format!("cannot list: {e}")))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name != MARKER && name != "checkpoint.jsonl" && out.join(&name).exists() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Moves everything from the finished `.partial` folder into `out`; returns the file names.
@@ -444,6 +557,52 @@ steps = 40
         let done = run_experiment(exp, &prepared, &out, true, false, &Quiet).unwrap();
         assert_eq!(done.reused, 2);
         assert!(done.files.iter().any(|f| f == "summary.json") && done.files.iter().any(|f| f == "report.html"));
+        assert!(!partial_dir(&out).exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// While one run holds an output folder, a second run into it is refused and touches nothing; once the
+    /// first is done the lock file is gone and the folder is free again.
+    #[test]
+    fn a_second_run_into_a_folder_in_use_is_refused() {
+        let root = temp("lock");
+        let out = root.join("run");
+        let held = FolderLock::for_run(&out).unwrap();
+        let lock_file = root.join("run.lock");
+        assert!(lock_file.is_file());
+        let e = train_run(TRAIN, &root, &out, true, &Quiet).unwrap_err().to_string();
+        assert!(e.contains("another ntklab run is writing to") && e.contains("run.lock"), "{e}");
+        assert!(!out.exists() && !partial_dir(&out).exists());
+        let exp = crate::experiment::find("linearity").unwrap();
+        let prepared = exp.prepare(true, None, None).unwrap();
+        let e = run_experiment(exp, &prepared, &out, false, true, &Quiet).unwrap_err().to_string();
+        assert!(e.contains("another ntklab run is writing to"), "{e}");
+        drop(held);
+        assert!(!lock_file.exists());
+        train_run(TRAIN, &root, &out, false, &Quiet).unwrap();
+        assert!(!lock_file.exists() && out.join("summary.json").is_file());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A reproduction into a folder that already holds a file it would write (here report.md) overwrites it
+    /// only with force; without, it says so and keeps its finished steps, and resume + force recomputes nothing.
+    #[test]
+    fn a_reproduction_overwrites_nothing_without_force() {
+        let root = temp("clash");
+        let out = root.join("lin");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("report.md"), "my notes").unwrap();
+        let exp = crate::experiment::find("linearity").unwrap();
+        let prepared = exp.prepare(true, None, None).unwrap();
+        let e = run_experiment(exp, &prepared, &out, false, false, &Quiet).unwrap_err().to_string();
+        assert!(e.contains("report.md already exists") && e.contains("--resume --force"), "{e}");
+        assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), "my notes");
+        assert!(!out.join("summary.json").exists());
+        let steps = std::fs::read_to_string(partial_dir(&out).join("checkpoint.jsonl")).unwrap().lines().count() - 1;
+        assert!(steps >= 1);
+        let done = run_experiment(exp, &prepared, &out, true, true, &Quiet).unwrap();
+        assert_eq!(done.reused, steps, "every step came from the checkpoint");
+        assert_ne!(std::fs::read_to_string(out.join("report.md")).unwrap(), "my notes");
         assert!(!partial_dir(&out).exists());
         let _ = std::fs::remove_dir_all(&root);
     }
