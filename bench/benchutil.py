@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: run an ntklab command repeatedly and collect its timings."""
+import ctypes
 import re
 import subprocess
 import time
@@ -25,3 +26,32 @@ def run_timed(cmd, repeats):
             v = float(m.group(1))
             compute.append(v / 1000.0 if (m.group(2) or "s").lower() == "ms" else v)
     return r, wall, compute
+
+
+def keep_freed_memory():
+    """Gives this process glibc's allocator settings that ntklab's CLI and harnesses set for themselves
+    (`ntklab::data::memory::keep_freed_memory`): freed memory stays in the process instead of going back to the
+    kernel, so repeated calls do not pay first-touch page faults again. Called before the peer runs, so that both
+    sides of a ratio run with the same allocator. Returns False where it cannot be set (not glibc)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's <malloc.h>
+    return all(mallopt(k, v) == 1 for k, v in
+               ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 256 << 20), (m_top_pad, 64 << 20)))
+
+
+def add_allocator_flag(parser):
+    parser.add_argument("--peer-allocator", choices=["same", "default"], default="same",
+                        help="same: the Python peers run with ntklab's allocator settings (keep_freed_memory), as a "
+                             "ratio should; default: glibc's defaults, as torch ships")
+
+
+def apply_allocator_flag(args):
+    """Applies --peer-allocator; returns the line to print with the results."""
+    if args.peer_allocator == "same":
+        ok = keep_freed_memory()
+        return "peers run with ntklab's allocator settings" if ok else "peers: allocator settings could not be set"
+    return "peers run with glibc's default allocator settings"

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from benchutil import run_timed
+from benchutil import add_allocator_flag, apply_allocator_flag, run_timed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -196,7 +196,9 @@ def main():
     ap.add_argument("--no-nt", action="store_true", help="skip neural-tangents (its Jacobian contraction is slow)")
     ap.add_argument("--nt-structured-only", action="store_true",
                     help="of neural-tangents' implementations run only STRUCTURED_DERIVATIVES (its fastest here)")
+    add_allocator_flag(ap)
     a = ap.parse_args()
+    alloc = apply_allocator_flag(a)
     p, feat = draw(a.channels, a.size, a.readout, 0)
     x = np.random.default_rng(1).standard_normal((a.n, a.size, a.size, 3))
     tmp = tempfile.mkdtemp(prefix="entk-cnn-")
@@ -218,7 +220,7 @@ def main():
         results.update(nt_ntk(p, a.channels, a.readout, x, a.dtype, a.repeats, a.nt_structured_only))
     nparams = sum(v.size for v in p.values())
     print(f"\n## Empirical NTK, CNN conv({a.channels},3x3)x2 + {a.readout} + dense(1), N = {a.n}, "
-          f"{a.size}x{a.size}x3, {nparams} parameters, {a.dtype}, median of {a.repeats}\n")
+          f"{a.size}x{a.size}x3, {nparams} parameters, {a.dtype}, median of {a.repeats}; {alloc}\n")
     print("| implementation | median (s) | runs (s) | max rel diff to ntklab |")
     print("|---|---|---|---|")
     scale = np.abs(ours).max()

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from benchutil import add_allocator_flag, apply_allocator_flag
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NTKLAB = os.path.join(ROOT, "target", "release", "ntklab")
 TRAINED_RE = re.compile(r"trained in ([0-9.]+) s")
@@ -108,10 +110,12 @@ def main():
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--precisions", default="f64,f32")
+    add_allocator_flag(p)
     a = p.parse_args()
+    alloc = apply_allocator_flag(a)
     med = statistics.median
     print(f"GD, MLP {a.d}-{a.width}-{a.width}-1 ReLU, N = {a.n}, {a.steps} steps, MSE; median of {a.repeats} "
-          f"(after one warm-up); {os.cpu_count()} CPUs")
+          f"(after one warm-up); {os.cpu_count()} CPUs; {alloc}")
     print("| precision | ntklab process (s) | ntklab loop (s) | torch loop (s) | ratio torch/ntklab loop | "
           "page faults ntklab / torch |")
     print("|---|---|---|---|---|---|")

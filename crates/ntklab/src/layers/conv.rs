@@ -212,7 +212,7 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
                     Simd::Generic => windowed_block::<T, L, R, B, false>(&plan, hp, i0, rows, accum),
                 };
             }
-            pack_lanes::<T, L>(pass.m, (i0, rows.nrows()), c_src, c_src, hp);
+            pack_lanes::<T, L>(pass.m, (i0, rows.nrows()), c_src, (c_src, c_src), hp);
             let hp = &hp[..];
             rows.par_col_chunks_mut(per).enumerate().for_each(|(ci, cols)| {
                 let t0 = ci * per / (R * c_dst);
@@ -266,38 +266,43 @@ fn windowed_block<T: Float, const L: usize, const R: usize, const B: usize, cons
     accum: Accum,
 ) {
     let c_src = plan.pass.c_src;
-    pack_lanes::<T, L>(plan.pass.m, (i0, rows.nrows()), c_src, c_src, hp);
+    pack_lanes::<T, L>(plan.pass.m, (i0, rows.nrows()), c_src, (c_src, c_src), hp);
     windowed_tiles::<T, L, R, B, FMA>(plan, hp, 0, rows, accum)
 }
 
-/// One R x B tile: acc[r][b] = init[b] + sum over offsets j and source channels cs of the source vector at
-/// chunk offs[j][r] + cs times the weight chunk w[j c_src + cs][b].
+/// One R x B tile: acc[r][b] += sum over offsets j and the source channels `cs` of the source vector at chunk
+/// offs[j][r] + cs times the weight chunk w[j c_src + cs][b].
 #[inline(always)]
 fn conv_tile<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bool>(
+    mut acc: [[[T; L]; B]; R],
     hc: &[[T; L]],
     offs: &[[usize; R]],
     w: &[[T; B]],
-    c_src: usize,
-    init: [T; B],
+    (c_src, cs): (usize, std::ops::Range<usize>),
 ) -> [[[T; L]; B]; R] {
-    let mut acc = [[[T::ZERO; L]; B]; R];
-    for acc_r in acc.iter_mut() {
-        for (acc_rb, &b) in acc_r.iter_mut().zip(&init) {
-            *acc_rb = [b; L];
-        }
-    }
     for (offs_j, wj) in offs.iter().zip(w.chunks_exact(c_src)) {
-        for (cs, wc) in wj.iter().enumerate() {
-            for (acc_r, &off) in acc.iter_mut().zip(offs_j) {
-                let x = &hc[off + cs];
-                for (acc_rb, &wb) in acc_r.iter_mut().zip(wc) {
-                    fma_lanes::<T, L, FMA>(acc_rb, x, &[wb; L]);
+        let ws = &wj[cs.clone()];
+        // Each position's source vectors for these channels, checked once here rather than at every step.
+        let xs: [&[[T; L]]; R] = std::array::from_fn(|r| &hc[offs_j[r] + cs.start..][..ws.len()]);
+        for (i, wc) in ws.iter().enumerate() {
+            // Broadcast once, used by all R positions.
+            let wv: [[T; L]; B] = wc.map(|w| [w; L]);
+            for (acc_r, x) in acc.iter_mut().zip(&xs) {
+                // SAFETY: every xs[r] has ws.len() > i entries (sliced above).
+                let x = unsafe { x.get_unchecked(i) };
+                for (acc_rb, wb) in acc_r.iter_mut().zip(&wv) {
+                    fma_lanes::<T, L, FMA>(acc_rb, x, wb);
                 }
             }
         }
     }
     acc
 }
+
+/// Bytes of source vectors one R-position tile of [`windowed_tiles`] reads per group of source channels: the
+/// group stays in L1 while every destination channel block reads it (a 64-channel source, read whole, is
+/// 147 KB per tile in f32, streamed from L2 once per block of destination channels).
+const WINDOW_BYTES: usize = 40 << 10;
 
 /// The tiles t0.. of one block of examples whose destination columns are `cols` (whole tiles of R positions, the
 /// last one possibly short) and rows its m <= L examples.
@@ -314,13 +319,25 @@ fn windowed_tiles<T: Float, const L: usize, const R: usize, const B: usize, cons
     let wc = plan.wp.as_chunks::<B>().0;
     let bc = plan.bias.as_chunks::<B>().0;
     debug_assert!(hc.len() > plan.pass.m.ncols(), "the packed source ends in a zero block");
+    let groups = (k * R * c_src * std::mem::size_of::<[T; L]>()).div_ceil(WINDOW_BYTES).clamp(1, c_src);
+    let per_group = c_src.div_ceil(groups);
+    // One tile's accumulators for every destination channel block (in L1 between the source channel groups).
+    let mut accs = vec![[[[T::ZERO; L]; B]; R]; plan.nb];
     let positions = cols.ncols() / c_dst;
     for tl in 0..positions.div_ceil(R) {
         let t = t0 + tl;
         let offs = &plan.src[t * k * R..][..k * R];
-        for cb in 0..plan.nb {
-            let wb = &wc[cb * k * c_src..][..k * c_src];
-            let acc = conv_tile::<T, L, R, B, FMA>(hc, offs.as_chunks::<R>().0, wb, c_src, bc[cb]);
+        for (acc, &init) in accs.iter_mut().zip(bc) {
+            *acc = [init.map(|b| [b; L]); R];
+        }
+        for cs0 in (0..c_src).step_by(per_group) {
+            let cs = cs0..(cs0 + per_group).min(c_src);
+            for (cb, acc) in accs.iter_mut().enumerate() {
+                let wb = &wc[cb * k * c_src..][..k * c_src];
+                *acc = conv_tile::<T, L, R, B, FMA>(*acc, hc, offs.as_chunks::<R>().0, wb, (c_src, cs.clone()));
+            }
+        }
+        for (cb, acc) in accs.iter().enumerate() {
             for (r, acc_r) in acc.iter().enumerate().take(positions - tl * R) {
                 for (b, lanes) in acc_r.iter().enumerate().take(c_dst.saturating_sub(cb * B)) {
                     let q = (tl * R + r) * c_dst + cb * B + b;
@@ -719,9 +736,9 @@ pub(crate) fn linear_transpose<T: Float>(net: &Network<T>, v: usize, delta: Mat<
 /// order.
 ///
 /// Every example has its own small product, so examples are the vector lanes: `simd`'s width of examples at a
-/// time is packed position-major (channel c of position p at lanes (p C + c) L..), and a tile of A input by B
-/// output channels of G accumulates in registers over the positions of one window offset. No transposes and no
-/// window gathers; results do not depend on the thread count.
+/// time is packed in blocks of A (inputs) or B (cotangents) channels, each block position-major, and a tile of
+/// A input by B output channels of G accumulates in registers over the positions of one window offset. No
+/// transposes and no window gathers; results do not depend on the thread count.
 pub(crate) fn jacobian_block<T: Float>(
     net: &Network<T>,
     l: usize,
@@ -771,16 +788,16 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
     let (cip, cop) = (g.c_in.div_ceil(A) * A, g.c_out.div_ceil(B) * B);
     // Per window offset j: the packed offsets (input position, output position) of every tap that is not padding.
     let pairs: Vec<Vec<(usize, usize)>> = (0..g.k)
-        .map(|j| (0..g.p_out).filter_map(|o| g.taps[o * g.k + j].map(|p| (p * cip * L, o * cop * L))).collect())
+        .map(|j| (0..g.p_out).filter_map(|o| g.taps[o * g.k + j].map(|p| (p * A * L, o * B * L))).collect())
         .collect();
     // Output positions in chunks of CHUNK: per offset j, the range of `pairs[j]` whose output position falls in
     // each chunk (pairs are in output-position order).
     let chunks = g.p_out.div_ceil(CHUNK);
     let bounds: Vec<Vec<usize>> = pairs
         .iter()
-        .map(|pj| (0..=chunks).map(|c| pj.partition_point(|&(_, pd)| pd < c * CHUNK * cop * L)).collect())
+        .map(|pj| (0..=chunks).map(|c| pj.partition_point(|&(_, pd)| pd < c * CHUNK * B * L)).collect())
         .collect();
-    let tiles = g.k * (cip / A) * (cop / B);
+    let tiles = g.k * (cip / A) * group_blocks::<T, L, A, B>(g.k, cip, cop);
     for_each_block::<T, _, L>(
         jm,
         || {
@@ -826,6 +843,17 @@ fn for_each_block<T: Float, S, const L: usize>(
 /// from L2 once per tile.
 const CHUNK: usize = 32;
 
+/// Bytes of tile accumulators that [`products`] carries from chunk to chunk: it works through the output
+/// channels in groups whose accumulators fit in this (well inside L2), since accumulators that spill to L3 (a
+/// 64 -> 64 3x3 layer has 2.4 MB of them) are reloaded at every chunk.
+const ACC_BYTES: usize = 256 << 10;
+
+/// Blocks of B output channels per group of [`products`] (at least one; at most all of them).
+fn group_blocks<T, const L: usize, const A: usize, const B: usize>(k: usize, cip: usize, cop: usize) -> usize {
+    let per_block = k * (cip / A) * std::mem::size_of::<[[[T; L]; B]; A]>();
+    (ACC_BYTES / per_block).clamp(1, cop / B)
+}
+
 /// One block of L examples (rows i0.. of H and D_a), and the buffers [`products`] packs them into.
 struct LaneBlock<'a, T, const L: usize, const A: usize, const B: usize> {
     g: &'a Geom,
@@ -837,7 +865,8 @@ struct LaneBlock<'a, T, const L: usize, const A: usize, const B: usize> {
     i0: usize,
     hp: &'a mut [T],
     dp: &'a mut [T],
-    /// The accumulators of every tile, (j, ci0 / A, co0 / B) in that order, carried from chunk to chunk.
+    /// The accumulators of one group's tiles, (j, ci0 / A, co0 / B - first block of the group) in that order,
+    /// carried from chunk to chunk.
     acc: &'a mut [[[[T; L]; B]; A]],
     wm: T,
     bm: Option<T>,
@@ -851,32 +880,38 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
 ) {
     let g = blk.g;
     let (cip, cop) = (g.c_in.div_ceil(A) * A, g.c_out.div_ceil(B) * B);
-    pack_lanes::<T, L>(blk.h, (blk.i0, rows.nrows()), g.c_in, cip, blk.hp);
-    pack_lanes::<T, L>(blk.d, (blk.i0, rows.nrows()), g.c_out, cop, blk.dp);
+    pack_lanes::<T, L>(blk.h, (blk.i0, rows.nrows()), g.c_in, (cip, A), blk.hp);
+    pack_lanes::<T, L>(blk.d, (blk.i0, rows.nrows()), g.c_out, (cop, B), blk.dp);
     let kc = g.k * g.c_in;
     let (na, nb) = (cip / A, cop / B);
-    blk.acc.fill([[[T::ZERO; L]; B]; A]);
-    for c in 0..g.p_out.div_ceil(CHUNK) {
-        for ai in 0..na {
-            for bi in 0..nb {
-                for (j, pj) in blk.pairs.iter().enumerate() {
-                    let part = &pj[blk.bounds[j][c]..blk.bounds[j][c + 1]];
-                    let acc = &mut blk.acc[(j * na + ai) * nb + bi];
-                    tile::<T, L, A, B, FMA>(acc, part, blk.hp, blk.dp, (ai * A * L, bi * B * L));
+    let gb = group_blocks::<T, L, A, B>(g.k, cip, cop);
+    for b0 in (0..nb).step_by(gb) {
+        let blocks = gb.min(nb - b0);
+        blk.acc.fill([[[T::ZERO; L]; B]; A]);
+        for c in 0..g.p_out.div_ceil(CHUNK) {
+            for ai in 0..na {
+                for bi in 0..blocks {
+                    for (j, pj) in blk.pairs.iter().enumerate() {
+                        let part = &pj[blk.bounds[j][c]..blk.bounds[j][c + 1]];
+                        let acc = &mut blk.acc[(j * na + ai) * gb + bi];
+                        let offsets = (ai * g.p_in * A * L, (b0 + bi) * g.p_out * B * L);
+                        tile::<T, L, A, B, FMA>(acc, part, blk.hp, blk.dp, offsets);
+                    }
                 }
             }
         }
-    }
-    for j in 0..g.k {
-        for ci0 in (0..cip).step_by(A) {
-            for co0 in (0..cop).step_by(B) {
-                let acc = &blk.acc[(j * na + ci0 / A) * nb + co0 / B];
-                for (a, acc_a) in acc.iter().enumerate().take(g.c_in.saturating_sub(ci0)) {
-                    for (b, lanes) in acc_a.iter().enumerate().take(g.c_out.saturating_sub(co0)) {
-                        let q = (co0 + b) * kc + j * g.c_in + ci0 + a;
-                        let dst = rows.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
-                        for (o, &v) in dst.iter_mut().zip(lanes) {
-                            *o = blk.wm * v;
+        for j in 0..g.k {
+            for ci0 in (0..cip).step_by(A) {
+                for bi in 0..blocks {
+                    let co0 = (b0 + bi) * B;
+                    let acc = &blk.acc[(j * na + ci0 / A) * gb + bi];
+                    for (a, acc_a) in acc.iter().enumerate().take(g.c_in.saturating_sub(ci0)) {
+                        for (b, lanes) in acc_a.iter().enumerate().take(g.c_out.saturating_sub(co0)) {
+                            let q = (co0 + b) * kc + j * g.c_in + ci0 + a;
+                            let dst = rows.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
+                            for (o, &v) in dst.iter_mut().zip(lanes) {
+                                *o = blk.wm * v;
+                            }
                         }
                     }
                 }
@@ -887,7 +922,7 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
         for co in 0..g.c_out {
             let mut s = [T::ZERO; L];
             for o in 0..g.p_out {
-                for (acc, &v) in s.iter_mut().zip(&blk.dp[(o * cop + co) * L..][..L]) {
+                for (acc, &v) in s.iter_mut().zip(&blk.dp[(((co / B) * g.p_out + o) * B + co % B) * L..][..L]) {
                     *acc += v;
                 }
             }
@@ -899,20 +934,24 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
     }
 }
 
-/// Rows i0..i0 + m of `m` (columns p c + ch) into `out` at ((p cp + ch) L + lane), zeros in the padded lanes and
-/// channels.
+/// Rows i0..i0 + m of `src` (columns p c + ch) into `out`, channels padded with zeros to `cp` and grouped in
+/// blocks of `width` (a divisor of cp), block-major: channel ch of position p at lanes
+/// (((ch / width) positions + p) width + ch % width) L.. . One block of a few channels is then contiguous over the
+/// positions, where a position-major layout of many channels puts a tile's successive positions a multiple of
+/// 4 KiB apart, all in the same few L1 sets.
 #[inline(always)]
 fn pack_lanes<T: Float, const L: usize>(
     src: MatRef<'_, T>,
     (i0, m): (usize, usize),
     c: usize,
-    cp: usize,
+    (cp, width): (usize, usize),
     out: &mut [T],
 ) {
     let positions = src.ncols() / c;
     for p in 0..positions {
         for ch in 0..cp {
-            let dst: &mut [T; L] = (&mut out[(p * cp + ch) * L..][..L]).try_into().expect("L entries");
+            let at = (((ch / width) * positions + p) * width + ch % width) * L;
+            let dst: &mut [T; L] = (&mut out[at..][..L]).try_into().expect("L entries");
             if ch < c {
                 let col = src.col(p * c + ch).try_as_col_major().expect("contiguous column").as_slice();
                 // The next block of examples reads the line after this one in every column, some 4096 columns
@@ -1144,6 +1183,56 @@ mod tests {
                     assert!(max_diff(&dh32, &dh_ref) < 1e-4, "{simd:?} f32 transpose, N = {rows}");
                 }
             }
+        }
+    }
+
+    /// Sources of many channels: every build reads them in groups of channels (see WINDOW_BYTES), forward (80
+    /// source channels) and transposed (72), with the accumulators carried from group to group.
+    #[test]
+    fn windowed_passes_over_many_source_channels_agree_with_the_definition() {
+        let (c_in, c_out) = (80, 72);
+        let g = geom(&[4, 5], &[3, 3], &[1, 1], Padding::Same, c_in, c_out);
+        let w: Vec<f64> = gaussian(1, c_out * c_in * g.k, 2).row(0).iter().copied().collect();
+        let bias: Vec<f64> = (0..c_out).map(|c| 0.01 * c as f64 - 0.3).collect();
+        let h = gaussian(35, g.p_in * c_in, 1);
+        let delta = gaussian(35, g.p_out * c_out, 3);
+        let mults = (0.1, 1.0);
+        let (z_ref, dh_ref) =
+            (naive(&g, &w, &bias, h.as_ref(), mults), naive_transpose(&g, &w, delta.as_ref(), mults.0));
+        let fw = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
+        let tw = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];
+        for simd in crate::kernel::compute::simd_builds() {
+            let lanes = match simd {
+                Simd::Generic => 2,
+                _ => 4,
+            };
+            assert!(g.k * 4 * c_out.min(c_in) * lanes * 8 > WINDOW_BYTES, "groups on {simd:?}");
+            let fwd = Windowed {
+                m: h.as_ref(),
+                c_src: c_in,
+                c_dst: c_out,
+                sel: &g.taps,
+                k: g.k,
+                weight: &fw,
+                scale: mults.0,
+                bias: Some(&bias),
+            };
+            let mut z = Mat::from_fn(35, g.p_out * c_out, |_, _| f64::NAN);
+            windowed(&mut z, Accum::Replace, &fwd, simd);
+            assert!(max_diff(&z, &z_ref) < 1e-12, "{simd:?} forward");
+            let tr = Windowed {
+                m: delta.as_ref(),
+                c_src: c_out,
+                c_dst: c_in,
+                sel: &g.inv,
+                k: g.k,
+                weight: &tw,
+                scale: mults.0,
+                bias: None,
+            };
+            let mut dh = Mat::from_fn(35, g.p_in * c_in, |_, _| f64::NAN);
+            windowed(&mut dh, Accum::Replace, &tr, simd);
+            assert!(max_diff(&dh, &dh_ref) < 1e-12, "{simd:?} transpose");
         }
     }
 

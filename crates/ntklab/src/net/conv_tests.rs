@@ -223,7 +223,9 @@ fn conv_jacobian_blocks_agree_on_every_simd_build_and_lane_remainder() {
     // channels (3 and 5 are not multiples of the tiles): N = 35 leaves a partial block at every width. Every
     // build must give the unit-VJP Jacobian (f64: to rounding; f32: to its rounding through two layers).
     // The second net has 72 output positions per conv: the products run over positions in chunks of 32, the
-    // last one partial.
+    // last one partial. The third has channels enough (232 in, 80 out of the second conv's transpose) that every
+    // build splits the windowed passes into groups of source channels and the first conv's products into groups
+    // of output channels.
     let builds = crate::kernel::compute::simd_builds();
     let nets = [
         (
@@ -234,6 +236,10 @@ flatten,dense(2,b_std=0.1)",
         (
             "conv(3,3x3,padding=same,b_std=0.2),relu,conv(2,3x3,padding=same),global_avg_pool,dense(1)",
             Shape::image(&[9, 8], 2),
+        ),
+        (
+            "conv(12,3x3,padding=same,b_std=0.2),relu,conv(80,3x3,padding=same),tanh,global_avg_pool,dense(1)",
+            Shape::image(&[4, 3], 232),
         ),
     ];
     for (spec, shape) in nets {
