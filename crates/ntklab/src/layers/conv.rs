@@ -283,7 +283,7 @@ fn conv_tile<T: Float, const L: usize, const R: usize, const B: usize, const FMA
     for (offs_j, wj) in offs.iter().zip(w.chunks_exact(c_src)) {
         let ws = &wj[cs.clone()];
         // Each position's source vectors for these channels, checked once here rather than at every step.
-        let xs: [&[[T; L]]; R] = std::array::from_fn(|r| &hc[offs_j[r] + cs.start..][..ws.len()]);
+        let xs: [&[[T; L]]; R] = offs_j.map(|o| &hc[o + cs.start..][..ws.len()]);
         for (i, wc) in ws.iter().enumerate() {
             // Broadcast once, used by all R positions.
             let wv: [[T; L]; B] = wc.map(|w| [w; L]);
