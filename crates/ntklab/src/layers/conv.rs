@@ -1075,6 +1075,27 @@ mod tests {
         m
     }
 
+    /// The forward windowed pass of `g` over `m` (H) with `weight(j, ci, co)`.
+    fn forward_pass<'a, T>(
+        g: &'a Geom,
+        m: MatRef<'a, T>,
+        weight: &'a (dyn Fn(usize, usize, usize) -> T + Sync),
+        scale: f64,
+        bias: Option<&'a [T]>,
+    ) -> Windowed<'a, T> {
+        Windowed { m, c_src: g.c_in, c_dst: g.c_out, sel: &g.taps, k: g.k, weight, scale, bias }
+    }
+
+    /// The transposed pass of `g` over `m` (Delta) with `weight(j, co, ci)`.
+    fn transpose_pass<'a, T>(
+        g: &'a Geom,
+        m: MatRef<'a, T>,
+        weight: &'a (dyn Fn(usize, usize, usize) -> T + Sync),
+        scale: f64,
+    ) -> Windowed<'a, T> {
+        Windowed { m, c_src: g.c_out, c_dst: g.c_in, sel: &g.inv, k: g.k, weight, scale, bias: None }
+    }
+
     /// The transposed convolution by its definition: dH[:, i_j(o)] += w_mult delta[:, o] W_j.
     fn naive_transpose(g: &Geom, w: &[f64], delta: MatRef<'_, f64>, w_mult: f64) -> Mat<f64> {
         let mut dh = Mat::zeros(delta.nrows(), g.p_in * g.c_in);
@@ -1122,61 +1143,26 @@ mod tests {
                     let bias: Vec<f64> = b.iter().map(|v| mults.1 * v).collect();
                     let fw = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
                     let tw = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];
-                    let fwd = Windowed {
-                        m: h.as_ref(),
-                        c_src: c_in,
-                        c_dst: c_out,
-                        sel: &g.taps,
-                        k: g.k,
-                        weight: &fw,
-                        scale: mults.0,
-                        bias: Some(&bias),
-                    };
+                    let fwd = forward_pass(&g, h.as_ref(), &fw, mults.0, Some(&bias));
                     let mut z = Mat::from_fn(rows, g.p_out * c_out, |_, _| f64::NAN);
                     windowed(&mut z, Accum::Replace, &fwd, simd);
                     assert!(max_diff(&z, &z_ref) < 1e-12, "{simd:?} forward, N = {rows}, {n:?}");
                     // Accum::Add adds onto what is there.
                     windowed(&mut z, Accum::Add, &fwd, simd);
                     assert!(max_diff(&z, &(&z_ref * faer::Scale(2.0))) < 1e-12, "{simd:?} add, N = {rows}");
-                    let tr = Windowed {
-                        m: delta.as_ref(),
-                        c_src: c_out,
-                        c_dst: c_in,
-                        sel: &g.inv,
-                        k: g.k,
-                        weight: &tw,
-                        scale: mults.0,
-                        bias: None,
-                    };
+                    let tr = transpose_pass(&g, delta.as_ref(), &tw, mults.0);
                     let mut dh = Mat::from_fn(rows, g.p_in * c_in, |_, _| f64::NAN);
                     windowed(&mut dh, Accum::Replace, &tr, simd);
                     assert!(max_diff(&dh, &dh_ref) < 1e-12, "{simd:?} transpose, N = {rows}, {n:?}");
                     let bias32: Vec<f32> = bias.iter().map(|&v| v as f32).collect();
                     let fw32 = |j: usize, ci: usize, co: usize| w32[(co * g.c_in + ci) * g.k + j];
-                    let fwd32 = Windowed {
-                        m: h32.as_ref(),
-                        c_src: c_in,
-                        c_dst: c_out,
-                        sel: &g.taps,
-                        k: g.k,
-                        weight: &fw32,
-                        scale: mults.0,
-                        bias: Some(&bias32),
-                    };
+                    let fwd32 = forward_pass(&g, h32.as_ref(), &fw32, mults.0, Some(&bias32));
                     let mut z32 = Mat::<f32>::zeros(rows, g.p_out * c_out);
                     windowed(&mut z32, Accum::Replace, &fwd32, simd);
                     let z32: Mat<f64> = crate::net::cast(z32.as_ref());
                     assert!(max_diff(&z32, &z_ref) < 1e-4, "{simd:?} f32 forward, N = {rows}");
-                    let tr32 = Windowed {
-                        m: delta32.as_ref(),
-                        c_src: c_out,
-                        c_dst: c_in,
-                        sel: &g.inv,
-                        k: g.k,
-                        weight: &|j: usize, co: usize, ci: usize| w32[(co * g.c_in + ci) * g.k + j],
-                        scale: mults.0,
-                        bias: None,
-                    };
+                    let tw32 = |j: usize, co: usize, ci: usize| w32[(co * g.c_in + ci) * g.k + j];
+                    let tr32 = transpose_pass(&g, delta32.as_ref(), &tw32, mults.0);
                     let mut dh32 = Mat::<f32>::zeros(rows, g.p_in * c_in);
                     windowed(&mut dh32, Accum::Replace, &tr32, simd);
                     let dh32: Mat<f64> = crate::net::cast(dh32.as_ref());
@@ -1207,29 +1193,11 @@ mod tests {
                 _ => 4,
             };
             assert!(g.k * 4 * c_out.min(c_in) * lanes * 8 > WINDOW_BYTES, "groups on {simd:?}");
-            let fwd = Windowed {
-                m: h.as_ref(),
-                c_src: c_in,
-                c_dst: c_out,
-                sel: &g.taps,
-                k: g.k,
-                weight: &fw,
-                scale: mults.0,
-                bias: Some(&bias),
-            };
+            let fwd = forward_pass(&g, h.as_ref(), &fw, mults.0, Some(&bias));
             let mut z = Mat::from_fn(35, g.p_out * c_out, |_, _| f64::NAN);
             windowed(&mut z, Accum::Replace, &fwd, simd);
             assert!(max_diff(&z, &z_ref) < 1e-12, "{simd:?} forward");
-            let tr = Windowed {
-                m: delta.as_ref(),
-                c_src: c_out,
-                c_dst: c_in,
-                sel: &g.inv,
-                k: g.k,
-                weight: &tw,
-                scale: mults.0,
-                bias: None,
-            };
+            let tr = transpose_pass(&g, delta.as_ref(), &tw, mults.0);
             let mut dh = Mat::from_fn(35, g.p_in * c_in, |_, _| f64::NAN);
             windowed(&mut dh, Accum::Replace, &tr, simd);
             assert!(max_diff(&dh, &dh_ref) < 1e-12, "{simd:?} transpose");
