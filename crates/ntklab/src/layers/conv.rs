@@ -578,10 +578,16 @@ pub(crate) fn global_avg_pool<T: Float>(h: MatRef<'_, T>, p: usize, c: usize) ->
     z
 }
 
-/// The transpose of [`global_avg_pool`].
-pub(crate) fn global_avg_pool_transpose<T: Float>(delta: MatRef<'_, T>, p: usize, c: usize) -> Mat<T> {
+/// The transpose of [`global_avg_pool`], into a matrix from `pool` (every entry is written, so a reused one needs
+/// no zeroing).
+pub(crate) fn global_avg_pool_transpose<T: Float>(
+    delta: MatRef<'_, T>,
+    p: usize,
+    c: usize,
+    pool: &mut Pool<T>,
+) -> Mat<T> {
     let inv = T::of(1.0 / p as f64);
-    let mut dh = Mat::<T>::zeros(delta.nrows(), p * c);
+    let mut dh = pool.take(delta.nrows(), p * c);
     crate::net::ops::for_each_col(&mut dh, |pc, o| {
         for (o, &x) in o.iter_mut().zip(delta.col(pc % c).iter()) {
             *o = inv * x;
@@ -716,15 +722,19 @@ pub(crate) fn linear_forward<T: Float>(net: &Network<T>, v: usize, h: MatRef<'_,
 }
 
 /// The transpose of [`linear_forward`] at node v (its VJP; also the R-operator's).
-pub(crate) fn linear_transpose<T: Float>(net: &Network<T>, v: usize, delta: Mat<T>) -> Mat<T> {
+pub(crate) fn linear_transpose<T: Float>(net: &Network<T>, v: usize, delta: Mat<T>, pool: &mut Pool<T>) -> Mat<T> {
     let node = &net.graph.nodes[v];
     let src = &net.graph.nodes[node.inputs[0]].shape;
-    match node.op {
+    let out = match node.op {
         crate::kernel::Op::AvgPool { .. } => avg_pool_transpose(geom_at(net, v), delta.as_ref()),
-        crate::kernel::Op::GlobalAvgPool => global_avg_pool_transpose(delta.as_ref(), src.positions(), src.channels),
-        crate::kernel::Op::Flatten => delta,
+        crate::kernel::Op::GlobalAvgPool => {
+            global_avg_pool_transpose(delta.as_ref(), src.positions(), src.channels, pool)
+        }
+        crate::kernel::Op::Flatten => return delta,
         _ => unreachable!("linear_transpose is for pooling and flatten nodes"),
-    }
+    };
+    pool.give(delta);
+    out
 }
 
 /// The Jacobian block of Conv node l: (k N) x P_l, row a N + i = dF_a(x_i)/d(W_l, b_l), from the stacked
@@ -1341,7 +1351,7 @@ mod tests {
         assert!((lhs - rhs).abs() < 1e-12, "adjoint");
         let gp = global_avg_pool(h.as_ref(), 16, 3);
         let gd = gaussian(2, 3, 9);
-        let gt = global_avg_pool_transpose(gd.as_ref(), 16, 3);
+        let gt = global_avg_pool_transpose(gd.as_ref(), 16, 3, &mut Pool::default());
         let lhs: f64 = (0..2).flat_map(|r| (0..3).map(move |c| (r, c))).map(|(r, c)| gp[(r, c)] * gd[(r, c)]).sum();
         let rhs: f64 = (0..2).flat_map(|r| (0..48).map(move |c| (r, c))).map(|(r, c)| h[(r, c)] * gt[(r, c)]).sum();
         assert!((lhs - rhs).abs() < 1e-12, "adjoint of the global pool");

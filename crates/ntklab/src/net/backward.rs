@@ -118,7 +118,7 @@ impl<T: Float> Network<T> {
                 Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Flatten => {
                     let u = node.inputs[0];
                     if u != 0 {
-                        accumulate(&mut acc, u, layers::conv::linear_transpose(self, v, gv), pool);
+                        accumulate(&mut acc, u, layers::conv::linear_transpose(self, v, gv, pool), pool);
                     } else {
                         pool.give(gv);
                     }

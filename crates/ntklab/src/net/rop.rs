@@ -288,7 +288,7 @@ fn rop_backward<T: Float>(
                 let u = node.inputs[0];
                 if let Some(r) = rgw {
                     if u != 0 {
-                        accumulate(&mut rg, u, layers::conv::linear_transpose(net, w, r), pool);
+                        accumulate(&mut rg, u, layers::conv::linear_transpose(net, w, r, pool), pool);
                     } else {
                         pool.give(r);
                     }
