@@ -932,7 +932,7 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
         for co in 0..g.c_out {
             let mut s = [T::ZERO; L];
             for o in 0..g.p_out {
-                for (acc, &v) in s.iter_mut().zip(&blk.dp[(((co / B) * g.p_out + o) * B + co % B) * L..][..L]) {
+                for (acc, &v) in s.iter_mut().zip(&blk.dp[packed_at(co, o, g.p_out, B) * L..][..L]) {
                     *acc += v;
                 }
             }
@@ -960,7 +960,7 @@ fn pack_lanes<T: Float, const L: usize>(
     let positions = src.ncols() / c;
     for p in 0..positions {
         for ch in 0..cp {
-            let at = (((ch / width) * positions + p) * width + ch % width) * L;
+            let at = packed_at(ch, p, positions, width) * L;
             let dst: &mut [T; L] = (&mut out[at..][..L]).try_into().expect("L entries");
             if ch < c {
                 let col = src.col(p * c + ch).try_as_col_major().expect("contiguous column").as_slice();
@@ -980,6 +980,13 @@ fn pack_lanes<T: Float, const L: usize>(
             }
         }
     }
+}
+
+/// Where [`pack_lanes`] puts channel `ch` of position `p` (of `positions`, channels in blocks of `width`), in
+/// units of L lanes.
+#[inline(always)]
+fn packed_at(ch: usize, p: usize, positions: usize, width: usize) -> usize {
+    ((ch / width) * positions + p) * width + ch % width
 }
 
 /// A hint to bring the cache line at `ptr` into L2 (no effect elsewhere than x86-64; never faults, so `ptr` may
