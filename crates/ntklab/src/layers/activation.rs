@@ -6,7 +6,9 @@ use faer::Mat;
 
 use crate::kernel::compute::Stage;
 use crate::kernel::Activation;
-use crate::net::ops::{col, for_each_col, for_each_col2, hadamard, hadamard_blocks, hadamard_into, Float, Pool};
+use crate::net::ops::{
+    col, flat_mut, for_each_col, for_each_col2, hadamard, hadamard_blocks, hadamard_into, Float, Pool,
+};
 use crate::net::tape::Caches;
 
 /// The activation of an activation node, None for the identity (which the passes skip).
@@ -26,6 +28,14 @@ fn activate_in_place<T: Float>(z: &mut Mat<T>, a: &Activation, slope: Option<Mat
     fn pass<T: Float>(z: &mut Mat<T>, slope: Option<Mat<T>>, f: impl Fn(T) -> (T, T) + Sync + Send) -> Option<Mat<T>> {
         match slope {
             Some(mut s) => {
+                if let (Some(zf), Some(sf)) = (flat_mut(z), flat_mut(&mut s)) {
+                    for (t, o) in zf.iter_mut().zip(sf.iter_mut()) {
+                        let (v, d) = f(*t);
+                        *t = v;
+                        *o = d;
+                    }
+                    return Some(s);
+                }
                 for_each_col2(z, &mut s, |_, zc, sc| {
                     for (t, o) in zc.iter_mut().zip(sc.iter_mut()) {
                         let (v, d) = f(*t);

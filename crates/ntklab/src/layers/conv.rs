@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use crate::kernel::compute::{simd_level, Simd};
 use crate::kernel::spatial::Window;
-use crate::net::ops::{Float, Pool};
+use crate::net::ops::{threads, Float, Pool};
 use crate::net::Network;
 
 /// The geometry of one convolution or pooling node.
@@ -192,13 +192,12 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     let plan = WindowedPlan { pass, wp, bias, src, nb };
     let blocks = pass.m.nrows().div_ceil(L);
     // Few blocks of examples (small batches): split each block's destination positions between threads too.
-    let splits = rayon::current_num_threads().div_ceil(blocks).clamp(1, tiles);
+    let splits = threads().div_ceil(blocks).clamp(1, tiles);
     let per = tiles.div_ceil(splits) * R * c_dst;
-    for_each_block::<T, _, L>(
-        out.as_mut(),
-        // One zero block past the last position stands for padding.
-        || vec![T::ZERO; (p_src + 1) * c_src * L],
-        |hp, bi, rows| {
+    for_each_block::<T, L>(out.as_mut(), |bi, rows| {
+        let block = |hp: &mut [T]| {
+            // One zero block past the last position stands for padding.
+            hp[p_src * c_src * L..].fill(T::ZERO);
             let i0 = bi * L;
             // SAFETY (every `unsafe` below): each arm is only taken when the CPU reports the features it was
             // built for.
@@ -224,8 +223,10 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
                     Simd::Generic => windowed_tiles::<T, L, R, B, false>(&plan, hp, t0, cols, accum),
                 }
             });
-        },
-    );
+        };
+        // SAFETY: T is f32 or f64, valid for any bits; pack_lanes writes all but the last block, zeroed above.
+        unsafe { with_scratch::<T, _>((p_src + 1) * c_src * L, block) }
+    });
 }
 
 /// Defines `$avx512` and `$avx2`: `$inner::<T, _, _, _, true>` (FMA on) compiled for AVX-512 and for AVX2 + FMA.
@@ -411,7 +412,7 @@ pub(crate) fn param_grad<T: Float>(
     let gs = group_size::<T>(n, kc + g.c_out, g.p_out);
     let groups = g.p_out.div_ceil(gs);
     let ident: Vec<Option<usize>> = (0..g.p_out).map(Some).collect();
-    let par = if groups >= 2 * rayon::current_num_threads() { Par::Seq } else { Par::rayon(0) };
+    let par = if threads() == 1 || groups >= 2 * threads() { Par::Seq } else { Par::rayon(0) };
     let parts: Vec<Mat<T>> = (0..groups)
         .into_par_iter()
         .map_init(
@@ -757,32 +758,61 @@ pub(crate) fn jacobian_block<T: Float>(
     simd: Simd,
     pool: &mut Pool<T>,
 ) -> Mat<T> {
-    let dl = &net.dense[l];
-    let g = geom_at(net, dl.node);
     let n = h.nrows();
-    let (wm, bm) = mults(net, l);
-    let bm = dl.has_bias().then_some(T::of(bm));
     // Every entry is written below.
-    let mut jm = pool.take(d.nrows(), dl.num_params());
+    let mut jm = pool.take(d.nrows(), net.dense[l].num_params());
     for a in 0..d.nrows() / n {
-        let (da, ja) = (d.as_ref().subrows(a * n, n), jm.as_mut().subrows_mut(a * n, n));
-        let args = (g, h, da, T::of(wm), bm, ja);
-        let f32_lanes = std::mem::size_of::<T>() == 4;
-        // Lanes of 64 bytes with a 4 x 4 tile where there are 32 vector registers, 32 bytes and 2 x 4 with 16.
-        match simd {
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 if f32_lanes => lanes::<T, 16, 4, 4>(simd, args),
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => lanes::<T, 8, 4, 4>(simd, args),
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 if f32_lanes => lanes::<T, 8, 2, 4>(simd, args),
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => lanes::<T, 4, 2, 4>(simd, args),
-            Simd::Generic if f32_lanes => lanes::<T, 4, 2, 4>(simd, args),
-            Simd::Generic => lanes::<T, 2, 2, 4>(simd, args),
-        }
+        jacobian_rows(net, l, h, d.as_ref().subrows(a * n, n), simd, jm.as_mut().subrows_mut(a * n, n));
     }
     jm
+}
+
+/// One output's rows of [`jacobian_block`]: `ja` (N x P_l) = dF_a(x_i)/d(W_l, b_l) from that output's
+/// cotangents `da` (N x P_out C_out), every entry written.
+pub(crate) fn jacobian_rows<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    h: MatRef<'_, T>,
+    da: MatRef<'_, T>,
+    simd: Simd,
+    ja: MatMut<'_, T>,
+) {
+    let dl = &net.dense[l];
+    let g = geom_at(net, dl.node);
+    let (wm, bm) = mults(net, l);
+    let bm = dl.has_bias().then_some(T::of(bm));
+    let args = (g, h, da, T::of(wm), bm, ja);
+    // Lanes of 64 bytes with a 4 x 4 tile where there are 32 vector registers, 32 bytes and 2 x 4 with 16.
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 if f32_lanes::<T>() => lanes::<T, 16, 4, 4>(simd, args),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => lanes::<T, 8, 4, 4>(simd, args),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 if f32_lanes::<T>() => lanes::<T, 8, 2, 4>(simd, args),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => lanes::<T, 4, 2, 4>(simd, args),
+        Simd::Generic if f32_lanes::<T>() => lanes::<T, 4, 2, 4>(simd, args),
+        Simd::Generic => lanes::<T, 2, 2, 4>(simd, args),
+    }
+}
+
+/// Whether T is f32 (twice the lanes per vector).
+fn f32_lanes<T>() -> bool {
+    std::mem::size_of::<T>() == 4
+}
+
+/// The examples per vector in `simd`'s build of the lane kernels (the L of [`jacobian_rows`] and the windowed
+/// passes): a block of this many rows, stored column-major, is already in their packed layout.
+pub(crate) fn lane_width<T>(simd: Simd) -> usize {
+    let bytes = match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => 64,
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => 32,
+        Simd::Generic => 16,
+    };
+    bytes / std::mem::size_of::<T>()
 }
 
 /// The arguments of [`lanes`]: geometry, H, one output's cotangents D_a, w_mult, b_mult (None: no bias) and that
@@ -808,44 +838,82 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
         .map(|pj| (0..=chunks).map(|c| pj.partition_point(|&(_, pd)| pd < c * CHUNK * B * L)).collect())
         .collect();
     let tiles = g.k * (cip / A) * group_blocks::<T, L, A, B>(g.k, cip, cop);
-    for_each_block::<T, _, L>(
-        jm,
-        || {
-            let acc = vec![[[[T::ZERO; L]; B]; A]; tiles];
-            (vec![T::ZERO; g.p_in * cip * L], vec![T::ZERO; g.p_out * cop * L], acc)
-        },
-        |(hp, dp, acc), bi, rows| {
-            let blk = LaneBlock { g, pairs: &pairs, bounds: &bounds, h, d, i0: bi * L, hp, dp, acc, wm, bm };
-            // The products run in a function built for the CPU's features (a closure would not inherit them).
-            match simd {
-                // SAFETY: each arm is only taken when the CPU reports the features it was built for.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => unsafe { products_avx512::<T, L, A, B>(blk, rows) },
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => unsafe { products_avx2::<T, L, A, B>(blk, rows) },
-                Simd::Generic => products::<T, L, A, B, false>(blk, rows),
-            }
-        },
-    );
-}
-
-/// Runs `f(scratch, block index, rows)` on every block of L rows of `m` (the last one possibly short): the blocks
-/// are split into at most two contiguous runs per thread, run in parallel, each with one scratch from `init`
-/// (made once per run, not once per block: the packed buffers are large and fresh ones cost zeroing).
-fn for_each_block<T: Float, S, const L: usize>(
-    m: MatMut<'_, T>,
-    init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, usize, MatMut<'_, T>) + Sync,
-) {
-    let blocks = m.nrows().div_ceil(L);
-    let per = blocks.div_ceil(2 * rayon::current_num_threads()).max(1);
-    m.par_row_chunks_mut(per * L).enumerate().for_each(|(ti, mut run)| {
-        let mut scratch = init();
-        let rows = run.nrows();
-        for b in 0..rows.div_ceil(L) {
-            f(&mut scratch, ti * per + b, run.rb_mut().subrows_mut(b * L, L.min(rows - b * L)));
+    for_each_block::<T, L>(jm, |bi, rows| {
+        // SAFETY (scratch): T is f32 or f64, valid for any bits; pack_lanes writes every entry of hp and dp, and
+        // `products` fills each group's accumulators before reading them.
+        unsafe {
+            with_scratch::<T, _>(g.p_in * cip * L, |hp| {
+                with_scratch::<T, _>(g.p_out * cop * L, |dp| {
+                    with_scratch::<[[[T; L]; B]; A], _>(tiles, |acc| {
+                        let blk =
+                            LaneBlock { g, pairs: &pairs, bounds: &bounds, h, d, i0: bi * L, hp, dp, acc, wm, bm };
+                        // The products run in a function built for the CPU's features (a closure would not
+                        // inherit them). SAFETY: each arm is only taken when the CPU reports those features.
+                        match simd {
+                            #[cfg(target_arch = "x86_64")]
+                            Simd::Avx512 => products_avx512::<T, L, A, B>(blk, rows),
+                            #[cfg(target_arch = "x86_64")]
+                            Simd::Avx2 => products_avx2::<T, L, A, B>(blk, rows),
+                            Simd::Generic => products::<T, L, A, B, false>(blk, rows),
+                        }
+                    })
+                })
+            })
         }
     });
+}
+
+/// A cache line: the unit of [`with_scratch`]'s buffers (aligned for any vector load).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+thread_local! {
+    /// Buffers [`with_scratch`] lends, kept per thread between calls.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<Line>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most bytes of one buffer [`with_scratch`] keeps for later calls.
+const SCRATCH_KEEP: usize = 64 << 20;
+
+/// Runs `f` on a buffer of `len` values of E whose contents are unspecified (what an earlier call left), reused
+/// from call to call on this thread: the lane kernels' packed copies are written whole before they are read,
+/// and a fresh zeroed buffer per call cost a memset as large as the copy (3 % of a small CNN's empirical NTK).
+///
+/// # Safety
+/// Every bit pattern must be a valid E (floats and arrays of them).
+unsafe fn with_scratch<E: Copy, R>(len: usize, f: impl FnOnce(&mut [E]) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    let bytes = len * std::mem::size_of::<E>();
+    if buf.len() * 64 < bytes {
+        buf.resize(bytes.div_ceil(64), Line([0; 64]));
+    }
+    debug_assert!(std::mem::align_of::<E>() <= 64);
+    // SAFETY: the buffer holds at least len E, aligned to 64 bytes, initialized bytes, any bits a valid E (the
+    // caller's promise); it is borrowed only for this call.
+    let r = f(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<E>(), len) });
+    if buf.len() * 64 <= SCRATCH_KEEP {
+        SCRATCH.with(|s| s.borrow_mut().push(buf));
+    }
+    r
+}
+
+/// Runs `f(block index, rows)` on every block of L rows of `m` (the last one possibly short): the blocks are
+/// split into at most two contiguous runs per thread, run in parallel (on the calling thread inside
+/// `net::ops::serially`).
+fn for_each_block<T: Float, const L: usize>(m: MatMut<'_, T>, f: impl Fn(usize, MatMut<'_, T>) + Sync) {
+    let blocks = m.nrows().div_ceil(L);
+    let run = |ti: usize, per: usize, mut run: MatMut<'_, T>| {
+        let rows = run.nrows();
+        for b in 0..rows.div_ceil(L) {
+            f(ti * per + b, run.rb_mut().subrows_mut(b * L, L.min(rows - b * L)));
+        }
+    };
+    if threads() == 1 {
+        return run(0, blocks, m);
+    }
+    let per = blocks.div_ceil(2 * threads()).max(1);
+    m.par_row_chunks_mut(per * L).enumerate().for_each(|(ti, chunk)| run(ti, per, chunk));
 }
 
 /// Output positions per pass of [`products`]: the packed inputs and cotangents of a chunk (about 2 x 32 positions

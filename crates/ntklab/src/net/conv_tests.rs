@@ -97,21 +97,22 @@ fn hessian_products_match_differences_and_are_symmetric() {
 
 #[test]
 fn empirical_ntk_and_jacobian_equal_explicit_jjt() {
-    // Reference: J from unit-cotangent VJPs (checked against finite differences above).
+    // Reference: J from unit-cotangent VJPs (checked against finite differences above). 19 and 11 examples:
+    // the empirical NTK goes by slices of the lane width (2 to 16 examples), the last one short.
     for (s, shape, p, alpha) in cases() {
         let net = cnn(s, &shape, p, alpha, 17);
         let k = net.output_dim();
-        let (x1, x2) = (gaussian(4, shape.size(), 1), gaussian(3, shape.size(), 2));
+        let (x1, x2) = (gaussian(19, shape.size(), 1), gaussian(11, shape.size(), 2));
         let (j1, j2) = (jacobian_by_vjp(&net, x1.as_ref()), jacobian_by_vjp(&net, x2.as_ref()));
         let jac = net.jacobian(x1.as_ref()).unwrap();
         assert!((&jac - &j1).norm_max() < 1e-13 * j1.norm_max(), "{s}: jacobian");
-        for (xb, jb, nb) in [(None, &j1, 4), (Some(x2.as_ref()), &j2, 3)] {
+        for (xb, jb, nb) in [(None, &j1, 19), (Some(x2.as_ref()), &j2, 11)] {
             let full_ref = &j1 * jb.transpose();
             let scale = full_ref.norm_max();
             let full = net.empirical_ntk(x1.as_ref(), xb, NtkOutputs::Full).unwrap();
             assert!((&full - &full_ref).norm_max() < 1e-12 * scale, "{s} {p} full");
             let tr = net.empirical_ntk(x1.as_ref(), xb, NtkOutputs::Trace).unwrap();
-            let tr_ref = Mat::<f64>::from_fn(4, nb, |i, j| (0..k).map(|a| full_ref[(i * k + a, j * k + a)]).sum());
+            let tr_ref = Mat::<f64>::from_fn(19, nb, |i, j| (0..k).map(|a| full_ref[(i * k + a, j * k + a)]).sum());
             assert!((&tr - &tr_ref).norm_max() < 1e-12 * scale, "{s} {p} trace");
         }
     }
@@ -123,13 +124,17 @@ fn repeated_empirical_ntks_equal_fresh_ones_bit_for_bit() {
     // equal that of a fresh copy (cloning drops the scratch) whatever ran before (other inputs, sizes, modes).
     for (s, shape, p, alpha) in cases() {
         let net = cnn(s, &shape, p, alpha, 23);
-        let xs = [gaussian(5, shape.size(), 1), gaussian(5, shape.size(), 2), gaussian(3, shape.size(), 3)];
+        let xs = [gaussian(21, shape.size(), 1), gaussian(5, shape.size(), 2), gaussian(11, shape.size(), 3)];
+        let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         for outputs in [NtkOutputs::Trace, NtkOutputs::Full] {
             for x in &xs {
                 for x2 in [None, Some(xs[2].as_ref())] {
                     let warm = net.empirical_ntk(x.as_ref(), x2, outputs).unwrap();
                     let cold = net.clone().empirical_ntk(x.as_ref(), x2, outputs).unwrap();
                     assert!(warm == cold, "{s} {outputs:?}");
+                    // Slices are fixed by the lane width, not by the threads: one thread gives the same bits.
+                    let single = one_thread.install(|| net.clone().empirical_ntk(x.as_ref(), x2, outputs).unwrap());
+                    assert!(single == cold, "{s} {outputs:?}: one thread");
                 }
             }
         }
@@ -270,6 +275,12 @@ fn f32_lanes_follow_f64_on_a_cnn() {
     let (_, g32) = n32.loss_and_gradient(x32.as_ref(), y.as_ref(), Loss::Mse).unwrap();
     let g32: Vec<f64> = g32.iter().map(|&v| v as f64).collect();
     assert!(rel_err(&g32, &g64) < 1e-4, "{:e}", rel_err(&g32, &g64));
+    // The empirical NTK by slices of 16 f32 lanes (37 examples: the last slice short), both outputs' blocks.
+    let x = gaussian(37, 40, 3);
+    let k64 = net.empirical_ntk(x.as_ref(), None, NtkOutputs::Full).unwrap();
+    let k32 = n32.empirical_ntk(super::cast::<f64, f32>(x.as_ref()).as_ref(), None, NtkOutputs::Full).unwrap();
+    let diff = (&super::cast::<f32, f64>(k32.as_ref()) - &k64).norm_max();
+    assert!(diff < 1e-4 * k64.norm_max(), "empirical NTK: {diff:e} of {:e}", k64.norm_max());
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub enum NtkOutputs {
 }
 
 /// The output cotangent stack: (k N) x k with alpha at (a N + i, a).
-fn readout_stack<T: Float>(net: &Network<T>, tape: &Tape<T>) -> Mat<T> {
+pub(super) fn readout_stack<T: Float>(net: &Network<T>, tape: &Tape<T>) -> Mat<T> {
     let (n, k) = (tape.batch_size(), net.output_dim());
     Mat::<T>::from_fn(k * n, k, |r, a| if r / n == a { T::of(net.alpha) } else { T::ZERO })
 }
@@ -44,10 +44,14 @@ impl<T: Float> Network<T> {
         let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |x| x.nrows()));
         let k = if outputs == NtkOutputs::Full { self.output_dim() } else { 1 };
         let mut cells = n1.saturating_mul(n2).saturating_mul(k.saturating_mul(k).saturating_mul(2).saturating_add(1));
-        // Conv nodes add their transposed Jacobian blocks, P_l x (N k) per side, one node at a time.
-        let conv_block = self.dense.iter().filter(|d| d.filter.is_some()).map(|d| d.num_params()).max().unwrap_or(0);
-        cells =
-            cells.saturating_add(conv_block.saturating_mul(n1.saturating_add(n2)).saturating_mul(self.output_dim()));
+        // Conv nets keep every Conv node's Jacobian and every Dense node's H and D, per side.
+        if self.has_conv() {
+            cells = cells.saturating_add(self.sliced_cells(n1)).saturating_add(if x2.is_some() {
+                self.sliced_cells(n2)
+            } else {
+                0
+            });
+        }
         crate::data::memory::check_alloc(
             cells.saturating_mul(std::mem::size_of::<T>()),
             &format!(
@@ -55,7 +59,14 @@ impl<T: Float> Network<T> {
                 if k > 1 { format!(", {k} x {k} output blocks") } else { String::new() }
             ),
         )?;
+        self.check_input(x1)?;
+        if let Some(x2) = x2 {
+            self.check_input(x2)?;
+        }
         self.scratch.with(|pool| {
+            if self.has_conv() {
+                return self.empirical_ntk_sliced(x1, x2, outputs, pool);
+            }
             let t1 = self.build_tape_in(x1, Caches::First, pool)?;
             let t2 = x2.map(|x| self.build_tape_in(x, Caches::First, pool)).transpose()?;
             let k = self.empirical_ntk_in(&t1, t2.as_ref(), outputs, pool);
@@ -100,57 +111,14 @@ impl<T: Float> Network<T> {
                 conv_contribution(self, l, (h1, d1), (h2, d2r), (k, full, lower), &mut acc, pool);
                 return;
             }
-            let c2 = dl.w_mult * dl.w_mult;
-            let b2 = if dl.has_bias() { dl.b_mult * dl.b_mult } else { 0.0 };
-            // gram = w_mult^2 H1 H2^T + b_mult^2
-            if lower {
-                gemm_lower(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
-            } else {
-                gemm(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
-            }
-            // dd = D1 D2^T (Full: all blocks at once; Trace: sum over the k diagonal blocks)
-            if full {
-                gemm(dd.as_mut(), Accum::Replace, d1.as_ref(), d2r.as_ref().transpose(), 1.0);
-            } else {
-                for a in 0..k {
-                    let acc_mode = if a == 0 { Accum::Replace } else { Accum::Add };
-                    let (p, q) = (block(d1, a, n1), block(d2r, a, n2).transpose());
-                    if lower {
-                        gemm_lower(dd.as_mut(), acc_mode, p, q, 1.0);
-                    } else {
-                        gemm(dd.as_mut(), acc_mode, p, q, 1.0);
-                    }
-                }
-            }
-            // acc += dd ⊙ gram (broadcast over output blocks in Full mode)
-            let (gram_r, dd_r, b2t) = (&gram, &dd, T::of(b2));
-            for_each_col(&mut acc, |j, o| {
-                let jj = j % n2;
-                let g = col(gram_r, jj);
-                let p = col(dd_r, j);
-                if lower {
-                    for i in j..n1 {
-                        o[i] += p[i] * (g[i] + b2t);
-                    }
-                } else {
-                    for (ob, pb) in o.chunks_exact_mut(n1).zip(p.chunks_exact(n1)) {
-                        for i in 0..n1 {
-                            ob[i] += pb[i] * (g[i] + b2t);
-                        }
-                    }
-                }
-            });
+            let d1b: Vec<MatRef<'_, T>> = (0..k).map(|a| block(d1, a, n1)).collect();
+            let d2b: Vec<MatRef<'_, T>> = (0..k).map(|a| block(d2r, a, n2)).collect();
+            let share = DenseShare { dl, h: (h1, h2), d: (&d1b, &d2b) };
+            share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower));
         });
         pool.give(dd);
         pool.give(gram);
-        if lower {
-            mirror_lower(&mut acc);
-        }
-        if full && k > 1 {
-            Mat::from_fn(n1 * k, n2 * k, |r, c| acc[((r % k) * n1 + r / k, (c % k) * n2 + c / k)])
-        } else {
-            acc
-        }
+        finish(acc, lower, full, (k, n1, n2))
     }
 
     /// The explicit Jacobian dF/dtheta at X: (N k) x P, row i k + a, columns in [`Network::params`] order.
@@ -203,6 +171,84 @@ impl<T: Float> Network<T> {
             }
         });
         Ok(j)
+    }
+}
+
+/// The kernel from an accumulator: the upper triangle mirrored from the lower one (`lower`), Full mode's stacked
+/// order (a N1 + i, b N2 + j) permuted to (i k + a, j k + b).
+pub(super) fn finish<T: Float>(mut acc: Mat<T>, lower: bool, full: bool, (k, n1, n2): (usize, usize, usize)) -> Mat<T> {
+    if lower {
+        mirror_lower(&mut acc);
+    }
+    if full && k > 1 {
+        Mat::from_fn(n1 * k, n2 * k, |r, c| acc[((r % k) * n1 + r / k, (c % k) * n2 + c / k)])
+    } else {
+        acc
+    }
+}
+
+/// A Dense node's operands for its share of the empirical NTK: its parameters, its input H (N1 x n_in, N2 x n_in)
+/// and its output cotangents D, one N x n_out block per network output, for each side.
+pub(super) struct DenseShare<'a, T: Float> {
+    pub dl: &'a super::DenseParams,
+    pub h: (MatRef<'a, T>, MatRef<'a, T>),
+    pub d: (&'a [MatRef<'a, T>], &'a [MatRef<'a, T>]),
+}
+
+impl<T: Float> DenseShare<'_, T> {
+    /// acc += DD ⊙ (w_mult^2 H1 H2^T + b_mult^2), where DD = sum_a D1_a D2_a^T (Trace) or the block matrix of
+    /// D1_a D2_b^T (Full, acc in stacked order (a N1 + i, b N2 + j), the Gram factor broadcast over the blocks).
+    /// `lower`: only the lower triangle of a symmetric Trace accumulator. `dd` and `gram` are scratch of acc's
+    /// shape and N1 x N2.
+    pub(super) fn add_to(&self, acc: &mut Mat<T>, (dd, gram): (&mut Mat<T>, &mut Mat<T>), (full, lower): (bool, bool)) {
+        let dl = self.dl;
+        let (h1, h2) = self.h;
+        let (d1, d2) = self.d;
+        let (n1, n2) = (h1.nrows(), h2.nrows());
+        let c2 = dl.w_mult * dl.w_mult;
+        let b2 = if dl.has_bias() { dl.b_mult * dl.b_mult } else { 0.0 };
+        // gram = w_mult^2 H1 H2^T + b_mult^2
+        if lower {
+            gemm_lower(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
+        } else {
+            gemm(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
+        }
+        // dd = D1 D2^T (Full: all blocks; Trace: sum over the k diagonal blocks)
+        if full {
+            for (a, p) in d1.iter().enumerate() {
+                for (b, q) in d2.iter().enumerate() {
+                    let dst = dd.as_mut().submatrix_mut(a * n1, b * n2, n1, n2);
+                    gemm(dst, Accum::Replace, *p, q.transpose(), 1.0);
+                }
+            }
+        } else {
+            for (a, (p, q)) in d1.iter().zip(d2).enumerate() {
+                let acc_mode = if a == 0 { Accum::Replace } else { Accum::Add };
+                if lower {
+                    gemm_lower(dd.as_mut(), acc_mode, *p, q.transpose(), 1.0);
+                } else {
+                    gemm(dd.as_mut(), acc_mode, *p, q.transpose(), 1.0);
+                }
+            }
+        }
+        // acc += dd ⊙ gram (broadcast over output blocks in Full mode)
+        let (gram_r, dd_r, b2t) = (&*gram, &*dd, T::of(b2));
+        for_each_col(acc, |j, o| {
+            let jj = j % n2;
+            let g = col(gram_r, jj);
+            let p = col(dd_r, j);
+            if lower {
+                for i in j..n1 {
+                    o[i] += p[i] * (g[i] + b2t);
+                }
+            } else {
+                for (ob, pb) in o.chunks_exact_mut(n1).zip(p.chunks_exact(n1)) {
+                    for i in 0..n1 {
+                        ob[i] += pb[i] * (g[i] + b2t);
+                    }
+                }
+            }
+        });
     }
 }
 

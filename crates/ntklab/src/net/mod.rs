@@ -15,6 +15,7 @@
 
 pub(crate) mod backward;
 mod entk;
+mod entk_sliced;
 mod families;
 pub mod io;
 mod jvp;

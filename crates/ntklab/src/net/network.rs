@@ -306,14 +306,14 @@ impl<T: Float> Network<T> {
         if x.nrows() == 0 {
             return Err(Error::Shape("input batch has no rows".into()));
         }
-        for j in 0..x.ncols() {
-            for i in 0..x.nrows() {
-                if !x[(i, j)].wide().is_finite() {
-                    return Err(Error::InvalidInput(format!("input has a non-finite value at row {i}, column {j}")));
-                }
-            }
+        let bad = (0..x.ncols()).find_map(|j| match x.col(j).try_as_col_major() {
+            Some(c) => c.as_slice().iter().position(|v| !v.wide().is_finite()).map(|i| (i, j)),
+            None => (0..x.nrows()).find(|&i| !x[(i, j)].wide().is_finite()).map(|i| (i, j)),
+        });
+        match bad {
+            Some((i, j)) => Err(Error::InvalidInput(format!("input has a non-finite value at row {i}, column {j}"))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Network outputs f(X) = alpha z_out(X), N x k.

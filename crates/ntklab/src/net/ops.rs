@@ -87,16 +87,55 @@ impl_float!(f32, "f32", none);
 /// Below this many entries an elementwise pass runs on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
-/// dst (+)= alpha * a b, parallel over rayon's pool.
+thread_local! {
+    /// Set while [`serially`] runs: the passes on this thread stay on it.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Threads a pass may split its work over: 1 inside [`serially`], else the size of rayon's pool.
+#[inline]
+pub(crate) fn threads() -> usize {
+    if SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// faer's parallelism for a GEMM here: sequential inside [`serially`], else rayon's pool.
+#[inline]
+fn par() -> Par {
+    if threads() == 1 {
+        Par::Seq
+    } else {
+        Par::rayon(0)
+    }
+}
+
+/// Runs `f` with every pass it makes on the calling thread (GEMMs, elementwise and conv passes): for callers
+/// that already run one task per thread, where a pass splitting its small share again would only add
+/// hand-offs between threads.
+pub(crate) fn serially<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
+}
+
+/// dst (+)= alpha * a b, parallel over rayon's pool (except inside [`serially`]).
 #[inline]
 pub(crate) fn gemm<T: Float>(dst: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>, alpha: f64) {
-    T::matmul(dst, accum, a, b, alpha, Par::rayon(0));
+    T::matmul(dst, accum, a, b, alpha, par());
 }
 
 /// The lower triangle (diagonal included) of dst (+)= alpha * a b; the strict upper triangle is left untouched.
 #[inline]
 pub(crate) fn gemm_lower<T: Float>(dst: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>, alpha: f64) {
-    T::matmul_lower(dst, accum, a, b, alpha, Par::rayon(0));
+    T::matmul_lower(dst, accum, a, b, alpha, par());
 }
 
 /// Column j of an owned matrix as a slice.
@@ -110,6 +149,35 @@ fn col_mut<T: Float>(m: MatMut<'_, T>, j: usize) -> &mut [T] {
     m.col_mut(j).try_as_col_major_mut().expect("column-major storage").as_slice_mut()
 }
 
+/// Whether the entries of an r x c matrix with these strides lie back to back, column after column, and a pass
+/// over them should run on the calling thread (small, or inside [`serially`]).
+fn flat_serial(r: usize, c: usize, row_stride: isize, col_stride: isize) -> bool {
+    (r * c < PAR_MIN || threads() == 1) && (r <= 1 || row_stride == 1) && (c <= 1 || col_stride == r as isize)
+}
+
+/// The entries of `m`, column after column, as one slice, when they are stored back to back and a pass over
+/// them should run on the calling thread (else None: go column by column). A 16-row slice of examples
+/// has 4096 columns of 16 entries, where a call per column costs more than the arithmetic.
+pub(crate) fn flat_mut<T: Float>(m: &mut Mat<T>) -> Option<&mut [T]> {
+    let (r, c) = (m.nrows(), m.ncols());
+    if r * c == 0 || !flat_serial(r, c, m.row_stride(), m.col_stride()) {
+        return None;
+    }
+    // SAFETY: the r c entries are back to back from the first (checked above), owned by `m`, borrowed mutably
+    // for the slice's lifetime.
+    Some(unsafe { std::slice::from_raw_parts_mut(m.as_ptr_mut(), r * c) })
+}
+
+/// [`flat_mut`] for reading.
+pub(crate) fn flat<T: Float>(m: &Mat<T>) -> Option<&[T]> {
+    let (r, c) = (m.nrows(), m.ncols());
+    if r * c == 0 || !flat_serial(r, c, m.row_stride(), m.col_stride()) {
+        return None;
+    }
+    // SAFETY: as in `flat_mut`, borrowed immutably.
+    Some(unsafe { std::slice::from_raw_parts(m.as_ptr(), r * c) })
+}
+
 /// Calls `f(j, column j)` for every column of `m`, in parallel over column blocks when `m` is large.
 /// Each call touches only its own column, so the result does not depend on the thread count.
 pub(crate) fn for_each_col<T: Float>(m: &mut Mat<T>, f: impl Fn(usize, &mut [T]) + Sync + Send) {
@@ -118,7 +186,7 @@ pub(crate) fn for_each_col<T: Float>(m: &mut Mat<T>, f: impl Fn(usize, &mut [T])
         return;
     }
     let mut mm = m.as_mut();
-    if r * c < PAR_MIN || c == 1 || rayon::current_num_threads() == 1 {
+    if r * c < PAR_MIN || c == 1 || threads() == 1 {
         for j in 0..c {
             f(j, col_mut(mm.rb_mut(), j));
         }
@@ -145,7 +213,7 @@ pub(crate) fn for_each_col2<T: Float>(
         return;
     }
     let (mut am, mut bm) = (a.as_mut(), b.as_mut());
-    if r * c < PAR_MIN || c == 1 || rayon::current_num_threads() == 1 {
+    if r * c < PAR_MIN || c == 1 || threads() == 1 {
         for j in 0..c {
             f(j, col_mut(am.rb_mut(), j), col_mut(bm.rb_mut(), j));
         }
@@ -162,31 +230,46 @@ pub(crate) fn for_each_col2<T: Float>(
 /// Reusable scratch matrices, so repeated products (HVPs in Lanczos, training steps) do not pay for fresh
 /// zeroed allocations and page faults on every call. Matrices taken from it hold garbage: callers overwrite them.
 #[derive(Debug)]
-pub(crate) struct Pool<T: Float = f64>(Vec<Mat<T>>);
+pub(crate) struct Pool<T: Float = f64> {
+    mats: Vec<Mat<T>>,
+    /// Pools lent to parallel tasks ([`Pool::split`]) and kept for the next call.
+    subs: Vec<Pool<T>>,
+}
 
 impl<T: Float> Default for Pool<T> {
     fn default() -> Self {
-        Pool(Vec::new())
+        Pool { mats: Vec::new(), subs: Vec::new() }
     }
 }
 
 impl<T: Float> Pool<T> {
     /// An r x c matrix with unspecified contents.
     pub(crate) fn take(&mut self, r: usize, c: usize) -> Mat<T> {
-        match self.0.iter().position(|m| m.nrows() == r && m.ncols() == c) {
-            Some(i) => self.0.swap_remove(i),
+        match self.mats.iter().position(|m| m.nrows() == r && m.ncols() == c) {
+            Some(i) => self.mats.swap_remove(i),
             None => Mat::zeros(r, c),
         }
     }
     /// Return a matrix for reuse.
     pub(crate) fn give(&mut self, m: Mat<T>) {
-        if m.nrows() * m.ncols() > 0 && self.0.len() < 64 {
-            self.0.push(m);
+        if m.nrows() * m.ncols() > 0 && self.mats.len() < 64 {
+            self.mats.push(m);
         }
+    }
+    /// `n` pools for parallel tasks, holding what the tasks of a previous call gave back ([`Pool::join`]).
+    pub(crate) fn split(&mut self, n: usize) -> Vec<Pool<T>> {
+        let mut subs = std::mem::take(&mut self.subs);
+        subs.resize_with(n, Pool::default);
+        subs
+    }
+    /// Keep the pools of [`Pool::split`] for the next call.
+    pub(crate) fn join(&mut self, subs: Vec<Pool<T>>) {
+        self.subs = subs;
     }
     /// Bytes held.
     fn bytes(&self) -> usize {
-        self.0.iter().map(|m| m.nrows() * m.ncols() * std::mem::size_of::<T>()).sum()
+        self.mats.iter().map(|m| m.nrows() * m.ncols() * std::mem::size_of::<T>()).sum::<usize>()
+            + self.subs.iter().map(Pool::bytes).sum::<usize>()
     }
 }
 
@@ -265,6 +348,12 @@ pub(crate) fn hadamard<T: Float>(a: &Mat<T>, b: &Mat<T>) -> Mat<T> {
 /// Row-block broadcast product: `stack` is (k N) x n, made of k blocks of N rows; each block ⊙= `s` (N x n).
 pub(crate) fn hadamard_blocks<T: Float>(stack: &mut Mat<T>, s: &Mat<T>) {
     let n = s.nrows();
+    if stack.nrows() == n {
+        if let (Some(o), Some(y)) = (flat_mut(stack), flat(s)) {
+            o.iter_mut().zip(y).for_each(|(o, &y)| *o *= y);
+            return;
+        }
+    }
     for_each_col(stack, |j, o| {
         let sc = col(s, j);
         for blk in o.chunks_exact_mut(n) {

@@ -76,6 +76,11 @@ impl<T: Float> Network<T> {
     /// shapes of a previous pass; see [`Tape::recycle`]).
     pub(crate) fn build_tape_in(&self, x: MatRef<'_, T>, caches: Caches, pool: &mut Pool<T>) -> Result<Tape<T>> {
         self.check_input(x)?;
+        self.build_tape_checked(x, caches, pool)
+    }
+
+    /// [`Network::build_tape_in`] on inputs that passed [`Network::check_input`] (e.g. slices of a checked batch).
+    pub(crate) fn build_tape_checked(&self, x: MatRef<'_, T>, caches: Caches, pool: &mut Pool<T>) -> Result<Tape<T>> {
         let g = &self.graph;
         let nn = g.nodes.len();
         let keep = caches != Caches::None;

@@ -1,0 +1,206 @@
+//! The empirical NTK of networks with Conv nodes, a slice of examples at a time.
+//!
+//! The tape route ([`Network::empirical_ntk_at`]) runs each pass over the whole batch: every activation of a
+//! conv net is an N x (P C) matrix (4 MB for 256 examples of 16 x 16 x 16 in f32), copied into the conv kernels'
+//! lane layout and back at every conv node, swept again by every activation pass, and each pass splits its work
+//! over the threads anew. Here each thread takes its own slices of L examples, L the lane width of the conv
+//! kernels (a slice stored column-major then already is their lane layout), through the forward pass, the
+//! reverse pass and the Jacobian blocks, on that thread and in cache. The slices leave
+//!
+//! * J (N x k P_c): every Conv node's explicit Jacobian (`layers::conv::jacobian_rows`), column block a for
+//!   output a, nodes in order within a block;
+//! * for each Dense node, its input H (N x n_in) and cotangents D (N x k n_out, column block a for output a);
+//!
+//! and then Theta = J1 J2^T (Trace: one GEMM, since sum_a J1_a J2_a^T is the product of the side-by-side
+//! blocks; Full: one GEMM per pair of output blocks) plus each Dense node's Gram-trick share (`DenseShare`).
+//! Per example the arithmetic is the tape route's; slices are fixed by the lane width, never by the thread
+//! count, so results do not depend on it.
+
+use faer::prelude::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef};
+use rayon::prelude::*;
+
+use super::entk::{finish, readout_stack, DenseShare, NtkOutputs};
+use super::network::Network;
+use super::ops::{gemm, gemm_lower, serially, threads, Float, Pool};
+use super::tape::Caches;
+use crate::kernel::compute::{simd_level, Simd};
+use crate::layers::conv;
+use crate::Result;
+
+/// What the slices of one input leave (module docs).
+struct Side<T: Float> {
+    j: Mat<T>,
+    h: Vec<Mat<T>>,
+    d: Vec<Mat<T>>,
+}
+
+/// One slice: its inputs and its rows of every matrix of its [`Side`].
+struct Slice<'a, T: Float> {
+    x: MatRef<'a, T>,
+    j: MatMut<'a, T>,
+    h: Vec<MatMut<'a, T>>,
+    d: Vec<MatMut<'a, T>>,
+}
+
+/// Where each parameter node's share goes: a Conv node's column offset within J's output blocks, or a Dense
+/// node's index among the Dense nodes.
+#[derive(Clone, Copy)]
+enum Share {
+    Conv(usize),
+    Dense(usize),
+}
+
+/// Consecutive row blocks of `rows` rows (the last one possibly shorter).
+fn split_rows<T>(mut m: MatMut<'_, T>, rows: usize) -> Vec<MatMut<'_, T>> {
+    let mut out = Vec::with_capacity(m.nrows().div_ceil(rows));
+    while m.nrows() > rows {
+        let (top, rest) = m.split_at_row_mut(rows);
+        out.push(top);
+        m = rest;
+    }
+    out.push(m);
+    out
+}
+
+/// The k column blocks of `n` columns of `m`.
+fn blocks<T>(m: MatRef<'_, T>, k: usize, n: usize) -> Vec<MatRef<'_, T>> {
+    (0..k).map(|a| m.subcols(a * n, n)).collect()
+}
+
+impl<T: Float> Network<T> {
+    /// Whether any parameter node is a convolution (then [`Network::empirical_ntk`] goes by slices).
+    pub(super) fn has_conv(&self) -> bool {
+        self.dense.iter().any(|d| d.filter.is_some())
+    }
+
+    /// Entries of the matrices [`Network::empirical_ntk_sliced`] keeps for an input of `n` rows.
+    pub(super) fn sliced_cells(&self, n: usize) -> usize {
+        let k = self.output_dim();
+        self.dense
+            .iter()
+            .map(|d| if d.filter.is_some() { k.saturating_mul(d.num_params()) } else { d.n_in + k * d.n_out })
+            .fold(0usize, |s, c| s.saturating_add(c.saturating_mul(n)))
+    }
+
+    /// [`Network::empirical_ntk`] by slices of examples (module docs); inputs already checked.
+    pub(super) fn empirical_ntk_sliced(
+        &self,
+        x1: MatRef<'_, T>,
+        x2: Option<MatRef<'_, T>>,
+        outputs: NtkOutputs,
+        pool: &mut Pool<T>,
+    ) -> Result<Mat<T>> {
+        let simd = simd_level();
+        let k = self.output_dim();
+        let mut shares = Vec::with_capacity(self.dense.len());
+        let (mut pc, mut dense) = (0, Vec::new());
+        for (l, dl) in self.dense.iter().enumerate() {
+            if dl.filter.is_some() {
+                shares.push(Share::Conv(pc));
+                pc += dl.num_params();
+            } else {
+                shares.push(Share::Dense(dense.len()));
+                dense.push(l);
+            }
+        }
+        let side = |n: usize, pool: &mut Pool<T>| Side {
+            // Every entry is written by the slices.
+            j: pool.take(n, k * pc),
+            h: dense.iter().map(|&l| pool.take(n, self.dense[l].n_in)).collect(),
+            d: dense.iter().map(|&l| pool.take(n, k * self.dense[l].n_out)).collect(),
+        };
+        let mut s1 = side(x1.nrows(), pool);
+        let mut s2 = x2.map(|x| side(x.nrows(), pool));
+        let rows = conv::lane_width::<T>(simd);
+        let mut slices = Vec::new();
+        for (x, s) in std::iter::once((x1, &mut s1)).chain(x2.zip(s2.as_mut())) {
+            let js = split_rows(s.j.as_mut(), rows);
+            let mut hs: Vec<_> = s.h.iter_mut().map(|m| split_rows(m.as_mut(), rows).into_iter()).collect();
+            let mut ds: Vec<_> = s.d.iter_mut().map(|m| split_rows(m.as_mut(), rows).into_iter()).collect();
+            for (i, j) in js.into_iter().enumerate() {
+                let x = x.subrows(i * rows, j.nrows());
+                let h = hs.iter_mut().map(|it| it.next().expect("one block per slice")).collect();
+                let d = ds.iter_mut().map(|it| it.next().expect("one block per slice")).collect();
+                slices.push(Slice { x, j, h, d });
+            }
+        }
+        // Two runs of consecutive slices per thread, each on its thread with its own pool.
+        let runs = (2 * threads()).clamp(1, slices.len().max(1));
+        let per = slices.len().div_ceil(runs).max(1);
+        let mut subs = pool.split(runs);
+        let done = slices.par_chunks_mut(per).zip(subs.par_iter_mut()).try_for_each(|(run, sp)| {
+            serially(|| run.iter_mut().try_for_each(|s| self.slice_pass(s, &shares, simd, sp)))
+        });
+        pool.join(subs);
+        drop(slices);
+        done?;
+
+        let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |x| x.nrows()));
+        let full = outputs == NtkOutputs::Full;
+        let lower = x2.is_none() && !full;
+        let (r, c) = if full { (k * n1, k * n2) } else { (n1, n2) };
+        let mut acc = Mat::<T>::zeros(r, c);
+        let s2r = s2.as_ref().unwrap_or(&s1);
+        if pc > 0 {
+            let (j1, j2) = (s1.j.as_ref(), s2r.j.as_ref());
+            if full {
+                for a in 0..k {
+                    for b in 0..k {
+                        let dst = acc.as_mut().submatrix_mut(a * n1, b * n2, n1, n2);
+                        gemm(dst, Accum::Add, j1.subcols(a * pc, pc), j2.subcols(b * pc, pc).transpose(), 1.0);
+                    }
+                }
+            } else if lower {
+                gemm_lower(acc.as_mut(), Accum::Add, j1, j2.transpose(), 1.0);
+            } else {
+                gemm(acc.as_mut(), Accum::Add, j1, j2.transpose(), 1.0);
+            }
+        }
+        if !dense.is_empty() {
+            // Both are overwritten (Accum::Replace) before they are read.
+            let (mut dd, mut gram) = (pool.take(r, c), pool.take(n1, n2));
+            for (i, &l) in dense.iter().enumerate() {
+                let n_out = self.dense[l].n_out;
+                let (d1, d2) = (blocks(s1.d[i].as_ref(), k, n_out), blocks(s2r.d[i].as_ref(), k, n_out));
+                let share = DenseShare { dl: &self.dense[l], h: (s1.h[i].as_ref(), s2r.h[i].as_ref()), d: (&d1, &d2) };
+                share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower));
+            }
+            pool.give(dd);
+            pool.give(gram);
+        }
+        for s in std::iter::once(s1).chain(s2) {
+            for m in std::iter::once(s.j).chain(s.h).chain(s.d) {
+                pool.give(m);
+            }
+        }
+        Ok(finish(acc, lower, full, (k, n1, n2)))
+    }
+
+    /// One slice through the forward and reverse passes, writing its rows of J, H and D.
+    fn slice_pass(&self, s: &mut Slice<'_, T>, shares: &[Share], simd: Simd, pool: &mut Pool<T>) -> Result<()> {
+        let (m, k) = (s.x.nrows(), self.output_dim());
+        let pc = s.j.ncols() / k.max(1);
+        let tape = self.build_tape_checked(s.x, Caches::First, pool)?;
+        self.reverse(&tape, readout_stack(self, &tape), false, pool, |l, d, _| {
+            let dl = &self.dense[l];
+            let h = tape.values[self.graph.nodes[dl.node].inputs[0]].as_ref();
+            match shares[l] {
+                Share::Conv(off) => {
+                    for a in 0..k {
+                        let ja = s.j.rb_mut().submatrix_mut(0, a * pc + off, m, dl.num_params());
+                        conv::jacobian_rows(self, l, h, d.as_ref().subrows(a * m, m), simd, ja);
+                    }
+                }
+                Share::Dense(i) => {
+                    s.h[i].copy_from(h);
+                    for a in 0..k {
+                        s.d[i].rb_mut().subcols_mut(a * dl.n_out, dl.n_out).copy_from(d.as_ref().subrows(a * m, m));
+                    }
+                }
+            }
+        });
+        tape.recycle(pool);
+        Ok(())
+    }
+}
