@@ -840,7 +840,7 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
     let tiles = g.k * (cip / A) * group_blocks::<T, L, A, B>(g.k, cip, cop);
     for_each_block::<T, L>(jm, |bi, rows| {
         // SAFETY (scratch): T is f32 or f64, valid for any bits; pack_lanes writes every entry of hp and dp, and
-        // `products` fills each group's accumulators before reading them.
+        // `products` starts each group's accumulators from zero at its first chunk.
         unsafe {
             with_scratch::<T, _>(g.p_in * cip * L, |hp| {
                 with_scratch::<T, _>(g.p_out * cop * L, |dp| {
@@ -965,7 +965,6 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
     let gb = group_blocks::<T, L, A, B>(g.k, cip, cop);
     for b0 in (0..nb).step_by(gb) {
         let blocks = gb.min(nb - b0);
-        blk.acc.fill([[[T::ZERO; L]; B]; A]);
         for c in 0..g.p_out.div_ceil(CHUNK) {
             for ai in 0..na {
                 for bi in 0..blocks {
@@ -973,7 +972,7 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
                         let part = &pj[blk.bounds[j][c]..blk.bounds[j][c + 1]];
                         let acc = &mut blk.acc[(j * na + ai) * gb + bi];
                         let offsets = (ai * g.p_in * A * L, (b0 + bi) * g.p_out * B * L);
-                        tile::<T, L, A, B, FMA>(acc, part, blk.hp, blk.dp, offsets);
+                        tile::<T, L, A, B, FMA>(acc, c == 0, part, blk.hp, blk.dp, offsets);
                     }
                 }
             }
@@ -997,16 +996,22 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
         }
     }
     if let Some(bm) = blk.bm {
-        for co in 0..g.c_out {
-            let mut s = [T::ZERO; L];
-            for o in 0..g.p_out {
-                for (acc, &v) in s.iter_mut().zip(&blk.dp[packed_at(co, o, g.p_out, B) * L..][..L]) {
-                    *acc += v;
+        // Per block of B channels, its positions are consecutive [[T; L]; B] arrays: sum them whole.
+        for (bi, dblock) in blk.dp.chunks_exact(g.p_out * B * L).enumerate() {
+            let mut s = [[T::ZERO; L]; B];
+            for at in dblock.as_chunks::<L>().0.as_chunks::<B>().0 {
+                for (acc, x) in s.iter_mut().zip(at) {
+                    for (a, &v) in acc.iter_mut().zip(x) {
+                        *a += v;
+                    }
                 }
             }
-            let dst = rows.rb_mut().col_mut(kc * g.c_out + co).try_as_col_major_mut().expect("column").as_slice_mut();
-            for (o, &v) in dst.iter_mut().zip(&s) {
-                *o = bm * v;
+            for (b, lanes) in s.iter().enumerate().take(g.c_out.saturating_sub(bi * B)) {
+                let q = kc * g.c_out + bi * B + b;
+                let dst = rows.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
+                for (o, &v) in dst.iter_mut().zip(lanes) {
+                    *o = bm * v;
+                }
             }
         }
     }
@@ -1079,20 +1084,25 @@ fn fma_lanes<T: Float, const L: usize, const FMA: bool>(acc: &mut [T; L], x: &[T
 }
 
 /// One A x B tile of the per-lane products: acc[a][b][lane] += sum over `pairs` (ph, pd) of
-/// hp[ph + h0 + a L + lane] dp[pd + d0 + b L + lane].
+/// hp[ph + h0 + a L + lane] dp[pd + d0 + b L + lane], starting from zero instead of `out` when `fresh`.
 #[inline(always)]
 fn tile<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
     out: &mut [[[T; L]; B]; A],
+    fresh: bool,
     pairs: &[(usize, usize)],
     hp: &[T],
     dp: &[T],
     (h0, d0): (usize, usize),
 ) {
+    // Every pair's operands lie inside the buffers (checked once here, not at every pair).
+    let last = pairs.iter().fold((0, 0), |m, &(ph, pd)| (m.0.max(ph), m.1.max(pd)));
+    assert!(pairs.is_empty() || (last.0 + h0 + A * L <= hp.len() && last.1 + d0 + B * L <= dp.len()));
+    let (hb, db) = (hp[h0..].as_ptr(), dp[d0..].as_ptr());
     // In registers while the pairs run.
-    let mut acc = *out;
+    let mut acc = if fresh { [[[T::ZERO; L]; B]; A] } else { *out };
     for &(ph, pd) in pairs {
-        let hs = hp[ph + h0..][..A * L].as_chunks::<L>().0;
-        let ds = dp[pd + d0..][..B * L].as_chunks::<L>().0;
+        // SAFETY: in bounds (asserted above); [[T; L]; n] has T's alignment.
+        let (hs, ds) = unsafe { (&*hb.add(ph).cast::<[[T; L]; A]>(), &*db.add(pd).cast::<[[T; L]; B]>()) };
         for (acc_a, x) in acc.iter_mut().zip(hs) {
             for (acc_ab, y) in acc_a.iter_mut().zip(ds) {
                 fma_lanes::<T, L, FMA>(acc_ab, x, y);
