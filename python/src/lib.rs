@@ -53,6 +53,24 @@ fn examples(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<f64>, Op
             bytes.len()
         )));
     }
+    let one = (shape.len() > 2).then(|| Shape::image(&shape[1..shape.len() - 1], shape[shape.len() - 1]));
+    // SAFETY: n d f64 values fill `bytes` exactly (checked above); when its start is 8-aligned (always, for a
+    // Python bytes object's data) they can be read in place, and every bit pattern is an f64.
+    if bytes.as_ptr().align_offset(std::mem::align_of::<f64>()) == 0 {
+        let vals = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f64>(), n * d) };
+        // Eight rows at a time: their cache lines stay in L1 while the columns take eight values each.
+        let mut m = Mat::<f64>::zeros(n, d);
+        for (b, rows) in vals.chunks(8 * d).enumerate() {
+            let r = rows.len() / d;
+            for j in 0..d {
+                let col = &mut m.col_as_slice_mut(j)[b * 8..b * 8 + r];
+                for (i, c) in col.iter_mut().enumerate() {
+                    *c = rows[i * d + j];
+                }
+            }
+        }
+        return Ok((m, one));
+    }
     // Row-major bytes into a column-major matrix, 32 rows at a time: the rows' cache lines serve 8 columns
     // each while they are in cache (element by element, every read was a miss: 1-2 ms for a 256 x 768 batch).
     let mut m = Mat::<f64>::zeros(n, d);
@@ -67,7 +85,6 @@ fn examples(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<f64>, Op
             }
         }
     }
-    let one = (shape.len() > 2).then(|| Shape::image(&shape[1..shape.len() - 1], shape[shape.len() - 1]));
     Ok((m, one))
 }
 
