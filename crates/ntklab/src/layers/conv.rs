@@ -569,9 +569,20 @@ fn pool_add<T: Float>(g: &Geom, m: MatRef<'_, T>, out: &mut Mat<T>, transpose: b
 pub(crate) fn global_avg_pool<T: Float>(h: MatRef<'_, T>, p: usize, c: usize) -> Mat<T> {
     let inv = T::of(1.0 / p as f64);
     let mut z = Mat::<T>::zeros(h.nrows(), c);
+    let block = h.nrows() * c;
+    if let (Some(hf), Some(zf)) = (flat_ref(h), crate::net::ops::flat_mut(&mut z)) {
+        // Columns back to back: position q's channels are one block of N C values, laid out as z's.
+        for hq in hf.chunks_exact(block) {
+            for (o, &x) in zf.iter_mut().zip(hq) {
+                *o += inv * x;
+            }
+        }
+        return z;
+    }
     crate::net::ops::for_each_col(&mut z, |ch, o| {
         for q in 0..p {
-            for (o, &x) in o.iter_mut().zip(h.col(q * c + ch).iter()) {
+            // A slice, not the column's iterator: that one is strided and never vectorized.
+            for (o, &x) in o.iter_mut().zip(contiguous(h, q * c + ch)) {
                 *o += inv * x;
             }
         }
@@ -589,12 +600,36 @@ pub(crate) fn global_avg_pool_transpose<T: Float>(
 ) -> Mat<T> {
     let inv = T::of(1.0 / p as f64);
     let mut dh = pool.take(delta.nrows(), p * c);
+    if let (Some(df), Some(hf)) = (flat_ref(delta), crate::net::ops::flat_mut(&mut dh)) {
+        for hq in hf.chunks_exact_mut(df.len()) {
+            for (o, &x) in hq.iter_mut().zip(df) {
+                *o = inv * x;
+            }
+        }
+        return dh;
+    }
     crate::net::ops::for_each_col(&mut dh, |pc, o| {
-        for (o, &x) in o.iter_mut().zip(delta.col(pc % c).iter()) {
+        for (o, &x) in o.iter_mut().zip(contiguous(delta, pc % c)) {
             *o = inv * x;
         }
     });
     dh
+}
+
+/// The entries of `m` as one slice when its columns lie back to back (see `net::ops::flat`).
+fn flat_ref<'a, T: Float>(m: MatRef<'a, T>) -> Option<&'a [T]> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let back_to_back = (r <= 1 || m.row_stride() == 1) && (c <= 1 || m.col_stride() == r as isize);
+    if r * c == 0 || !back_to_back || !crate::net::ops::serial_pass(r * c) {
+        return None;
+    }
+    // SAFETY: the r c entries are back to back from the first (checked above), borrowed from `m`.
+    Some(unsafe { std::slice::from_raw_parts(m.as_ptr(), r * c) })
+}
+
+/// Column j of a column-major matrix as a slice.
+fn contiguous<T: Float>(m: MatRef<'_, T>, j: usize) -> &[T] {
+    m.col(j).try_as_col_major().expect("column-major storage").as_slice()
 }
 
 // ---- Network-level entry points: the graph traversals dispatch here. ----

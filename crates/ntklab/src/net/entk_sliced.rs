@@ -125,14 +125,16 @@ impl<T: Float> Network<T> {
                 slices.push(Slice { x, j, h, d });
             }
         }
-        // Two runs of consecutive slices per thread, each on its thread with its own pool.
-        let runs = (2 * threads()).clamp(1, slices.len().max(1));
-        let per = slices.len().div_ceil(runs).max(1);
-        let mut subs = pool.split(runs);
-        let done = slices.par_chunks_mut(per).zip(subs.par_iter_mut()).try_for_each(|(run, sp)| {
-            serially(|| run.iter_mut().try_for_each(|s| self.slice_pass(s, &shares, simd, sp)))
+        // One slice per task, so that a thread slowed by another process leaves its share to the others; each
+        // thread works with its own pool (a lock that only its own tasks take, unless rayon runs this in a pool
+        // larger than `threads()` says).
+        let subs: Vec<std::sync::Mutex<Pool<T>>> = pool.split(threads()).into_iter().map(Into::into).collect();
+        let done = slices.par_iter_mut().try_for_each(|s| {
+            let at = rayon::current_thread_index().unwrap_or(0) % subs.len();
+            let mut sp = subs[at].lock().unwrap_or_else(|e| e.into_inner());
+            serially(|| self.slice_pass(s, &shares, simd, &mut sp))
         });
-        pool.join(subs);
+        pool.join(subs.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect());
         drop(slices);
         done?;
 

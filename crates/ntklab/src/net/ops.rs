@@ -152,7 +152,12 @@ fn col_mut<T: Float>(m: MatMut<'_, T>, j: usize) -> &mut [T] {
 /// Whether the entries of an r x c matrix with these strides lie back to back, column after column, and a pass
 /// over them should run on the calling thread (small, or inside [`serially`]).
 fn flat_serial(r: usize, c: usize, row_stride: isize, col_stride: isize) -> bool {
-    (r * c < PAR_MIN || threads() == 1) && (r <= 1 || row_stride == 1) && (c <= 1 || col_stride == r as isize)
+    serial_pass(r * c) && (r <= 1 || row_stride == 1) && (c <= 1 || col_stride == r as isize)
+}
+
+/// Whether an elementwise pass over `len` entries runs on the calling thread.
+pub(crate) fn serial_pass(len: usize) -> bool {
+    len < PAR_MIN || threads() == 1
 }
 
 /// The entries of `m`, column after column, as one slice, when they are stored back to back and a pass over
