@@ -951,9 +951,10 @@ fn for_each_block<T: Float, const L: usize>(m: MatMut<'_, T>, f: impl Fn(usize, 
     m.par_row_chunks_mut(per * L).enumerate().for_each(|(ti, chunk)| run(ti, per, chunk));
 }
 
-/// Output positions per pass of [`products`]: the packed inputs and cotangents of a chunk (about 2 x 32 positions
-/// x 16 channels x 64 bytes) stay in L1 while every tile of every offset reads them, where whole images streamed
-/// from L2 once per tile.
+/// Output positions per pass of [`products`]: for one pair of channel blocks, a chunk's packed inputs and
+/// cotangents (about 64 + 32 positions x 4 channels x 64 bytes) stay in L1 while the tiles of every offset read
+/// them, and so do the pair's K tiles of accumulators from chunk to chunk (whole images streamed from L2 once per
+/// tile; chunks in the outer loop cycled every pair's accumulators through L1 instead).
 const CHUNK: usize = 32;
 
 /// Bytes of tile accumulators that [`products`] carries from chunk to chunk: it works through the output
@@ -1000,9 +1001,9 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
     let gb = group_blocks::<T, L, A, B>(g.k, cip, cop);
     for b0 in (0..nb).step_by(gb) {
         let blocks = gb.min(nb - b0);
-        for c in 0..g.p_out.div_ceil(CHUNK) {
-            for ai in 0..na {
-                for bi in 0..blocks {
+        for ai in 0..na {
+            for bi in 0..blocks {
+                for c in 0..g.p_out.div_ceil(CHUNK) {
                     for (j, pj) in blk.pairs.iter().enumerate() {
                         let part = &pj[blk.bounds[j][c]..blk.bounds[j][c + 1]];
                         let acc = &mut blk.acc[(j * na + ai) * gb + bi];
