@@ -112,8 +112,10 @@ struct Windowed<'a, T> {
     /// `sel[o K + j]`: the source position destination o reads at offset j (None: padding).
     sel: &'a [Option<usize>],
     k: usize,
-    /// The weight of (offset j, source channel cs, destination channel cd), before `scale`.
-    weight: &'a (dyn Fn(usize, usize, usize) -> T + Sync),
+    /// The weights W (C_out x C_in x K, PyTorch's layout), before `scale`: the weight of (offset j, source channel
+    /// cs, destination channel cd) is W[cd, cs, j] forward and W[cs, cd, j] when `transposed`.
+    w: &'a [T],
+    transposed: bool,
     scale: f64,
     /// Added to every destination position (already scaled); None: nothing.
     bias: Option<&'a [T]>,
@@ -167,11 +169,12 @@ fn windowed_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     let p_dst = out.ncols() / c_dst;
     let nb = c_dst.div_ceil(B);
     let mut wp = vec![T::ZERO; k * c_src * nb * B];
-    for j in 0..k {
+    for cd in 0..c_dst {
         for cs in 0..c_src {
-            for cd in 0..c_dst {
-                wp[(((cd / B) * k + j) * c_src + cs) * B + cd % B] =
-                    T::of(pass.scale * (pass.weight)(j, cs, cd).wide());
+            let (co, ci, c_in) = if pass.transposed { (cs, cd, c_dst) } else { (cd, cs, c_src) };
+            let wj = &pass.w[(co * c_in + ci) * k..][..k];
+            for (j, &v) in wj.iter().enumerate() {
+                wp[(((cd / B) * k + j) * c_src + cs) * B + cd % B] = T::of(pass.scale * v.wide());
             }
         }
     }
@@ -366,14 +369,14 @@ fn conv_into<T: Float>(
     accum: Accum,
 ) {
     let bias: Option<Vec<T>> = b.map(|b| b.iter().map(|&v| T::of(mults.1 * v.wide())).collect());
-    let weight = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
     let pass = Windowed {
         m: h,
         c_src: g.c_in,
         c_dst: g.c_out,
         sel: &g.taps,
         k: g.k,
-        weight: &weight,
+        w,
+        transposed: false,
         scale: mults.0,
         bias: bias.as_deref(),
     };
@@ -460,14 +463,14 @@ pub(crate) fn param_grad<T: Float>(
 
 /// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
 fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
-    let weight = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];
     let pass = Windowed {
         m: delta,
         c_src: g.c_out,
         c_dst: g.c_in,
         sel: &g.inv,
         k: g.k,
-        weight: &weight,
+        w,
+        transposed: true,
         scale: w_mult,
         bias: None,
     };
@@ -1206,25 +1209,20 @@ mod tests {
         m
     }
 
-    /// The forward windowed pass of `g` over `m` (H) with `weight(j, ci, co)`.
+    /// The forward windowed pass of `g` over `m` (H) with weights `w` (C_out x C_in x K).
     fn forward_pass<'a, T>(
         g: &'a Geom,
         m: MatRef<'a, T>,
-        weight: &'a (dyn Fn(usize, usize, usize) -> T + Sync),
+        w: &'a [T],
         scale: f64,
         bias: Option<&'a [T]>,
     ) -> Windowed<'a, T> {
-        Windowed { m, c_src: g.c_in, c_dst: g.c_out, sel: &g.taps, k: g.k, weight, scale, bias }
+        Windowed { m, c_src: g.c_in, c_dst: g.c_out, sel: &g.taps, k: g.k, w, transposed: false, scale, bias }
     }
 
-    /// The transposed pass of `g` over `m` (Delta) with `weight(j, co, ci)`.
-    fn transpose_pass<'a, T>(
-        g: &'a Geom,
-        m: MatRef<'a, T>,
-        weight: &'a (dyn Fn(usize, usize, usize) -> T + Sync),
-        scale: f64,
-    ) -> Windowed<'a, T> {
-        Windowed { m, c_src: g.c_out, c_dst: g.c_in, sel: &g.inv, k: g.k, weight, scale, bias: None }
+    /// The transposed pass of `g` over `m` (Delta) with weights `w` (C_out x C_in x K).
+    fn transpose_pass<'a, T>(g: &'a Geom, m: MatRef<'a, T>, w: &'a [T], scale: f64) -> Windowed<'a, T> {
+        Windowed { m, c_src: g.c_out, c_dst: g.c_in, sel: &g.inv, k: g.k, w, transposed: true, scale, bias: None }
     }
 
     /// The transposed convolution by its definition: dH[:, i_j(o)] += w_mult delta[:, o] W_j.
@@ -1272,28 +1270,24 @@ mod tests {
                     (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(delta.as_ref()));
                 for simd in crate::kernel::compute::simd_builds() {
                     let bias: Vec<f64> = b.iter().map(|v| mults.1 * v).collect();
-                    let fw = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
-                    let tw = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];
-                    let fwd = forward_pass(&g, h.as_ref(), &fw, mults.0, Some(&bias));
+                    let fwd = forward_pass(&g, h.as_ref(), &w, mults.0, Some(&bias));
                     let mut z = Mat::from_fn(rows, g.p_out * c_out, |_, _| f64::NAN);
                     windowed(&mut z, Accum::Replace, &fwd, simd);
                     assert!(max_diff(&z, &z_ref) < 1e-12, "{simd:?} forward, N = {rows}, {n:?}");
                     // Accum::Add adds onto what is there.
                     windowed(&mut z, Accum::Add, &fwd, simd);
                     assert!(max_diff(&z, &(&z_ref * faer::Scale(2.0))) < 1e-12, "{simd:?} add, N = {rows}");
-                    let tr = transpose_pass(&g, delta.as_ref(), &tw, mults.0);
+                    let tr = transpose_pass(&g, delta.as_ref(), &w, mults.0);
                     let mut dh = Mat::from_fn(rows, g.p_in * c_in, |_, _| f64::NAN);
                     windowed(&mut dh, Accum::Replace, &tr, simd);
                     assert!(max_diff(&dh, &dh_ref) < 1e-12, "{simd:?} transpose, N = {rows}, {n:?}");
                     let bias32: Vec<f32> = bias.iter().map(|&v| v as f32).collect();
-                    let fw32 = |j: usize, ci: usize, co: usize| w32[(co * g.c_in + ci) * g.k + j];
-                    let fwd32 = forward_pass(&g, h32.as_ref(), &fw32, mults.0, Some(&bias32));
+                    let fwd32 = forward_pass(&g, h32.as_ref(), &w32, mults.0, Some(&bias32));
                     let mut z32 = Mat::<f32>::zeros(rows, g.p_out * c_out);
                     windowed(&mut z32, Accum::Replace, &fwd32, simd);
                     let z32: Mat<f64> = crate::net::cast(z32.as_ref());
                     assert!(max_diff(&z32, &z_ref) < 1e-4, "{simd:?} f32 forward, N = {rows}");
-                    let tw32 = |j: usize, co: usize, ci: usize| w32[(co * g.c_in + ci) * g.k + j];
-                    let tr32 = transpose_pass(&g, delta32.as_ref(), &tw32, mults.0);
+                    let tr32 = transpose_pass(&g, delta32.as_ref(), &w32, mults.0);
                     let mut dh32 = Mat::<f32>::zeros(rows, g.p_in * c_in);
                     windowed(&mut dh32, Accum::Replace, &tr32, simd);
                     let dh32: Mat<f64> = crate::net::cast(dh32.as_ref());
@@ -1316,19 +1310,17 @@ mod tests {
         let mults = (0.1, 1.0);
         let (z_ref, dh_ref) =
             (naive(&g, &w, &bias, h.as_ref(), mults), naive_transpose(&g, &w, delta.as_ref(), mults.0));
-        let fw = |j: usize, ci: usize, co: usize| w[(co * g.c_in + ci) * g.k + j];
-        let tw = |j: usize, co: usize, ci: usize| w[(co * g.c_in + ci) * g.k + j];
         for simd in crate::kernel::compute::simd_builds() {
             let lanes = match simd {
                 Simd::Generic => 2,
                 _ => 4,
             };
             assert!(g.k * 4 * c_out.min(c_in) * lanes * 8 > WINDOW_BYTES, "groups on {simd:?}");
-            let fwd = forward_pass(&g, h.as_ref(), &fw, mults.0, Some(&bias));
+            let fwd = forward_pass(&g, h.as_ref(), &w, mults.0, Some(&bias));
             let mut z = Mat::from_fn(35, g.p_out * c_out, |_, _| f64::NAN);
             windowed(&mut z, Accum::Replace, &fwd, simd);
             assert!(max_diff(&z, &z_ref) < 1e-12, "{simd:?} forward");
-            let tr = transpose_pass(&g, delta.as_ref(), &tw, mults.0);
+            let tr = transpose_pass(&g, delta.as_ref(), &w, mults.0);
             let mut dh = Mat::from_fn(35, g.p_in * c_in, |_, _| f64::NAN);
             windowed(&mut dh, Accum::Replace, &tr, simd);
             assert!(max_diff(&dh, &dh_ref) < 1e-12, "{simd:?} transpose");
