@@ -47,6 +47,11 @@ pub(crate) struct Geom {
     pub taps: Vec<Option<usize>>,
     /// `inv[i K + j]`: the output position that reads input i at offset j, if any.
     pub inv: Vec<Option<usize>>,
+    /// Per window offset j, the (input, output) positions of every tap that is not padding, in output order.
+    pub pairs: Vec<Vec<(usize, usize)>>,
+    /// Per offset j, where each chunk of [`CHUNK`] output positions starts in `pairs[j]` (one more entry than
+    /// chunks: the last is the end).
+    pub chunk_bounds: Vec<Vec<usize>>,
 }
 
 impl Geom {
@@ -62,7 +67,14 @@ impl Geom {
                 }
             }
         }
-        Geom { c_in, c_out, k, p_in, p_out, taps: win.taps.clone(), inv }
+        let pairs: Vec<Vec<(usize, usize)>> =
+            (0..k).map(|j| (0..p_out).filter_map(|o| win.taps[o * k + j].map(|p| (p, o))).collect()).collect();
+        let chunks = p_out.div_ceil(CHUNK);
+        let chunk_bounds = pairs
+            .iter()
+            .map(|pj| (0..=chunks).map(|c| pj.partition_point(|&(_, o)| o < c * CHUNK)).collect())
+            .collect();
+        Geom { c_in, c_out, k, p_in, p_out, taps: win.taps.clone(), inv, pairs, chunk_bounds }
     }
 }
 
@@ -865,16 +877,6 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
 ) {
     let (cip, cop) = (g.c_in.div_ceil(A) * A, g.c_out.div_ceil(B) * B);
     // Per window offset j: the packed offsets (input position, output position) of every tap that is not padding.
-    let pairs: Vec<Vec<(usize, usize)>> = (0..g.k)
-        .map(|j| (0..g.p_out).filter_map(|o| g.taps[o * g.k + j].map(|p| (p * A * L, o * B * L))).collect())
-        .collect();
-    // Output positions in chunks of CHUNK: per offset j, the range of `pairs[j]` whose output position falls in
-    // each chunk (pairs are in output-position order).
-    let chunks = g.p_out.div_ceil(CHUNK);
-    let bounds: Vec<Vec<usize>> = pairs
-        .iter()
-        .map(|pj| (0..=chunks).map(|c| pj.partition_point(|&(_, pd)| pd < c * CHUNK * B * L)).collect())
-        .collect();
     let tiles = g.k * (cip / A) * group_blocks::<T, L, A, B>(g.k, cip, cop);
     for_each_block::<T, L>(jm, |bi, rows| {
         // SAFETY (scratch): T is f32 or f64, valid for any bits; pack_lanes writes every entry of hp and dp, and
@@ -883,8 +885,7 @@ fn lanes<T: Float, const L: usize, const A: usize, const B: usize>(
             with_scratch::<T, _>(g.p_in * cip * L, |hp| {
                 with_scratch::<T, _>(g.p_out * cop * L, |dp| {
                     with_scratch::<[[[T; L]; B]; A], _>(tiles, |acc| {
-                        let blk =
-                            LaneBlock { g, pairs: &pairs, bounds: &bounds, h, d, i0: bi * L, hp, dp, acc, wm, bm };
+                        let blk = LaneBlock { g, h, d, i0: bi * L, hp, dp, acc, wm, bm };
                         // The products run in a function built for the CPU's features (a closure would not
                         // inherit them). SAFETY: each arm is only taken when the CPU reports those features.
                         match simd {
@@ -974,9 +975,6 @@ fn group_blocks<T, const L: usize, const A: usize, const B: usize>(k: usize, cip
 /// One block of L examples (rows i0.. of H and D_a), and the buffers [`products`] packs them into.
 struct LaneBlock<'a, T, const L: usize, const A: usize, const B: usize> {
     g: &'a Geom,
-    pairs: &'a [Vec<(usize, usize)>],
-    /// Per offset, the range of its pairs in each chunk of output positions.
-    bounds: &'a [Vec<usize>],
     h: MatRef<'a, T>,
     d: MatRef<'a, T>,
     i0: usize,
@@ -1007,8 +1005,8 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
         for ai in 0..na {
             for bi in 0..blocks {
                 for c in 0..g.p_out.div_ceil(CHUNK) {
-                    for (j, pj) in blk.pairs.iter().enumerate() {
-                        let part = &pj[blk.bounds[j][c]..blk.bounds[j][c + 1]];
+                    for (j, pj) in g.pairs.iter().enumerate() {
+                        let part = &pj[g.chunk_bounds[j][c]..g.chunk_bounds[j][c + 1]];
                         let acc = &mut blk.acc[(j * na + ai) * gb + bi];
                         let offsets = (ai * g.p_in * A * L, (b0 + bi) * g.p_out * B * L);
                         tile::<T, L, A, B, FMA>(acc, c == 0, part, blk.hp, blk.dp, offsets);
@@ -1122,8 +1120,8 @@ fn fma_lanes<T: Float, const L: usize, const FMA: bool>(acc: &mut [T; L], x: &[T
     }
 }
 
-/// One A x B tile of the per-lane products: acc[a][b][lane] += sum over `pairs` (ph, pd) of
-/// hp[ph + h0 + a L + lane] dp[pd + d0 + b L + lane], starting from zero instead of `out` when `fresh`.
+/// One A x B tile of the per-lane products: acc[a][b][lane] += sum over the position `pairs` (p, o) of
+/// hp[h0 + (p A + a) L + lane] dp[d0 + (o B + b) L + lane], starting from zero instead of `out` when `fresh`.
 #[inline(always)]
 fn tile<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
     out: &mut [[[T; L]; B]; A],
@@ -1134,14 +1132,15 @@ fn tile<T: Float, const L: usize, const A: usize, const B: usize, const FMA: boo
     (h0, d0): (usize, usize),
 ) {
     // Every pair's operands lie inside the buffers (checked once here, not at every pair).
-    let last = pairs.iter().fold((0, 0), |m, &(ph, pd)| (m.0.max(ph), m.1.max(pd)));
-    assert!(pairs.is_empty() || (last.0 + h0 + A * L <= hp.len() && last.1 + d0 + B * L <= dp.len()));
+    let last = pairs.iter().fold((0, 0), |m, &(p, o)| (m.0.max(p), m.1.max(o)));
+    assert!(pairs.is_empty() || (h0 + (last.0 + 1) * A * L <= hp.len() && d0 + (last.1 + 1) * B * L <= dp.len()));
     let (hb, db) = (hp[h0..].as_ptr(), dp[d0..].as_ptr());
     // In registers while the pairs run.
     let mut acc = if fresh { [[[T::ZERO; L]; B]; A] } else { *out };
-    for &(ph, pd) in pairs {
+    for &(p, o) in pairs {
         // SAFETY: in bounds (asserted above); [[T; L]; n] has T's alignment.
-        let (hs, ds) = unsafe { (&*hb.add(ph).cast::<[[T; L]; A]>(), &*db.add(pd).cast::<[[T; L]; B]>()) };
+        let (hs, ds) =
+            unsafe { (&*hb.add(p * A * L).cast::<[[T; L]; A]>(), &*db.add(o * B * L).cast::<[[T; L]; B]>()) };
         for (acc_a, x) in acc.iter_mut().zip(hs) {
             for (acc_ab, y) in acc_a.iter_mut().zip(ds) {
                 fma_lanes::<T, L, FMA>(acc_ab, x, y);
