@@ -10,7 +10,7 @@
 use faer::{Accum, Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{col, for_each_col, gemm, gemm_lower, mirror_lower, Float, Pool};
+use super::ops::{col, for_each_col, gemm, mirror_lower, syrk_lower, Float, Pool};
 use super::tape::{Caches, Tape};
 use crate::kernel::compute::{simd_level, Simd};
 use crate::Result;
@@ -114,7 +114,7 @@ impl<T: Float> Network<T> {
             let d1b: Vec<MatRef<'_, T>> = (0..k).map(|a| block(d1, a, n1)).collect();
             let d2b: Vec<MatRef<'_, T>> = (0..k).map(|a| block(d2r, a, n2)).collect();
             let share = DenseShare { dl, h: (h1, h2), d: (&d1b, &d2b) };
-            share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower));
+            share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower), pool);
         });
         pool.give(dd);
         pool.give(gram);
@@ -200,7 +200,13 @@ impl<T: Float> DenseShare<'_, T> {
     /// D1_a D2_b^T (Full, acc in stacked order (a N1 + i, b N2 + j), the Gram factor broadcast over the blocks).
     /// `lower`: only the lower triangle of a symmetric Trace accumulator. `dd` and `gram` are scratch of acc's
     /// shape and N1 x N2.
-    pub(super) fn add_to(&self, acc: &mut Mat<T>, (dd, gram): (&mut Mat<T>, &mut Mat<T>), (full, lower): (bool, bool)) {
+    pub(super) fn add_to(
+        &self,
+        acc: &mut Mat<T>,
+        (dd, gram): (&mut Mat<T>, &mut Mat<T>),
+        (full, lower): (bool, bool),
+        pool: &mut Pool<T>,
+    ) {
         let dl = self.dl;
         let (h1, h2) = self.h;
         let (d1, d2) = self.d;
@@ -209,7 +215,8 @@ impl<T: Float> DenseShare<'_, T> {
         let b2 = if dl.has_bias() { dl.b_mult * dl.b_mult } else { 0.0 };
         // gram = w_mult^2 H1 H2^T + b_mult^2
         if lower {
-            gemm_lower(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
+            // Symmetric: H2 = H1.
+            syrk_lower(gram.as_mut(), Accum::Replace, h1, c2, pool);
         } else {
             gemm(gram.as_mut(), Accum::Replace, h1, h2.transpose(), c2);
         }
@@ -225,7 +232,8 @@ impl<T: Float> DenseShare<'_, T> {
             for (a, (p, q)) in d1.iter().zip(d2).enumerate() {
                 let acc_mode = if a == 0 { Accum::Replace } else { Accum::Add };
                 if lower {
-                    gemm_lower(dd.as_mut(), acc_mode, *p, q.transpose(), 1.0);
+                    // Symmetric: D2 = D1.
+                    syrk_lower(dd.as_mut(), acc_mode, *p, 1.0, pool);
                 } else {
                     gemm(dd.as_mut(), acc_mode, *p, q.transpose(), 1.0);
                 }
@@ -278,7 +286,7 @@ fn conv_contribution<T: Float>(
             if full {
                 gemm(acc.as_mut().submatrix_mut(a * n1, b * n2, n1, n2), Accum::Add, m1, m2, 1.0);
             } else if lower {
-                gemm_lower(acc.as_mut(), Accum::Add, m1, m2, 1.0);
+                syrk_lower(acc.as_mut(), Accum::Add, m1, 1.0, pool);
             } else {
                 gemm(acc.as_mut(), Accum::Add, m1, m2, 1.0);
             }

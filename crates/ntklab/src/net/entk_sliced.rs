@@ -12,7 +12,7 @@
 //! * for each Dense node, its input H (N x n_in) and cotangents D (N x k n_out, column block a for output a);
 //!
 //! and then Theta = J1 J2^T (Trace: one product, since sum_a J1_a J2_a^T is the product of the side-by-side
-//! blocks, split over pieces of J's columns when symmetric ([`gram_lower`]); Full: one GEMM per pair of output
+//! blocks, split over pieces of J's columns when symmetric (`ops::syrk_lower`); Full: one GEMM per pair of output
 //! blocks) plus each Dense node's Gram-trick share (`DenseShare`).
 //! Per example the arithmetic is the tape route's; slices are fixed by the lane width, never by the thread
 //! count, so results do not depend on it.
@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::entk::{finish, readout_stack, DenseShare, NtkOutputs};
 use super::network::Network;
-use super::ops::{gemm, gemm_lower, serially, threads, Float, Pool};
+use super::ops::{gemm, serially, syrk_lower, threads, Float, Pool};
 use super::tape::Caches;
 use crate::kernel::compute::{simd_level, Simd};
 use crate::layers::conv;
@@ -62,32 +62,6 @@ fn split_rows<T>(mut m: MatMut<'_, T>, rows: usize) -> Vec<MatMut<'_, T>> {
     }
     out.push(m);
     out
-}
-
-/// Pieces of the inner dimension that [`gram_lower`] splits J J^T into (fixed, so results do not depend on the
-/// thread count).
-const GRAM_PIECES: usize = 4;
-
-/// The lower triangle of acc += J J^T, as one sequential triangular product per piece of J's columns, in
-/// parallel, summed in piece order: J is N x P with P >> N (a conv net's parameters), where a product split by
-/// output blocks gives each thread a few skinny blocks.
-fn gram_lower<T: Float>(acc: &mut Mat<T>, j: MatRef<'_, T>, pool: &mut Pool<T>) {
-    let (n, p) = (j.nrows(), j.ncols());
-    let pieces = GRAM_PIECES.min(p.div_ceil(64)).max(1);
-    let per = p.div_ceil(pieces);
-    let mut parts: Vec<Mat<T>> = (0..pieces).map(|_| pool.take(n, n)).collect();
-    parts.par_iter_mut().enumerate().for_each(|(i, part)| {
-        let cols = (i * per).min(p)..((i + 1) * per).min(p);
-        let ji = j.subcols(cols.start, cols.len());
-        serially(|| gemm_lower(part.as_mut(), Accum::Replace, ji, ji.transpose(), 1.0));
-    });
-    for part in parts {
-        for c in 0..n {
-            let (o, x) = (&mut acc.col_as_slice_mut(c)[c..], &part.col_as_slice(c)[c..]);
-            o.iter_mut().zip(x).for_each(|(o, &x)| *o += x);
-        }
-        pool.give(part);
-    }
 }
 
 /// The k column blocks of `n` columns of `m`.
@@ -181,7 +155,7 @@ impl<T: Float> Network<T> {
                     }
                 }
             } else if lower {
-                gram_lower(&mut acc, j1, pool);
+                syrk_lower(acc.as_mut(), Accum::Add, j1, 1.0, pool);
             } else {
                 gemm(acc.as_mut(), Accum::Add, j1, j2.transpose(), 1.0);
             }
@@ -193,7 +167,7 @@ impl<T: Float> Network<T> {
                 let n_out = self.dense[l].n_out;
                 let (d1, d2) = (blocks(s1.d[i].as_ref(), k, n_out), blocks(s2r.d[i].as_ref(), k, n_out));
                 let share = DenseShare { dl: &self.dense[l], h: (s1.h[i].as_ref(), s2r.h[i].as_ref()), d: (&d1, &d2) };
-                share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower));
+                share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower), pool);
             }
             pool.give(dd);
             pool.give(gram);
