@@ -912,7 +912,7 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<Vec<Line>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The most bytes of one buffer [`with_scratch`] keeps for later calls.
+/// The most bytes of buffers [`with_scratch`] keeps per thread for later calls.
 const SCRATCH_KEEP: usize = 64 << 20;
 
 /// Runs `f` on a buffer of `len` values of E whose contents are unspecified (what an earlier call left), reused
@@ -922,18 +922,22 @@ const SCRATCH_KEEP: usize = 64 << 20;
 /// # Safety
 /// Every bit pattern must be a valid E (floats and arrays of them).
 unsafe fn with_scratch<E: Copy, R>(len: usize, f: impl FnOnce(&mut [E]) -> R) -> R {
+    assert!(std::mem::align_of::<E>() <= 64, "scratch values are at most 64-byte aligned");
+    let bytes = len.checked_mul(std::mem::size_of::<E>()).expect("scratch size overflows");
     let mut buf = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
-    let bytes = len * std::mem::size_of::<E>();
     if buf.len() * 64 < bytes {
         buf.resize(bytes.div_ceil(64), Line([0; 64]));
     }
-    debug_assert!(std::mem::align_of::<E>() <= 64);
     // SAFETY: the buffer holds at least len E, aligned to 64 bytes, initialized bytes, any bits a valid E (the
     // caller's promise); it is borrowed only for this call.
     let r = f(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<E>(), len) });
-    if buf.len() * 64 <= SCRATCH_KEEP {
-        SCRATCH.with(|s| s.borrow_mut().push(buf));
-    }
+    SCRATCH.with(|s| {
+        let mut kept = s.borrow_mut();
+        // At most SCRATCH_KEEP bytes stay with a thread between calls.
+        if (kept.iter().map(Vec::len).sum::<usize>() + buf.len()) * 64 <= SCRATCH_KEEP {
+            kept.push(buf);
+        }
+    });
     r
 }
 

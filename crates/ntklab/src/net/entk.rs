@@ -46,11 +46,12 @@ impl<T: Float> Network<T> {
         let mut cells = n1.saturating_mul(n2).saturating_mul(k.saturating_mul(k).saturating_mul(2).saturating_add(1));
         // Conv nets keep every Conv node's Jacobian and every Dense node's H and D, per side.
         if self.has_conv() {
-            cells = cells.saturating_add(self.sliced_cells(n1)).saturating_add(if x2.is_some() {
-                self.sliced_cells(n2)
-            } else {
-                0
-            });
+            let second = if x2.is_some() { self.sliced_cells(n2) } else { 0 };
+            cells = cells.saturating_add(self.sliced_cells(n1)).saturating_add(second);
+        }
+        // A symmetric Gram may be summed from four partial ones (`ops::syrk_lower`, N <= 1024).
+        if x2.is_none() && n1 <= 1024 {
+            cells = cells.saturating_add(4 * n1 * n1);
         }
         crate::data::memory::check_alloc(
             cells.saturating_mul(std::mem::size_of::<T>()),

@@ -75,13 +75,21 @@ impl<T: Float> Network<T> {
         self.dense.iter().any(|d| d.filter.is_some())
     }
 
-    /// Entries of the matrices [`Network::empirical_ntk_sliced`] keeps for an input of `n` rows.
+    /// Entries of the matrices [`Network::empirical_ntk_sliced`] keeps for an input of `n` rows, plus what each
+    /// thread holds for its slices: a slice's tape and cotangents (about three matrices of every node's width)
+    /// and the lane kernels' packed copies (two of the widest node).
     pub(super) fn sliced_cells(&self, n: usize) -> usize {
         let k = self.output_dim();
-        self.dense
+        let kept = self
+            .dense
             .iter()
             .map(|d| if d.filter.is_some() { k.saturating_mul(d.num_params()) } else { d.n_in + k * d.n_out })
-            .fold(0usize, |s, c| s.saturating_add(c.saturating_mul(n)))
+            .fold(0usize, |s, c| s.saturating_add(c.saturating_mul(n)));
+        let widths = self.graph.nodes.iter().map(|v| v.width).fold(0usize, usize::saturating_add);
+        let widest = self.graph.nodes.iter().map(|v| v.width).max().unwrap_or(0);
+        let rows = conv::lane_width::<T>(simd_level()).saturating_mul(k.max(1));
+        let per_thread = rows.saturating_mul(widths.saturating_mul(3).saturating_add(widest.saturating_mul(2)));
+        kept.saturating_add(per_thread.saturating_mul(threads()))
     }
 
     /// [`Network::empirical_ntk`] by slices of examples (module docs); inputs already checked.
@@ -132,8 +140,12 @@ impl<T: Float> Network<T> {
         let subs: Vec<std::sync::Mutex<Pool<T>>> = pool.split(threads()).into_iter().map(Into::into).collect();
         let done = slices.par_iter_mut().try_for_each(|s| {
             let at = rayon::current_thread_index().unwrap_or(0) % subs.len();
-            let mut sp = subs[at].lock().unwrap_or_else(|e| e.into_inner());
-            serially(|| self.slice_pass(s, &shares, simd, &mut sp))
+            // A slice this thread stole while it holds its pool (nothing in a slice pass lets it today) works
+            // with a fresh one.
+            match subs[at].try_lock() {
+                Ok(mut sp) => serially(|| self.slice_pass(s, &shares, simd, &mut sp)),
+                Err(_) => serially(|| self.slice_pass(s, &shares, simd, &mut Pool::default())),
+            }
         });
         pool.join(subs.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect());
         drop(slices);

@@ -10,10 +10,19 @@ use rayon::prelude::*;
 
 use crate::kernel::fastmath::Real;
 
+mod sealed {
+    /// Only f64 and f32 are [`super::Float`]s: the lane kernels reinterpret reused buffers as values of `T`,
+    /// which is sound because every bit pattern of these two is a valid value.
+    pub trait Sealed {}
+    impl Sealed for f64 {}
+    impl Sealed for f32 {}
+}
+
 /// The precisions finite networks compute in: f64 (default) and f32 lanes. Multipliers, losses and reductions
-/// across the batch stay in f64 where they are cheap; matrices, parameters and GEMMs use `Self`.
+/// across the batch stay in f64 where they are cheap; matrices, parameters and GEMMs use `Self`. Sealed: f64 and
+/// f32 only.
 pub trait Float:
-    faer::traits::RealField + Real + Default + std::fmt::Debug + std::ops::AddAssign + std::ops::MulAssign
+    faer::traits::RealField + Real + Default + std::fmt::Debug + std::ops::AddAssign + std::ops::MulAssign + sealed::Sealed
 {
     /// "f64" or "f32".
     const NAME: &'static str;
@@ -112,9 +121,10 @@ fn par() -> Par {
     }
 }
 
-/// Runs `f` with every pass it makes on the calling thread (GEMMs, elementwise and conv passes): for callers
-/// that already run one task per thread, where a pass splitting its small share again would only add
-/// hand-offs between threads.
+/// Runs `f` with the passes it makes on the calling thread (GEMMs, elementwise passes, the conv forward,
+/// transposed and Jacobian passes; the conv parameter gradient's groups still fan out): for callers that already
+/// run one task per thread, where a pass splitting its small share again would only add hand-offs between
+/// threads. Work that rayon lets this thread steal meanwhile runs serially too (slower, never wrong).
 pub(crate) fn serially<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
@@ -144,9 +154,10 @@ const SYRK_PIECES: usize = 4;
 
 /// The lower triangle (diagonal included) of dst (+)= alpha a a^T; the strict upper triangle is left untouched.
 /// A small output (N <= 1024) with a long inner dimension (P >= 4 N: a conv net's J, N x P with P >> N; the
-/// input of a dense layer after a wide flatten) runs as sequential triangular products over [`SYRK_PIECES`] fixed pieces of a's columns, in parallel,
-/// summed in piece order: a parallel product split by output blocks gives each thread a few skinny blocks
-/// (16-channel CNN's empirical NTK: 4.5 -> 3.9 ms). Otherwise, as [`gemm_lower`].
+/// input of a dense layer after a wide flatten) runs as sequential triangular products over [`SYRK_PIECES`]
+/// fixed pieces of a's columns, in parallel, summed in piece order: a parallel product split by output blocks
+/// gives each thread a few skinny blocks (16-channel CNN's empirical NTK: 4.5 -> 3.9 ms). Otherwise, as
+/// [`gemm_lower`].
 pub(crate) fn syrk_lower<T: Float>(
     mut dst: MatMut<'_, T>,
     accum: Accum,
