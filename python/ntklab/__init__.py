@@ -128,8 +128,10 @@ def empirical_ntk(model, x1, x2=None, trace=True, precision="f64"):
     lanes with ``precision='f32'``."""
     single = _precision(precision)
     m, (a, b) = _model_and_inputs(model, [x1, x2])
-    b1, s1 = examples_bytes(a, "x1")
-    b2, s2 = examples_bytes(b, "x2") if b is not None else (None, None)
+    # The f32 network takes float32 bytes (rounded by numpy, as the CLI's cast rounds them).
+    dtype = np.float32 if single else np.float64
+    b1, s1 = examples_bytes(a, "x1", dtype)
+    b2, s2 = examples_bytes(b, "x2", dtype) if b is not None else (None, None)
     data, rows, cols = m.empirical_ntk(b1, s1, b2, s2, bool(trace), single)
     return matrix_from_bytes(data, rows, cols, np.float32 if single else np.float64)
 

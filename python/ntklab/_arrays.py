@@ -10,8 +10,9 @@ def check_real(x, what):
         raise TypeError(f"{what} must hold real numbers (a float or integer dtype), got dtype {x.dtype}")
 
 
-def examples_bytes(x, what):
-    """(bytes, shape) of ``x`` as C-order float64, checked: at least 2 axes, finite, real numbers."""
+def examples_bytes(x, what, dtype=np.float64):
+    """(bytes, shape) of ``x`` as C-order ``dtype`` (float64, or float32 for the f32 network), checked: at least
+    2 axes, finite, real numbers."""
     if not isinstance(x, np.ndarray):
         if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
             x = x.detach().cpu().numpy()
@@ -20,7 +21,7 @@ def examples_bytes(x, what):
     check_real(x, what)
     if x.ndim < 2:
         raise ValueError(f"{what} must be N x d (or N x H x W x C), got shape {x.shape}")
-    a = np.ascontiguousarray(x, dtype=np.float64)
+    a = np.ascontiguousarray(x, dtype=dtype)
     if not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"{what} has a non-finite value at index {tuple(int(i) for i in bad)}")

@@ -44,7 +44,7 @@ class Model:
     def input_shape(self) -> List[int]: ...
     def empirical_ntk(
         self,
-        x1: bytes,
+        x1: bytes,  # C-order float64, or float32 when f32=True (x2 likewise)
         shape1: Sequence[int],
         x2: Optional[bytes] = None,
         shape2: Optional[Sequence[int]] = None,

@@ -37,6 +37,11 @@ fn py_err(e: ntklab::Error) -> PyErr {
 /// Examples from raw f64 bytes of shape [N, d] (feature vectors) or [N, spatial..., C] (images, NHWC): the
 /// N x (values per example) matrix and the shape of one example (None for feature vectors).
 fn examples(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<f64>, Option<Shape>)> {
+    examples_of::<f64>(bytes, shape, what)
+}
+
+/// [`examples`] from raw native-endian values of T (float64 or float32 bytes).
+fn examples_of<T: ntklab::net::Float>(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<T>, Option<Shape>)> {
     if shape.len() < 2 {
         return Err(PyValueError::new_err(format!(
             "{what} must have a batch axis and at least one more (N x d, or N x H x W x C), got shape {shape:?}"
@@ -47,41 +52,35 @@ fn examples(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<f64>, Op
     let Some(d) = d.filter(|_| n > 0 && shape[1..].iter().all(|&s| s > 0)) else {
         return Err(PyValueError::new_err(format!("{what} has an empty or impossible shape {shape:?}")));
     };
-    if n.checked_mul(d).and_then(|v| v.checked_mul(8)) != Some(bytes.len()) {
+    let size = std::mem::size_of::<T>();
+    if n.checked_mul(d).and_then(|v| v.checked_mul(size)) != Some(bytes.len()) {
         return Err(PyValueError::new_err(format!(
-            "{what}: {} bytes do not hold {shape:?} float64 values",
-            bytes.len()
+            "{what}: {} bytes do not hold {shape:?} {} values",
+            bytes.len(),
+            if size == 4 { "float32" } else { "float64" }
         )));
     }
     let one = (shape.len() > 2).then(|| Shape::image(&shape[1..shape.len() - 1], shape[shape.len() - 1]));
-    // SAFETY: n d f64 values fill `bytes` exactly (checked above); when its start is 8-aligned (always, for a
-    // Python bytes object's data) they can be read in place, and every bit pattern is an f64.
-    if bytes.as_ptr().align_offset(std::mem::align_of::<f64>()) == 0 {
-        let vals = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f64>(), n * d) };
-        // Eight rows at a time: their cache lines stay in L1 while the columns take eight values each.
-        let mut m = Mat::<f64>::zeros(n, d);
-        for (b, rows) in vals.chunks(8 * d).enumerate() {
-            let r = rows.len() / d;
-            for j in 0..d {
-                let col = &mut m.col_as_slice_mut(j)[b * 8..b * 8 + r];
-                for (i, c) in col.iter_mut().enumerate() {
-                    *c = rows[i * d + j];
-                }
-            }
-        }
-        return Ok((m, one));
-    }
-    // Row-major bytes into a column-major matrix, 32 rows at a time: the rows' cache lines serve 8 columns
-    // each while they are in cache (element by element, every read was a miss: 1-2 ms for a 256 x 768 batch).
-    let mut m = Mat::<f64>::zeros(n, d);
-    const ROWS: usize = 32;
-    for i0 in (0..n).step_by(ROWS) {
-        let i1 = (i0 + ROWS).min(n);
+    // The values in place when `bytes` starts aligned (always, for a Python bytes object's data), else copied.
+    let copied: Vec<T>;
+    let vals: &[T] = if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+        // SAFETY: n d values of T fill `bytes` exactly (checked above), aligned (checked here); T is f64 or f32
+        // (`Float` is sealed), for which every bit pattern is a value.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), n * d) }
+    } else {
+        // SAFETY: as above; each read is within `bytes` and needs no alignment.
+        copied = (0..n * d).map(|i| unsafe { bytes.as_ptr().add(i * size).cast::<T>().read_unaligned() }).collect();
+        &copied
+    };
+    // Row-major values into a column-major matrix, eight rows at a time: their cache lines stay in L1 while the
+    // columns take eight values each (element by element, every read was a miss: 1-2 ms for a 256 x 768 batch).
+    let mut m = Mat::<T>::zeros(n, d);
+    for (b, rows) in vals.chunks(8 * d).enumerate() {
+        let r = rows.len() / d;
         for j in 0..d {
-            let col = m.col_mut(j).try_as_col_major_mut().expect("a column of a Mat").as_slice_mut();
-            for (i, v) in col[i0..i1].iter_mut().enumerate() {
-                let at = ((i0 + i) * d + j) * 8;
-                *v = f64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+            let col = &mut m.col_as_slice_mut(j)[b * 8..b * 8 + r];
+            for (i, c) in col.iter_mut().enumerate() {
+                *c = rows[i * d + j];
             }
         }
     }
@@ -283,17 +282,29 @@ impl Model {
     /// the network's input shape.
     fn inputs(&self, bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Mat<f64>> {
         let (m, one) = examples(bytes, shape, what)?;
-        if let Some(s) = one {
-            if s != self.net.input_shape {
-                return Err(PyValueError::new_err(format!(
-                    "{what} holds examples of shape {:?}, but the model takes examples of shape {}",
-                    &shape[1..],
-                    self.net.input_shape
-                )));
-            }
-        }
+        self.check_shape(one, shape, what)?;
         self.net.check_input(m.as_ref()).map_err(py_err)?;
         Ok(m)
+    }
+
+    /// [`Model::inputs`] from float32 bytes, for the f32 network (no float64 round trip).
+    fn inputs32(&self, bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Mat<f32>> {
+        let (m, one) = examples_of::<f32>(bytes, shape, what)?;
+        self.check_shape(one, shape, what)?;
+        self.f32().check_input(m.as_ref()).map_err(py_err)?;
+        Ok(m)
+    }
+
+    /// An image batch's example shape against the network's input shape.
+    fn check_shape(&self, one: Option<Shape>, shape: &[usize], what: &str) -> PyResult<()> {
+        match one {
+            Some(s) if s != self.net.input_shape => Err(PyValueError::new_err(format!(
+                "{what} holds examples of shape {:?}, but the model takes examples of shape {}",
+                &shape[1..],
+                self.net.input_shape
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -423,7 +434,8 @@ impl Model {
     }
 
     /// Empirical NTK J(x1) J(x2)^T as row-major bytes (float64, or float32 with `f32`) and its shape: the trace
-    /// over outputs (N1 x N2), or every output block (`trace=False`: (N1 k) x (N2 k), row i k + a).
+    /// over outputs (N1 x N2), or every output block (`trace=False`: (N1 k) x (N2 k), row i k + a). The inputs
+    /// are float64 bytes, or float32 bytes with `f32`.
     #[pyo3(signature = (x1, shape1, x2=None, shape2=None, trace=true, f32=false))]
     #[allow(clippy::too_many_arguments)]
     fn empirical_ntk<'py>(
@@ -436,26 +448,23 @@ impl Model {
         trace: bool,
         f32: bool,
     ) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
-        let a = self.inputs(x1, &shape1, "x1")?;
-        let b = match (x2, shape2) {
-            (Some(b), Some(s)) => Some(self.inputs(b, &s, "x2")?),
-            (None, None) => None,
-            _ => return Err(PyValueError::new_err("x2 and shape2 go together")),
-        };
+        if x2.is_some() != shape2.is_some() {
+            return Err(PyValueError::new_err("x2 and shape2 go together"));
+        }
         let outputs = if trace { NtkOutputs::Trace } else { NtkOutputs::Full };
-        let n32 = if f32 { Some(self.f32()) } else { None };
-        let net = &self.net;
-        py.detach(|| -> ntklab::Result<Out> {
-            match n32 {
-                Some(n32) => {
-                    let (a32, b32) = (cast::<f64, f32>(a.as_ref()), b.as_ref().map(|m| cast::<f64, f32>(m.as_ref())));
-                    Ok(Out::F32(n32.empirical_ntk(a32.as_ref(), b32.as_ref().map(|m| m.as_ref()), outputs)?))
-                }
-                None => Ok(Out::F64(net.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs)?)),
-            }
-        })
-        .map_err(py_err)?
-        .into_py(py)
+        let out = if f32 {
+            // float32 bytes: the f32 network reads them as they are.
+            let a = self.inputs32(x1, &shape1, "x1")?;
+            let b = x2.zip(shape2).map(|(b, s)| self.inputs32(b, &s, "x2")).transpose()?;
+            let n32 = self.f32();
+            py.detach(|| n32.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs).map(Out::F32))
+        } else {
+            let a = self.inputs(x1, &shape1, "x1")?;
+            let b = x2.zip(shape2).map(|(b, s)| self.inputs(b, &s, "x2")).transpose()?;
+            let net = &self.net;
+            py.detach(|| net.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs).map(Out::F64))
+        };
+        out.map_err(py_err)?.into_py(py)
     }
 
     /// The top-k eigenvalues of the loss Hessian at (x, y) by Lanczos on exact Hessian-vector products (as
