@@ -58,6 +58,8 @@ impl Geom {
     pub fn new(win: &Window, p_in: usize, c_in: usize, c_out: usize) -> Geom {
         let p_out: usize = win.out.iter().product();
         let k = win.size;
+        // The Jacobian products read packed operands at these positions unchecked (`tile`).
+        assert!(win.taps.len() == p_out * k && win.taps.iter().flatten().all(|&i| i < p_in), "taps within the input");
         let mut inv = vec![None; p_in * k];
         for o in 0..p_out {
             for j in 0..k {
@@ -1013,7 +1015,7 @@ fn products<T: Float, const L: usize, const A: usize, const B: usize, const FMA:
                         let part = &pj[g.chunk_bounds[j][c]..g.chunk_bounds[j][c + 1]];
                         let acc = &mut blk.acc[(j * na + ai) * gb + bi];
                         let offsets = (ai * g.p_in * A * L, (b0 + bi) * g.p_out * B * L);
-                        tile::<T, L, A, B, FMA>(acc, c == 0, part, blk.hp, blk.dp, offsets);
+                        tile::<T, L, A, B, FMA>(acc, c == 0, part, blk.hp, blk.dp, offsets, (g.p_in, g.p_out));
                     }
                 }
             }
@@ -1134,10 +1136,12 @@ fn tile<T: Float, const L: usize, const A: usize, const B: usize, const FMA: boo
     hp: &[T],
     dp: &[T],
     (h0, d0): (usize, usize),
+    ends: (usize, usize),
 ) {
-    // Every pair's operands lie inside the buffers (checked once here, not at every pair).
-    let last = pairs.iter().fold((0, 0), |m, &(p, o)| (m.0.max(p), m.1.max(o)));
-    assert!(pairs.is_empty() || (h0 + (last.0 + 1) * A * L <= hp.len() && d0 + (last.1 + 1) * B * L <= dp.len()));
+    // Every pair's operands lie inside the buffers: pairs hold input positions below p_in and output positions
+    // below p_out (`Geom::new` checks its taps), so one check of the block ends covers them all.
+    let (p_in, p_out) = ends;
+    assert!(h0 + p_in * A * L <= hp.len() && d0 + p_out * B * L <= dp.len());
     let (hb, db) = (hp[h0..].as_ptr(), dp[d0..].as_ptr());
     // In registers while the pairs run.
     let mut acc = if fresh { [[[T::ZERO; L]; B]; A] } else { *out };
