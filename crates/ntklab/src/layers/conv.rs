@@ -107,7 +107,7 @@ fn gather_group<T: Float>(
         for t in 0..count {
             let seg = &mut dst[t * n..(t + 1) * n];
             match sel[(start + t) * k + j] {
-                Some(i) => seg.copy_from_slice(m.col(i * c + ch).try_as_col_major().expect("contiguous").as_slice()),
+                Some(i) => seg.copy_from_slice(contiguous(m, i * c + ch)),
                 None => seg.fill(T::ZERO),
             }
         }
@@ -587,7 +587,7 @@ pub(crate) fn global_avg_pool<T: Float>(h: MatRef<'_, T>, p: usize, c: usize) ->
     let inv = T::of(1.0 / p as f64);
     let mut z = Mat::<T>::zeros(h.nrows(), c);
     let block = h.nrows() * c;
-    if let (Some(hf), Some(zf)) = (flat_ref(h), crate::net::ops::flat_mut(&mut z)) {
+    if let (Some(hf), Some(zf)) = (crate::net::ops::flat(h), crate::net::ops::flat_mut(&mut z)) {
         // Columns back to back: position q's channels are one block of N C values, laid out as z's.
         for hq in hf.chunks_exact(block) {
             for (o, &x) in zf.iter_mut().zip(hq) {
@@ -617,7 +617,7 @@ pub(crate) fn global_avg_pool_transpose<T: Float>(
 ) -> Mat<T> {
     let inv = T::of(1.0 / p as f64);
     let mut dh = pool.take(delta.nrows(), p * c);
-    if let (Some(df), Some(hf)) = (flat_ref(delta), crate::net::ops::flat_mut(&mut dh)) {
+    if let (Some(df), Some(hf)) = (crate::net::ops::flat(delta), crate::net::ops::flat_mut(&mut dh)) {
         for hq in hf.chunks_exact_mut(df.len()) {
             for (o, &x) in hq.iter_mut().zip(df) {
                 *o = inv * x;
@@ -631,17 +631,6 @@ pub(crate) fn global_avg_pool_transpose<T: Float>(
         }
     });
     dh
-}
-
-/// The entries of `m` as one slice when its columns lie back to back (see `net::ops::flat`).
-fn flat_ref<'a, T: Float>(m: MatRef<'a, T>) -> Option<&'a [T]> {
-    let (r, c) = (m.nrows(), m.ncols());
-    let back_to_back = (r <= 1 || m.row_stride() == 1) && (c <= 1 || m.col_stride() == r as isize);
-    if r * c == 0 || !back_to_back || !crate::net::ops::serial_pass(r * c) {
-        return None;
-    }
-    // SAFETY: the r c entries are back to back from the first (checked above), borrowed from `m`.
-    Some(unsafe { std::slice::from_raw_parts(m.as_ptr(), r * c) })
 }
 
 /// Column j of a column-major matrix as a slice.
@@ -1079,7 +1068,7 @@ fn pack_lanes<T: Float, const L: usize>(
             let at = packed_at(ch, p, positions, width) * L;
             let dst: &mut [T; L] = (&mut out[at..][..L]).try_into().expect("L entries");
             if ch < c {
-                let col = src.col(p * c + ch).try_as_col_major().expect("contiguous column").as_slice();
+                let col = contiguous(src, p * c + ch);
                 // The next block of examples reads the line after this one in every column, some 4096 columns
                 // apart: ask for it now (into L2), or each of its reads waits on memory (a quarter of the
                 // products' time went to these copies).

@@ -212,7 +212,7 @@ fn flat_serial(r: usize, c: usize, row_stride: isize, col_stride: isize) -> bool
 }
 
 /// Whether an elementwise pass over `len` entries runs on the calling thread.
-pub(crate) fn serial_pass(len: usize) -> bool {
+fn serial_pass(len: usize) -> bool {
     len < PAR_MIN || threads() == 1
 }
 
@@ -229,13 +229,13 @@ pub(crate) fn flat_mut<T: Float>(m: &mut Mat<T>) -> Option<&mut [T]> {
     Some(unsafe { std::slice::from_raw_parts_mut(m.as_ptr_mut(), r * c) })
 }
 
-/// [`flat_mut`] for reading.
-pub(crate) fn flat<T: Float>(m: &Mat<T>) -> Option<&[T]> {
+/// [`flat_mut`] for reading, of any view.
+pub(crate) fn flat<T: Float>(m: MatRef<'_, T>) -> Option<&[T]> {
     let (r, c) = (m.nrows(), m.ncols());
     if r * c == 0 || !flat_serial(r, c, m.row_stride(), m.col_stride()) {
         return None;
     }
-    // SAFETY: as in `flat_mut`, borrowed immutably.
+    // SAFETY: the r c entries are back to back from the first (checked above), borrowed from `m`.
     Some(unsafe { std::slice::from_raw_parts(m.as_ptr(), r * c) })
 }
 
@@ -410,7 +410,7 @@ pub(crate) fn hadamard<T: Float>(a: &Mat<T>, b: &Mat<T>) -> Mat<T> {
 pub(crate) fn hadamard_blocks<T: Float>(stack: &mut Mat<T>, s: &Mat<T>) {
     let n = s.nrows();
     if stack.nrows() == n {
-        if let (Some(o), Some(y)) = (flat_mut(stack), flat(s)) {
+        if let (Some(o), Some(y)) = (flat_mut(stack), flat(s.as_ref())) {
             o.iter_mut().zip(y).for_each(|(o, &y)| *o *= y);
             return;
         }
