@@ -68,8 +68,9 @@ impl<T: Float> Network<T> {
             if self.has_conv() {
                 return self.empirical_ntk_sliced(x1, x2, outputs, pool);
             }
-            let t1 = self.build_tape_in(x1, Caches::First, pool)?;
-            let t2 = x2.map(|x| self.build_tape_in(x, Caches::First, pool)).transpose()?;
+            // Both inputs were checked above.
+            let t1 = self.build_tape_checked(x1, Caches::First, pool)?;
+            let t2 = x2.map(|x| self.build_tape_checked(x, Caches::First, pool)).transpose()?;
             let k = self.empirical_ntk_in(&t1, t2.as_ref(), outputs, pool);
             t1.recycle(pool);
             if let Some(t2) = t2 {
