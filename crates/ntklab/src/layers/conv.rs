@@ -141,7 +141,7 @@ struct Windowed<'a, T> {
 /// position and one broadcast weight per channel. No window gathers, no transposes; every entry of `out` is
 /// written (Replace) or added to (Add) exactly once, and results do not depend on the thread count.
 fn windowed<T: Float>(out: &mut Mat<T>, accum: Accum, pass: &Windowed<'_, T>, simd: Simd) {
-    let f32_lanes = std::mem::size_of::<T>() == 4;
+    let f32_lanes = f32_lanes::<T>();
     // 4 x 4 tiles (16 accumulators) where there are 32 vector registers, 3 x 4 with 16.
     match simd {
         #[cfg(target_arch = "x86_64")]
