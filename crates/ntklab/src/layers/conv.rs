@@ -52,10 +52,15 @@ pub(crate) struct Geom {
     /// Per offset j, where each chunk of [`CHUNK`] output positions starts in `pairs[j]` (one more entry than
     /// chunks: the last is the end).
     pub chunk_bounds: Vec<Vec<usize>>,
+    /// Set when the node is a 3 x 3, stride-1 convolution over 2-d images with zero padding: its passes then go
+    /// by Winograd's F(2 x 2, 3 x 3) ([`winograd`]).
+    pub wino: Option<Wino>,
 }
 
 impl Geom {
-    pub fn new(win: &Window, p_in: usize, c_in: usize, c_out: usize) -> Geom {
+    /// The geometry of `win` over inputs of extents `spatial` with `c_in` channels.
+    pub fn new(win: &Window, spatial: &[usize], c_in: usize, c_out: usize) -> Geom {
+        let p_in: usize = spatial.iter().product();
         let p_out: usize = win.out.iter().product();
         let k = win.size;
         // The Jacobian products read packed operands at these positions unchecked (`tile`).
@@ -76,7 +81,8 @@ impl Geom {
             .iter()
             .map(|pj| (0..=chunks).map(|c| pj.partition_point(|&(_, o)| o < c * CHUNK)).collect())
             .collect();
-        Geom { c_in, c_out, k, p_in, p_out, taps: win.taps.clone(), inv, pairs, chunk_bounds }
+        let wino = Wino::detect(win, spatial);
+        Geom { c_in, c_out, k, p_in, p_out, taps: win.taps.clone(), inv, pairs, chunk_bounds, wino }
     }
 }
 
@@ -264,6 +270,9 @@ macro_rules! feature_builds {
     };
 }
 
+mod winograd;
+use winograd::Wino;
+
 feature_builds!(windowed_avx512, windowed_avx2 => windowed_tiles<L, R, B>(
     plan: &WindowedPlan<'_, T>, hp: &[T], t0: usize, cols: MatMut<'_, T>, accum: Accum,
 ));
@@ -383,6 +392,10 @@ fn conv_into<T: Float>(
     accum: Accum,
 ) {
     let bias: Option<Vec<T>> = b.map(|b| b.iter().map(|&v| T::of(mults.1 * v.wide())).collect());
+    if let Some(wg) = &g.wino {
+        let pass = wg.forward_pass(h, (g.c_in, g.c_out), w, mults.0, bias.as_deref());
+        return winograd::run(z, accum, &pass, simd_level());
+    }
     let pass = Windowed {
         m: h,
         c_src: g.c_in,
@@ -477,6 +490,10 @@ pub(crate) fn param_grad<T: Float>(
 
 /// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
 fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
+    if let Some(wg) = &g.wino {
+        let pass = wg.transpose_pass(delta, (g.c_in, g.c_out), w, w_mult);
+        return winograd::run(dh, accum, &pass, simd_level());
+    }
     let pass = Windowed {
         m: delta,
         c_src: g.c_out,
@@ -1168,7 +1185,7 @@ mod tests {
 
     fn geom(n: &[usize], k: &[usize], s: &[usize], pad: Padding, c_in: usize, c_out: usize) -> Geom {
         let w = Window::new(n, k, s, pad).unwrap();
-        Geom::new(&w, n.iter().product(), c_in, c_out)
+        Geom::new(&w, n, c_in, c_out)
     }
 
     /// Direct evaluation of the definition, position by position.
@@ -1320,6 +1337,72 @@ mod tests {
             let mut dh = Mat::from_fn(35, g.p_in * c_in, |_, _| f64::NAN);
             windowed(&mut dh, Accum::Replace, &tr, simd);
             assert!(max_diff(&dh, &dh_ref) < 1e-12, "{simd:?} transpose");
+        }
+    }
+
+    /// Winograd's passes against the definitions: odd extents leave partial tiles (outputs past the image are
+    /// computed and dropped), `valid` padding shifts the patches, 40 -> 36 channels split the tiles into several
+    /// groups (the last one partial), and N = 1, 13, 35 leave partial blocks of examples. f64 within 1e-12 of
+    /// the direct sums of ~100 terms of size ~1 (the transforms add at most 4 x 4 terms per product, and the
+    /// kernel transform halves exactly); f32 within 2e-4.
+    #[test]
+    fn winograd_passes_agree_with_the_definition_on_every_simd_build() {
+        for (n, pad, c_in, c_out) in [
+            ([5, 4], Padding::Same, 3, 5),
+            ([6, 5], Padding::Valid, 3, 5),
+            ([3, 7], Padding::Same, 2, 1),
+            ([9, 10], Padding::Same, 40, 36),
+        ] {
+            let g = geom(&n, &[3, 3], &[1, 1], pad, c_in, c_out);
+            let wg = g.wino.expect("a 3 x 3 stride-1 convolution");
+            let w: Vec<f64> =
+                gaussian(1, c_out * c_in * g.k, 2).row(0).iter().map(|v| v / (c_in as f64).sqrt()).collect();
+            let b: Vec<f64> = (0..c_out).map(|c| 0.1 * c as f64 - 0.2).collect();
+            let mults = (0.8, 1.3);
+            let bias: Vec<f64> = b.iter().map(|v| mults.1 * v).collect();
+            let (w32, bias32): (Vec<f32>, Vec<f32>) =
+                (w.iter().map(|&v| v as f32).collect(), bias.iter().map(|&v| v as f32).collect());
+            for rows in [1, 13, 35] {
+                let h = gaussian(rows, g.p_in * c_in, 1);
+                let delta = gaussian(rows, g.p_out * c_out, 3);
+                let (z_ref, dh_ref) =
+                    (naive(&g, &w, &b, h.as_ref(), mults), naive_transpose(&g, &w, delta.as_ref(), mults.0));
+                let (h32, delta32) =
+                    (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(delta.as_ref()));
+                for simd in crate::kernel::compute::simd_builds() {
+                    let what = format!("{simd:?}, {n:?} {pad:?}, N = {rows}");
+                    let fwd = wg.forward_pass(h.as_ref(), (c_in, c_out), &w, mults.0, Some(&bias));
+                    let mut z = Mat::from_fn(rows, g.p_out * c_out, |_, _| f64::NAN);
+                    winograd::run(&mut z, Accum::Replace, &fwd, simd);
+                    assert!(max_diff(&z, &z_ref) < 1e-12, "forward, {what}: {}", max_diff(&z, &z_ref));
+                    winograd::run(&mut z, Accum::Add, &fwd, simd);
+                    assert!(max_diff(&z, &(&z_ref * faer::Scale(2.0))) < 1e-12, "add, {what}");
+                    let tr = wg.transpose_pass(delta.as_ref(), (c_in, c_out), &w, mults.0);
+                    let mut dh = Mat::from_fn(rows, g.p_in * c_in, |_, _| f64::NAN);
+                    winograd::run(&mut dh, Accum::Replace, &tr, simd);
+                    assert!(max_diff(&dh, &dh_ref) < 1e-12, "transpose, {what}: {}", max_diff(&dh, &dh_ref));
+                    let fwd32 = wg.forward_pass(h32.as_ref(), (c_in, c_out), &w32, mults.0, Some(&bias32));
+                    let mut z32 = Mat::<f32>::zeros(rows, g.p_out * c_out);
+                    winograd::run(&mut z32, Accum::Replace, &fwd32, simd);
+                    let z32: Mat<f64> = crate::net::cast(z32.as_ref());
+                    assert!(max_diff(&z32, &z_ref) < 2e-4, "f32 forward, {what}");
+                    let tr32 = wg.transpose_pass(delta32.as_ref(), (c_in, c_out), &w32, mults.0);
+                    let mut dh32 = Mat::<f32>::zeros(rows, g.p_in * c_in);
+                    winograd::run(&mut dh32, Accum::Replace, &tr32, simd);
+                    let dh32: Mat<f64> = crate::net::cast(dh32.as_ref());
+                    assert!(max_diff(&dh32, &dh_ref) < 2e-4, "f32 transpose, {what}");
+                }
+            }
+        }
+        // Strides, circular padding, other windows and 1-d or 3-d images keep the direct passes.
+        for (n, k, s, pad) in [
+            (vec![6, 6], vec![3, 3], vec![2, 2], Padding::Same),
+            (vec![6, 6], vec![3, 3], vec![1, 1], Padding::Circular),
+            (vec![6, 6], vec![2, 3], vec![1, 1], Padding::Same),
+            (vec![7], vec![3], vec![1], Padding::Same),
+            (vec![4, 4, 4], vec![3, 3, 1], vec![1, 1, 1], Padding::Same),
+        ] {
+            assert!(geom(&n, &k, &s, pad, 2, 2).wino.is_none(), "{n:?} {k:?} {s:?} {pad:?}");
         }
     }
 

@@ -147,7 +147,7 @@ impl<T: Float> Network<T> {
                 _ => continue,
             };
             let win = Window::new(&src.spatial, filter, stride, padding)?;
-            geom[v] = Some(Geom::new(&win, src.positions(), src.channels, c_out));
+            geom[v] = Some(Geom::new(&win, &src.spatial, src.channels, c_out));
         }
         let consumers = graph.consumers();
         let mut dense = Vec::with_capacity(count);
