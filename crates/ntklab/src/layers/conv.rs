@@ -839,6 +839,9 @@ pub(crate) fn jacobian_rows<T: Float>(
     let g = geom_at(net, dl.node);
     let (wm, bm) = mults(net, l);
     let bm = dl.has_bias().then_some(T::of(bm));
+    if let Some(wg) = &g.wino {
+        return winograd::jacobian_rows(wg, (g.c_in, g.c_out), h, da, (T::of(wm), bm), simd, ja);
+    }
     let args = (g, h, da, T::of(wm), bm, ja);
     // Lanes of 64 bytes with a 4 x 4 tile where there are 32 vector registers, 32 bytes and 2 x 4 with 16.
     match simd {

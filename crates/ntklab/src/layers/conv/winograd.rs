@@ -147,10 +147,6 @@ pub(crate) fn run<T: Float>(out: &mut Mat<T>, accum: Accum, pass: &Pass<'_, T>, 
     }
 }
 
-/// Bytes of transformed tiles (source and products) one group of tiles keeps: they are written and read back
-/// within the group, so they stay in L2.
-const GROUP_BYTES: usize = 256 << 10;
-
 /// The shared operands of a pass.
 struct Plan<'a, T> {
     pass: &'a Pass<'a, T>,
@@ -160,10 +156,9 @@ struct Plan<'a, T> {
     bias: Vec<T>,
     /// Destination channel blocks of B.
     nb: usize,
-    /// Tiles per row of tiles, tiles in all, tiles per group (a multiple of R).
+    /// Tiles per row of tiles, and in all.
     tw: usize,
     tiles: usize,
-    group: usize,
 }
 
 fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
@@ -197,21 +192,18 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     }
     let (th, tw) = (pass.dst.0.div_ceil(2), pass.dst.1.div_ceil(2));
     let tiles = th * tw;
-    let per_tile = 16 * (c_src + nb * B) * std::mem::size_of::<[T; L]>();
-    let group = (GROUP_BYTES / per_tile).max(1).min(tiles).div_ceil(R) * R;
-    let plan = Plan { pass, gh, bias, nb, tw, tiles, group };
+    let plan = Plan { pass, gh, bias, nb, tw, tiles };
     let p_src = pass.src.0 * pass.src.1;
     for_each_block::<T, L>(out.as_mut(), |bi, rows| {
         let (i0, m) = (bi * L, rows.nrows());
         // A block of L rows stored as one run already is the lane layout; otherwise pack it.
-        let whole = (pass.m.nrows() == L).then(|| crate::net::ops::flat(pass.m)).flatten();
+        let whole = whole::<T, L>(pass.m);
         let block = |hp: &[[T; L]]| {
             // SAFETY (scratch): T is f32 or f64, valid for any bits; every entry is written before it is read.
             unsafe {
-                with_scratch::<[T; L], _>(16 * group * c_src, |xh| {
-                    with_scratch::<[T; L], _>(16 * group * nb * B + 4 * group * c_dst, |mo| {
-                        let (mh, ob) = mo.split_at_mut(16 * group * nb * B);
-                        let bufs = (hp, xh, mh, ob);
+                with_scratch::<[T; L], _>(16 * R * c_src, |xh| {
+                    with_scratch::<[T; L], _>(4 * R * nb * B, |yb| {
+                        let bufs = (hp, xh, yb);
                         // SAFETY: each arm is only taken when the CPU reports the features it was built for.
                         match simd {
                             #[cfg(target_arch = "x86_64")]
@@ -237,8 +229,8 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     });
 }
 
-/// A block's packed source, transformed source tiles, their products, and the staged outputs.
-type Bufs<'a, T, const L: usize> = (&'a [[T; L]], &'a mut [[T; L]], &'a mut [[T; L]], &'a mut [[T; L]]);
+/// A block's packed source, one register tile's transformed source tiles, and its outputs.
+type Bufs<'a, T, const L: usize> = (&'a [[T; L]], &'a mut [[T; L]], &'a mut [[T; L]]);
 
 feature_builds!(block_avx512, block_avx2 => block<L, R, B>(
     plan: &Plan<'_, T>, bufs: Bufs<'_, T, L>, rows: MatMut<'_, T>, accum: Accum,
@@ -259,24 +251,30 @@ fn patch_at(t: usize, tw: usize, src: (usize, usize), off: (isize, isize), c: us
     at
 }
 
-/// One block of examples: per group of tiles, transform the source patches, take the 16 products, transform
-/// back into `rows`.
+/// A^T (two rows of four): output row a of a tile takes point row r with sign AT[a][r] (and likewise columns).
+const AT: [[i8; 4]; 2] = [[1, 1, 1, 0], [0, 1, -1, -1]];
+
+/// One block of examples, R tiles at a time: transform their source patches, and for each of the 16 points take
+/// the products over source channels and add them, with A^T A's signs, straight into the tiles' 2 x 2 outputs
+/// (a buffer of R x C_dst x 4 vectors that stays in L1; storing the 16 points' products and transforming them
+/// back afterwards went through L2 twice).
 #[inline(always)]
 fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bool>(
     plan: &Plan<'_, T>,
-    (hp, xh, mh, ob): Bufs<'_, T, L>,
+    (hp, xh, yb): Bufs<'_, T, L>,
     mut rows: MatMut<'_, T>,
     accum: Accum,
 ) {
     let pass = plan.pass;
-    let (c_src, c_dst, group, nb) = (pass.c_src, pass.c_dst, plan.group, plan.nb);
+    let (c_src, c_dst, nb) = (pass.c_src, pass.c_dst, plan.nb);
     let cdp = nb * B;
     let zero = [T::ZERO; L];
     let m = rows.nrows();
     let gc = plan.gh.as_chunks::<B>().0;
-    for g0 in (0..plan.tiles).step_by(group) {
-        let count = group.min(plan.tiles - g0);
-        for tl in 0..count.div_ceil(R) * R {
+    let (hd, wd) = pass.dst;
+    for g0 in (0..plan.tiles).step_by(R) {
+        let count = R.min(plan.tiles - g0);
+        for tl in 0..R {
             if tl >= count {
                 // Tiles that fill the last register tile: zeros in, nothing read out.
                 xh[tl * 16 * c_src..][..16 * c_src].fill(zero);
@@ -290,43 +288,44 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                         *v = &hp[a + cs];
                     }
                 }
-                input_transform(&d, &mut xh[tl * 16 * c_src..][..16 * c_src], cs);
+                input_transform(&d, &mut xh[tl * 16 * c_src..][..16 * c_src], (c_src, cs));
             }
         }
+        yb.fill(zero);
         for xi in 0..16 {
+            let mut xs: [&[[T; L]]; R] = [&[]; R];
+            for (r, xr) in xs.iter_mut().enumerate() {
+                *xr = &xh[(r * 16 + xi) * c_src..][..c_src];
+            }
             for cb in 0..nb {
                 let w = &gc[(xi * nb + cb) * c_src..][..c_src];
-                for r0 in (0..count).step_by(R) {
-                    let mut xs: [&[[T; L]]; R] = [&[]; R];
-                    for (r, xr) in xs.iter_mut().enumerate() {
-                        *xr = &xh[((r0 + r) * 16 + xi) * c_src..][..c_src];
-                    }
-                    let mut acc = [[zero; B]; R];
-                    for (cs, wc) in w.iter().enumerate() {
-                        let wv: [[T; L]; B] = wc.map(|w| [w; L]);
-                        for (acc_r, xr) in acc.iter_mut().zip(&xs) {
-                            // SAFETY: every xs[r] has c_src > cs entries (sliced above).
-                            let xv = unsafe { xr.get_unchecked(cs) };
-                            for (acc_rb, wb) in acc_r.iter_mut().zip(&wv) {
-                                fma_lanes::<T, L, FMA>(acc_rb, xv, wb);
-                            }
+                let mut acc = [[zero; B]; R];
+                for (cs, wc) in w.iter().enumerate() {
+                    let wv: [[T; L]; B] = wc.map(|w| [w; L]);
+                    for (acc_r, xr) in acc.iter_mut().zip(&xs) {
+                        // SAFETY: every xs[r] has c_src > cs entries (sliced above).
+                        let xv = unsafe { xr.get_unchecked(cs) };
+                        for (acc_rb, wb) in acc_r.iter_mut().zip(&wv) {
+                            fma_lanes::<T, L, FMA>(acc_rb, xv, wb);
                         }
                     }
+                }
+                for (ab, sign) in signs(xi) {
                     for (r, acc_r) in acc.iter().enumerate() {
-                        mh[((r0 + r) * 16 + xi) * cdp + cb * B..][..B].copy_from_slice(acc_r);
+                        let ys: &mut [[T; L]] = &mut yb[(r * cdp + cb * B) * 4..][..4 * B];
+                        for (b, v) in acc_r.iter().enumerate() {
+                            let y = &mut ys[4 * b + ab];
+                            let prev = *y;
+                            if sign > 0 {
+                                add_to(y, &prev, v);
+                            } else {
+                                sub_to(y, &prev, v);
+                            }
+                        }
                     }
                 }
             }
         }
-        // Back to outputs, staged in `ob` so that the copies below are whole vectors (stored straight into four
-        // columns, the compiler scattered them lane by lane).
-        for tl in 0..count {
-            for cd in 0..c_dst {
-                let st: &mut [[T; L]; 4] = (&mut ob[(tl * c_dst + cd) * 4..][..4]).try_into().expect("4");
-                output_transform(&mh[tl * 16 * cdp..][..16 * cdp], cd, plan.bias[cd], st);
-            }
-        }
-        let (hd, wd) = pass.dst;
         for tl in 0..count {
             let t = g0 + tl;
             let (y0, x0) = (2 * (t / plan.tw), 2 * (t % plan.tw));
@@ -336,17 +335,323 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                     continue;
                 }
                 for cd in 0..c_dst {
-                    let ys = &ob[(tl * c_dst + cd) * 4 + ab];
+                    let bias = [plan.bias[cd]; L];
+                    let mut ys = zero;
+                    add_to(&mut ys, &yb[(tl * cdp + cd) * 4 + ab], &bias);
                     let q = (yy * wd + xx) * c_dst + cd;
                     let dst = rows.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
                     match (accum, <&mut [T; L]>::try_from(&mut *dst)) {
-                        (Accum::Replace, Ok(full)) => *full = *ys,
+                        (Accum::Replace, Ok(full)) => *full = ys,
                         (Accum::Replace, Err(_)) => dst.copy_from_slice(&ys[..m]),
-                        (Accum::Add, _) => dst.iter_mut().zip(ys).for_each(|(o, &v)| *o += v),
+                        (Accum::Add, _) => dst.iter_mut().zip(ys).for_each(|(o, v)| *o += v),
                     }
                 }
             }
         }
+    }
+}
+
+/// The outputs (a 2 + b) that point xi = 4 r + s of a transformed tile adds into, with their signs
+/// AT[a][r] AT[b][s].
+#[inline(always)]
+fn signs(xi: usize) -> impl Iterator<Item = (usize, i8)> {
+    let (r, s) = (xi / 4, xi % 4);
+    (0..4).filter_map(move |ab| {
+        let sign = AT[ab / 2][r] * AT[ab % 2][s];
+        (sign != 0).then_some((ab, sign))
+    })
+}
+
+/// The Jacobian rows of a Winograd node for one output: `ja` (N x P_l) = dF_a(x_i)/d(W, b), column
+/// co 9 C_in + j C_in + ci = w_mult sum_o H_i[i_j(o), ci] D_i[o, co] (as the parent's `jacobian_rows`), then the
+/// C_out bias columns b_mult sum_o D_i[o, co]. Per block of L examples and per chunk of tiles, the source patches
+/// and the cotangent tiles are transformed (B^T d B and A D A^T), their products summed over the chunk's tiles
+/// into U (16 points x C_in x C_out, per lane), and at the end each pair of channels' dW = G^T U G.
+pub(crate) fn jacobian_rows<T: Float>(
+    wg: &Wino,
+    (c_in, c_out): (usize, usize),
+    h: MatRef<'_, T>,
+    d: MatRef<'_, T>,
+    (wm, bm): (T, Option<T>),
+    simd: Simd,
+    ja: MatMut<'_, T>,
+) {
+    let f32_lanes = f32_lanes::<T>();
+    let args = Jac { wg, c_in, c_out, h, d, wm, bm };
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 if f32_lanes => jac_lanes::<T, 16, 4, 4>(&args, simd, ja),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => jac_lanes::<T, 8, 4, 4>(&args, simd, ja),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 if f32_lanes => jac_lanes::<T, 8, 2, 4>(&args, simd, ja),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => jac_lanes::<T, 4, 2, 4>(&args, simd, ja),
+        Simd::Generic if f32_lanes => jac_lanes::<T, 4, 2, 4>(&args, simd, ja),
+        Simd::Generic => jac_lanes::<T, 2, 2, 4>(&args, simd, ja),
+    }
+}
+
+/// The operands of [`jacobian_rows`].
+struct Jac<'a, T> {
+    wg: &'a Wino,
+    c_in: usize,
+    c_out: usize,
+    h: MatRef<'a, T>,
+    d: MatRef<'a, T>,
+    wm: T,
+    bm: Option<T>,
+}
+
+/// Bytes of transformed tiles one chunk of [`jacobian_rows`] keeps (with U, within L2).
+const CHUNK_BYTES: usize = 512 << 10;
+
+/// A block's H and D in the lane layout, the chunk's transformed tiles (planes of points) and U.
+type JacBufs<'a, T, const L: usize, const A: usize, const B: usize> =
+    (&'a [[T; L]], &'a [[T; L]], &'a mut [[T; L]], &'a mut [[T; L]], &'a mut [[[[T; L]; B]; A]]);
+
+fn jac_lanes<T: Float, const L: usize, const A: usize, const B: usize>(
+    jac: &Jac<'_, T>,
+    simd: Simd,
+    ja: MatMut<'_, T>,
+) {
+    let (c_in, c_out) = (jac.c_in, jac.c_out);
+    let (cip, cop) = (c_in.div_ceil(A) * A, c_out.div_ceil(B) * B);
+    let tiles = jac.wg.dst.0.div_ceil(2) * jac.wg.dst.1.div_ceil(2);
+    let chunk = (CHUNK_BYTES / (16 * (cip + cop) * std::mem::size_of::<[T; L]>())).clamp(1, tiles);
+    let (p_in, p_out) = (jac.wg.src.0 * jac.wg.src.1, jac.wg.dst.0 * jac.wg.dst.1);
+    let us = 16 * (cip / A) * (cop / B);
+    for_each_block::<T, L>(ja, |bi, rows| {
+        let (i0, m) = (bi * L, rows.nrows());
+        // A block of L rows stored as one run already is the lane layout; otherwise it is packed.
+        let (hw, dw) = (whole::<T, L>(jac.h), whole::<T, L>(jac.d));
+        // SAFETY (scratch): T is f32 or f64, valid for any bits; pack_lanes writes every entry of what it packs,
+        // the transforms every entry of the chunk's planes that the products read, and the first chunk every U.
+        unsafe {
+            with_scratch::<T, _>(if hw.is_some() { 0 } else { p_in * c_in * L }, |hbuf| {
+                with_scratch::<T, _>(if dw.is_some() { 0 } else { p_out * c_out * L }, |dbuf| {
+                    let hp: &[T] = match hw {
+                        Some(flat) => flat,
+                        None => {
+                            pack_lanes::<T, L>(jac.h, (i0, m), c_in, (c_in, c_in), hbuf);
+                            hbuf
+                        }
+                    };
+                    let dp: &[T] = match dw {
+                        Some(flat) => flat,
+                        None => {
+                            pack_lanes::<T, L>(jac.d, (i0, m), c_out, (c_out, c_out), dbuf);
+                            dbuf
+                        }
+                    };
+                    with_scratch::<[T; L], _>(16 * (chunk * cip + 1), |xh| {
+                        with_scratch::<[T; L], _>(16 * (chunk * cop + 1), |dh| {
+                            with_scratch::<[[[T; L]; B]; A], _>(us, |u| {
+                                let bufs = (hp.as_chunks::<L>().0, dp.as_chunks::<L>().0, xh, dh, u);
+                                // SAFETY: each arm is only taken when the CPU reports the features it was built
+                                // for.
+                                match simd {
+                                    #[cfg(target_arch = "x86_64")]
+                                    Simd::Avx512 => jac_block_avx512::<T, L, A, B>(jac, chunk, bufs, rows),
+                                    #[cfg(target_arch = "x86_64")]
+                                    Simd::Avx2 => jac_block_avx2::<T, L, A, B>(jac, chunk, bufs, rows),
+                                    Simd::Generic => jac_block::<T, L, A, B, false>(jac, chunk, bufs, rows),
+                                }
+                            })
+                        })
+                    })
+                })
+            })
+        }
+    });
+}
+
+/// `src` as one run of values when it is a block of L rows stored so (then already in the lane layout).
+fn whole<T: Float, const L: usize>(src: MatRef<'_, T>) -> Option<&[T]> {
+    (src.nrows() == L).then(|| crate::net::ops::flat(src)).flatten()
+}
+
+feature_builds!(jac_block_avx512, jac_block_avx2 => jac_block<L, A, B>(
+    jac: &Jac<'_, T>, chunk: usize, bufs: JacBufs<'_, T, L, A, B>, rows: MatMut<'_, T>,
+));
+
+/// One block of examples of [`jacobian_rows`].
+#[inline(always)]
+fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
+    jac: &Jac<'_, T>,
+    chunk: usize,
+    (hp, dp, xh, dh, u): JacBufs<'_, T, L, A, B>,
+    mut rows: MatMut<'_, T>,
+) {
+    let (c_in, c_out, wg) = (jac.c_in, jac.c_out, jac.wg);
+    let (cip, cop) = (c_in.div_ceil(A) * A, c_out.div_ceil(B) * B);
+    let (na, nb) = (cip / A, cop / B);
+    let tw = wg.dst.1.div_ceil(2);
+    let tiles = wg.dst.0.div_ceil(2) * tw;
+    let off = (-(wg.pad.0 as isize), -(wg.pad.1 as isize));
+    // Planes of points, each one vector longer than its contents (planes a multiple of 4 KiB apart would put a
+    // tile's 16 points in the same few L1 sets).
+    let (xs, ds) = (chunk * cip + 1, chunk * cop + 1);
+    let zero = [T::ZERO; L];
+    for c0 in (0..tiles).step_by(chunk) {
+        let count = chunk.min(tiles - c0);
+        for tl in 0..count {
+            let t = c0 + tl;
+            let at = patch_at(t, tw, wg.src, off, c_in);
+            for ci in 0..cip {
+                let mut dv = [&zero; 16];
+                if ci < c_in {
+                    for (v, a) in dv.iter_mut().zip(&at) {
+                        if let Some(a) = a {
+                            *v = &hp[a + ci];
+                        }
+                    }
+                }
+                input_transform(&dv, xh, (xs, tl * cip + ci));
+            }
+            // The tile's 2 x 2 cotangents (zero past the image).
+            let (y0, x0) = (2 * (t / tw), 2 * (t % tw));
+            let mut sel = [None; 4];
+            for (ab, s) in sel.iter_mut().enumerate() {
+                let (y, x) = (y0 + ab / 2, x0 + ab % 2);
+                if y < wg.dst.0 && x < wg.dst.1 {
+                    *s = Some((y * wg.dst.1 + x) * c_out);
+                }
+            }
+            for co in 0..cop {
+                let mut dv = [&zero; 4];
+                if co < c_out {
+                    for (v, s) in dv.iter_mut().zip(&sel) {
+                        if let Some(s) = s {
+                            *v = &dp[s + co];
+                        }
+                    }
+                }
+                cotangent_transform(&dv, dh, (ds, tl * cop + co));
+            }
+        }
+        for xi in 0..16 {
+            let (xp, dq) = (&xh[xi * xs..][..count * cip], &dh[xi * ds..][..count * cop]);
+            for ai in 0..na {
+                for bi in 0..nb {
+                    let ut = &mut u[(xi * na + ai) * nb + bi];
+                    let mut acc = if c0 == 0 { [[zero; B]; A] } else { *ut };
+                    // Tile tl's channels ai A.. and bi B.. lie at tl cip + ai A < count cip = xp.len() (and
+                    // likewise in dq): checked once by the slicing above.
+                    let (xb, yb) = (xp[ai * A..].as_ptr(), dq[bi * B..].as_ptr());
+                    for tl in 0..count {
+                        // SAFETY: in bounds (above); [[T; L]; n] has T's alignment.
+                        let (x, y) = unsafe {
+                            (&*xb.add(tl * cip).cast::<[[T; L]; A]>(), &*yb.add(tl * cop).cast::<[[T; L]; B]>())
+                        };
+                        for (acc_a, xa) in acc.iter_mut().zip(x) {
+                            for (acc_ab, yb) in acc_a.iter_mut().zip(y) {
+                                fma_lanes::<T, L, FMA>(acc_ab, xa, yb);
+                            }
+                        }
+                    }
+                    *ut = acc;
+                }
+            }
+        }
+    }
+    let kc = 9 * c_in;
+    // dW = G^T U G for a whole register tile of channel pairs at a time (A B L values per point).
+    let mut gu = [[[[T::ZERO; L]; B]; A]; 12];
+    let mut w = [[[[T::ZERO; L]; B]; A]; 9];
+    for ai in 0..na {
+        for bi in 0..nb {
+            let ut = |xi: usize| tile_values(&u[(xi * na + ai) * nb + bi]);
+            // G^T U: three rows of four points, column by column.
+            for col in 0..4 {
+                let [g0, g1, g2] = gu.get_disjoint_mut([col, 4 + col, 8 + col]).expect("three");
+                gt4(
+                    [ut(col), ut(4 + col), ut(8 + col), ut(12 + col)],
+                    [g0, g1, g2].map(|g| g.as_flattened_mut().as_flattened_mut()),
+                );
+            }
+            // (G^T U) G: each row of four to three.
+            for row in 0..3 {
+                let [w0, w1, w2] = w.get_disjoint_mut([3 * row, 3 * row + 1, 3 * row + 2]).expect("three");
+                let g = |c: usize| tile_values(&gu[4 * row + c]);
+                gt4([g(0), g(1), g(2), g(3)], [w0, w1, w2].map(|x| x.as_flattened_mut().as_flattened_mut()));
+            }
+            for (j, wj) in w.iter().enumerate() {
+                for (a, wa) in wj.iter().enumerate().take(c_in.saturating_sub(ai * A)) {
+                    for (b, lanes) in wa.iter().enumerate().take(c_out.saturating_sub(bi * B)) {
+                        let q = (bi * B + b) * kc + j * c_in + ai * A + a;
+                        let dst = rows.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
+                        for (o, &v) in dst.iter_mut().zip(lanes) {
+                            *o = jac.wm * v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(bm) = jac.bm {
+        let p_out = wg.dst.0 * wg.dst.1;
+        for co in 0..c_out {
+            let mut s = zero;
+            for p in 0..p_out {
+                let prev = s;
+                add_to(&mut s, &prev, &dp[p * c_out + co]);
+            }
+            let dst = rows.rb_mut().col_mut(kc * c_out + co).try_as_col_major_mut().expect("column").as_slice_mut();
+            for (o, &v) in dst.iter_mut().zip(&s) {
+                *o = bm * v;
+            }
+        }
+    }
+}
+
+/// A D A^T of a tile's 2 x 2 cotangents `d` (row-major) into entries xi stride + at of `out`: rows (and then
+/// columns) v -> (v0, v0 + v1, v0 - v1, -v1).
+#[inline(always)]
+fn cotangent_transform<T: Float, const L: usize>(d: &[&[T; L]; 4], out: &mut [[T; L]], (stride, at): (usize, usize)) {
+    assert!(15 * stride + at < out.len(), "16 points within the buffer");
+    let base = out.as_mut_ptr().wrapping_add(at);
+    // SAFETY: as in input_transform.
+    let o = |xi: usize| unsafe { &mut *base.add(xi * stride) };
+    let zero = [T::ZERO; L];
+    // A D: four rows of two.
+    let mut r = [[T::ZERO; L]; 8];
+    r[0] = *d[0];
+    r[1] = *d[1];
+    add_to(&mut r[2], d[0], d[2]);
+    add_to(&mut r[3], d[1], d[3]);
+    sub_to(&mut r[4], d[0], d[2]);
+    sub_to(&mut r[5], d[1], d[3]);
+    sub_to(&mut r[6], &zero, d[2]);
+    sub_to(&mut r[7], &zero, d[3]);
+    for i in 0..4 {
+        let (v0, v1) = (&r[2 * i], &r[2 * i + 1]);
+        *o(4 * i) = *v0;
+        add_to(o(4 * i + 1), v0, v1);
+        sub_to(o(4 * i + 2), v0, v1);
+        sub_to(o(4 * i + 3), &zero, v1);
+    }
+}
+
+/// A register tile's values, in one run.
+#[inline(always)]
+fn tile_values<T, const L: usize, const A: usize, const B: usize>(t: &[[[T; L]; B]; A]) -> &[T] {
+    t.as_flattened().as_flattened()
+}
+
+/// G^T v of four equal-length runs of values, elementwise: (v0 + (v1 + v2) / 2, (v1 - v2) / 2,
+/// (v1 + v2) / 2 + v3).
+#[inline(always)]
+fn gt4<T: Float>(v: [&[T]; 4], o: [&mut [T]; 3]) {
+    let half = T::of(0.5);
+    let [o0, o1, o2] = o;
+    let n = o0.len();
+    assert!(v.iter().all(|x| x.len() == n) && o1.len() == n && o2.len() == n, "equal lengths");
+    for i in 0..n {
+        let p = (v[1][i] + v[2][i]) * half;
+        o0[i] = v[0][i] + p;
+        o1[i] = (v[1][i] - v[2][i]) * half;
+        o2[i] = p + v[3][i];
     }
 }
 
@@ -366,17 +671,16 @@ fn add_to<T: Float, const L: usize>(o: &mut [T; L], a: &[T; L], b: &[T; L]) {
     }
 }
 
-/// B^T d B of the 4 x 4 patch `d` (row-major) into entries xi c + at of `out` (16 c vectors: one tile's
-/// transformed values, point xi of channel at). Each line is one operation on whole lane arrays (so one vector
+/// B^T d B of the 4 x 4 patch `d` (row-major) into entries xi stride + at of `out` (point xi; one tile's values
+/// channel-major with stride c, or planes of points with stride the plane's length). Each line is one operation on whole lane arrays (so one vector
 /// instruction; written with the lanes outermost, the compiler left them scalar).
 #[inline(always)]
-fn input_transform<T: Float, const L: usize>(d: &[&[T; L]; 16], out: &mut [[T; L]], at: usize) {
-    let c = out.len() / 16;
-    assert!(at < c, "within the tile");
+fn input_transform<T: Float, const L: usize>(d: &[&[T; L]; 16], out: &mut [[T; L]], (stride, at): (usize, usize)) {
+    assert!(15 * stride + at < out.len(), "16 points within the buffer");
     let base = out.as_mut_ptr().wrapping_add(at);
-    // SAFETY: xi < 16 and at < c, so xi c + at < 16 c <= out.len(); the references live only for one call of
-    // sub_to or add_to each, one at a time.
-    let o = |xi: usize| unsafe { &mut *base.add(xi * c) };
+    // SAFETY: xi < 16, so xi stride + at < out.len() (asserted); each reference lives for one call of sub_to or
+    // add_to, one at a time.
+    let o = |xi: usize| unsafe { &mut *base.add(xi * stride) };
     // B^T d, row by row.
     let mut t = [[T::ZERO; L]; 16];
     for b in 0..4 {
@@ -391,36 +695,6 @@ fn input_transform<T: Float, const L: usize>(d: &[&[T; L]; 16], out: &mut [[T; L
         add_to(o(4 * r + 1), &row[1], &row[2]);
         sub_to(o(4 * r + 2), &row[2], &row[1]);
         sub_to(o(4 * r + 3), &row[1], &row[3]);
-    }
-}
-
-/// A^T m A + bias of the 4 x 4 tile at entries xi c + at of `m` (16 c vectors): the 2 x 2 outputs (row-major)
-/// into `out`.
-#[inline(always)]
-fn output_transform<T: Float, const L: usize>(m: &[[T; L]], at: usize, bias: T, out: &mut [[T; L]; 4]) {
-    let c = m.len() / 16;
-    assert!(at < c, "within the tile");
-    // SAFETY: xi < 16 and at < c, so xi c + at < 16 c <= m.len().
-    let v = |xi: usize| unsafe { m.get_unchecked(xi * c + at) };
-    // A^T m: two rows of four.
-    let mut u = [[T::ZERO; L]; 8];
-    let mut s = [T::ZERO; L];
-    for b in 0..4 {
-        add_to(&mut s, v(b), v(4 + b));
-        add_to(&mut u[b], &s, v(8 + b));
-        sub_to(&mut s, v(4 + b), v(8 + b));
-        sub_to(&mut u[4 + b], &s, v(12 + b));
-    }
-    let bv = [bias; L];
-    let mut s2 = [T::ZERO; L];
-    for a in 0..2 {
-        let row = &u[4 * a..4 * a + 4];
-        add_to(&mut s, &row[0], &row[1]);
-        add_to(&mut s2, &s, &row[2]);
-        add_to(&mut out[2 * a], &s2, &bv);
-        sub_to(&mut s, &row[1], &row[2]);
-        sub_to(&mut s2, &s, &row[3]);
-        add_to(&mut out[2 * a + 1], &s2, &bv);
     }
 }
 
@@ -445,11 +719,14 @@ mod tests {
         let d: [[f64; 1]; 16] = std::array::from_fn(|i| [((i * 7) % 11) as f64 - 5.0]);
         let g = [[1.0, -2.0, 3.0], [0.5, 4.0, -1.0], [2.0, 0.0, -3.0]];
         let mut x = [[0.0]; 16];
-        input_transform(&std::array::from_fn(|i| &d[i]), &mut x, 0);
+        input_transform(&std::array::from_fn(|i| &d[i]), &mut x, (1, 0));
         let gh = kernel_transform(g);
-        let mut y = [[0.0]; 4];
-        let prod: [[f64; 1]; 16] = std::array::from_fn(|i| [x[i][0] * gh[i]]);
-        output_transform::<f64, 1>(&prod, 0, 0.0, &mut y);
+        let mut y = [0.0; 4];
+        for (xi, xv) in x.iter().enumerate() {
+            for (ab, sign) in signs(xi) {
+                y[ab] += f64::from(sign) * xv[0] * gh[xi];
+            }
+        }
         for i in 0..2 {
             for j in 0..2 {
                 let mut want = 0.0;
@@ -458,7 +735,34 @@ mod tests {
                         want += d[(i + a) * 4 + j + b][0] * g[a][b];
                     }
                 }
-                assert_eq!(y[2 * i + j][0], want);
+                assert_eq!(y[2 * i + j], want);
+            }
+        }
+    }
+
+    #[test]
+    fn one_tile_kernel_gradient_is_the_direct_sum() {
+        // dW[a][b] = sum over the 2 x 2 outputs (i, j) of d[i + a][j + b] delta[i][j], exactly (small integers,
+        // halves).
+        let d: [[f64; 1]; 16] = std::array::from_fn(|i| [((i * 5) % 7) as f64 - 3.0]);
+        let delta: [[f64; 1]; 4] = [[2.0], [-1.0], [0.5], [3.0]];
+        let (mut x, mut dt) = ([[0.0]; 16], [[0.0]; 16]);
+        input_transform(&std::array::from_fn(|i| &d[i]), &mut x, (1, 0));
+        cotangent_transform(&std::array::from_fn(|i| &delta[i]), &mut dt, (1, 0));
+        let u: [f64; 16] = std::array::from_fn(|xi| x[xi][0] * dt[xi][0]);
+        let mut t = [[0.0; 4]; 3];
+        for col in 0..4 {
+            let (mut o0, mut o1, mut o2) = ([0.0], [0.0], [0.0]);
+            gt4([&[u[col]], &[u[4 + col]], &[u[8 + col]], &[u[12 + col]]], [&mut o0, &mut o1, &mut o2]);
+            (t[0][col], t[1][col], t[2][col]) = (o0[0], o1[0], o2[0]);
+        }
+        for (a, row) in t.iter().enumerate() {
+            let mut w = [[0.0]; 3];
+            let [w0, w1, w2] = &mut w;
+            gt4([&row[0..1], &row[1..2], &row[2..3], &row[3..4]], [w0, w1, w2]);
+            for (b, wb) in w.iter().enumerate() {
+                let want: f64 = (0..4).map(|ij| d[(ij / 2 + a) * 4 + ij % 2 + b][0] * delta[ij][0]).sum();
+                assert_eq!(wb[0], want, "dW[{a}][{b}]");
             }
         }
     }
