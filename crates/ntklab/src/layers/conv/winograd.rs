@@ -251,6 +251,35 @@ fn patch_at(t: usize, tw: usize, src: (usize, usize), off: (isize, isize), c: us
     at
 }
 
+/// B^T d B of every channel ch < c_pad of the patch at `at` (source positions of `hp`, as [`patch_at`] gives
+/// them, c channels each; channels from c on read zero) into entries xi stride + start + ch of `out`.
+#[inline(always)]
+fn transform_tile<T: Float, const L: usize>(
+    hp: &[[T; L]],
+    at: &[Option<usize>; 16],
+    (c, c_pad): (usize, usize),
+    out: &mut [[T; L]],
+    (stride, start): (usize, usize),
+) {
+    let zero = [T::ZERO; L];
+    let inside = at.iter().all(Option::is_some);
+    let offs = at.map(|a| a.unwrap_or(0));
+    // Every source position (times c) plus a channel below c lies within hp (checked once here).
+    assert!(offs.iter().all(|&o| o + c <= hp.len()), "patch within the source");
+    for ch in 0..c_pad {
+        let mut d = [&zero; 16];
+        if ch < c {
+            for (k, v) in d.iter_mut().enumerate() {
+                if inside || at[k].is_some() {
+                    // SAFETY: offs[k] + ch < offs[k] + c <= hp.len() (asserted above).
+                    *v = unsafe { hp.get_unchecked(offs[k] + ch) };
+                }
+            }
+        }
+        input_transform(&d, out, (stride, start + ch));
+    }
+}
+
 /// A^T (two rows of four): output row a of a tile takes point row r with sign AT[a][r] (and likewise columns).
 const AT: [[i8; 4]; 2] = [[1, 1, 1, 0], [0, 1, -1, -1]];
 
@@ -281,15 +310,7 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                 continue;
             }
             let at = patch_at(g0 + tl, plan.tw, pass.src, pass.off, c_src);
-            for cs in 0..c_src {
-                let mut d = [&zero; 16];
-                for (v, a) in d.iter_mut().zip(&at) {
-                    if let Some(a) = a {
-                        *v = &hp[a + cs];
-                    }
-                }
-                input_transform(&d, &mut xh[tl * 16 * c_src..][..16 * c_src], (c_src, cs));
-            }
+            transform_tile(hp, &at, (c_src, c_src), xh, (c_src, tl * 16 * c_src));
         }
         yb.fill(zero);
         for xi in 0..16 {
@@ -355,12 +376,23 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
 /// AT[a][r] AT[b][s].
 #[inline(always)]
 fn signs(xi: usize) -> impl Iterator<Item = (usize, i8)> {
-    let (r, s) = (xi / 4, xi % 4);
-    (0..4).filter_map(move |ab| {
-        let sign = AT[ab / 2][r] * AT[ab % 2][s];
-        (sign != 0).then_some((ab, sign))
-    })
+    SIGNS[xi].into_iter().enumerate().filter(|&(_, sign)| sign != 0)
 }
+
+/// `SIGNS[4 r + s][2 a + b]` = AT[a][r] AT[b][s].
+const SIGNS: [[i8; 4]; 16] = {
+    let mut t = [[0; 4]; 16];
+    let mut xi = 0;
+    while xi < 16 {
+        let mut ab = 0;
+        while ab < 4 {
+            t[xi][ab] = AT[ab / 2][xi / 4] * AT[ab % 2][xi % 4];
+            ab += 1;
+        }
+        xi += 1;
+    }
+    t
+};
 
 /// The Jacobian rows of a Winograd node for one output: `ja` (N x P_l) = dF_a(x_i)/d(W, b), column
 /// co 9 C_in + j C_in + ci = w_mult sum_o H_i[i_j(o), ci] D_i[o, co] (as the parent's `jacobian_rows`), then the
@@ -498,17 +530,7 @@ fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA
         for tl in 0..count {
             let t = c0 + tl;
             let at = patch_at(t, tw, wg.src, off, c_in);
-            for ci in 0..cip {
-                let mut dv = [&zero; 16];
-                if ci < c_in {
-                    for (v, a) in dv.iter_mut().zip(&at) {
-                        if let Some(a) = a {
-                            *v = &hp[a + ci];
-                        }
-                    }
-                }
-                input_transform(&dv, xh, (xs, tl * cip + ci));
-            }
+            transform_tile(hp, &at, (c_in, cip), xh, (xs, tl * cip));
             // The tile's 2 x 2 cotangents (zero past the image).
             let (y0, x0) = (2 * (t / tw), 2 * (t % tw));
             let mut sel = [None; 4];
