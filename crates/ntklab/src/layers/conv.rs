@@ -1260,6 +1260,25 @@ mod tests {
         dh
     }
 
+    /// Random inputs of one windowed-pass case and what the definitions give for them.
+    struct Refs {
+        h: Mat<f64>,
+        delta: Mat<f64>,
+        z: Mat<f64>,
+        dh: Mat<f64>,
+        h32: Mat<f32>,
+        delta32: Mat<f32>,
+    }
+
+    /// H and Delta of `rows` examples for `g` (also in f32), and the definitions' Z and dH.
+    fn refs(g: &Geom, w: &[f64], b: &[f64], rows: usize, mults: (f64, f64)) -> Refs {
+        let h = gaussian(rows, g.p_in * g.c_in, 1);
+        let delta = gaussian(rows, g.p_out * g.c_out, 3);
+        let (z, dh) = (naive(g, w, b, h.as_ref(), mults), naive_transpose(g, w, delta.as_ref(), mults.0));
+        let (h32, delta32) = (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(delta.as_ref()));
+        Refs { h, delta, z, dh, h32, delta32 }
+    }
+
     #[test]
     fn windowed_passes_agree_with_the_definition_on_every_simd_build() {
         // Examples are vector lanes (2 to 16 per block) and tiles are R positions x 4 channels: N = 1, 3, 35
@@ -1278,12 +1297,7 @@ mod tests {
             let mults = (0.8, 1.3);
             let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
             for rows in [1, 3, 35, 70] {
-                let h = gaussian(rows, g.p_in * c_in, 1);
-                let delta = gaussian(rows, g.p_out * c_out, 3);
-                let (z_ref, dh_ref) =
-                    (naive(&g, &w, &b, h.as_ref(), mults), naive_transpose(&g, &w, delta.as_ref(), mults.0));
-                let (h32, delta32) =
-                    (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(delta.as_ref()));
+                let Refs { h, delta, z: z_ref, dh: dh_ref, h32, delta32 } = refs(&g, &w, &b, rows, mults);
                 for simd in crate::kernel::compute::simd_builds() {
                     let bias: Vec<f64> = b.iter().map(|v| mults.1 * v).collect();
                     let fwd = forward_pass(&g, h.as_ref(), &w, mults.0, Some(&bias));
@@ -1366,12 +1380,7 @@ mod tests {
             let (w32, bias32): (Vec<f32>, Vec<f32>) =
                 (w.iter().map(|&v| v as f32).collect(), bias.iter().map(|&v| v as f32).collect());
             for rows in [1, 13, 35] {
-                let h = gaussian(rows, g.p_in * c_in, 1);
-                let delta = gaussian(rows, g.p_out * c_out, 3);
-                let (z_ref, dh_ref) =
-                    (naive(&g, &w, &b, h.as_ref(), mults), naive_transpose(&g, &w, delta.as_ref(), mults.0));
-                let (h32, delta32) =
-                    (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(delta.as_ref()));
+                let Refs { h, delta, z: z_ref, dh: dh_ref, h32, delta32 } = refs(&g, &w, &b, rows, mults);
                 for simd in crate::kernel::compute::simd_builds() {
                     let what = format!("{simd:?}, {n:?} {pad:?}, N = {rows}");
                     let fwd = wg.forward_pass(h.as_ref(), (c_in, c_out), &w, mults.0, Some(&bias));
