@@ -839,7 +839,7 @@ pub(crate) fn jacobian_rows<T: Float>(
     let g = geom_at(net, dl.node);
     let (wm, bm) = mults(net, l);
     let bm = dl.has_bias().then_some(T::of(bm));
-    if let Some(wg) = &g.wino {
+    if let Some(wg) = g.wino.as_ref().filter(|_| winograd::jacobian_fits::<T>(g.c_in, g.c_out, simd)) {
         return winograd::jacobian_rows(wg, (g.c_in, g.c_out), h, da, (T::of(wm), bm), simd, ja);
     }
     let args = (g, h, da, T::of(wm), bm, ja);

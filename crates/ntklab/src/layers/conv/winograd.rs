@@ -424,6 +424,17 @@ pub(crate) fn jacobian_rows<T: Float>(
     }
 }
 
+/// The most bytes of U (16 points x C_in x C_out lane vectors, per thread) for which [`jacobian_rows`] is used:
+/// wider layers keep the direct Jacobian products, whose accumulators are bounded (a 512 -> 512 layer's U would
+/// be 268 MB per thread in f32, and U past L3 is reloaded at every chunk of tiles).
+const U_BYTES: usize = 8 << 20;
+
+/// Whether [`jacobian_rows`] serves a layer of `c_in` -> `c_out` channels under `simd` (see [`U_BYTES`]).
+pub(crate) fn jacobian_fits<T>(c_in: usize, c_out: usize, simd: Simd) -> bool {
+    let vector = super::lane_width::<T>(simd) * std::mem::size_of::<T>();
+    16usize.saturating_mul(c_in.div_ceil(4) * 4).saturating_mul(c_out.div_ceil(4) * 4).saturating_mul(vector) <= U_BYTES
+}
+
 /// The operands of [`jacobian_rows`].
 struct Jac<'a, T> {
     wg: &'a Wino,
@@ -759,6 +770,14 @@ mod tests {
                 }
                 assert_eq!(y[2 * i + j], want);
             }
+        }
+    }
+
+    #[test]
+    fn wide_layers_keep_the_direct_jacobian() {
+        for simd in crate::kernel::compute::simd_builds() {
+            assert!(jacobian_fits::<f32>(16, 16, simd) && jacobian_fits::<f64>(64, 64, simd), "{simd:?}");
+            assert!(!jacobian_fits::<f32>(512, 512, simd) && !jacobian_fits::<f64>(256, 256, simd), "{simd:?}");
         }
     }
 
