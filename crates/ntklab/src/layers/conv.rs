@@ -368,16 +368,22 @@ fn windowed_tiles<T: Float, const L: usize, const R: usize, const B: usize, cons
             for (r, acc_r) in acc.iter().enumerate().take(positions - tl * R) {
                 for (b, lanes) in acc_r.iter().enumerate().take(c_dst.saturating_sub(cb * B)) {
                     let q = (tl * R + r) * c_dst + cb * B + b;
-                    let dst = cols.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
-                    match (accum, <&mut [T; L]>::try_from(&mut *dst)) {
-                        // A fixed-size store (a slice copy would call memmove for L entries).
-                        (Accum::Replace, Ok(full)) => *full = *lanes,
-                        (Accum::Replace, Err(_)) => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o = v),
-                        (Accum::Add, _) => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v),
-                    }
+                    store_lanes(cols.rb_mut().col_mut(q), accum, lanes);
                 }
             }
         }
+    }
+}
+
+/// Writes (Replace) or adds (Add) the first m lanes of `lanes` into column `col` (m rows, contiguous).
+#[inline(always)]
+fn store_lanes<T: Float, const L: usize>(col: faer::ColMut<'_, T>, accum: Accum, lanes: &[T; L]) {
+    let dst = col.try_as_col_major_mut().expect("column").as_slice_mut();
+    match (accum, <&mut [T; L]>::try_from(&mut *dst)) {
+        // A fixed-size store (a slice copy would call memmove for L entries).
+        (Accum::Replace, Ok(full)) => *full = *lanes,
+        (Accum::Replace, Err(_)) => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o = v),
+        (Accum::Add, _) => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v),
     }
 }
 

@@ -31,7 +31,7 @@
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef};
 
-use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, with_scratch};
+use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, store_lanes, with_scratch};
 use crate::kernel::compute::Simd;
 use crate::kernel::spatial::Window;
 use crate::net::ops::Float;
@@ -194,10 +194,10 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     let tiles = th * tw;
     let plan = Plan { pass, gh, bias, nb, tw, tiles };
     let p_src = pass.src.0 * pass.src.1;
+    // A block of L rows stored as one run already is the lane layout; otherwise each block is packed.
+    let whole = whole::<T, L>(pass.m);
     for_each_block::<T, L>(out.as_mut(), |bi, rows| {
         let (i0, m) = (bi * L, rows.nrows());
-        // A block of L rows stored as one run already is the lane layout; otherwise pack it.
-        let whole = whole::<T, L>(pass.m);
         let block = |hp: &[[T; L]]| {
             // SAFETY (scratch): T is f32 or f64, valid for any bits; every entry is written before it is read.
             unsafe {
@@ -298,7 +298,6 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
     let (c_src, c_dst, nb) = (pass.c_src, pass.c_dst, plan.nb);
     let cdp = nb * B;
     let zero = [T::ZERO; L];
-    let m = rows.nrows();
     let gc = plan.gh.as_chunks::<B>().0;
     let (hd, wd) = pass.dst;
     for g0 in (0..plan.tiles).step_by(R) {
@@ -359,13 +358,7 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                     let bias = [plan.bias[cd]; L];
                     let mut ys = zero;
                     add_to(&mut ys, &yb[(tl * cdp + cd) * 4 + ab], &bias);
-                    let q = (yy * wd + xx) * c_dst + cd;
-                    let dst = rows.rb_mut().col_mut(q).try_as_col_major_mut().expect("column").as_slice_mut();
-                    match (accum, <&mut [T; L]>::try_from(&mut *dst)) {
-                        (Accum::Replace, Ok(full)) => *full = ys,
-                        (Accum::Replace, Err(_)) => dst.copy_from_slice(&ys[..m]),
-                        (Accum::Add, _) => dst.iter_mut().zip(ys).for_each(|(o, v)| *o += v),
-                    }
+                    store_lanes(rows.rb_mut().col_mut((yy * wd + xx) * c_dst + cd), accum, &ys);
                 }
             }
         }
