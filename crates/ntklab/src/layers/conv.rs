@@ -53,7 +53,8 @@ pub(crate) struct Geom {
     /// chunks: the last is the end).
     pub chunk_bounds: Vec<Vec<usize>>,
     /// Set when the node is a 3 x 3, stride-1 convolution over 2-d images with zero padding: its passes then go
-    /// by Winograd's F(2 x 2, 3 x 3) ([`winograd`]).
+    /// by Winograd's F(2 x 2, 3 x 3) ([`winograd`]) where they have the channels for it to pay
+    /// (`winograd::pass_pays`, `winograd::jacobian_fits`).
     pub wino: Option<Wino>,
 }
 
@@ -398,7 +399,7 @@ fn conv_into<T: Float>(
     accum: Accum,
 ) {
     let bias: Option<Vec<T>> = b.map(|b| b.iter().map(|&v| T::of(mults.1 * v.wide())).collect());
-    if let Some(wg) = &g.wino {
+    if let Some(wg) = g.wino.as_ref().filter(|_| winograd::pass_pays(g.c_in, g.c_out)) {
         let pass = wg.forward_pass(h, (g.c_in, g.c_out), w, mults.0, bias.as_deref());
         return winograd::run(z, accum, &pass, simd_level());
     }
@@ -496,7 +497,7 @@ pub(crate) fn param_grad<T: Float>(
 
 /// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
 fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
-    if let Some(wg) = &g.wino {
+    if let Some(wg) = g.wino.as_ref().filter(|_| winograd::pass_pays(g.c_out, g.c_in)) {
         let pass = wg.transpose_pass(delta, (g.c_in, g.c_out), w, w_mult);
         return winograd::run(dh, accum, &pass, simd_level());
     }
@@ -848,7 +849,19 @@ pub(crate) fn jacobian_rows<T: Float>(
     if let Some(wg) = g.wino.as_ref().filter(|_| winograd::jacobian_fits::<T>(g.c_in, g.c_out, simd)) {
         return winograd::jacobian_rows(wg, (g.c_in, g.c_out), h, da, (T::of(wm), bm), simd, ja);
     }
-    let args = (g, h, da, T::of(wm), bm, ja);
+    direct_jacobian_rows(g, h, da, (T::of(wm), bm), simd, ja);
+}
+
+/// [`jacobian_rows`] by the direct products over window offsets (any geometry).
+fn direct_jacobian_rows<T: Float>(
+    g: &Geom,
+    h: MatRef<'_, T>,
+    da: MatRef<'_, T>,
+    (wm, bm): (T, Option<T>),
+    simd: Simd,
+    ja: MatMut<'_, T>,
+) {
+    let args = (g, h, da, wm, bm, ja);
     // Lanes of 64 bytes with a 4 x 4 tile where there are 32 vector registers, 32 bytes and 2 x 4 with 16.
     match simd {
         #[cfg(target_arch = "x86_64")]
@@ -1421,6 +1434,50 @@ mod tests {
             (vec![4, 4, 4], vec![3, 3, 1], vec![1, 1, 1], Padding::Same),
         ] {
             assert!(geom(&n, &k, &s, pad, 2, 2).wino.is_none(), "{n:?} {k:?} {s:?} {pad:?}");
+        }
+    }
+
+    /// Winograd's Jacobian rows against the direct products, on every SIMD build and at every channel count
+    /// (networks use them only from 16 channels on: `winograd::jacobian_fits`): partial tiles (odd extents),
+    /// `valid` padding, channels that are not multiples of the register tiles, partial blocks of examples, and
+    /// with and without a bias. f64 to rounding over sums of ~100 terms; f32 within 1e-4 of the f64 values.
+    #[test]
+    fn winograd_jacobian_rows_equal_the_direct_products_on_every_simd_build() {
+        for (n, pad, c_in, c_out, bias) in [
+            ([5, 4], Padding::Same, 3, 5, true),
+            ([6, 5], Padding::Valid, 2, 1, false),
+            ([9, 10], Padding::Same, 17, 16, true),
+        ] {
+            let g = geom(&n, &[3, 3], &[1, 1], pad, c_in, c_out);
+            let wg = g.wino.expect("a 3 x 3 stride-1 convolution");
+            let cols = c_out * c_in * g.k + if bias { c_out } else { 0 };
+            let (wm, bm) = (0.8, bias.then_some(1.3));
+            for rows in [1, 13, 35] {
+                let (h, d) = (gaussian(rows, g.p_in * c_in, 1), gaussian(rows, g.p_out * c_out, 3));
+                let mut want = Mat::from_fn(rows, cols, |_, _| f64::NAN);
+                direct_jacobian_rows(&g, h.as_ref(), d.as_ref(), (wm, bm), Simd::Generic, want.as_mut());
+                let scale = want.norm_max();
+                let (h32, d32) = (crate::net::cast::<f64, f32>(h.as_ref()), crate::net::cast::<f64, f32>(d.as_ref()));
+                for simd in crate::kernel::compute::simd_builds() {
+                    let what = format!("{simd:?}, {n:?} {pad:?}, {c_in} -> {c_out}, N = {rows}");
+                    let mut ja = Mat::from_fn(rows, cols, |_, _| f64::NAN);
+                    winograd::jacobian_rows(&wg, (c_in, c_out), h.as_ref(), d.as_ref(), (wm, bm), simd, ja.as_mut());
+                    assert!(max_diff(&ja, &want) < 1e-12 * scale, "f64, {what}: {}", max_diff(&ja, &want));
+                    let mut ja32 = Mat::<f32>::zeros(rows, cols);
+                    let mults32 = (wm as f32, bm.map(|b| b as f32));
+                    winograd::jacobian_rows(
+                        &wg,
+                        (c_in, c_out),
+                        h32.as_ref(),
+                        d32.as_ref(),
+                        mults32,
+                        simd,
+                        ja32.as_mut(),
+                    );
+                    let ja32: Mat<f64> = crate::net::cast(ja32.as_ref());
+                    assert!(max_diff(&ja32, &want) < 1e-4 * scale, "f32, {what}");
+                }
+            }
         }
     }
 

@@ -30,6 +30,11 @@ const CNN_CONCAT: &str =
 node(c,concat,a,input,b),node(d,conv(3,3x3,padding=circular,b_std=0.1),c),node(e,tanh,d),node(f,gelu,a),\
 node(g,concat,e,f,b,f),node(h,avg_pool(2x2,stride=2),g),node(i,global_avg_pool,h),node(out,dense(2,b_std=0.3),i)";
 
+/// 2-d with channels enough (24 -> 24) that every pass of both convolutions, and their Jacobian rows in f32
+/// and f64, go by Winograd's F(2 x 2, 3 x 3); same and valid padding, odd extents (partial tiles).
+const CNN_WIDE: &str = "conv(24,3x3,padding=same,w_std=1.3,b_std=0.2),tanh,conv(24,3x3,padding=valid,b_std=0.1),gelu,\
+global_avg_pool,dense(2,b_std=0.3)";
+
 fn cases() -> Vec<(&'static str, Shape, Parameterization, f64)> {
     vec![
         (CNN_CONCAT, Shape::image(&[4, 5], 2), Parameterization::Ntk, 1.1),
@@ -38,6 +43,7 @@ fn cases() -> Vec<(&'static str, Shape, Parameterization, f64)> {
         (CNN_FLAT, Shape::image(&[7], 2), Parameterization::Standard, 0.8),
         (CNN_GAP, Shape::image(&[5, 4], 2), Parameterization::Mup, 1.0),
         (CNN_FLAT, Shape::image(&[7], 2), Parameterization::MeanField, 2.0),
+        (CNN_WIDE, Shape::image(&[5, 4], 24), Parameterization::Ntk, 1.0),
     ]
 }
 
@@ -230,7 +236,7 @@ fn conv_jacobian_blocks_agree_on_every_simd_build_and_lane_remainder() {
     // The second net has 72 output positions per conv: the products run over positions in chunks of 32, the
     // last one partial. The third has channels enough (232 in, 80 out of the second conv's transpose) that every
     // build splits the windowed passes into groups of source channels and the first conv's products into groups
-    // of output channels.
+    // of output channels. The fourth runs Winograd's F(2 x 2, 3 x 3) throughout.
     let builds = crate::kernel::compute::simd_builds();
     let nets = [
         (
@@ -245,6 +251,11 @@ flatten,dense(2,b_std=0.1)",
         (
             "conv(12,3x3,padding=same,b_std=0.2),relu,conv(80,3x3,padding=same),tanh,global_avg_pool,dense(1)",
             Shape::image(&[4, 3], 232),
+        ),
+        // Channels enough for Winograd's passes and Jacobian rows (f32 and f64) at every node.
+        (
+            "conv(24,3x3,padding=same,b_std=0.2),relu,conv(24,3x3,padding=valid),tanh,global_avg_pool,dense(1)",
+            Shape::image(&[5, 6], 24),
         ),
     ];
     for (spec, shape) in nets {

@@ -422,10 +422,28 @@ pub(crate) fn jacobian_rows<T: Float>(
 /// be 268 MB per thread in f32, and U past L3 is reloaded at every chunk of tiles).
 const U_BYTES: usize = 8 << 20;
 
-/// Whether [`jacobian_rows`] serves a layer of `c_in` -> `c_out` channels under `simd` (see [`U_BYTES`]).
+/// The fewest source and destination channels for which the forward and transposed passes go by [`run`]: the
+/// transforms, the signed accumulation into the outputs and the stores cost per tile and channel, the products
+/// per pair of channels, so with fewer channels the direct windowed kernels are faster (one block of examples
+/// of a 16 x 16 image, AVX-512, f32 and f64: 3 -> 16 channels 0.6x the direct kernels' speed, 8 -> 16 0.9x,
+/// 12 -> 12 and 16 -> 8 0.93-1.0x, 16 -> 16 1.15x, 32 -> 32 1.3x; bench/RESULTS.md section 8).
+const PASS_MIN_CHANNELS: usize = 16;
+
+/// Whether [`run`] serves a pass from `c_src` to `c_dst` channels (see [`PASS_MIN_CHANNELS`]).
+pub(crate) fn pass_pays(c_src: usize, c_dst: usize) -> bool {
+    c_src.min(c_dst) >= PASS_MIN_CHANNELS
+}
+
+/// Whether [`jacobian_rows`] serves a layer of `c_in` -> `c_out` channels under `simd`: at least 16 channels on
+/// both sides in f32 and 24 in f64 (with half the examples per vector the transforms weigh more: 16 -> 16 runs at
+/// 1.07x the direct products' speed in f32 but 0.94x in f64, 24 -> 24 at 1.2x and 1.04x; fewer channels are
+/// slower, 3 -> 16 0.6-0.75x), and U within [`U_BYTES`].
 pub(crate) fn jacobian_fits<T>(c_in: usize, c_out: usize, simd: Simd) -> bool {
+    let least = if f32_lanes::<T>() { 16 } else { 24 };
     let vector = super::lane_width::<T>(simd) * std::mem::size_of::<T>();
-    16usize.saturating_mul(c_in.div_ceil(4) * 4).saturating_mul(c_out.div_ceil(4) * 4).saturating_mul(vector) <= U_BYTES
+    c_in.min(c_out) >= least
+        && 16usize.saturating_mul(c_in.div_ceil(4) * 4).saturating_mul(c_out.div_ceil(4) * 4).saturating_mul(vector)
+            <= U_BYTES
 }
 
 /// The operands of [`jacobian_rows`].
@@ -767,10 +785,12 @@ mod tests {
     }
 
     #[test]
-    fn wide_layers_keep_the_direct_jacobian() {
+    fn wide_and_narrow_layers_keep_the_direct_jacobian() {
         for simd in crate::kernel::compute::simd_builds() {
             assert!(jacobian_fits::<f32>(16, 16, simd) && jacobian_fits::<f64>(64, 64, simd), "{simd:?}");
             assert!(!jacobian_fits::<f32>(512, 512, simd) && !jacobian_fits::<f64>(256, 256, simd), "{simd:?}");
+            // Narrow layers too: there the transforms cost more than the products they save.
+            assert!(!jacobian_fits::<f32>(3, 16, simd) && !jacobian_fits::<f64>(16, 16, simd), "{simd:?}");
         }
     }
 
