@@ -196,6 +196,7 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     let p_src = pass.src.0 * pass.src.1;
     // A block of L rows stored as one run already is the lane layout; otherwise each block is packed.
     let whole = whole::<T, L>(pass.m);
+    let zeros = vec![[T::ZERO; L]; c_src];
     for_each_block::<T, L>(out.as_mut(), |bi, rows| {
         let (i0, m) = (bi * L, rows.nrows());
         let block = |hp: &[[T; L]]| {
@@ -203,7 +204,7 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
             unsafe {
                 with_scratch::<[T; L], _>(16 * R * c_src, |xh| {
                     with_scratch::<[T; L], _>(4 * R * nb * B, |yb| {
-                        let bufs = (hp, xh, yb);
+                        let bufs = ((hp, &zeros[..]), xh, yb);
                         // SAFETY: each arm is only taken when the CPU reports the features it was built for.
                         match simd {
                             #[cfg(target_arch = "x86_64")]
@@ -229,8 +230,9 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     });
 }
 
-/// A block's packed source, one register tile's transformed source tiles, and its outputs.
-type Bufs<'a, T, const L: usize> = (&'a [[T; L]], &'a mut [[T; L]], &'a mut [[T; L]]);
+/// A block's packed source and zero vectors (c_src, for positions outside the source), one register tile's
+/// transformed source tiles, and its outputs.
+type Bufs<'a, T, const L: usize> = ((&'a [[T; L]], &'a [[T; L]]), &'a mut [[T; L]], &'a mut [[T; L]]);
 
 feature_builds!(block_avx512, block_avx2 => block<L, R, B>(
     plan: &Plan<'_, T>, bufs: Bufs<'_, T, L>, rows: MatMut<'_, T>, accum: Accum,
@@ -252,31 +254,35 @@ fn patch_at(t: usize, tw: usize, src: (usize, usize), off: (isize, isize), c: us
 }
 
 /// B^T d B of every channel ch < c_pad of the patch at `at` (source positions of `hp`, as [`patch_at`] gives
-/// them, c channels each; channels from c on read zero) into entries xi stride + start + ch of `out`.
+/// them, c channels each; channels from c on read zero) into entries xi stride + start + ch of `out`. Positions
+/// outside the source read `zeros` (at least c zero vectors), so that every channel reads its 16 values at
+/// fixed offsets from 16 pointers set once per tile (choosing per channel and value between the source and a
+/// zero had the compiler build the 16 addresses in vector registers and extract them one by one, which took
+/// longer than the transform's arithmetic).
 #[inline(always)]
 fn transform_tile<T: Float, const L: usize>(
-    hp: &[[T; L]],
+    (hp, zeros): (&[[T; L]], &[[T; L]]),
     at: &[Option<usize>; 16],
     (c, c_pad): (usize, usize),
     out: &mut [[T; L]],
     (stride, start): (usize, usize),
 ) {
     let zero = [T::ZERO; L];
-    let inside = at.iter().all(Option::is_some);
-    let offs = at.map(|a| a.unwrap_or(0));
-    // Every source position (times c) plus a channel below c lies within hp (checked once here).
-    assert!(offs.iter().all(|&o| o + c <= hp.len()), "patch within the source");
-    for ch in 0..c_pad {
-        let mut d = [&zero; 16];
-        if ch < c {
-            for (k, v) in d.iter_mut().enumerate() {
-                if inside || at[k].is_some() {
-                    // SAFETY: offs[k] + ch < offs[k] + c <= hp.len() (asserted above).
-                    *v = unsafe { hp.get_unchecked(offs[k] + ch) };
-                }
-            }
+    // Every source position (times c) plus a channel below c lies within hp, and c within zeros (checked once
+    // here).
+    assert!(zeros.len() >= c && at.iter().flatten().all(|&o| o + c <= hp.len()), "patch within the source");
+    let mut base = [zeros.as_ptr(); 16];
+    for (b, a) in base.iter_mut().zip(at) {
+        if let Some(o) = a {
+            *b = hp[*o..].as_ptr();
         }
-        input_transform(&d, out, (stride, start + ch));
+    }
+    for ch in 0..c {
+        // SAFETY: each base[k] has at least c > ch vectors after it (asserted above).
+        input_transform(|k| unsafe { &*base[k].add(ch) }, out, (stride, start + ch));
+    }
+    for ch in c..c_pad {
+        input_transform(|_| &zero, out, (stride, start + ch));
     }
 }
 
@@ -290,7 +296,7 @@ const AT: [[i8; 4]; 2] = [[1, 1, 1, 0], [0, 1, -1, -1]];
 #[inline(always)]
 fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bool>(
     plan: &Plan<'_, T>,
-    (hp, xh, yb): Bufs<'_, T, L>,
+    ((hp, zeros), xh, yb): Bufs<'_, T, L>,
     mut rows: MatMut<'_, T>,
     accum: Accum,
 ) {
@@ -309,7 +315,7 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                 continue;
             }
             let at = patch_at(g0 + tl, plan.tw, pass.src, pass.off, c_src);
-            transform_tile(hp, &at, (c_src, c_src), xh, (c_src, tl * 16 * c_src));
+            transform_tile((hp, zeros), &at, (c_src, c_src), xh, (c_src, tl * 16 * c_src));
         }
         yb.fill(zero);
         for xi in 0..16 {
@@ -460,9 +466,10 @@ struct Jac<'a, T> {
 /// Bytes of transformed tiles one chunk of [`jacobian_rows`] keeps (with U, within L2).
 const CHUNK_BYTES: usize = 512 << 10;
 
-/// A block's H and D in the lane layout, the chunk's transformed tiles (planes of points) and U.
+/// A block's H and D in the lane layout with zero vectors (C_in and C_out of them, for positions outside H
+/// and D), the chunk's transformed tiles (planes of points) and U.
 type JacBufs<'a, T, const L: usize, const A: usize, const B: usize> =
-    (&'a [[T; L]], &'a [[T; L]], &'a mut [[T; L]], &'a mut [[T; L]], &'a mut [[[[T; L]; B]; A]]);
+    ((&'a [[T; L]], &'a [[T; L]], &'a [[T; L]]), &'a mut [[T; L]], &'a mut [[T; L]], &'a mut [[[[T; L]; B]; A]]);
 
 fn jac_lanes<T: Float, const L: usize, const A: usize, const B: usize>(
     jac: &Jac<'_, T>,
@@ -475,6 +482,7 @@ fn jac_lanes<T: Float, const L: usize, const A: usize, const B: usize>(
     let chunk = (CHUNK_BYTES / (16 * (cip + cop) * std::mem::size_of::<[T; L]>())).clamp(1, tiles);
     let (p_in, p_out) = (jac.wg.src.0 * jac.wg.src.1, jac.wg.dst.0 * jac.wg.dst.1);
     let us = 16 * (cip / A) * (cop / B);
+    let zeros = vec![[T::ZERO; L]; c_in.max(c_out)];
     for_each_block::<T, L>(ja, |bi, rows| {
         let (i0, m) = (bi * L, rows.nrows());
         // A block of L rows stored as one run already is the lane layout; otherwise it is packed.
@@ -501,7 +509,8 @@ fn jac_lanes<T: Float, const L: usize, const A: usize, const B: usize>(
                     with_scratch::<[T; L], _>(16 * (chunk * cip + 1), |xh| {
                         with_scratch::<[T; L], _>(16 * (chunk * cop + 1), |dh| {
                             with_scratch::<[[[T; L]; B]; A], _>(us, |u| {
-                                let bufs = (hp.as_chunks::<L>().0, dp.as_chunks::<L>().0, xh, dh, u);
+                                let src = (hp.as_chunks::<L>().0, dp.as_chunks::<L>().0, &zeros[..]);
+                                let bufs = (src, xh, dh, u);
                                 // SAFETY: each arm is only taken when the CPU reports the features it was built
                                 // for.
                                 match simd {
@@ -534,7 +543,7 @@ feature_builds!(jac_block_avx512, jac_block_avx2 => jac_block<L, A, B>(
 fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA: bool>(
     jac: &Jac<'_, T>,
     chunk: usize,
-    (hp, dp, xh, dh, u): JacBufs<'_, T, L, A, B>,
+    ((hp, dp, zeros), xh, dh, u): JacBufs<'_, T, L, A, B>,
     mut rows: MatMut<'_, T>,
 ) {
     let (c_in, c_out, wg) = (jac.c_in, jac.c_out, jac.wg);
@@ -552,26 +561,24 @@ fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA
         for tl in 0..count {
             let t = c0 + tl;
             let at = patch_at(t, tw, wg.src, off, c_in);
-            transform_tile(hp, &at, (c_in, cip), xh, (xs, tl * cip));
+            transform_tile((hp, zeros), &at, (c_in, cip), xh, (xs, tl * cip));
             // The tile's 2 x 2 cotangents (zero past the image).
             let (y0, x0) = (2 * (t / tw), 2 * (t % tw));
-            let mut sel = [None; 4];
-            for (ab, s) in sel.iter_mut().enumerate() {
+            // Cotangents past the image read `zeros` (as in transform_tile).
+            let mut base = [zeros.as_ptr(); 4];
+            for (ab, b) in base.iter_mut().enumerate() {
                 let (y, x) = (y0 + ab / 2, x0 + ab % 2);
                 if y < wg.dst.0 && x < wg.dst.1 {
-                    *s = Some((y * wg.dst.1 + x) * c_out);
+                    *b = dp[(y * wg.dst.1 + x) * c_out..][..c_out].as_ptr();
                 }
             }
-            for co in 0..cop {
-                let mut dv = [&zero; 4];
-                if co < c_out {
-                    for (v, s) in dv.iter_mut().zip(&sel) {
-                        if let Some(s) = s {
-                            *v = &dp[s + co];
-                        }
-                    }
-                }
-                cotangent_transform(&dv, dh, (ds, tl * cop + co));
+            for co in 0..c_out {
+                // SAFETY: each base[ab] has at least c_out > co vectors after it (sliced above; zeros holds
+                // c_out).
+                cotangent_transform(|ab| unsafe { &*base[ab].add(co) }, dh, (ds, tl * cop + co));
+            }
+            for co in c_out..cop {
+                cotangent_transform(|_| &zero, dh, (ds, tl * cop + co));
             }
         }
         for xi in 0..16 {
@@ -652,7 +659,11 @@ fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA
 /// A D A^T of a tile's 2 x 2 cotangents `d` (row-major) into entries xi stride + at of `out`: rows (and then
 /// columns) v -> (v0, v0 + v1, v0 - v1, -v1).
 #[inline(always)]
-fn cotangent_transform<T: Float, const L: usize>(d: &[&[T; L]; 4], out: &mut [[T; L]], (stride, at): (usize, usize)) {
+fn cotangent_transform<'a, T: Float + 'a, const L: usize>(
+    d: impl Fn(usize) -> &'a [T; L],
+    out: &mut [[T; L]],
+    (stride, at): (usize, usize),
+) {
     assert!(15 * stride + at < out.len(), "16 points within the buffer");
     let base = out.as_mut_ptr().wrapping_add(at);
     // SAFETY: as in input_transform.
@@ -660,14 +671,14 @@ fn cotangent_transform<T: Float, const L: usize>(d: &[&[T; L]; 4], out: &mut [[T
     let zero = [T::ZERO; L];
     // A D: four rows of two.
     let mut r = [[T::ZERO; L]; 8];
-    r[0] = *d[0];
-    r[1] = *d[1];
-    add_to(&mut r[2], d[0], d[2]);
-    add_to(&mut r[3], d[1], d[3]);
-    sub_to(&mut r[4], d[0], d[2]);
-    sub_to(&mut r[5], d[1], d[3]);
-    sub_to(&mut r[6], &zero, d[2]);
-    sub_to(&mut r[7], &zero, d[3]);
+    r[0] = *d(0);
+    r[1] = *d(1);
+    add_to(&mut r[2], d(0), d(2));
+    add_to(&mut r[3], d(1), d(3));
+    sub_to(&mut r[4], d(0), d(2));
+    sub_to(&mut r[5], d(1), d(3));
+    sub_to(&mut r[6], &zero, d(2));
+    sub_to(&mut r[7], &zero, d(3));
     for i in 0..4 {
         let (v0, v1) = (&r[2 * i], &r[2 * i + 1]);
         *o(4 * i) = *v0;
@@ -719,7 +730,11 @@ fn add_to<T: Float, const L: usize>(o: &mut [T; L], a: &[T; L], b: &[T; L]) {
 /// channel-major with stride c, or planes of points with stride the plane's length). Each line is one operation on whole lane arrays (so one vector
 /// instruction; written with the lanes outermost, the compiler left them scalar).
 #[inline(always)]
-fn input_transform<T: Float, const L: usize>(d: &[&[T; L]; 16], out: &mut [[T; L]], (stride, at): (usize, usize)) {
+fn input_transform<'a, T: Float + 'a, const L: usize>(
+    d: impl Fn(usize) -> &'a [T; L],
+    out: &mut [[T; L]],
+    (stride, at): (usize, usize),
+) {
     assert!(15 * stride + at < out.len(), "16 points within the buffer");
     let base = out.as_mut_ptr().wrapping_add(at);
     // SAFETY: xi < 16, so xi stride + at < out.len() (asserted); each reference lives for one call of sub_to or
@@ -728,10 +743,10 @@ fn input_transform<T: Float, const L: usize>(d: &[&[T; L]; 16], out: &mut [[T; L
     // B^T d, row by row.
     let mut t = [[T::ZERO; L]; 16];
     for b in 0..4 {
-        sub_to(&mut t[b], d[b], d[8 + b]);
-        add_to(&mut t[4 + b], d[4 + b], d[8 + b]);
-        sub_to(&mut t[8 + b], d[8 + b], d[4 + b]);
-        sub_to(&mut t[12 + b], d[4 + b], d[12 + b]);
+        sub_to(&mut t[b], d(b), d(8 + b));
+        add_to(&mut t[4 + b], d(4 + b), d(8 + b));
+        sub_to(&mut t[8 + b], d(8 + b), d(4 + b));
+        sub_to(&mut t[12 + b], d(4 + b), d(12 + b));
     }
     for r in 0..4 {
         let row = &t[4 * r..4 * r + 4];
@@ -763,7 +778,7 @@ mod tests {
         let d: [[f64; 1]; 16] = std::array::from_fn(|i| [((i * 7) % 11) as f64 - 5.0]);
         let g = [[1.0, -2.0, 3.0], [0.5, 4.0, -1.0], [2.0, 0.0, -3.0]];
         let mut x = [[0.0]; 16];
-        input_transform(&std::array::from_fn(|i| &d[i]), &mut x, (1, 0));
+        input_transform(|i| &d[i], &mut x, (1, 0));
         let gh = kernel_transform(g);
         let mut y = [0.0; 4];
         for (xi, xv) in x.iter().enumerate() {
@@ -801,8 +816,8 @@ mod tests {
         let d: [[f64; 1]; 16] = std::array::from_fn(|i| [((i * 5) % 7) as f64 - 3.0]);
         let delta: [[f64; 1]; 4] = [[2.0], [-1.0], [0.5], [3.0]];
         let (mut x, mut dt) = ([[0.0]; 16], [[0.0]; 16]);
-        input_transform(&std::array::from_fn(|i| &d[i]), &mut x, (1, 0));
-        cotangent_transform(&std::array::from_fn(|i| &delta[i]), &mut dt, (1, 0));
+        input_transform(|i| &d[i], &mut x, (1, 0));
+        cotangent_transform(|i| &delta[i], &mut dt, (1, 0));
         let u: [f64; 16] = std::array::from_fn(|xi| x[xi][0] * dt[xi][0]);
         let mut t = [[0.0; 4]; 3];
         for col in 0..4 {
