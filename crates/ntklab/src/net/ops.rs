@@ -288,6 +288,12 @@ pub(crate) fn for_each_col2<T: Float>(
     }
 }
 
+/// Matrices a [`Pool`] keeps at most. When full it drops the one given back longest ago: a shape that passes
+/// give back but never take (a small matrix some pass makes outside the pool) must not crowd out the shapes
+/// that are taken. With a cap that refused newcomers instead, a conv net's empirical NTK filled its pools with
+/// 60 matrices of 16 x 16 and then allocated (and zeroed) its 16 x 4096 activations afresh for every slice.
+const POOL_KEEP: usize = 64;
+
 /// Reusable scratch matrices, so repeated products (HVPs in Lanczos, training steps) do not pay for fresh
 /// zeroed allocations and page faults on every call. Matrices taken from it hold garbage: callers overwrite them.
 #[derive(Debug)]
@@ -304,16 +310,19 @@ impl<T: Float> Default for Pool<T> {
 }
 
 impl<T: Float> Pool<T> {
-    /// An r x c matrix with unspecified contents.
+    /// An r x c matrix with unspecified contents: the one of that shape given back last, else a new one.
     pub(crate) fn take(&mut self, r: usize, c: usize) -> Mat<T> {
-        match self.mats.iter().position(|m| m.nrows() == r && m.ncols() == c) {
-            Some(i) => self.mats.swap_remove(i),
+        match self.mats.iter().rposition(|m| m.nrows() == r && m.ncols() == c) {
+            Some(i) => self.mats.remove(i),
             None => Mat::zeros(r, c),
         }
     }
-    /// Return a matrix for reuse.
+    /// Return a matrix for reuse. Past [`POOL_KEEP`] matrices, the one given back longest ago is dropped.
     pub(crate) fn give(&mut self, m: Mat<T>) {
-        if m.nrows() * m.ncols() > 0 && self.mats.len() < 64 {
+        if m.nrows() * m.ncols() > 0 {
+            if self.mats.len() >= POOL_KEEP {
+                self.mats.remove(0);
+            }
             self.mats.push(m);
         }
     }
@@ -457,6 +466,33 @@ pub fn cast<S: Float, T: Float>(m: MatRef<'_, S>) -> Mat<T> {
 mod tests {
     use super::*;
     use crate::data::synthetic::gaussian;
+
+    #[test]
+    fn pools_reuse_the_shapes_taken_when_others_fill_them() {
+        // A pool full of a shape that passes give back but never take: a matrix given back now must still be
+        // there for the next take of its shape (a marker written into it survives), and the pool stays capped.
+        let mut pool = Pool::<f32>::default();
+        for _ in 0..POOL_KEEP {
+            pool.give(Mat::zeros(16, 16));
+        }
+        for round in 1..4 {
+            let mut big = pool.take(16, 4096);
+            big[(3, 7)] = round as f32;
+            pool.give(big);
+            for _ in 0..5 {
+                pool.give(Mat::zeros(16, 16));
+            }
+            let again = pool.take(16, 4096);
+            assert_eq!(again[(3, 7)], round as f32, "round {round}: the 16 x 4096 matrix was not kept");
+            pool.give(again);
+            assert_eq!(pool.mats.len(), POOL_KEEP);
+        }
+        // The oldest go first: enough new small ones push the big one out.
+        for _ in 0..POOL_KEEP {
+            pool.give(Mat::zeros(16, 16));
+        }
+        assert!(pool.mats.iter().all(|m| m.ncols() == 16));
+    }
 
     #[test]
     fn syrk_lower_is_the_lower_triangle_of_a_a_transpose() {
