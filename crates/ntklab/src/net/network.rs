@@ -306,7 +306,17 @@ impl<T: Float> Network<T> {
         if x.nrows() == 0 {
             return Err(Error::Shape("input batch has no rows".into()));
         }
+        // A pass without early exit over whole columns (vectorized; a search per value was not), then the first
+        // bad value's place only in a column that has one.
+        let finite = |c: &[T]| c.iter().fold(true, |ok, v| ok & v.wide().is_finite());
+        if x.row_stride() == 1 && (x.ncols() == 1 || x.col_stride() == x.nrows() as isize) {
+            // SAFETY: the nrows ncols entries lie back to back from the first (strides checked), borrowed from x.
+            if finite(unsafe { std::slice::from_raw_parts(x.as_ptr(), x.nrows() * x.ncols()) }) {
+                return Ok(());
+            }
+        }
         let bad = (0..x.ncols()).find_map(|j| match x.col(j).try_as_col_major() {
+            Some(c) if finite(c.as_slice()) => None,
             Some(c) => c.as_slice().iter().position(|v| !v.wide().is_finite()).map(|i| (i, j)),
             None => (0..x.nrows()).find(|&i| !x[(i, j)].wide().is_finite()).map(|i| (i, j)),
         });
@@ -449,5 +459,26 @@ mod tests {
         x[(1, 1)] = f64::NAN;
         assert!(net.forward(x.as_ref()).is_err());
         assert!(Mlp::zeros(&arch("dense(3),relu,dense(1)", p), 2, f64::NAN).is_err());
+    }
+
+    #[test]
+    fn non_finite_inputs_are_found_where_they_are() {
+        // The first bad value in column order is named, in contiguous storage (one pass over all values) and in a
+        // block of rows of a larger matrix (column by column), in f64 and f32.
+        let net = Mlp::init(&arch("dense(3),relu,dense(1)", Parameterization::Ntk), 5, 1.0, 0).unwrap();
+        let n32: Network<f32> = net.cast();
+        for (i, j, v) in [(0, 0, f64::NAN), (6, 2, f64::INFINITY), (3, 4, f64::NEG_INFINITY), (6, 4, f64::NAN)] {
+            let mut x = Mat::<f64>::from_fn(7, 5, |r, c| (r * 5 + c) as f64 / 10.0);
+            x[(i, j)] = v;
+            x[(6, 4)] = if (i, j) == (6, 4) { v } else { f64::NAN };
+            let want = format!("row {i}, column {j}");
+            assert!(net.check_input(x.as_ref()).unwrap_err().to_string().contains(&want), "{want}");
+            let x32 = crate::net::cast::<f64, f32>(x.as_ref());
+            assert!(n32.check_input(x32.as_ref()).unwrap_err().to_string().contains(&want), "f32 {want}");
+            let mut tall = Mat::<f64>::zeros(10, 5);
+            tall.as_mut().subrows_mut(2, 7).copy_from(&x);
+            assert!(net.check_input(tall.as_ref().subrows(2, 7)).unwrap_err().to_string().contains(&want), "{want}");
+            assert!(net.check_input(tall.as_ref().subrows(0, 2)).is_ok());
+        }
     }
 }
