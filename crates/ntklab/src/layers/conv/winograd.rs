@@ -432,7 +432,8 @@ const U_BYTES: usize = 8 << 20;
 /// transforms, the signed accumulation into the outputs and the stores cost per tile and channel, the products
 /// per pair of channels, so with fewer channels the direct windowed kernels are faster (one block of examples
 /// of a 16 x 16 image, AVX-512, f32 and f64: 3 -> 16 channels 0.6x the direct kernels' speed, 8 -> 16 0.9x,
-/// 12 -> 12 and 16 -> 8 0.93-1.0x, 16 -> 16 1.15x, 32 -> 32 1.3x; bench/RESULTS.md section 8).
+/// 12 -> 12 and 16 -> 8 0.93-1.0x, 16 -> 16 1.15x, 32 -> 32 1.3x; bench/RESULTS.md section 6, "Winograd where
+/// it pays").
 const PASS_MIN_CHANNELS: usize = 16;
 
 /// Whether [`run`] serves a pass from `c_src` to `c_dst` channels (see [`PASS_MIN_CHANNELS`]).
@@ -656,8 +657,8 @@ fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA
     }
 }
 
-/// A D A^T of a tile's 2 x 2 cotangents `d` (row-major) into entries xi stride + at of `out`: rows (and then
-/// columns) v -> (v0, v0 + v1, v0 - v1, -v1).
+/// A D A^T of a tile's 2 x 2 cotangents (value k, row-major, is `d(k)`) into entries xi stride + at of `out`:
+/// rows (and then columns) v -> (v0, v0 + v1, v0 - v1, -v1).
 #[inline(always)]
 fn cotangent_transform<'a, T: Float + 'a, const L: usize>(
     d: impl Fn(usize) -> &'a [T; L],
@@ -726,9 +727,10 @@ fn add_to<T: Float, const L: usize>(o: &mut [T; L], a: &[T; L], b: &[T; L]) {
     }
 }
 
-/// B^T d B of the 4 x 4 patch `d` (row-major) into entries xi stride + at of `out` (point xi; one tile's values
-/// channel-major with stride c, or planes of points with stride the plane's length). Each line is one operation on whole lane arrays (so one vector
-/// instruction; written with the lanes outermost, the compiler left them scalar).
+/// B^T d B of the 4 x 4 patch whose value k (row-major) is `d(k)` into entries xi stride + at of `out` (point
+/// xi; one tile's values channel-major with stride c, or planes of points with stride the plane's length). Each
+/// line is one operation on whole lane arrays (so one vector instruction; written with the lanes outermost, the
+/// compiler left them scalar).
 #[inline(always)]
 fn input_transform<'a, T: Float + 'a, const L: usize>(
     d: impl Fn(usize) -> &'a [T; L],
