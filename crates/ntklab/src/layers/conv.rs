@@ -1234,11 +1234,14 @@ mod tests {
         z
     }
 
+    /// The largest absolute difference; infinite where either side is NaN (an entry a pass never wrote, in
+    /// outputs the tests fill with NaN first: `f64::max` would drop it).
     fn max_diff(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
         let mut m = 0.0f64;
         for i in 0..a.nrows() {
             for j in 0..a.ncols() {
-                m = m.max((a[(i, j)] - b[(i, j)]).abs());
+                let d = (a[(i, j)] - b[(i, j)]).abs();
+                m = if d.is_nan() { f64::INFINITY } else { m.max(d) };
             }
         }
         m
@@ -1398,7 +1401,8 @@ mod tests {
             let bias: Vec<f64> = b.iter().map(|v| mults.1 * v).collect();
             let (w32, bias32): (Vec<f32>, Vec<f32>) =
                 (w.iter().map(|&v| v as f32).collect(), bias.iter().map(|&v| v as f32).collect());
-            for rows in [1, 13, 35] {
+            // 2 to 16 rows: one block of each lane width, which the passes read in place.
+            for rows in [1, 2, 4, 8, 13, 16, 35] {
                 let Refs { h, delta, z: z_ref, dh: dh_ref, h32, delta32 } = refs(&g, &w, &b, rows, mults);
                 for simd in crate::kernel::compute::simd_builds() {
                     let what = format!("{simd:?}, {n:?} {pad:?}, N = {rows}");
@@ -1438,9 +1442,9 @@ mod tests {
     }
 
     /// Winograd's Jacobian rows against the direct products, on every SIMD build and at every channel count
-    /// (networks use them only from 16 channels on: `winograd::jacobian_fits`): partial tiles (odd extents),
-    /// `valid` padding, channels that are not multiples of the register tiles, partial blocks of examples, and
-    /// with and without a bias. f64 to rounding over sums of ~100 terms; f32 within 1e-4 of the f64 values.
+    /// (networks use them only from 16 channels on in f32, 24 in f64: `winograd::jacobian_fits`): partial tiles
+    /// (odd extents), `valid` padding, channels that are not multiples of the register tiles, partial blocks of
+    /// examples and single blocks of each lane width (read in place), and with and without a bias. f64 to rounding over sums of ~100 terms; f32 within 1e-4 of the f64 values.
     #[test]
     fn winograd_jacobian_rows_equal_the_direct_products_on_every_simd_build() {
         for (n, pad, c_in, c_out, bias) in [
@@ -1452,7 +1456,7 @@ mod tests {
             let wg = g.wino.expect("a 3 x 3 stride-1 convolution");
             let cols = c_out * c_in * g.k + if bias { c_out } else { 0 };
             let (wm, bm) = (0.8, bias.then_some(1.3));
-            for rows in [1, 13, 35] {
+            for rows in [1, 2, 4, 8, 13, 16, 35] {
                 let (h, d) = (gaussian(rows, g.p_in * c_in, 1), gaussian(rows, g.p_out * c_out, 3));
                 let mut want = Mat::from_fn(rows, cols, |_, _| f64::NAN);
                 direct_jacobian_rows(&g, h.as_ref(), d.as_ref(), (wm, bm), Simd::Generic, want.as_mut());
@@ -1463,7 +1467,7 @@ mod tests {
                     let mut ja = Mat::from_fn(rows, cols, |_, _| f64::NAN);
                     winograd::jacobian_rows(&wg, (c_in, c_out), h.as_ref(), d.as_ref(), (wm, bm), simd, ja.as_mut());
                     assert!(max_diff(&ja, &want) < 1e-12 * scale, "f64, {what}: {}", max_diff(&ja, &want));
-                    let mut ja32 = Mat::<f32>::zeros(rows, cols);
+                    let mut ja32 = Mat::<f32>::from_fn(rows, cols, |_, _| f32::NAN);
                     let mults32 = (wm as f32, bm.map(|b| b as f32));
                     winograd::jacobian_rows(
                         &wg,

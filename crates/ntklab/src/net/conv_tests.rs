@@ -30,8 +30,10 @@ const CNN_CONCAT: &str =
 node(c,concat,a,input,b),node(d,conv(3,3x3,padding=circular,b_std=0.1),c),node(e,tanh,d),node(f,gelu,a),\
 node(g,concat,e,f,b,f),node(h,avg_pool(2x2,stride=2),g),node(i,global_avg_pool,h),node(out,dense(2,b_std=0.3),i)";
 
-/// 2-d with channels enough (24 -> 24) that every pass of both convolutions, and their Jacobian rows in f32
-/// and f64, go by Winograd's F(2 x 2, 3 x 3); same and valid padding, odd extents (partial tiles).
+/// 2-d with channels enough (24 -> 24) that both convolutions' forward passes, the second's input cotangent and
+/// both Jacobian rows go by Winograd's F(2 x 2, 3 x 3) (the cases here are f64 networks; f32 ones run it in
+/// `conv_jacobian_blocks_agree_on_every_simd_build_and_lane_remainder`); same and valid padding, odd extents
+/// (partial tiles).
 const CNN_WIDE: &str = "conv(24,3x3,padding=same,w_std=1.3,b_std=0.2),tanh,conv(24,3x3,padding=valid,b_std=0.1),gelu,\
 global_avg_pool,dense(2,b_std=0.3)";
 

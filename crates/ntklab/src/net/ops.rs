@@ -292,6 +292,7 @@ pub(crate) fn for_each_col2<T: Float>(
 /// give back but never take (a small matrix some pass makes outside the pool) must not crowd out the shapes
 /// that are taken. With a cap that refused newcomers instead, a conv net's empirical NTK filled its pools with
 /// 60 matrices of 16 x 16 and then allocated (and zeroed) its 16 x 4096 activations afresh for every slice.
+/// The policy keeps a shape as long as fewer than this many matrices are given back between two takes of it.
 const POOL_KEEP: usize = 64;
 
 /// Reusable scratch matrices, so repeated products (HVPs in Lanczos, training steps) do not pay for fresh

@@ -557,6 +557,8 @@ fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA
     // tile's 16 points in the same few L1 sets).
     let (xs, ds) = (chunk * cip + 1, chunk * cop + 1);
     let zero = [T::ZERO; L];
+    // Cotangents past the image read c_out vectors of `zeros` (transform_tile checks its own c_in).
+    assert!(zeros.len() >= c_out, "zero vectors for every output channel");
     for c0 in (0..tiles).step_by(chunk) {
         let count = chunk.min(tiles - c0);
         for tl in 0..count {
