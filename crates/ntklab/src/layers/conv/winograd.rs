@@ -659,18 +659,33 @@ fn jac_block<T: Float, const L: usize, const A: usize, const B: usize, const FMA
     }
 }
 
+/// Point xi (< 16) of a transformed tile, entry xi stride + at of `out`, for the transforms' one write per call
+/// of add_to or sub_to (each reference is used once, before the next is made).
+#[inline(always)]
+fn points<'b, T, const L: usize>(
+    out: &'b mut [[T; L]],
+    (stride, at): (usize, usize),
+) -> impl Fn(usize) -> &'b mut [T; L] {
+    assert!(15 * stride + at < out.len(), "16 points within the buffer");
+    let base = out.as_mut_ptr().wrapping_add(at);
+    move |xi| {
+        debug_assert!(xi < 16);
+        // SAFETY: xi < 16 (every caller's indices are constants below 16), so xi stride + at < out.len()
+        // (asserted); `out` stays borrowed while the closure lives, and each reference it returns is dropped
+        // before the next is made.
+        unsafe { &mut *base.add(xi * stride) }
+    }
+}
+
 /// A D A^T of a tile's 2 x 2 cotangents (value k, row-major, is `d(k)`) into entries xi stride + at of `out`:
 /// rows (and then columns) v -> (v0, v0 + v1, v0 - v1, -v1).
 #[inline(always)]
 fn cotangent_transform<'a, T: Float + 'a, const L: usize>(
     d: impl Fn(usize) -> &'a [T; L],
     out: &mut [[T; L]],
-    (stride, at): (usize, usize),
+    place: (usize, usize),
 ) {
-    assert!(15 * stride + at < out.len(), "16 points within the buffer");
-    let base = out.as_mut_ptr().wrapping_add(at);
-    // SAFETY: as in input_transform.
-    let o = |xi: usize| unsafe { &mut *base.add(xi * stride) };
+    let o = points(out, place);
     let zero = [T::ZERO; L];
     // A D: four rows of two.
     let mut r = [[T::ZERO; L]; 8];
@@ -737,13 +752,9 @@ fn add_to<T: Float, const L: usize>(o: &mut [T; L], a: &[T; L], b: &[T; L]) {
 fn input_transform<'a, T: Float + 'a, const L: usize>(
     d: impl Fn(usize) -> &'a [T; L],
     out: &mut [[T; L]],
-    (stride, at): (usize, usize),
+    place: (usize, usize),
 ) {
-    assert!(15 * stride + at < out.len(), "16 points within the buffer");
-    let base = out.as_mut_ptr().wrapping_add(at);
-    // SAFETY: xi < 16, so xi stride + at < out.len() (asserted); each reference lives for one call of sub_to or
-    // add_to, one at a time.
-    let o = |xi: usize| unsafe { &mut *base.add(xi * stride) };
+    let o = points(out, place);
     // B^T d, row by row.
     let mut t = [[T::ZERO; L]; 16];
     for b in 0..4 {
