@@ -31,7 +31,7 @@
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef};
 
-use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, store_lanes, with_scratch};
+use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, store_lanes, with_scratch, Line};
 use crate::kernel::compute::Simd;
 use crate::kernel::spatial::Window;
 use crate::net::ops::Float;
@@ -151,7 +151,7 @@ pub(crate) fn run<T: Float>(out: &mut Mat<T>, accum: Accum, pass: &Pass<'_, T>, 
 struct Plan<'a, T> {
     pass: &'a Pass<'a, T>,
     /// Transformed weights, [T; B] chunks at ((xi nb + cd / B) c_src + cs) (channels padded with zeros).
-    gh: Vec<T>,
+    gh: &'a [T],
     /// Bias padded to nb B.
     bias: Vec<T>,
     /// Destination channel blocks of B.
@@ -167,9 +167,15 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
     pass: &Pass<'_, T>,
     simd: Simd,
 ) {
+    with_transformed_weights(pass, B, |gh| run_plan::<T, L, R, B>(out, accum, pass, gh, simd));
+}
+
+/// G g G^T of every pair of channels of `pass`'s weights (times its scale), laid out as [`Plan::gh`] with
+/// destination blocks of `b` channels.
+fn transform_weights<T: Float>(pass: &Pass<'_, T>, b: usize, gh: &mut [T]) {
     let (c_src, c_dst) = (pass.c_src, pass.c_dst);
-    let nb = c_dst.div_ceil(B);
-    let mut gh = vec![T::ZERO; 16 * nb * c_src * B];
+    let nb = c_dst.div_ceil(b);
+    gh.fill(T::ZERO);
     for cd in 0..c_dst {
         for cs in 0..c_src {
             let mut g = [[0.0; 3]; 3];
@@ -182,10 +188,81 @@ fn run_lanes<T: Float, const L: usize, const R: usize, const B: usize>(
                     };
             }
             for (xi, v) in kernel_transform(g).into_iter().enumerate() {
-                gh[((xi * nb + cd / B) * c_src + cs) * B + cd % B] = T::of(v);
+                gh[((xi * nb + cd / b) * c_src + cs) * b + cd % b] = T::of(v);
             }
         }
     }
+}
+
+/// One thread's transformed weights of a recent pass: what they were computed from (the weights' bytes, and
+/// the pass's shape, direction, scale and value type) and the result, in cache lines.
+struct Transformed {
+    key: (usize, usize, usize, bool, u64, usize),
+    weights: Vec<u8>,
+    gh: Vec<Line>,
+}
+
+thread_local! {
+    /// The transformed weights of this thread's latest passes, most recent last.
+    static TRANSFORMED: std::cell::RefCell<Vec<Transformed>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most bytes of weights and transformed weights each thread keeps (a 64 -> 64 layer's two passes take
+/// 0.7 MB in f32; wider layers, whose passes each take far longer than their weights' transform, are not kept).
+const TRANSFORMED_KEEP: usize = 4 << 20;
+
+impl Transformed {
+    fn bytes(&self) -> usize {
+        self.weights.len() + 64 * self.gh.len()
+    }
+}
+
+/// Runs `f` on `pass`'s transformed weights ([`transform_weights`] with blocks of `b`), reused when this thread
+/// transformed the same weights (equal bytes) for the same pass before: the slices of the empirical NTK run
+/// each layer's forward and transposed passes once per block of examples, and transforming the weights each
+/// time (in f64, 16 x 16 channel pairs for a 16-channel layer) cost 2 % of the call.
+fn with_transformed_weights<T: Float, R>(pass: &Pass<'_, T>, b: usize, f: impl FnOnce(&[T]) -> R) -> R {
+    let len = 16 * pass.c_dst.div_ceil(b) * pass.c_src * b;
+    let key = (pass.c_src, pass.c_dst, b, pass.transposed, pass.scale.to_bits(), std::mem::size_of::<T>());
+    // SAFETY: T is f32 or f64 (`Float` is sealed): no padding, so its values are plain bytes.
+    let weights = unsafe { std::slice::from_raw_parts(pass.w.as_ptr().cast::<u8>(), std::mem::size_of_val(pass.w)) };
+    let hit = TRANSFORMED.with(|t| {
+        let mut t = t.borrow_mut();
+        let at = t.iter().rposition(|e| e.key == key && e.weights == weights)?;
+        Some(t.remove(at))
+    });
+    let values = |lines: &mut Vec<Line>| {
+        // SAFETY: len values of T fit in the lines (sized so below, or by the same key), 64-byte aligned; any
+        // bits are a valid T.
+        unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<T>(), len) }
+    };
+    let mut entry = hit.unwrap_or_else(|| {
+        let mut gh = vec![Line([0; 64]); (len * std::mem::size_of::<T>()).div_ceil(64)];
+        transform_weights(pass, b, values(&mut gh));
+        Transformed { key, weights: weights.to_vec(), gh }
+    });
+    let r = f(values(&mut entry.gh));
+    TRANSFORMED.with(|t| {
+        let mut t = t.borrow_mut();
+        if entry.bytes() <= TRANSFORMED_KEEP {
+            while t.iter().map(Transformed::bytes).sum::<usize>() + entry.bytes() > TRANSFORMED_KEEP {
+                t.remove(0);
+            }
+            t.push(entry);
+        }
+    });
+    r
+}
+
+fn run_plan<T: Float, const L: usize, const R: usize, const B: usize>(
+    out: &mut Mat<T>,
+    accum: Accum,
+    pass: &Pass<'_, T>,
+    gh: &[T],
+    simd: Simd,
+) {
+    let (c_src, c_dst) = (pass.c_src, pass.c_dst);
+    let nb = c_dst.div_ceil(B);
     let mut bias = vec![T::ZERO; nb * B];
     if let Some(b) = pass.bias {
         bias[..c_dst].copy_from_slice(&b[..c_dst]);
@@ -812,6 +889,40 @@ mod tests {
                 assert_eq!(y[2 * i + j], want);
             }
         }
+    }
+
+    #[test]
+    fn transformed_weights_are_reused_only_for_the_same_weights_and_pass() {
+        let wg = Wino { src: (4, 4), dst: (4, 4), pad: (1, 1) };
+        let h = Mat::<f64>::zeros(1, 16 * 5);
+        let fresh = |pass: &Pass<'_, f64>| {
+            let mut gh = vec![f64::NAN; 16 * pass.c_dst.div_ceil(4) * 4 * pass.c_src];
+            transform_weights(pass, 4, &mut gh);
+            gh
+        };
+        let cached = |pass: &Pass<'_, f64>| with_transformed_weights(pass, 4, |gh| gh.to_vec());
+        let w: Vec<f64> = (0..5 * 3 * 9).map(|i| (0.37 * i as f64).sin()).collect();
+        let mut w2 = w.clone();
+        w2[5 * 3 * 9 - 1] += 1.0;
+        // Every pass after the first finds a kept entry of its shape; only equal weights, scale and direction
+        // may take it.
+        for (weights, scale, transposed) in
+            [(&w, 0.5, false), (&w, 0.5, false), (&w2, 0.5, false), (&w, 0.5, true), (&w, 2.0, false), (&w, 0.5, false)]
+        {
+            let pass = if transposed {
+                wg.transpose_pass(h.as_ref(), (5, 3), weights, scale)
+            } else {
+                wg.forward_pass(h.as_ref(), (5, 3), weights, scale, None)
+            };
+            assert_eq!(cached(&pass), fresh(&pass), "scale {scale}, transposed {transposed}");
+        }
+        // Layers too large to keep are transformed and dropped: the thread keeps at most TRANSFORMED_KEEP bytes.
+        let c = 300;
+        let big: Vec<f64> = vec![0.1; c * c * 9];
+        let hb = Mat::<f64>::zeros(1, 16 * c);
+        cached(&wg.forward_pass(hb.as_ref(), (c, c), &big, 1.0, None));
+        let kept = TRANSFORMED.with(|t| t.borrow().iter().map(Transformed::bytes).sum::<usize>());
+        assert!(kept <= TRANSFORMED_KEEP && kept > 0, "{kept} bytes kept");
     }
 
     #[test]
