@@ -133,7 +133,7 @@ def empirical_ntk(model, x1, x2=None, trace=True, precision="f64"):
     b1, s1 = examples_bytes(a, "x1", dtype)
     b2, s2 = examples_bytes(b, "x2", dtype) if b is not None else (None, None)
     data, rows, cols = m.empirical_ntk(b1, s1, b2, s2, bool(trace), single)
-    return matrix_from_bytes(data, rows, cols, np.float32 if single else np.float64)
+    return matrix_from_bytes(data, rows, cols, np.float32 if single else np.float64, "F")
 
 
 def hessian_eigs(model, x, y, k=5, loss="mse", precision="f64", max_iter=300, tol=1e-8, seed=0):

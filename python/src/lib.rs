@@ -40,8 +40,37 @@ fn examples(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<f64>, Op
     examples_of::<f64>(bytes, shape, what)
 }
 
-/// [`examples`] from raw native-endian values of T (float64 or float32 bytes).
+/// [`examples`] from raw native-endian values of T (float64 or float32 bytes), as a column-major matrix.
 fn examples_of<T: ntklab::net::Float>(bytes: &[u8], shape: &[usize], what: &str) -> PyResult<(Mat<T>, Option<Shape>)> {
+    let rows = example_rows::<T>(bytes, shape, what)?;
+    Ok((rows.to_mat(), rows.one))
+}
+
+/// Examples as the caller's row-major values (read in place when aligned, else copied), with the shape of one
+/// example (None for feature vectors).
+struct Rows<'a, T: Clone> {
+    vals: std::borrow::Cow<'a, [T]>,
+    n: usize,
+    d: usize,
+    one: Option<Shape>,
+}
+
+impl<T: ntklab::net::Float> Rows<'_, T> {
+    /// The N x d matrix over the values as they lie (row-major: the network's passes copy each slice of rows
+    /// into their own layout, so the whole batch is not transposed first).
+    fn view(&self) -> MatRef<'_, T> {
+        MatRef::from_row_major_slice(&self.vals, self.n, self.d)
+    }
+
+    /// The values as a column-major matrix.
+    fn to_mat(&self) -> Mat<T> {
+        ntklab::net::column_major(self.view())
+    }
+}
+
+/// The checks of [`examples`] on raw values of T: the shape (a batch axis and at least one more, none empty),
+/// the byte count, and the values read in place when `bytes` starts aligned.
+fn example_rows<'a, T: ntklab::net::Float>(bytes: &'a [u8], shape: &[usize], what: &str) -> PyResult<Rows<'a, T>> {
     if shape.len() < 2 {
         return Err(PyValueError::new_err(format!(
             "{what} must have a batch axis and at least one more (N x d, or N x H x W x C), got shape {shape:?}"
@@ -62,56 +91,58 @@ fn examples_of<T: ntklab::net::Float>(bytes: &[u8], shape: &[usize], what: &str)
     }
     let one = (shape.len() > 2).then(|| Shape::image(&shape[1..shape.len() - 1], shape[shape.len() - 1]));
     // The values in place when `bytes` starts aligned (always, for a Python bytes object's data), else copied.
-    let copied: Vec<T>;
-    let vals: &[T] = if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+    let vals: std::borrow::Cow<'a, [T]> = if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
         // SAFETY: n d values of T fill `bytes` exactly (checked above), aligned (checked here); T is f64 or f32
         // (`Float` is sealed), for which every bit pattern is a value.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), n * d) }
+        std::borrow::Cow::Borrowed(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), n * d) })
     } else {
         // SAFETY: as above; each read is within `bytes` and needs no alignment.
-        copied = (0..n * d).map(|i| unsafe { bytes.as_ptr().add(i * size).cast::<T>().read_unaligned() }).collect();
-        &copied
+        std::borrow::Cow::Owned(
+            (0..n * d).map(|i| unsafe { bytes.as_ptr().add(i * size).cast::<T>().read_unaligned() }).collect(),
+        )
     };
-    // Row-major values into a column-major matrix, eight rows at a time: their cache lines stay in L1 while the
-    // columns take eight values each (element by element, every read was a miss: 1-2 ms for a 256 x 768 batch).
-    let mut m = Mat::<T>::zeros(n, d);
-    for (b, rows) in vals.chunks(8 * d).enumerate() {
-        let r = rows.len() / d;
-        for j in 0..d {
-            let col = &mut m.col_as_slice_mut(j)[b * 8..b * 8 + r];
-            for (i, c) in col.iter_mut().enumerate() {
-                *c = rows[i * d + j];
-            }
-        }
-    }
-    Ok((m, one))
+    Ok(Rows { vals, n, d, one })
 }
 
 /// A matrix as a Python bytearray of row-major native-endian values of its own precision, written straight
-/// into the bytearray (numpy wraps it without a copy), in 32 x 32 tiles so the column-major reads stay in cache.
+/// into an uninitialized bytearray (numpy wraps it without a copy): row by row when its rows are contiguous
+/// (the transpose of a column-major matrix, see [`col_major_bytes`]), else in 32 x 32 tiles so the
+/// column-major reads stay in cache.
 fn to_bytearray<'py, T: KernelScalar>(py: Python<'py>, m: MatRef<'_, T>) -> PyResult<Bound<'py, PyByteArray>> {
     let size = std::mem::size_of::<T>();
     let (r, c) = (m.nrows(), m.ncols());
-    PyByteArray::new_with(py, r * c * size, |buf| {
-        const TILE: usize = 32;
-        for j0 in (0..c).step_by(TILE) {
-            for i0 in (0..r).step_by(TILE) {
-                for j in j0..(j0 + TILE).min(c) {
-                    for i in i0..(i0 + TILE).min(r) {
-                        let at = (i * c + j) * size;
-                        // Widening f32 to f64 and back is exact.
-                        let v = m[(i, j)].wide();
-                        if size == 4 {
-                            buf[at..at + 4].copy_from_slice(&(v as f32).to_ne_bytes());
-                        } else {
-                            buf[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-                        }
+    let len = r.checked_mul(c).and_then(|v| v.checked_mul(size));
+    let out = bytearray_uninit(py, len.unwrap_or(usize::MAX))?;
+    // SAFETY: the bytearray is new (no other reference to it exists yet) and holds r c size bytes; every byte
+    // is written below before Python sees it.
+    let buf = unsafe { std::slice::from_raw_parts_mut(out.data(), r * c * size) };
+    if m.col_stride() == 1 || c == 1 {
+        for (i, dst) in buf.chunks_exact_mut((c * size).max(1)).enumerate().take(r) {
+            // SAFETY: row i's c entries lie back to back (unit column stride), borrowed from m; T is f64 or f32,
+            // plain bytes without padding.
+            let row = unsafe { std::slice::from_raw_parts(m.ptr_at(i, 0).cast::<u8>(), c * size) };
+            dst.copy_from_slice(row);
+        }
+        return Ok(out);
+    }
+    const TILE: usize = 32;
+    for j0 in (0..c).step_by(TILE) {
+        for i0 in (0..r).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(c) {
+                for i in i0..(i0 + TILE).min(r) {
+                    let at = (i * c + j) * size;
+                    // Widening f32 to f64 and back is exact.
+                    let v = m[(i, j)].wide();
+                    if size == 4 {
+                        buf[at..at + 4].copy_from_slice(&(v as f32).to_ne_bytes());
+                    } else {
+                        buf[at..at + 8].copy_from_slice(&v.to_ne_bytes());
                     }
                 }
             }
         }
-        Ok(())
-    })
+    }
+    Ok(out)
 }
 
 /// A raw pointer that may cross to the worker thread of [`interruptible`].
@@ -261,10 +292,19 @@ enum Out {
 }
 
 impl Out {
+    /// Row-major bytes and the shape.
     fn into_py<'py>(self, py: Python<'py>) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
         match self {
             Out::F64(m) => Ok((to_bytearray(py, m.as_ref())?, m.nrows(), m.ncols())),
             Out::F32(m) => Ok((to_bytearray(py, m.as_ref())?, m.nrows(), m.ncols())),
+        }
+    }
+
+    /// Column-major bytes (a copy of each column) and the shape.
+    fn into_py_cols<'py>(self, py: Python<'py>) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
+        match self {
+            Out::F64(m) => Ok((col_major_bytes(py, m.as_ref())?, m.nrows(), m.ncols())),
+            Out::F32(m) => Ok((col_major_bytes(py, m.as_ref())?, m.nrows(), m.ncols())),
         }
     }
 }
@@ -280,19 +320,19 @@ impl Model {
 
     /// Examples checked against the network: feature vectors (N x d) or, for image networks, N x d or images of
     /// the network's input shape.
-    fn inputs(&self, bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Mat<f64>> {
-        let (m, one) = examples(bytes, shape, what)?;
-        self.check_shape(one, shape, what)?;
-        self.net.check_input(m.as_ref()).map_err(py_err)?;
-        Ok(m)
+    fn inputs<'a>(&self, bytes: &'a [u8], shape: &[usize], what: &str) -> PyResult<Rows<'a, f64>> {
+        let rows = example_rows(bytes, shape, what)?;
+        self.check_shape(rows.one.clone(), shape, what)?;
+        self.net.check_input(rows.view()).map_err(py_err)?;
+        Ok(rows)
     }
 
     /// [`Model::inputs`] from float32 bytes, for the f32 network (no float64 round trip).
-    fn inputs32(&self, bytes: &[u8], shape: &[usize], what: &str) -> PyResult<Mat<f32>> {
-        let (m, one) = examples_of::<f32>(bytes, shape, what)?;
-        self.check_shape(one, shape, what)?;
-        self.f32().check_input(m.as_ref()).map_err(py_err)?;
-        Ok(m)
+    fn inputs32<'a>(&self, bytes: &'a [u8], shape: &[usize], what: &str) -> PyResult<Rows<'a, f32>> {
+        let rows = example_rows(bytes, shape, what)?;
+        self.check_shape(rows.one.clone(), shape, what)?;
+        self.f32().check_input(rows.view()).map_err(py_err)?;
+        Ok(rows)
     }
 
     /// An image batch's example shape against the network's input shape.
@@ -381,8 +421,8 @@ impl Model {
         let net = &self.net;
         py.detach(|| -> ntklab::Result<Out> {
             match n32 {
-                Some(n32) => Ok(Out::F32(n32.forward(cast::<f64, f32>(xm.as_ref()).as_ref())?)),
-                None => Ok(Out::F64(net.forward(xm.as_ref())?)),
+                Some(n32) => Ok(Out::F32(n32.forward(cast::<f64, f32>(xm.view()).as_ref())?)),
+                None => Ok(Out::F64(net.forward(xm.view())?)),
             }
         })
         .map_err(py_err)?
@@ -433,7 +473,7 @@ impl Model {
         s.spatial.iter().copied().chain(std::iter::once(s.channels)).collect()
     }
 
-    /// Empirical NTK J(x1) J(x2)^T as row-major bytes (float64, or float32 with `f32`) and its shape: the trace
+    /// Empirical NTK J(x1) J(x2)^T as column-major bytes (float64, or float32 with `f32`) and its shape: the trace
     /// over outputs (N1 x N2), or every output block (`trace=False`: (N1 k) x (N2 k), row i k + a). The inputs
     /// are float64 bytes, or float32 bytes with `f32`.
     #[pyo3(signature = (x1, shape1, x2=None, shape2=None, trace=true, f32=false))]
@@ -457,14 +497,14 @@ impl Model {
             let a = self.inputs32(x1, &shape1, "x1")?;
             let b = x2.zip(shape2).map(|(b, s)| self.inputs32(b, &s, "x2")).transpose()?;
             let n32 = self.f32();
-            py.detach(|| n32.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs).map(Out::F32))
+            py.detach(|| n32.empirical_ntk(a.view(), b.as_ref().map(|m| m.view()), outputs).map(Out::F32))
         } else {
             let a = self.inputs(x1, &shape1, "x1")?;
             let b = x2.zip(shape2).map(|(b, s)| self.inputs(b, &s, "x2")).transpose()?;
             let net = &self.net;
-            py.detach(|| net.empirical_ntk(a.as_ref(), b.as_ref().map(|m| m.as_ref()), outputs).map(Out::F64))
+            py.detach(|| net.empirical_ntk(a.view(), b.as_ref().map(|m| m.view()), outputs).map(Out::F64))
         };
-        out.map_err(py_err)?.into_py(py)
+        out.map_err(py_err)?.into_py_cols(py)
     }
 
     /// The top-k eigenvalues of the loss Hessian at (x, y) by Lanczos on exact Hessian-vector products (as
@@ -487,7 +527,8 @@ impl Model {
         seed: u64,
     ) -> PyResult<(Vec<f64>, Vec<f64>, bool)> {
         let loss = Loss::parse(loss).map_err(py_err)?;
-        let xm = self.inputs(x, &shape, "x")?;
+        // Column-major once: Lanczos runs many passes over the same batch.
+        let xm = self.inputs(x, &shape, "x")?.to_mat();
         let (n, outputs) = (xm.nrows(), self.net.output_dim());
         let yv = f64_values(y, &yshape, "y")?;
         let ycols = if yshape.len() == 1 { 1 } else { yshape[1..].iter().product() };

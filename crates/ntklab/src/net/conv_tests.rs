@@ -143,6 +143,10 @@ fn repeated_empirical_ntks_equal_fresh_ones_bit_for_bit() {
                     // Slices are fixed by the lane width, not by the threads: one thread gives the same bits.
                     let single = one_thread.install(|| net.clone().empirical_ntk(x.as_ref(), x2, outputs).unwrap());
                     assert!(single == cold, "{s} {outputs:?}: one thread");
+                    // Rows stored back to back (how Python's arrays arrive) are copied slice by slice.
+                    let rows: Vec<f64> = (0..x.nrows()).flat_map(|i| (0..x.ncols()).map(move |j| x[(i, j)])).collect();
+                    let xr = MatRef::from_row_major_slice(&rows, x.nrows(), x.ncols());
+                    assert!(net.empirical_ntk(xr, x2, outputs).unwrap() == cold, "{s} {outputs:?}: row-major");
                 }
             }
         }

@@ -31,7 +31,7 @@ pub use entk::NtkOutputs;
 pub use io::{load_mlp, save_mlp, LoadOptions, ModelFormat, Precision};
 pub use network::{DenseParams, Mlp, Network};
 pub(crate) use ops::Pool;
-pub use ops::{cast, Float};
+pub use ops::{cast, column_major, Float};
 pub use rop::{check_hessian_job, LossCurvature, OutputCurvature};
 pub(crate) use tape::Caches;
 pub use tape::Tape;

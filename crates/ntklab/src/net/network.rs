@@ -309,8 +309,11 @@ impl<T: Float> Network<T> {
         // A pass without early exit over whole columns (vectorized; a search per value was not), then the first
         // bad value's place only in a column that has one.
         let finite = |c: &[T]| c.iter().fold(true, |ok, v| ok & v.wide().is_finite());
-        if x.row_stride() == 1 && (x.ncols() == 1 || x.col_stride() == x.nrows() as isize) {
-            // SAFETY: the nrows ncols entries lie back to back from the first (strides checked), borrowed from x.
+        let column_major = x.row_stride() == 1 && (x.ncols() == 1 || x.col_stride() == x.nrows() as isize);
+        let row_major = x.col_stride() == 1 && (x.nrows() == 1 || x.row_stride() == x.ncols() as isize);
+        if column_major || row_major {
+            // SAFETY: the nrows ncols entries lie back to back from the first, column after column or row after
+            // row (strides checked), borrowed from x.
             if finite(unsafe { std::slice::from_raw_parts(x.as_ptr(), x.nrows() * x.ncols()) }) {
                 return Ok(());
             }
@@ -479,6 +482,12 @@ mod tests {
             tall.as_mut().subrows_mut(2, 7).copy_from(&x);
             assert!(net.check_input(tall.as_ref().subrows(2, 7)).unwrap_err().to_string().contains(&want), "{want}");
             assert!(net.check_input(tall.as_ref().subrows(0, 2)).is_ok());
+            // Row-major storage (Python's arrays): one pass too, the same place named.
+            let rows: Vec<f64> = (0..7).flat_map(|r| (0..5).map(move |c| (r, c))).map(|(r, c)| x[(r, c)]).collect();
+            let xr = MatRef::from_row_major_slice(&rows, 7, 5);
+            assert!(net.check_input(xr).unwrap_err().to_string().contains(&want), "row-major {want}");
+            let fine: Vec<f64> = rows.iter().map(|v| if v.is_finite() { *v } else { 0.5 }).collect();
+            assert!(net.check_input(MatRef::from_row_major_slice(&fine, 7, 5)).is_ok());
         }
     }
 }

@@ -6,7 +6,7 @@
 use faer::{Mat, MatRef};
 
 use super::network::Network;
-use super::ops::{scale_in_place, Float, Pool};
+use super::ops::{copy_input, scale_in_place, Float, Pool};
 use crate::kernel::Op;
 use crate::layers;
 use crate::Result;
@@ -89,7 +89,7 @@ impl<T: Float> Network<T> {
         let mut slope: Vec<Option<Mat<T>>> = vec![None; nn];
         let mut curv: Vec<Option<Mat<T>>> = vec![None; nn];
         values[0] = pool.take(x.nrows(), x.ncols());
-        values[0].copy_from(x);
+        copy_input(values[0].as_mut(), x);
         // Take node u's value for a consumer v that overwrites it: moved when v is its last reader and no
         // later pass needs it, else copied.
         let take = |values: &mut Vec<Mat<T>>, u: usize, v: usize, pool: &mut Pool<T>| -> Mat<T> {
