@@ -127,6 +127,20 @@ fn empirical_ntk_and_jacobian_equal_explicit_jjt() {
 }
 
 #[test]
+fn conv_cases_reach_both_routes_of_dense_readouts() {
+    // The sliced empirical NTK puts small Dense readouts into J and wider ones through the Gram trick: the
+    // cases above (checked against explicit J J^T, bit-identity and the SIMD builds) must reach both.
+    let routes: Vec<bool> = cases()
+        .into_iter()
+        .flat_map(|(s, shape, p, alpha)| {
+            let net = cnn(s, &shape, p, alpha, 1);
+            net.dense.iter().filter(|d| d.filter.is_none()).map(super::entk_sliced::explicit).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(routes.contains(&true) && routes.contains(&false), "{routes:?}");
+}
+
+#[test]
 fn repeated_empirical_ntks_equal_fresh_ones_bit_for_bit() {
     // A network keeps its scratch matrices between calls, holding the previous call's values: every call must
     // equal that of a fresh copy (cloning drops the scratch) whatever ran before (other inputs, sizes, modes).

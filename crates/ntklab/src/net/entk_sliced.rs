@@ -44,12 +44,21 @@ struct Slice<'a, T: Float> {
     d: Vec<MatMut<'a, T>>,
 }
 
-/// Where each parameter node's share goes: a Conv node's column offset within J's output blocks, or a Dense
-/// node's index among the Dense nodes.
+/// Where each parameter node's share goes: its column offset within J's output blocks (Conv nodes, and Dense
+/// nodes with few parameters: [`explicit`]), or a Dense node's index among those that go by the Gram trick.
 #[derive(Clone, Copy)]
 enum Share {
-    Conv(usize),
+    Columns(usize),
     Dense(usize),
+}
+
+/// Whether a Dense node's Jacobian goes into J as explicit columns rather than by the Gram trick: when it has
+/// at most twice the parameters of the trick's two Gram factors (a readout to one or two outputs). Then J J^T
+/// takes its columns in the same product, where the trick's own products, one per factor and each at least
+/// N1 x N2, plus the Hadamard pass cost a fixed 80-140 us at N = 256 whatever the width (the 16 -> 1 readout
+/// of the small CNN: 2.5-4 % of its f32 empirical NTK).
+pub(super) fn explicit(dl: &super::DenseParams) -> bool {
+    dl.filter.is_none() && dl.num_params() <= 2 * (dl.n_in + dl.n_out)
 }
 
 /// Consecutive row blocks of `rows` rows (the last one possibly shorter).
@@ -83,7 +92,13 @@ impl<T: Float> Network<T> {
         let kept = self
             .dense
             .iter()
-            .map(|d| if d.filter.is_some() { k.saturating_mul(d.num_params()) } else { d.n_in + k * d.n_out })
+            .map(|d| {
+                if d.filter.is_some() || explicit(d) {
+                    k.saturating_mul(d.num_params())
+                } else {
+                    d.n_in + k * d.n_out
+                }
+            })
             .fold(0usize, |s, c| s.saturating_add(c.saturating_mul(n)));
         let widths = self.graph.nodes.iter().map(|v| v.width).fold(0usize, usize::saturating_add);
         let widest = self.graph.nodes.iter().map(|v| v.width).max().unwrap_or(0);
@@ -105,8 +120,8 @@ impl<T: Float> Network<T> {
         let mut shares = Vec::with_capacity(self.dense.len());
         let (mut pc, mut dense) = (0, Vec::new());
         for (l, dl) in self.dense.iter().enumerate() {
-            if dl.filter.is_some() {
-                shares.push(Share::Conv(pc));
+            if dl.filter.is_some() || explicit(dl) {
+                shares.push(Share::Columns(pc));
                 pc += dl.num_params();
             } else {
                 shares.push(Share::Dense(dense.len()));
@@ -201,10 +216,15 @@ impl<T: Float> Network<T> {
             let dl = &self.dense[l];
             let h = tape.values[self.graph.nodes[dl.node].inputs[0]].as_ref();
             match shares[l] {
-                Share::Conv(off) => {
+                Share::Columns(off) => {
                     for a in 0..k {
                         let ja = s.j.rb_mut().submatrix_mut(0, a * pc + off, m, dl.num_params());
-                        conv::jacobian_rows(self, l, h, d.as_ref().subrows(a * m, m), simd, ja);
+                        let da = d.as_ref().subrows(a * m, m);
+                        if dl.filter.is_some() {
+                            conv::jacobian_rows(self, l, h, da, simd, ja);
+                        } else {
+                            dense_jacobian_rows(dl, h, da, ja);
+                        }
                     }
                 }
                 Share::Dense(i) => {
@@ -217,5 +237,22 @@ impl<T: Float> Network<T> {
         });
         tape.recycle(pool);
         Ok(())
+    }
+}
+
+/// A Dense node's Jacobian rows for one output: `ja` (m x (n_in n_out + n_out)) gets column o n_in + i =
+/// w_mult D[:, o] H[:, i], then the bias columns b_mult D[:, o] (columns of J may come in any order: Theta
+/// sums over them).
+fn dense_jacobian_rows<T: Float>(dl: &super::DenseParams, h: MatRef<'_, T>, d: MatRef<'_, T>, mut ja: MatMut<'_, T>) {
+    let (wm, bm) = (T::of(dl.w_mult), T::of(dl.b_mult));
+    for o in 0..dl.n_out {
+        let dc = d.col(o);
+        for i in 0..dl.n_in {
+            let hc = h.col(i);
+            ja.rb_mut().col_mut(o * dl.n_in + i).iter_mut().enumerate().for_each(|(r, v)| *v = wm * dc[r] * hc[r]);
+        }
+        if dl.has_bias() {
+            ja.rb_mut().col_mut(dl.n_in * dl.n_out + o).iter_mut().enumerate().for_each(|(r, v)| *v = bm * dc[r]);
+        }
     }
 }
