@@ -7,7 +7,7 @@ use faer::Mat;
 use crate::kernel::compute::Stage;
 use crate::kernel::Activation;
 use crate::net::ops::{
-    col, flat_mut, for_each_col, for_each_col2, hadamard, hadamard_blocks, hadamard_into, Float, Pool,
+    col, flat_mut, for_each_col, for_each_col2, hadamard, hadamard_blocks, hadamard_into, wide, Float, Pool,
 };
 use crate::net::tape::Caches;
 
@@ -29,11 +29,13 @@ fn activate_in_place<T: Float>(z: &mut Mat<T>, a: &Activation, slope: Option<Mat
         match slope {
             Some(mut s) => {
                 if let (Some(zf), Some(sf)) = (flat_mut(z), flat_mut(&mut s)) {
-                    for (t, o) in zf.iter_mut().zip(sf.iter_mut()) {
-                        let (v, d) = f(*t);
-                        *t = v;
-                        *o = d;
-                    }
+                    wide(|| {
+                        for (t, o) in zf.iter_mut().zip(sf.iter_mut()) {
+                            let (v, d) = f(*t);
+                            *t = v;
+                            *o = d;
+                        }
+                    });
                     return Some(s);
                 }
                 for_each_col2(z, &mut s, |_, zc, sc| {

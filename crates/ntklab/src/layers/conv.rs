@@ -622,11 +622,13 @@ pub(crate) fn global_avg_pool<T: Float>(h: MatRef<'_, T>, p: usize, c: usize) ->
     let block = h.nrows() * c;
     if let (Some(hf), Some(zf)) = (crate::net::ops::flat(h), crate::net::ops::flat_mut(&mut z)) {
         // Columns back to back: position q's channels are one block of N C values, laid out as z's.
-        for hq in hf.chunks_exact(block) {
-            for (o, &x) in zf.iter_mut().zip(hq) {
-                *o += inv * x;
+        crate::net::ops::wide(|| {
+            for hq in hf.chunks_exact(block) {
+                for (o, &x) in zf.iter_mut().zip(hq) {
+                    *o += inv * x;
+                }
             }
-        }
+        });
         return z;
     }
     crate::net::ops::for_each_col(&mut z, |ch, o| {
@@ -651,11 +653,13 @@ pub(crate) fn global_avg_pool_transpose<T: Float>(
     let inv = T::of(1.0 / p as f64);
     let mut dh = pool.take(delta.nrows(), p * c);
     if let (Some(df), Some(hf)) = (crate::net::ops::flat(delta), crate::net::ops::flat_mut(&mut dh)) {
-        for hq in hf.chunks_exact_mut(df.len()) {
-            for (o, &x) in hq.iter_mut().zip(df) {
-                *o = inv * x;
+        crate::net::ops::wide(|| {
+            for hq in hf.chunks_exact_mut(df.len()) {
+                for (o, &x) in hq.iter_mut().zip(df) {
+                    *o = inv * x;
+                }
             }
-        }
+        });
         return dh;
     }
     crate::net::ops::for_each_col(&mut dh, |pc, o| {

@@ -314,7 +314,8 @@ impl<T: Float> Network<T> {
         if column_major || row_major {
             // SAFETY: the nrows ncols entries lie back to back from the first, column after column or row after
             // row (strides checked), borrowed from x.
-            if finite(unsafe { std::slice::from_raw_parts(x.as_ptr(), x.nrows() * x.ncols()) }) {
+            let all = unsafe { std::slice::from_raw_parts(x.as_ptr(), x.nrows() * x.ncols()) };
+            if super::ops::wide(|| finite(all)) {
                 return Ok(());
             }
         }
