@@ -180,16 +180,19 @@ pub(crate) fn syrk_lower<T: Float>(
         serially(|| gemm_lower(part.as_mut(), Accum::Replace, ai, ai.transpose(), alpha));
     });
     for (i, part) in parts.into_iter().enumerate() {
-        for c in 0..n {
-            let o =
-                &mut dst.rb_mut().col_mut(c).try_as_col_major_mut().expect("column-major output").as_slice_mut()[c..];
-            let x = &part.col_as_slice(c)[c..];
-            if i == 0 && accum == Accum::Replace {
-                o.copy_from_slice(x);
-            } else {
-                o.iter_mut().zip(x).for_each(|(o, &x)| *o += x);
+        wide(|| {
+            for c in 0..n {
+                let o =
+                    &mut dst.rb_mut().col_mut(c).try_as_col_major_mut().expect("column-major output").as_slice_mut()
+                        [c..];
+                let x = &part.col_as_slice(c)[c..];
+                if i == 0 && accum == Accum::Replace {
+                    o.copy_from_slice(x);
+                } else {
+                    o.iter_mut().zip(x).for_each(|(o, &x)| *o += x);
+                }
             }
-        }
+        });
         pool.give(part);
     }
 }
