@@ -125,7 +125,8 @@ def _precision(precision):
 def empirical_ntk(model, x1, x2=None, trace=True, precision="f64"):
     """The empirical NTK J(x1) J(x2)^T of a finite network, without forming J: N1 x N2 summed over outputs
     (``trace=True``), or every output block ((N1 k) x (N2 k), row i k + a). float64, or float32 computed in f32
-    lanes with ``precision='f32'``."""
+    lanes with ``precision='f32'``. The array is in Fortran order (the core writes it column by column), as
+    ``stax`` kernels are."""
     single = _precision(precision)
     m, (a, b) = _model_and_inputs(model, [x1, x2])
     # The f32 network takes float32 bytes (rounded by numpy, as the CLI's cast rounds them).

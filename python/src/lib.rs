@@ -421,7 +421,13 @@ impl Model {
         let net = &self.net;
         py.detach(|| -> ntklab::Result<Out> {
             match n32 {
-                Some(n32) => Ok(Out::F32(n32.forward(cast::<f64, f32>(xm.view()).as_ref())?)),
+                Some(n32) => {
+                    // Rounded as they lie (row-major), then read by the tape as any row-major input: a cast
+                    // through the view would read it column by column, with a stride of a whole row.
+                    let x32: Vec<f32> = xm.vals.iter().map(|&v| v as f32).collect();
+                    let view = MatRef::from_row_major_slice(&x32, xm.n, xm.d);
+                    Ok(Out::F32(n32.forward(view)?))
+                }
                 None => Ok(Out::F64(net.forward(xm.view())?)),
             }
         })

@@ -134,7 +134,12 @@ fn conv_cases_reach_both_routes_of_dense_readouts() {
         .into_iter()
         .flat_map(|(s, shape, p, alpha)| {
             let net = cnn(s, &shape, p, alpha, 1);
-            net.dense.iter().filter(|d| d.filter.is_none()).map(super::entk_sliced::explicit).collect::<Vec<_>>()
+            let k = net.output_dim();
+            net.dense
+                .iter()
+                .filter(|d| d.filter.is_none())
+                .map(|d| super::entk_sliced::explicit(d, k))
+                .collect::<Vec<_>>()
         })
         .collect();
     assert!(routes.contains(&true) && routes.contains(&false), "{routes:?}");

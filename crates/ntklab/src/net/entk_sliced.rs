@@ -7,9 +7,10 @@
 //! kernels (a slice stored column-major then already is their lane layout), through the forward pass, the
 //! reverse pass and the Jacobian blocks, on that thread and in cache. The slices leave
 //!
-//! * J (N x k P_c): every Conv node's explicit Jacobian (`layers::conv::jacobian_rows`), column block a for
-//!   output a, nodes in order within a block;
-//! * for each Dense node, its input H (N x n_in) and cotangents D (N x k n_out, column block a for output a);
+//! * J (N x k P_c): every Conv node's explicit Jacobian (`layers::conv::jacobian_rows`), and that of each Dense
+//!   node small enough to go this way ([`explicit`]), column block a for output a, nodes in order within a block;
+//! * for each other Dense node, its input H (N x n_in) and cotangents D (N x k n_out, column block a for output
+//!   a);
 //!
 //! and then Theta = J1 J2^T (Trace: one product, since sum_a J1_a J2_a^T is the product of the side-by-side
 //! blocks, split over pieces of J's columns when symmetric (`ops::syrk_lower`); Full: one GEMM per pair of output
@@ -52,13 +53,14 @@ enum Share {
     Dense(usize),
 }
 
-/// Whether a Dense node's Jacobian goes into J as explicit columns rather than by the Gram trick: when it has
-/// at most twice the parameters of the trick's two Gram factors (a readout to one or two outputs). Then J J^T
-/// takes its columns in the same product, where the trick's own products, one per factor and each at least
-/// N1 x N2, plus the Hadamard pass cost a fixed 80-140 us at N = 256 whatever the width (the 16 -> 1 readout
-/// of the small CNN: 2.5-4 % of its f32 empirical NTK).
-pub(super) fn explicit(dl: &super::DenseParams) -> bool {
-    dl.filter.is_none() && dl.num_params() <= 2 * (dl.n_in + dl.n_out)
+/// Whether a Dense node's Jacobian goes into J as explicit columns rather than by the Gram trick, for a network
+/// of k outputs: when its k blocks of columns (k (n_in n_out + n_out) values per example) are at most twice what
+/// the trick keeps (H and the k blocks of D: n_in + k n_out), as for a readout to one output, or to two from two
+/// features. J J^T then takes its columns in the same product, where the trick's own products, one per factor and
+/// each at least N1 x N2, plus the Hadamard pass cost a fixed 80-140 us at N = 256 (the small CNN's 16 -> 1
+/// readout: 2.5-4 % of its f32 empirical NTK); wider nodes, or more outputs, would multiply J's width.
+pub(super) fn explicit(dl: &super::DenseParams, k: usize) -> bool {
+    dl.filter.is_none() && k.saturating_mul(dl.num_params()) <= 2 * (dl.n_in + k.saturating_mul(dl.n_out))
 }
 
 /// Consecutive row blocks of `rows` rows (the last one possibly shorter).
@@ -93,7 +95,7 @@ impl<T: Float> Network<T> {
             .dense
             .iter()
             .map(|d| {
-                if d.filter.is_some() || explicit(d) {
+                if d.filter.is_some() || explicit(d, k) {
                     k.saturating_mul(d.num_params())
                 } else {
                     d.n_in + k * d.n_out
@@ -120,7 +122,7 @@ impl<T: Float> Network<T> {
         let mut shares = Vec::with_capacity(self.dense.len());
         let (mut pc, mut dense) = (0, Vec::new());
         for (l, dl) in self.dense.iter().enumerate() {
-            if dl.filter.is_some() || explicit(dl) {
+            if dl.filter.is_some() || explicit(dl, k) {
                 shares.push(Share::Columns(pc));
                 pc += dl.num_params();
             } else {
