@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from . import _core, predict, stax
-from ._arrays import examples_bytes, matrix_from_bytes
+from ._arrays import examples_bytes, is_torch, matrix_from_bytes, torch_numpy
 from ._core import Model, __version__
 from ._runs import Reproduction, TrainRun, experiment_config, experiments, run, train
 
@@ -42,14 +42,7 @@ def load(path, arch=None, parameterization=None, input_shape=None):
     return Model.load(os.fspath(path), arch, parameterization, input_shape)
 
 
-def _is_torch(obj):
-    return type(obj).__module__.split(".")[0] == "torch"
-
-
-def _torch_inputs(x):
-    """A torch tensor as numpy in ntklab's layout (channels last)."""
-    a = x.detach().cpu().double().numpy()
-    return np.moveaxis(a, 1, -1) if a.ndim > 2 else a
+_is_torch = is_torch
 
 
 def _shape_text(shape):
@@ -71,7 +64,7 @@ def _as_array(x):
     """None, a torch tensor (to ntklab's layout) or anything numpy reads."""
     if x is None:
         return None
-    return _torch_inputs(x) if _is_torch(x) else np.asarray(x)
+    return torch_numpy(x) if _is_torch(x) else np.asarray(x)
 
 
 def state_dict(model):
@@ -108,7 +101,7 @@ def _model_and_inputs(model, xs):
     if isinstance(model, Model):
         return model, arrays
     if isinstance(model, (str, bytes, os.PathLike)):
-        return load(model), arrays
+        return load(os.fsdecode(model)), arrays
     if _is_torch(model):
         shape = arrays[0].shape[1:] if arrays[0].ndim > 2 else None
         return from_torch(model, shape), arrays
@@ -134,7 +127,13 @@ def empirical_ntk(model, x1, x2=None, trace=True, precision="f64"):
     b1, s1 = examples_bytes(a, "x1", dtype)
     b2, s2 = examples_bytes(b, "x2", dtype) if b is not None else (None, None)
     data, rows, cols = m.empirical_ntk(b1, s1, b2, s2, bool(trace), single)
-    return matrix_from_bytes(data, rows, cols, np.float32 if single else np.float64, "F")
+    theta = matrix_from_bytes(data, rows, cols, np.float32 if single else np.float64, "F")
+    # O(N1 N2) against the call's O(N1 N2 P): the sum is finite unless an entry is not (or the sum overflows).
+    if not np.isfinite(theta.sum()) and not np.isfinite(theta).all():
+        i, j = (int(v) for v in np.argwhere(~np.isfinite(theta))[0])
+        raise ValueError(f"the empirical NTK overflowed ({theta[i, j]} at row {i}, column {j}): the network's "
+                         f"Jacobian on these inputs is too large for {'float32' if single else 'float64'}")
+    return theta
 
 
 def hessian_eigs(model, x, y, k=5, loss="mse", precision="f64", max_iter=300, tol=1e-8, seed=0):
@@ -142,6 +141,11 @@ def hessian_eigs(model, x, y, k=5, loss="mse", precision="f64", max_iter=300, to
     Hessian-vector products, as ``ntklab hessian`` computes them. ``loss``: 'mse', 'logistic' or
     'softmax_cross_entropy'. Raises RuntimeError if Lanczos did not converge to ``tol`` in ``max_iter`` steps."""
     single = _precision(precision)
+    for name, v in (("k", k), ("max_iter", max_iter), ("seed", seed)):
+        if int(v) < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if y is None:
+        raise TypeError("y must be an array of targets (N or N x k), got None")
     m, (a,) = _model_and_inputs(model, [x])
     bx, sx = examples_bytes(a, "x")
     yv = _as_array(y)

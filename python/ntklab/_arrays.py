@@ -10,14 +10,26 @@ def check_real(x, what):
         raise TypeError(f"{what} must hold real numbers (a float or integer dtype), got dtype {x.dtype}")
 
 
+def torch_numpy(x):
+    """A torch tensor as numpy, without importing torch: its own dtype (bool and complex stay so and are refused
+    by ``check_real``; bfloat16, which numpy lacks, as float32), spatial axes moved from torch's N x C x H x W
+    (N x C x W) to ntklab's channels-last layout."""
+    t = x.detach().cpu()
+    if str(t.dtype) == "torch.bfloat16":
+        t = t.float()
+    a = t.numpy()
+    return np.moveaxis(a, 1, -1) if a.ndim > 2 else a
+
+
+def is_torch(obj):
+    return type(obj).__module__.split(".")[0] == "torch"
+
+
 def examples_bytes(x, what, dtype=np.float64):
     """(bytes, shape) of ``x`` as C-order ``dtype`` (float64, or float32 for the f32 network), checked: at least
     2 axes, finite, real numbers."""
     if not isinstance(x, np.ndarray):
-        if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
-            x = x.detach().cpu().numpy()
-        else:
-            x = np.asarray(x)
+        x = torch_numpy(x) if is_torch(x) else np.asarray(x)
     check_real(x, what)
     if x.ndim < 2:
         raise ValueError(f"{what} must be N x d (or N x H x W x C), got shape {x.shape}")

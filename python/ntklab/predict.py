@@ -34,6 +34,18 @@ def _matrix(a, what):
     return a
 
 
+def _trace_axes(trace_axes, where):
+    """neural-tangents' trace_axes (an int or a sequence of ints): only the last axis is supported."""
+    axes = (trace_axes,) if isinstance(trace_axes, (int, np.integer)) else tuple(trace_axes)
+    if axes not in ((-1,), (1,)):
+        raise ValueError(f"{where}: only trace_axes=(-1,) (a kernel shared by all outputs) is supported")
+
+
+def _kernel_pair(k):
+    """Whether ``k`` carries both kernels (a ``stax`` kernel_fn result or neural-tangents' Kernel)."""
+    return getattr(k, "nngp", None) is not None and getattr(k, "ntk", None) is not None
+
+
 def _regularized(k, diag_reg, absolute):
     """neural-tangents' diagonal regularizer: k + diag_reg (trace(k)/N unless absolute) I."""
     if diag_reg == 0:
@@ -51,8 +63,7 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     k_test_train=None)``: train outputs at ``t`` (times of any shape, stacked in front), test outputs when
     ``fx_test_0`` and ``k_test_train`` (T x N) are given, or both as a tuple when both are requested.
     """
-    if tuple(trace_axes) not in ((-1,), (1,)):
-        raise ValueError("gradient_descent_mse: only trace_axes=(-1,) (a kernel shared by all outputs) is supported")
+    _trace_axes(trace_axes, "gradient_descent_mse")
     k = _regularized(_matrix(k_train_train, "k_train_train"), diag_reg, diag_reg_absolute_scale)
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"k_train_train must be N x N, got shape {k.shape}")
@@ -62,6 +73,8 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     if y2.ndim != 2 or y2.shape[0] != k.shape[0]:
         raise ValueError(f"y_train must be N or N x k with N = {k.shape[0]}, got shape {y.shape}")
     n, m = y2.shape
+    if n * m == 0:
+        raise ValueError(f"y_train has no targets (shape {y.shape})")
     lr = float(learning_rate)
     if not (lr > 0 and np.isfinite(lr)):
         raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
@@ -126,10 +139,11 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     covariance)`` when ``k_test_test`` is given; a named tuple for a tuple ``get``. The NTK covariance needs both
     kernels (Lee et al. 2019, eq. 16).
     """
-    if tuple(trace_axes) not in ((-1,), (1,)):
-        raise ValueError("gp_inference: only trace_axes=(-1,) (a kernel shared by all outputs) is supported")
+    _trace_axes(trace_axes, "gp_inference")
     y = _matrix(y_train, "y_train")
     y2 = y[:, None] if y.ndim == 1 else y
+    if y2.ndim != 2 or y2.size == 0:
+        raise ValueError(f"y_train must be N or N x k with N, k > 0, got shape {y.shape}")
     factors = {}
 
     def solve(g, b):
@@ -164,6 +178,11 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
             if k_test_test is None:
                 out[g] = mean
                 continue
+            if g == "ntk" and not (_kernel_pair(k_train_train) and _kernel_pair(k_test_train)
+                                   and getattr(k_test_test, "nngp", None) is not None):
+                # An array is the kernel `get` names; this covariance needs the NNGP beside the NTK.
+                raise ValueError("the NTK posterior covariance needs both NTK and NNGP kernels: pass kernel_fn "
+                                 "results (with .nngp and .ntk) as k_train_train, k_test_train and k_test_test")
             k_tt = _kernel(k_test_test, "nngp", "k_test_test")
             nngp_td = _kernel(k_test_train, "nngp", "k_test_train")
             if g == "nngp":

@@ -78,6 +78,8 @@ class Layer(tuple):
         def apply_fn(params, inputs, **kwargs):
             """The network's outputs on ``inputs`` (N x k numpy float64; ``precision='f32'`` for f32 lanes)."""
             precision = kwargs.pop("precision", "f64")
+            # neural-tangents passes a PRNG key for stochastic layers (Dropout); ntklab's layers draw nothing.
+            kwargs.pop("rng", None)
             if kwargs:
                 raise TypeError(f"apply_fn: unsupported arguments {sorted(kwargs)}")
             if precision not in ("f64", "f32"):
@@ -101,6 +103,10 @@ def _seed(rng):
         if rng < 0:
             raise ValueError(f"a seed must be >= 0, got {rng}")
         return int(rng) % (1 << 64)
+    if "key" in str(getattr(rng, "dtype", "")):  # a typed JAX key (jax.random.key): its words
+        import jax
+
+        rng = jax.random.key_data(rng)
     words = np.asarray(rng).astype(np.uint64).ravel()
     seed = 0
     for w in words:
@@ -205,6 +211,13 @@ def _as_layer(l, where):
 # ---- linear layers -----------------------------------------------------------------------------------------
 
 
+def _count(v, name):
+    """A positive integer argument (a width or channel count), refusing fractions rather than truncating them."""
+    if isinstance(v, (bool, np.bool_)) or not float(v).is_integer() or int(v) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
 def _stds(W_std, b_std):
     s = f"w_std={_num(W_std)}"
     if b_std is not None:
@@ -217,7 +230,7 @@ def Dense(out_dim, W_std=1.0, b_std=None, batch_axis=0, channel_axis=-1, paramet
     if batch_axis != 0 or channel_axis != -1:
         raise ValueError("Dense: only batch_axis=0 and channel_axis=-1 are supported")
     p = _check_parameterization(parameterization)
-    return _layer(f"dense({int(out_dim)},{_stds(W_std, b_std)})", "Dense", p)
+    return _layer(f"dense({_count(out_dim, 'out_dim')},{_stds(W_std, b_std)})", "Dense", p)
 
 
 def _shape_arg(v, name):
@@ -225,6 +238,15 @@ def _shape_arg(v, name):
     if not v or any(s < 1 for s in v):
         raise ValueError(f"{name} must be positive integers, got {v}")
     return "x".join(str(s) for s in v)
+
+
+def _window_strides(window, strides, name):
+    """The strides of a window (ones by default), one per window axis as neural-tangents requires."""
+    if strides is None:
+        return (1,) * len(tuple(window))
+    if len(tuple(strides)) != len(tuple(window)):
+        raise ValueError(f"{name}: strides {tuple(strides)} must have one entry per window axis {tuple(window)}")
+    return strides
 
 
 def _padding(padding, allowed):
@@ -240,8 +262,8 @@ def Conv(out_chan, filter_shape, strides=None, padding="VALID", W_std=1.0, b_std
     if dimension_numbers not in (None, ("NHWC", "HWIO", "NHWC"), ("NWC", "WIO", "NWC")):
         raise ValueError("Conv: only NHWC / NWC inputs are supported (dimension_numbers=None)")
     p = _check_parameterization(parameterization)
-    strides = strides if strides is not None else (1,) * len(filter_shape)
-    op = (f"conv({int(out_chan)},{_shape_arg(filter_shape, 'filter_shape')},stride={_shape_arg(strides, 'strides')},"
+    strides = _window_strides(filter_shape, strides, "Conv")
+    op = (f"conv({_count(out_chan, 'out_chan')},{_shape_arg(filter_shape, 'filter_shape')},stride={_shape_arg(strides, 'strides')},"
           f"padding={_padding(padding, ('VALID', 'SAME', 'CIRCULAR'))},{_stds(W_std, b_std)})")
     return _layer(op, "Conv", p)
 
@@ -252,7 +274,7 @@ def AvgPool(window_shape, strides=None, padding="VALID", normalize_edges=False, 
         raise ValueError("AvgPool: normalize_edges=True is not supported")
     if batch_axis != 0 or channel_axis != -1:
         raise ValueError("AvgPool: only batch_axis=0 and channel_axis=-1 are supported")
-    strides = strides if strides is not None else (1,) * len(window_shape)
+    strides = _window_strides(window_shape, strides, "AvgPool")
     op = (f"avg_pool({_shape_arg(window_shape, 'window_shape')},stride={_shape_arg(strides, 'strides')},"
           f"padding={_padding(padding, ('VALID', 'SAME'))})")
     return _layer(op, "AvgPool")
@@ -275,66 +297,74 @@ def Flatten(batch_axis=0, batch_axis_out=0):
 # ---- activations -------------------------------------------------------------------------------------------
 
 
-def _no_stabilize(do_stabilize, name):
-    if do_stabilize:
-        raise ValueError(f"{name}: do_stabilize is not needed here (the duals are evaluated stably); leave it False")
+# neural-tangents' do_stabilize rescales the arccos duals' arguments for float32 stability; ntklab's duals are
+# evaluated stably whatever it says, so the flag is accepted and has no effect.
 
 
 def Relu(do_stabilize=False):
-    _no_stabilize(do_stabilize, "Relu")
+    """max(x, 0) (arc-cosine dual of degree 1). ``do_stabilize`` is accepted for compatibility; no effect."""
     return _layer("relu", "Relu")
 
 
 def LeakyRelu(alpha, do_stabilize=False):
-    _no_stabilize(do_stabilize, "LeakyRelu")
+    """max(x, alpha x). ``do_stabilize`` is accepted for compatibility; no effect."""
     return _layer(f"leaky_relu(a={_num(alpha)})", "LeakyRelu")
 
 
 def ABRelu(a, b, do_stabilize=False):
-    _no_stabilize(do_stabilize, "ABRelu")
+    """a min(x, 0) + b max(x, 0). ``do_stabilize`` is accepted for compatibility; no effect."""
     return _layer(f"abrelu(a={_num(a)},b={_num(b)})", "ABRelu")
 
 
 def Abs(do_stabilize=False):
-    _no_stabilize(do_stabilize, "Abs")
+    """|x|. ``do_stabilize`` is accepted for compatibility; no effect."""
     return _layer("abs", "Abs")
 
 
 def Erf(a=1.0, b=1.0, c=0.0):
+    """a erf(b x) + c."""
     return _layer(f"erf(a={_num(a)},b={_num(b)},c={_num(c)})", "Erf")
 
 
 def Sigmoid_like():
+    """erf(x / 2.4020563531719796) / 2 + 1/2, neural-tangents' erf stand-in for the logistic sigmoid."""
     return _layer("sigmoid_like", "Sigmoid_like")
 
 
 def Gelu(approximate=False):
+    """x Phi(x) (the exact Gelu; ``approximate=True``, the tanh form, is not available)."""
     if approximate:
         raise ValueError("Gelu: only the exact Gelu (approximate=False) is available")
     return _layer("gelu", "Gelu")
 
 
 def Sin(a=1.0, b=1.0, c=0.0):
+    """a sin(b x + c)."""
     return _layer(f"sin(a={_num(a)},b={_num(b)},c={_num(c)})", "Sin")
 
 
 def Cos(a=1.0, b=1.0, c=0.0):
+    """a cos(b x + c)."""
     return _layer(f"cos(a={_num(a)},b={_num(b)},c={_num(c)})", "Cos")
 
 
 def Rbf(gamma=1.0):
+    """sqrt(2) sin(sqrt(2 gamma) x + pi/4), neural-tangents' Rbf (its NNGP is RBF-like, exp(-gamma |x - x'|^2))."""
     return _layer(f"rbf(gamma={_num(gamma)})", "Rbf")
 
 
 def Exp(a=1.0, b=1.0):
+    """a exp(b x)."""
     return _layer(f"exp(a={_num(a)},b={_num(b)})", "Exp")
 
 
 def Monomial(degree):
+    """x^degree (a non-negative integer degree)."""
     return _layer(f"monomial(k={_num(degree)})", "Monomial")
 
 
 def Sign():
+    """sign(x)."""
     return _layer("sign", "Sign")
 
 

@@ -91,6 +91,17 @@ def test_model_properties_and_errors(models):
         ntklab.hessian_eigs(m, np.ones((3, 5)), np.ones((3, 2)), k=5, max_iter=3)
     with pytest.raises(TypeError, match="model must be"):
         ntklab.empirical_ntk(42, np.ones((3, 5)))
+    for bad in ({"k": -1}, {"seed": -1}, {"max_iter": -1}):
+        with pytest.raises(ValueError, match=">= 0"):
+            ntklab.hessian_eigs(m, np.ones((3, 5)), np.ones((3, 2)), **bad)
+    with pytest.raises(TypeError, match="targets"):
+        ntklab.hessian_eigs(m, np.ones((3, 5)), None)
+    # A bytes path is a path.
+    x = np.linspace(-1, 1, 15).reshape(3, 5)
+    assert np.array_equal(ntklab.empirical_ntk(os.fsencode(mlp), x), ntklab.empirical_ntk(m, x))
+    # A Jacobian past float64's range is an error, not a kernel of inf.
+    with pytest.raises(ValueError, match="overflowed|not finite"):
+        ntklab.empirical_ntk(m, np.full((2, 5), 1e300))
     with pytest.raises(ValueError):
         ntklab.load(os.path.join(os.path.dirname(mlp), "missing.safetensors"))
 
@@ -150,6 +161,29 @@ def test_torch_cnn_takes_nchw_tensors():
     j = torch_jacobian(model, x)
     got = ntklab.empirical_ntk(model, x, trace=False)
     assert np.abs(got - j @ j.T).max() <= 1e-12 * np.abs(j @ j.T).max()
+
+
+def test_torch_tensors_are_checked_and_read_as_nchw_everywhere():
+    torch = pytest.importorskip("torch")
+    from ntklab import stax
+
+    # stax functions read a torch image tensor in torch's layout, as empirical_ntk does.
+    init_fn, apply_fn, kernel_fn = stax.serial(stax.Conv(3, (2, 2)), stax.Relu(), stax.Flatten(), stax.Dense(1))
+    x = np.random.default_rng(0).standard_normal((4, 5, 6, 2))  # N H W C
+    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))  # N C H W
+    assert np.array_equal(kernel_fn(t).ntk, kernel_fn(x).ntk)
+    _, params = init_fn(0, (-1, 5, 6, 2))
+    assert np.array_equal(apply_fn(params, t), apply_fn(params, x))
+    assert np.array_equal(ntklab.empirical_ntk(params, t), ntklab.empirical_ntk(params, x))
+    # Not real numbers: refused as numpy arrays of those dtypes are.
+    m = ntklab.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 1)))
+    for dtype in (torch.bool, torch.complex64):
+        with pytest.raises(TypeError, match="real numbers"):
+            ntklab.empirical_ntk(m, torch.ones(2, 3, dtype=dtype))
+        with pytest.raises(TypeError, match="real numbers"):
+            kernel_fn(torch.ones(2, 2, 5, 6, dtype=dtype))
+    b = torch.linspace(-1, 1, 6, dtype=torch.bfloat16).reshape(2, 3)
+    assert np.array_equal(ntklab.empirical_ntk(m, b), ntklab.empirical_ntk(m, b.float().numpy()))
 
 
 def test_torch_unsupported_layers_are_named():

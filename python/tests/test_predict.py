@@ -107,8 +107,31 @@ def test_gp_inference_errors():
         predict.gp_inference(-np.eye(3), np.ones(3))("nngp", np.ones((2, 3)))
     with pytest.raises(ValueError, match="get must be"):
         predict.gp_inference(np.eye(3), np.ones(3))("gp", np.ones((2, 3)))
-    with pytest.raises(ValueError, match="no 'nngp' kernel"):
-        from collections import namedtuple
+    from collections import namedtuple
 
-        K = namedtuple("K", "nngp ntk")
+    K = namedtuple("K", "nngp ntk")
+    with pytest.raises(ValueError, match="needs both NTK and NNGP"):
         predict.gp_inference(K(None, np.eye(3)), np.ones(3))("ntk", K(None, np.ones((2, 3))), K(None, np.eye(2)))
+    with pytest.raises(ValueError, match="no 'nngp' kernel"):
+        predict.gp_inference(K(None, np.eye(3)), np.ones(3))("nngp", K(None, np.ones((2, 3))))
+
+
+def test_gp_inference_arrays_stand_for_the_kernel_asked_for():
+    # An array is the kernel `get` names: enough for means and the NNGP covariance; the NTK covariance also
+    # needs the NNGP kernels, which arrays cannot carry (neural-tangents refuses it too).
+    k_dd, k_td = fx("cnn_gap_ntk"), fx("cnn_gap_ntk12").T
+    y = fx("gp_y")
+    fn = predict.gp_inference(k_dd, y, diag_reg=1e-4)
+    mean = fn("ntk", k_td)
+    want = k_td @ np.linalg.solve(k_dd + 1e-4 * np.trace(k_dd) / 4 * np.eye(4), y)
+    assert np.abs(mean - want).max() <= 1e-10 * np.abs(want).max()
+    with pytest.raises(ValueError, match="needs both NTK and NNGP"):
+        fn("ntk", k_td, np.eye(k_td.shape[0]))
+    # neural-tangents' int trace_axes.
+    assert np.array_equal(predict.gp_inference(k_dd, y, diag_reg=1e-4, trace_axes=-1)("ntk", k_td), mean)
+    gd = predict.gradient_descent_mse(k_dd, y, trace_axes=-1)
+    assert np.abs(gd(None) - y).max() <= 1e-8 * np.abs(y).max()
+    with pytest.raises(ValueError, match="no targets"):
+        predict.gradient_descent_mse(np.zeros((0, 0)), np.zeros((0, 1)))
+    with pytest.raises(ValueError, match="trace_axes"):
+        predict.gp_inference(k_dd, y, trace_axes=0)

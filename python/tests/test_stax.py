@@ -125,6 +125,30 @@ def test_errors_name_the_problem():
         stax.serial(stax.Conv(2, (3, 3)), stax.Flatten(), stax.Dense(1))[2](x)
     with pytest.raises(ValueError, match="input_shape"):
         stax.Dense(3)[0](0, (3,))
+    # Fractional widths and strides of the wrong length are refused, not truncated or repeated.
+    with pytest.raises(ValueError, match="out_dim must be a positive integer"):
+        stax.Dense(2.5)
+    with pytest.raises(ValueError, match="out_chan must be a positive integer"):
+        stax.Conv(0, (3, 3))
+    with pytest.raises(ValueError, match="one entry per window axis"):
+        stax.Conv(2, (3, 3), strides=(2,))
+    with pytest.raises(ValueError, match="one entry per window axis"):
+        stax.AvgPool((2, 2), strides=(2, 2, 2))
+
+
+def test_neural_tangents_arguments_that_change_nothing_here():
+    # do_stabilize (neural-tangents' float32 rescaling of the arccos duals) and apply_fn's rng (for stochastic
+    # layers) are accepted, and give the same values as without them.
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    plain = stax.serial(stax.Dense(5, b_std=0.1), stax.Relu(), stax.Dense(3), stax.LeakyRelu(0.1),
+                        stax.Dense(3), stax.ABRelu(-0.5, 1.0), stax.Dense(3), stax.Abs(), stax.Dense(1))
+    flagged = stax.serial(stax.Dense(5, b_std=0.1), stax.Relu(do_stabilize=True), stax.Dense(3),
+                          stax.LeakyRelu(0.1, do_stabilize=True), stax.Dense(3),
+                          stax.ABRelu(-0.5, 1.0, do_stabilize=True), stax.Dense(3), stax.Abs(do_stabilize=True),
+                          stax.Dense(1))
+    assert np.array_equal(plain[2](x).ntk, flagged[2](x).ntk)
+    _, params = plain[0](3, (-1, 4))
+    assert np.array_equal(plain[1](params, x, rng=np.array([0, 1], dtype=np.uint32)), plain[1](params, x))
 
 
 @pytest.mark.skipif(not os.path.exists(CLI), reason=f"no CLI binary at {CLI} (cargo build --release)")
