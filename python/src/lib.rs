@@ -17,8 +17,8 @@ use ntklab::kernel::compute::KernelScalar;
 use ntklab::kernel::{Architecture, Parameterization, Shape};
 use ntklab::net::{cast, load_mlp, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs};
 use ntklab::predict::{gp_posterior, LinearizedDynamics, Time};
-use ntklab::runs::Watch;
-use ntklab::spectrum::{lanczos, LanczosOptions, Which};
+use ntklab::runs::{no_progress, OnProgress, Watch};
+use ntklab::spectrum::{lanczos_watched, LanczosOptions, Which};
 use ntklab::train::loss::Loss;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -498,19 +498,40 @@ impl Model {
             return Err(PyValueError::new_err("x2 and shape2 go together"));
         }
         let outputs = if trace { NtkOutputs::Trace } else { NtkOutputs::Full };
+        // A call of a few milliseconds runs on this thread (Ctrl-C is then seen as it returns): `interruptible`'s
+        // worker thread costs about 0.3 ms a call (4 % of the small CNN's f32 kernel). The J J^T products set the
+        // scale: past ~1e9 multiply-adds (tens of milliseconds) a call can be stopped between units of work.
+        let n1 = shape1.first().copied().unwrap_or(0);
+        let n2 = shape2.as_ref().and_then(|s| s.first().copied()).unwrap_or(n1);
+        let blocks = if trace { 1 } else { self.net.output_dim().pow(2) };
+        let long = (n1 as f64) * (n2 as f64) * (self.net.num_params() as f64) * (blocks as f64) > 1e9;
         let out = if f32 {
             // float32 bytes: the f32 network reads them as they are.
             let a = self.inputs32(x1, &shape1, "x1")?;
             let b = x2.zip(shape2).map(|(b, s)| self.inputs32(b, &s, "x2")).transpose()?;
             let n32 = self.f32();
-            py.detach(|| n32.empirical_ntk(a.view(), b.as_ref().map(|m| m.view()), outputs).map(Out::F32))
+            let run = |on: OnProgress<'_>| {
+                n32.empirical_ntk_watched(a.view(), b.as_ref().map(|m| m.view()), outputs, on).map(Out::F32)
+            };
+            if long {
+                interruptible(py, |stop| run(&|d, t| stop.progress(d, t)))
+            } else {
+                py.detach(|| run(&no_progress)).map_err(py_err)
+            }
         } else {
             let a = self.inputs(x1, &shape1, "x1")?;
             let b = x2.zip(shape2).map(|(b, s)| self.inputs(b, &s, "x2")).transpose()?;
             let net = &self.net;
-            py.detach(|| net.empirical_ntk(a.view(), b.as_ref().map(|m| m.view()), outputs).map(Out::F64))
+            let run = |on: OnProgress<'_>| {
+                net.empirical_ntk_watched(a.view(), b.as_ref().map(|m| m.view()), outputs, on).map(Out::F64)
+            };
+            if long {
+                interruptible(py, |stop| run(&|d, t| stop.progress(d, t)))
+            } else {
+                py.detach(|| run(&no_progress)).map_err(py_err)
+            }
         };
-        out.map_err(py_err)?.into_py_cols(py)
+        out?.into_py_cols(py)
     }
 
     /// The top-k eigenvalues of the loss Hessian at (x, y) by Lanczos on exact Hessian-vector products (as
@@ -552,20 +573,20 @@ impl Model {
         let opts = LanczosOptions::new(k).which(Which::LargestAlgebraic).max_iter(max_iter).tol(tol).seed(seed);
         let n32 = if f32 { Some(self.f32()) } else { None };
         let net = &self.net;
-        let r = py
-            .detach(|| -> ntklab::Result<_> {
-                if let Some(n32) = n32 {
-                    let x32 = cast::<f64, f32>(xm.as_ref());
-                    let lc = LossCurvature::new(n32, x32.as_ref(), ym.as_ref(), loss)?;
-                    let r = lanczos(&lc.hessian_op(), &opts);
-                    r
-                } else {
-                    let lc = LossCurvature::new(net, xm.as_ref(), ym.as_ref(), loss)?;
-                    let r = lanczos(&lc.hessian_op(), &opts);
-                    r
-                }
-            })
-            .map_err(py_err)?;
+        // Stoppable between Lanczos steps (each one Hessian-vector product).
+        let r = interruptible(py, |stop| {
+            let on = |d, t| stop.progress(d, t);
+            if let Some(n32) = n32 {
+                let x32 = cast::<f64, f32>(xm.as_ref());
+                let lc = LossCurvature::new(n32, x32.as_ref(), ym.as_ref(), loss)?;
+                let r = lanczos_watched(&lc.hessian_op(), &opts, &on);
+                r
+            } else {
+                let lc = LossCurvature::new(net, xm.as_ref(), ym.as_ref(), loss)?;
+                let r = lanczos_watched(&lc.hessian_op(), &opts, &on);
+                r
+            }
+        })?;
         if r.values.iter().any(|v| !v.is_finite()) {
             return Err(PyValueError::new_err(
                 "the Hessian is not finite at this model (its outputs overflow, as after a diverged run)",
@@ -674,7 +695,8 @@ fn gp<'py>(
 }
 
 /// Tells a long computation to stop: set by [`interruptible`] when a Python signal handler raised (Ctrl-C), read
-/// by the computation between units of work (training steps, reproduction steps, kernel tiles and rows).
+/// by the computation between units of work (training steps, reproduction steps, kernel tiles and rows, the
+/// empirical NTK's slices and Gram products, Lanczos steps).
 #[derive(Default)]
 struct Stop(AtomicBool);
 

@@ -251,3 +251,38 @@ def test_ctrl_c_stops_a_long_kernel():
     p = subprocess.run([sys.executable, "-c", RESTORE_SIGINT + textwrap.dedent(script)], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0 and p.stdout.split() == ["interrupted", "True"], p.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGALRM timer")
+def test_ctrl_c_stops_empirical_ntks_and_hessian_eigs():
+    # Uninterrupted, the calls take 6 s, 11 s and 14 s here (all output blocks of a 10-output MLP and of a CNN,
+    # whose Jacobian slices come first; 100 Lanczos steps with tol 0); a timer sends SIGINT 0.3 s into each. Each
+    # must end with KeyboardInterrupt within 3 s (an interrupt raised only after the work finished would take
+    # longer), and the process stays usable: small results right after equal fresh ones.
+    script = """
+        import signal, time, numpy as np
+        import ntklab
+        from ntklab import stax
+        rng = np.random.default_rng(0)
+        mlp = stax.serial(stax.Dense(512), stax.Relu(), stax.Dense(512), stax.Relu(), stax.Dense(10))[0](0, (-1, 32))[1]
+        cnn = stax.serial(stax.Conv(16, (3, 3), padding="SAME"), stax.Relu(), stax.Conv(16, (3, 3), padding="SAME"),
+                          stax.Relu(), stax.GlobalAvgPool(), stax.Dense(10))[0](1, (-1, 16, 16, 3))[1]
+        xm, xc = rng.standard_normal((1000, 32)), rng.standard_normal((1500, 16, 16, 3))
+        calls = [lambda: ntklab.empirical_ntk(mlp, xm, trace=False),
+                 lambda: ntklab.empirical_ntk(cnn, xc, trace=False, precision="f32"),
+                 lambda: ntklab.hessian_eigs(mlp, xm, rng.standard_normal((1000, 10)), k=20, max_iter=100, tol=0.0)]
+        signal.signal(signal.SIGALRM, lambda *a: signal.raise_signal(signal.SIGINT))
+        for call in calls:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            t0 = time.perf_counter()
+            try:
+                call()
+                print("finished")
+            except KeyboardInterrupt:
+                print("interrupted" if time.perf_counter() - t0 < 3 else "late")
+        small = ntklab.empirical_ntk(cnn, xc[:3])
+        print(bool(np.array_equal(small, ntklab.empirical_ntk(cnn, xc[:3].copy()))))
+        """
+    p = subprocess.run([sys.executable, "-c", RESTORE_SIGINT + textwrap.dedent(script)], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0 and p.stdout.split() == ["interrupted"] * 3 + ["True"], (p.stdout, p.stderr)

@@ -337,3 +337,43 @@ fn image_inputs_are_checked() {
     let e = Mlp::init_for(&a, &Shape::image(&[5, 5], 1), 1.0, 0).unwrap_err().to_string();
     assert!(e.contains("node `c`") && e.contains("5 x 5 x 3") && e.contains("3 x 3 x 2"), "{e}");
 }
+
+#[test]
+fn a_watched_empirical_ntk_stops_when_told_and_otherwise_equals_the_plain_one() {
+    use crate::Error;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A dense net (Gram-trick shares only) and a conv net (slices, explicit columns and Dense shares).
+    let dense = net("dense(6,b_std=0.3),tanh,dense(5),relu,dense(3)", Parameterization::Ntk, 4, 1.0, 2);
+    let shape = Shape::image(&[5, 4], 24);
+    let conv = cnn(CNN_WIDE, &shape, Parameterization::Ntk, 1.0, 3);
+    for (what, n, d) in [("dense", &dense, 4), ("conv", &conv, shape.size())] {
+        let (x1, x2) = (gaussian(21, d, 4), gaussian(9, d, 5));
+        for outputs in [NtkOutputs::Trace, NtkOutputs::Full] {
+            for x2 in [None, Some(x2.as_ref())] {
+                let plain = n.empirical_ntk(x1.as_ref(), x2, outputs).unwrap();
+                let calls = AtomicUsize::new(0);
+                let counted = |_: usize, _: usize| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                };
+                let watched = n.empirical_ntk_watched(x1.as_ref(), x2, outputs, &counted).unwrap();
+                assert_eq!(watched, plain, "{what} {outputs:?}");
+                let total = calls.load(Ordering::Relaxed);
+                assert!(total >= 2, "{what} {outputs:?}: {total} calls");
+                // Stopped at the first, a middle and the last unit: the error comes back, whatever the phase.
+                for stop_at in [0, total / 2, total - 1] {
+                    let seen = AtomicUsize::new(0);
+                    let stop = |_: usize, _: usize| {
+                        if seen.fetch_add(1, Ordering::Relaxed) >= stop_at {
+                            Err(Error::Cancelled)
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    let r = n.empirical_ntk_watched(x1.as_ref(), x2, outputs, &stop);
+                    assert!(matches!(r, Err(Error::Cancelled)), "{what} {outputs:?} stopped at {stop_at}: {r:?}");
+                }
+            }
+        }
+    }
+}

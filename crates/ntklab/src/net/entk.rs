@@ -13,6 +13,7 @@ use super::network::Network;
 use super::ops::{col, for_each_col, gemm, mirror_lower, syrk_lower, Float, Pool};
 use super::tape::{Caches, Tape};
 use crate::kernel::compute::{simd_level, Simd};
+use crate::runs::{no_progress, OnProgress};
 use crate::Result;
 
 /// Which empirical NTK to return for a k-output network.
@@ -40,6 +41,19 @@ impl<T: Float> Network<T> {
     /// Empirical NTK Theta(X1, X2) = J(X1) J(X2)^T (X2 = None: X1 with itself, exploiting symmetry), by the
     /// per-Dense-node formula sum_l (D_l D_l^T) ⊙ (w_mult^2 H_u H_u^T + b_mult^2); N1 x N2 or (N1 k) x (N2 k).
     pub fn empirical_ntk(&self, x1: MatRef<'_, T>, x2: Option<MatRef<'_, T>>, outputs: NtkOutputs) -> Result<Mat<T>> {
+        self.empirical_ntk_watched(x1, x2, outputs, &no_progress)
+    }
+
+    /// [`Network::empirical_ntk`], calling `on(done, total)` between units of work (slices of examples, then
+    /// each Dense node's share and, with all output blocks, each block's products; counts are per phase): an
+    /// error from it (normally [`crate::Error::Cancelled`]) stops the work there and is returned.
+    pub fn empirical_ntk_watched(
+        &self,
+        x1: MatRef<'_, T>,
+        x2: Option<MatRef<'_, T>>,
+        outputs: NtkOutputs,
+        on: OnProgress<'_>,
+    ) -> Result<Mat<T>> {
         // Peak: the accumulator, the D D^T product and the Gram matrix, plus (cross case) the tapes and stacks.
         let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |x| x.nrows()));
         let k = if outputs == NtkOutputs::Full { self.output_dim() } else { 1 };
@@ -66,27 +80,37 @@ impl<T: Float> Network<T> {
         }
         self.scratch.with(|pool| {
             if self.has_conv() {
-                return self.empirical_ntk_sliced(x1, x2, outputs, pool);
+                return self.empirical_ntk_sliced(x1, x2, outputs, on, pool);
             }
             // Both inputs were checked above.
             let t1 = self.build_tape_checked(x1, Caches::First, pool)?;
             let t2 = x2.map(|x| self.build_tape_checked(x, Caches::First, pool)).transpose()?;
-            let k = self.empirical_ntk_in(&t1, t2.as_ref(), outputs, pool);
+            let k = self.empirical_ntk_in(&t1, t2.as_ref(), outputs, on, pool);
             t1.recycle(pool);
             if let Some(t2) = t2 {
                 t2.recycle(pool);
             }
-            Ok(k)
+            k
         })
     }
 
     /// [`Network::empirical_ntk`] from forward tapes (`t2 = None`: the symmetric kernel of `t1`).
     pub fn empirical_ntk_at(&self, t1: &Tape<T>, t2: Option<&Tape<T>>, outputs: NtkOutputs) -> Mat<T> {
-        self.empirical_ntk_in(t1, t2, outputs, &mut Pool::default())
+        match self.empirical_ntk_in(t1, t2, outputs, &no_progress, &mut Pool::default()) {
+            Ok(k) => k,
+            Err(_) => unreachable!("no_progress never stops the work"),
+        }
     }
 
-    /// [`Network::empirical_ntk_at`] with scratch matrices from `pool`.
-    fn empirical_ntk_in(&self, t1: &Tape<T>, t2: Option<&Tape<T>>, outputs: NtkOutputs, pool: &mut Pool<T>) -> Mat<T> {
+    /// [`Network::empirical_ntk_at`] with scratch matrices from `pool`, watched by `on`.
+    fn empirical_ntk_in(
+        &self,
+        t1: &Tape<T>,
+        t2: Option<&Tape<T>>,
+        outputs: NtkOutputs,
+        on: OnProgress<'_>,
+        pool: &mut Pool<T>,
+    ) -> Result<Mat<T>> {
         let sym = t2.is_none();
         let t2r = t2.unwrap_or(t1);
         let (n1, n2, k) = (t1.batch_size(), t2r.batch_size(), self.output_dim());
@@ -104,7 +128,15 @@ impl<T: Float> Network<T> {
         if !sym {
             self.reverse(t2r, readout_stack(self, t2r), false, pool, |l, d, _| d2s[l] = Some(d.clone()));
         }
+        // The first error from `on`: the remaining nodes' shares are skipped.
+        let (mut stopped, total) = (Ok(()), self.dense.len());
         self.reverse(t1, readout_stack(self, t1), false, pool, |l, d1, pool| {
+            if stopped.is_ok() {
+                stopped = on(total - l, total);
+            }
+            if stopped.is_err() {
+                return;
+            }
             let dl = &self.dense[l];
             let u = self.graph.nodes[dl.node].inputs[0];
             let (h1, h2) = (t1.values[u].as_ref(), t2r.values[u].as_ref());
@@ -116,11 +148,12 @@ impl<T: Float> Network<T> {
             let d1b: Vec<MatRef<'_, T>> = (0..k).map(|a| block(d1, a, n1)).collect();
             let d2b: Vec<MatRef<'_, T>> = (0..k).map(|a| block(d2r, a, n2)).collect();
             let share = DenseShare { dl, h: (h1, h2), d: (&d1b, &d2b) };
-            share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower), pool);
+            stopped = share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower), on, pool);
         });
         pool.give(dd);
         pool.give(gram);
-        finish(acc, lower, full, (k, n1, n2))
+        stopped?;
+        Ok(finish(acc, lower, full, (k, n1, n2)))
     }
 
     /// The explicit Jacobian dF/dtheta at X: (N k) x P, row i k + a, columns in [`Network::params`] order.
@@ -207,8 +240,9 @@ impl<T: Float> DenseShare<'_, T> {
         acc: &mut Mat<T>,
         (dd, gram): (&mut Mat<T>, &mut Mat<T>),
         (full, lower): (bool, bool),
+        on: OnProgress<'_>,
         pool: &mut Pool<T>,
-    ) {
+    ) -> Result<()> {
         let dl = self.dl;
         let (h1, h2) = self.h;
         let (d1, d2) = self.d;
@@ -224,8 +258,11 @@ impl<T: Float> DenseShare<'_, T> {
         }
         // dd = D1 D2^T (Full: all blocks; Trace: sum over the k diagonal blocks)
         if full {
+            let k = d1.len();
             for (a, p) in d1.iter().enumerate() {
                 for (b, q) in d2.iter().enumerate() {
+                    // k^2 products of N1 x N2 x n_out: each may take a while, so `on` is asked before each.
+                    on(a * k + b, k * k)?;
                     let dst = dd.as_mut().submatrix_mut(a * n1, b * n2, n1, n2);
                     gemm(dst, Accum::Replace, *p, q.transpose(), 1.0);
                 }
@@ -259,6 +296,7 @@ impl<T: Float> DenseShare<'_, T> {
                 }
             }
         });
+        Ok(())
     }
 }
 

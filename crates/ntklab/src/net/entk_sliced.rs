@@ -115,6 +115,7 @@ impl<T: Float> Network<T> {
         x1: MatRef<'_, T>,
         x2: Option<MatRef<'_, T>>,
         outputs: NtkOutputs,
+        on: crate::runs::OnProgress<'_>,
         pool: &mut Pool<T>,
     ) -> Result<Mat<T>> {
         let simd = simd_level();
@@ -155,7 +156,9 @@ impl<T: Float> Network<T> {
         // thread works with its own pool (a lock that only its own tasks take, unless rayon runs this in a pool
         // larger than `threads()` says).
         let subs: Vec<std::sync::Mutex<Pool<T>>> = pool.split(threads()).into_iter().map(Into::into).collect();
+        let (count, passed) = (slices.len(), std::sync::atomic::AtomicUsize::new(0));
         let done = slices.par_iter_mut().try_for_each(|s| {
+            on(passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed), count)?;
             let at = rayon::current_thread_index().unwrap_or(0) % subs.len();
             // A slice this thread stole while it holds its pool (nothing in a slice pass lets it today) works
             // with a fresh one.
@@ -179,6 +182,7 @@ impl<T: Float> Network<T> {
             if full {
                 for a in 0..k {
                     for b in 0..k {
+                        on(a * k + b, k * k)?;
                         let dst = acc.as_mut().submatrix_mut(a * n1, b * n2, n1, n2);
                         gemm(dst, Accum::Add, j1.subcols(a * pc, pc), j2.subcols(b * pc, pc).transpose(), 1.0);
                     }
@@ -196,7 +200,13 @@ impl<T: Float> Network<T> {
                 let n_out = self.dense[l].n_out;
                 let (d1, d2) = (blocks(s1.d[i].as_ref(), k, n_out), blocks(s2r.d[i].as_ref(), k, n_out));
                 let share = DenseShare { dl: &self.dense[l], h: (s1.h[i].as_ref(), s2r.h[i].as_ref()), d: (&d1, &d2) };
-                share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower), pool);
+                let added = on(i, dense.len())
+                    .and_then(|()| share.add_to(&mut acc, (&mut dd, &mut gram), (full, lower), on, pool));
+                if let Err(e) = added {
+                    pool.give(dd);
+                    pool.give(gram);
+                    return Err(e);
+                }
             }
             pool.give(dd);
             pool.give(gram);

@@ -109,6 +109,16 @@ const DGKS: f64 = std::f64::consts::FRAC_1_SQRT_2;
 /// multiplicity r shows up once unless the Krylov space breaks down and restarts; for Hessians with exactly
 /// repeated top eigenvalues use a larger k and check the residuals, or compare seeds.
 pub fn lanczos(op: &impl SymOp, opts: &LanczosOptions) -> Result<LanczosResult> {
+    lanczos_watched(op, opts, &crate::runs::no_progress)
+}
+
+/// [`lanczos`], calling `on(step, max_iter)` before each operator application: an error from it (normally
+/// [`Error::Cancelled`]) stops the iteration there and is returned.
+pub fn lanczos_watched(
+    op: &impl SymOp,
+    opts: &LanczosOptions,
+    on: crate::runs::OnProgress<'_>,
+) -> Result<LanczosResult> {
     op.validate()?;
     let n = op.dim();
     let k = opts.k;
@@ -139,6 +149,7 @@ pub fn lanczos(op: &impl SymOp, opts: &LanczosOptions) -> Result<LanczosResult> 
 
     for j in 0..m_max {
         let m = j + 1;
+        on(j, m_max)?;
         op.apply(&v, &mut w);
         if let Some(i) = w.iter().position(|x| !x.is_finite()) {
             return Err(Error::Numerical(format!(
@@ -380,6 +391,29 @@ mod tests {
         let z = FnOp::new(10, |_v: &[f64], out: &mut [f64]| out.fill(0.0));
         let res = lanczos(&z, &LanczosOptions::new(2).which(Which::SmallestAlgebraic)).unwrap();
         assert!(res.converged && res.values == vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_watched_lanczos_stops_when_told_and_otherwise_equals_the_plain_one() {
+        let n = 40;
+        let op = FnOp::new(n, |v: &[f64], out: &mut [f64]| {
+            for (i, (o, x)) in out.iter_mut().zip(v).enumerate() {
+                *o = (i + 1) as f64 * x;
+            }
+        });
+        let opts = LanczosOptions::new(3).max_iter(n).tol(1e-10);
+        let plain = lanczos(&op, &opts).unwrap();
+        // One call before each operator application; the same iteration otherwise.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let watched = lanczos_watched(&op, &opts, &|_, _| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((&watched.values, watched.iterations), (&plain.values, plain.iterations));
+        assert_eq!(calls.into_inner(), plain.iterations);
+        let stopped = lanczos_watched(&op, &opts, &|step, _| if step >= 2 { Err(Error::Cancelled) } else { Ok(()) });
+        assert!(matches!(stopped, Err(Error::Cancelled)), "{stopped:?}");
     }
 
     #[test]

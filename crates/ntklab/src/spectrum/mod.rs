@@ -15,7 +15,7 @@ mod power;
 pub(crate) mod vec;
 
 pub use dense::{max_eigenvalue, min_eigenvalue, sym_eigen, sym_eigenvalues, SymEigen};
-pub use lanczos::{lanczos, lanczos_top_k, LanczosOptions, LanczosResult, Which};
+pub use lanczos::{lanczos, lanczos_top_k, lanczos_watched, LanczosOptions, LanczosResult, Which};
 pub(crate) use op::check_symmetric;
 pub use op::{FnOp, SymOp};
 pub use power::{power_iteration, PowerResult};
