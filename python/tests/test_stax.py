@@ -136,6 +136,24 @@ def test_errors_name_the_problem():
         stax.AvgPool((2, 2), strides=(2, 2, 2))
 
 
+def test_kernels_past_the_float_range_are_errors():
+    # neural-tangents returns NaN here; ntklab names the entry and the cause, for dense, DAG and conv networks.
+    x = np.random.default_rng(0).standard_normal((5, 4, 4, 3))
+    x[2] *= 1e160
+    nets = [stax.serial(stax.Flatten(), stax.Dense(8), stax.Relu(), stax.Dense(1)),
+            stax.serial(stax.Flatten(), stax.Dense(8), stax.FanOut(2),
+                        stax.parallel(stax.serial(stax.Relu(), stax.Dense(8)), stax.Identity()), stax.FanInSum(),
+                        stax.Relu(), stax.Dense(1)),
+            stax.serial(stax.Conv(4, (3, 3)), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))]
+    for net in nets:
+        for x1, x2 in [(x, None), (x, x[:2]), (x[:2], x)]:
+            with pytest.raises(ValueError, match="kernel is not finite"):
+                net[2](x1 if net is nets[2] else x1.reshape(len(x1), -1), None if x2 is None else
+                       (x2 if net is nets[2] else x2.reshape(len(x2), -1)))
+    with pytest.raises(ValueError, match="kernel is not finite"):
+        stax.serial(stax.Dense(4), stax.Exp(1, 50), stax.Dense(1))[2](np.ones((3, 2)))
+
+
 def test_neural_tangents_arguments_that_change_nothing_here():
     # do_stabilize (neural-tangents' float32 rescaling of the arccos duals) and apply_fn's rng (for stochastic
     # layers) are accepted, and give the same values as without them.

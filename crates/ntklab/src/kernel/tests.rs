@@ -1,7 +1,7 @@
 //! Reference-route tests for the infinite-width kernels: Monte Carlo over wide random finite networks,
 //! quadrature against closed forms, hand-checked values, symmetry/PSD, precision and bad input.
 
-use faer::Mat;
+use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
 use super::*;
@@ -367,6 +367,48 @@ fn bad_input_is_a_clear_error() {
     assert!(kernel(&two, a.as_ref(), None).unwrap_err().to_string().contains("follows another activation"));
     let mf = Architecture::parse("dense(8),relu,dense(1)", Parameterization::MeanField).unwrap();
     assert!(kernel(&mf, a.as_ref(), None).is_err());
+}
+
+/// Kernels that overflow the float range are errors that say so, not matrices of inf and NaN: huge inputs
+/// (the first variance is already inf), an Exp of a large variance (finite variances, infinite outputs), in the
+/// symmetric and the cross pass, off and on the diagonal, in f64 and in f32 lanes.
+#[test]
+fn overflowing_kernels_are_errors() {
+    let relu = Architecture::parse("dense(8,b_std=0.1),relu,dense(1)", Parameterization::Ntk).unwrap();
+    let exp = Architecture::parse("dense(8),exp(a=1,b=30),dense(1)", Parameterization::Ntk).unwrap();
+    let x = gaussian(70, 4, 1);
+    let huge = Mat::from_fn(70, 4, |i, j| if i == 66 { 1e160 } else { x[(i, j)] });
+    for (arch, x1, what) in [(&relu, &huge, "huge inputs"), (&exp, &x, "exp(30 x)")] {
+        for x2 in [None, Some(x.as_ref())] {
+            let e = kernel(arch, x1.as_ref(), x2).unwrap_err().to_string();
+            assert!(e.contains("kernel is not finite") && e.contains("rescale"), "{what}: {e}");
+            // In f32 the huge inputs are already inf, which the input check names.
+            let f32s = |m: MatRef<'_, f64>| Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32);
+            let (a, b) = (f32s(x1.as_ref()), x2.map(f32s));
+            let e32 = kernel_f32(arch, a.as_ref(), b.as_ref().map(|b| b.as_ref())).unwrap_err().to_string();
+            assert!(e32.contains("finite"), "{what}, f32: {e32}");
+        }
+    }
+    // The convolutional path: the whole kernel, the cross kernel and a block of rows.
+    let conv =
+        Architecture::parse("conv(3,3x3,padding=same),relu,global_avg_pool,dense(1)", Parameterization::Ntk).unwrap();
+    let s = Shape::image(&[4, 4], 2);
+    let xc = gaussian(5, 32, 2);
+    let hc = Mat::from_fn(5, 32, |i, j| if i == 3 { 1e160 } else { xc[(i, j)] });
+    for x2 in [None, Some(xc.as_ref())] {
+        let e = cnn::cnn_kernel(&conv, &s, hc.as_ref(), x2, &crate::runs::no_progress).unwrap_err().to_string();
+        assert!(e.contains("kernel is not finite") && e.contains("row 3"), "conv: {e}");
+    }
+    let job = cnn::CnnKernel::<f64>::new(&conv, &s, hc.as_ref(), None).unwrap();
+    // Rows 0..2 meet example 3 in column 3.
+    let e = job.rows(0, 2, &crate::runs::no_progress).unwrap_err().to_string();
+    assert!(e.contains("row 0, column 3"), "conv rows: {e}");
+    // In range: the same architectures give finite kernels.
+    let small = Architecture::parse("dense(8),exp(a=1,b=0.5),dense(1)", Parameterization::Ntk).unwrap();
+    for arch in [&relu, &small] {
+        let k = kernel(arch, x.as_ref(), None).unwrap();
+        assert!(k.nngp.as_ref().is_all_finite() && k.ntk.as_ref().is_all_finite());
+    }
 }
 
 /// The tiled symmetric pass (several tiles, mirrored copies, exact diagonal) agrees with the rectangular pass on
