@@ -225,11 +225,19 @@ def _stds(W_std, b_std):
     return s
 
 
-def Dense(out_dim, W_std=1.0, b_std=None, batch_axis=0, channel_axis=-1, parameterization="ntk"):
-    """Fully connected: ``W_std / sqrt(n_in) W x + b_std b`` (ntk) or its standard parameterization."""
+def _check_s(s, parameterization, name):
+    """neural-tangents' width scalings ``s`` act only in the standard parameterization; (1, 1) is the plain one."""
+    if parameterization == "standard" and tuple(s) != (1, 1):
+        raise ValueError(f"{name}: width scalings s other than (1, 1) are not supported, got {tuple(s)}")
+
+
+def Dense(out_dim, W_std=1.0, b_std=None, batch_axis=0, channel_axis=-1, parameterization="ntk", s=(1, 1)):
+    """Fully connected: ``W_std / sqrt(n_in) W x + b_std b`` (ntk) or its standard parameterization. ``s``:
+    neural-tangents' width scalings of the standard parameterization, (1, 1) only (ignored with ntk, as there)."""
     if batch_axis != 0 or channel_axis != -1:
         raise ValueError("Dense: only batch_axis=0 and channel_axis=-1 are supported")
     p = _check_parameterization(parameterization)
+    _check_s(s, p, "Dense")
     return _layer(f"dense({_count(out_dim, 'out_dim')},{_stds(W_std, b_std)})", "Dense", p)
 
 
@@ -257,13 +265,15 @@ def _padding(padding, allowed):
 
 
 def Conv(out_chan, filter_shape, strides=None, padding="VALID", W_std=1.0, b_std=None, dimension_numbers=None,
-         parameterization="ntk"):
-    """Convolution on NHWC (or NWC) inputs, as neural-tangents' ``Conv``."""
+         parameterization="ntk", s=(1, 1)):
+    """Convolution on NHWC (or NWC) inputs, as neural-tangents' ``Conv`` (``s`` as in ``Dense``)."""
     if dimension_numbers not in (None, ("NHWC", "HWIO", "NHWC"), ("NWC", "WIO", "NWC")):
         raise ValueError("Conv: only NHWC / NWC inputs are supported (dimension_numbers=None)")
     p = _check_parameterization(parameterization)
+    _check_s(s, p, "Conv")
     strides = _window_strides(filter_shape, strides, "Conv")
-    op = (f"conv({_count(out_chan, 'out_chan')},{_shape_arg(filter_shape, 'filter_shape')},stride={_shape_arg(strides, 'strides')},"
+    op = (f"conv({_count(out_chan, 'out_chan')},{_shape_arg(filter_shape, 'filter_shape')},"
+          f"stride={_shape_arg(strides, 'strides')},"
           f"padding={_padding(padding, ('VALID', 'SAME', 'CIRCULAR'))},{_stds(W_std, b_std)})")
     return _layer(op, "Conv", p)
 
@@ -420,12 +430,17 @@ def _compile(emit):
 
 
 def _make_kernel_fn(emit):
-    def kernel_fn(x1, x2=None, get=None, *, precision="f64"):
+    def kernel_fn(x1, x2=None, get=None, *, precision="f64", diagonal_batch=True, diagonal_spatial=False):
         """NNGP and/or NTK of the infinite-width network on ``x1`` (and ``x2``): numpy arrays of N1 x N2.
 
         ``get``: 'nngp', 'ntk', or a tuple of them (default both, as a named tuple ``Kernel``).
         ``precision``: 'f64' (default) or 'f32' (computed and returned in float32).
+        ``diagonal_batch``: accepted for neural-tangents scripts (a memory hint there; the result is the same).
+        ``diagonal_spatial=True`` (only the spatial diagonal of each covariance) is not supported.
         """
+        if diagonal_spatial:
+            raise ValueError("kernel_fn: diagonal_spatial=True is not supported (ntklab keeps the full spatial "
+                             "covariances)")
         arch, p = _compile(emit)
         if precision not in ("f64", "f32"):
             raise ValueError(f"precision must be 'f64' or 'f32', got {precision!r}")

@@ -167,6 +167,17 @@ def test_neural_tangents_arguments_that_change_nothing_here():
     assert np.array_equal(plain[2](x).ntk, flagged[2](x).ntk)
     _, params = plain[0](3, (-1, 4))
     assert np.array_equal(plain[1](params, x, rng=np.array([0, 1], dtype=np.uint32)), plain[1](params, x))
+    # The width scalings s (standard parameterization only; (1, 1) is the plain one) and kernel_fn's
+    # diagonal_batch (a memory hint in neural-tangents).
+    scaled = stax.serial(stax.Dense(5, b_std=0.1, s=(1, 1)), stax.Relu(), stax.Dense(1, s=(2, 3)))
+    assert np.array_equal(scaled[2](x, diagonal_batch=False).ntk, stax.serial(
+        stax.Dense(5, b_std=0.1), stax.Relu(), stax.Dense(1))[2](x).ntk)
+    with pytest.raises(ValueError, match="width scalings"):
+        stax.Dense(3, parameterization="standard", s=(2, 1))
+    with pytest.raises(ValueError, match="width scalings"):
+        stax.Conv(3, (3, 3), parameterization="standard", s=(1, 2))
+    with pytest.raises(ValueError, match="diagonal_spatial"):
+        scaled[2](x, diagonal_spatial=True)
 
 
 @pytest.mark.skipif(not os.path.exists(CLI), reason=f"no CLI binary at {CLI} (cargo build --release)")
