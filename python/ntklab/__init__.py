@@ -8,8 +8,8 @@ exact derivatives, computed by a Rust core.
     import ntklab
     theta = ntklab.empirical_ntk(torch_sequential, x)  # or a saved model file, or ntklab.load(path)
     top = ntklab.hessian_eigs(model, x, y, k=5)
-    records, folder, summary = ntklab.train({"data": {...}, "model": {...}, "optimizer": {...}})
-    rep = ntklab.run("linearity", quick=True, widths=[64, 256, 1024])   # rep.summary, rep.report
+    records, folder = ntklab.train({"data": {...}, "model": {...}, "optimizer": {...}})   # and .summary
+    summary, report = ntklab.run("linearity", quick=True, widths=[64, 256, 1024])      # and .folder, .console
 
 Arrays: any float or integer dtype, any memory order. Images are N x H x W x C (N x W x C) numpy arrays, as in
 neural-tangents; a torch tensor with spatial axes is taken in torch's own N x C x H x W layout.

@@ -2,7 +2,7 @@
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -16,12 +16,14 @@ __version__: str
 PathLikeStr = Union[str, "PathLike[str]"]
 ModelLike = Union[Model, PathLikeStr, Any]  # Any: a torch nn.Sequential
 
-class TrainRun(NamedTuple):
+class TrainRun(Tuple[Any, Path]):
+    """Unpacks as ``records, folder``."""
     records: Any  # a list of dicts, or a pandas DataFrame when pandas is installed
     folder: Path
     summary: Dict[str, Any]
 
-class Reproduction(NamedTuple):
+class Reproduction(Tuple[Dict[str, Any], Path]):
+    """Unpacks as ``summary, report``."""
     summary: Dict[str, Any]
     report: Path
     folder: Path

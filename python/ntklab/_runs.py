@@ -3,20 +3,51 @@
 
 import json
 import os
-from collections import namedtuple
 from pathlib import Path
 
 from . import _core
 
 __all__ = ["train", "run", "experiments", "experiment_config", "TrainRun", "Reproduction"]
 
-TrainRun = namedtuple("TrainRun", ["records", "folder", "summary"])
-TrainRun.__doc__ = """A finished training run: ``records`` (one dict per record, or a pandas DataFrame when pandas is
-installed), ``folder`` (the run folder, a ``pathlib.Path``) and ``summary`` (summary.json as a dict)."""
+class _Pair(tuple):
+    """A pair that unpacks as two values (``a, b = result``) and carries more results as attributes."""
 
-Reproduction = namedtuple("Reproduction", ["summary", "report", "folder", "console"])
-Reproduction.__doc__ = """A finished reproduction: ``summary`` (summary.json as a dict), ``report`` (the path of
-report.html), ``folder`` (the report folder) and ``console`` (the key numbers as the CLI prints them)."""
+    _fields = ()  # the pair's two names
+    _extra = ()  # the attributes' names
+
+    def __new__(cls, *values):
+        self = super().__new__(cls, values[:2])
+        for name, v in zip(cls._extra, values[2:]):
+            setattr(self, name, v)
+        return self
+
+    def __getattr__(self, name):
+        if name in type(self)._fields:
+            return self[type(self)._fields.index(name)]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __getnewargs__(self):
+        return (*self, *(getattr(self, n) for n in self._extra))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._fields[0]}=..., {self._fields[1]}={self[1]!r})"
+
+
+class TrainRun(_Pair):
+    """A finished training run: unpacks as ``records, folder`` (``records``: one dict per record, or a pandas
+    DataFrame when pandas is installed; ``folder``: the run folder, a ``pathlib.Path``), and has ``summary``
+    (summary.json as a dict)."""
+
+    _fields = ("records", "folder")
+    _extra = ("summary",)
+
+
+class Reproduction(_Pair):
+    """A finished reproduction: unpacks as ``summary, report`` (summary.json as a dict, the path of report.html),
+    and has ``folder`` (the report folder) and ``console`` (the key numbers as the CLI prints them)."""
+
+    _fields = ("summary", "report")
+    _extra = ("folder", "console")
 
 
 def _plain(o):
@@ -56,7 +87,7 @@ def train(config, out=None, force=False):
     The run folder is ``out``, else the config's ``out``, else ``runs/<file name>`` (``runs/train`` for a dict);
     it holds config.toml, records.jsonl, summary.json, the models, plots and report.html. An existing folder is
     replaced only with ``force=True`` (and only one ntklab made). Ctrl-C stops the run between steps and leaves
-    nothing behind. Returns ``TrainRun(records, folder, summary)``."""
+    nothing behind. Returns a ``TrainRun``: ``records, folder = train(...)``, and ``.summary``."""
     if isinstance(config, dict):
         text, is_json, base, default = _json(config, "config"), True, Path.cwd(), Path("runs") / "train"
     elif isinstance(config, (str, os.PathLike)):
@@ -98,7 +129,7 @@ def run(name, quick=False, *, out=None, seed=None, resume=False, force=False, **
 
     The report folder is ``out`` (default ``runs/<name>``); existing outputs are replaced only with ``force=True``.
     Ctrl-C stops it between steps and keeps the completed steps: ``resume=True`` continues from them. Returns
-    ``Reproduction(summary, report, folder, console)``."""
+    a ``Reproduction``: ``summary, report = run(...)``, and ``.folder``, ``.console``."""
     out = Path(out) if out is not None else Path("runs") / name
     ov = _json(overrides, "overrides") if overrides else None
     console, seconds, _reused, _files = _core.run_experiment(

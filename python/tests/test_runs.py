@@ -3,6 +3,7 @@ exceptions, and Ctrl-C stopping a run between steps without leaving a partial fo
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def _rows(records):
 
 def test_train_from_a_dict_and_from_a_file_give_the_same_run(tmp_path):
     a = ntklab.train(CONFIG, out=tmp_path / "a")
-    assert a.folder == tmp_path / "a"
+    records, folder = a  # the pair the issue asks for; summary as an attribute
+    assert folder == a.folder == tmp_path / "a" and records is a.records
     rows = _rows(a.records)
     assert [r["step"] for r in rows][0] == 0 and rows[-1]["step"] == 30
     assert a.summary["steps"] == 30 and a.summary["last"]["loss"] < a.summary["initial_loss"]
@@ -148,6 +150,11 @@ def test_run_a_reproduction_and_its_configuration(tmp_path):
     assert cfg["widths"] == [32, 64] and cfg["seeds"] == 1
     rep = ntklab.run("linearity", quick=True, out=tmp_path / "lin", **SMALL)
     assert rep.report == tmp_path / "lin" / "report.html" and rep.report.is_file()
+    # The pair the issue asks for, with the rest as attributes (and through a pickle round trip).
+    summary, report = rep
+    assert summary is rep.summary and report == rep.report and rep.folder == tmp_path / "lin"
+    back = pickle.loads(pickle.dumps(rep))
+    assert tuple(back) == tuple(rep) and back.console == rep.console and back.folder == rep.folder
     assert rep.summary["config"]["widths"] == [32, 64]
     assert "s)" in rep.console
     with pytest.raises(ValueError, match="already exists"):
