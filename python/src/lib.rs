@@ -187,7 +187,8 @@ fn kernel_bytes<'py, T: KernelScalar>(
 ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
     if let Some(s) = shape {
         let k = interruptible(py, |stop| {
-            CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?.full(&|d, t| stop.progress(d, t))
+            let job = CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?;
+            job.full(&|d, t| stop.progress(d, t))?.finite(0)
         })?;
         return Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?));
     }
@@ -204,7 +205,8 @@ fn kernel_bytes<'py, T: KernelScalar>(
         let k = interruptible(py, |stop| {
             ntklab::kernel::kernel_with_progress::<T>(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), &|d, t| {
                 stop.progress(d, t)
-            })
+            })?
+            .finite(0)
         })?;
         return Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?));
     }
@@ -510,26 +512,16 @@ impl Model {
             let a = self.inputs32(x1, &shape1, "x1")?;
             let b = x2.zip(shape2).map(|(b, s)| self.inputs32(b, &s, "x2")).transpose()?;
             let n32 = self.f32();
-            let run = |on: OnProgress<'_>| {
+            watched(py, long, |on| {
                 n32.empirical_ntk_watched(a.view(), b.as_ref().map(|m| m.view()), outputs, on).map(Out::F32)
-            };
-            if long {
-                interruptible(py, |stop| run(&|d, t| stop.progress(d, t)))
-            } else {
-                py.detach(|| run(&no_progress)).map_err(py_err)
-            }
+            })
         } else {
             let a = self.inputs(x1, &shape1, "x1")?;
             let b = x2.zip(shape2).map(|(b, s)| self.inputs(b, &s, "x2")).transpose()?;
             let net = &self.net;
-            let run = |on: OnProgress<'_>| {
+            watched(py, long, |on| {
                 net.empirical_ntk_watched(a.view(), b.as_ref().map(|m| m.view()), outputs, on).map(Out::F64)
-            };
-            if long {
-                interruptible(py, |stop| run(&|d, t| stop.progress(d, t)))
-            } else {
-                py.detach(|| run(&no_progress)).map_err(py_err)
-            }
+            })
         };
         out?.into_py_cols(py)
     }
@@ -768,6 +760,20 @@ fn interruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> ntklab::Resul
             Ok(r)
         }
         (r, None) => r.map_err(py_err),
+    }
+}
+
+/// `run` through [`interruptible`] when `long`, else on this thread with the GIL released and nothing to stop
+/// it (no worker thread: a short call's Ctrl-C is seen as it returns).
+fn watched<R: Send>(
+    py: Python<'_>,
+    long: bool,
+    run: impl Fn(OnProgress<'_>) -> ntklab::Result<R> + Send + Sync,
+) -> PyResult<R> {
+    if long {
+        interruptible(py, |stop| run(&|d, t| stop.progress(d, t)))
+    } else {
+        py.detach(|| run(&no_progress)).map_err(py_err)
     }
 }
 

@@ -911,7 +911,7 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
             .collect::<Result<_>>()?;
         let nngp = Mat::from_fn(r1 - r0, n2, |i, j| out[i][j].0);
         let ntk = Mat::from_fn(r1 - r0, n2, |i, j| out[i][j].1);
-        finite(Kernel { nngp, ntk }, r0)
+        Ok(Kernel { nngp, ntk })
     }
 
     /// The whole kernel, each pair computed once (the symmetric case mirrors).
@@ -944,17 +944,7 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
                 ntk[(j, i)] = t;
             }
         }
-        finite(Kernel { nngp, ntk }, 0)
-    }
-}
-
-/// `k` (rows from `r0` on) if every entry is finite; else the error naming the first overflowed one (a scan of
-/// N^2 entries against the O(N^2 P^2) of the kernel itself).
-fn finite<R: Real>(k: Kernel<R>, r0: usize) -> Result<Kernel<R>> {
-    use super::compute::non_finite;
-    match non_finite(k.nngp.as_ref(), "NNGP", (r0, 0)).or_else(|| non_finite(k.ntk.as_ref(), "NTK", (r0, 0))) {
-        Some(e) => Err(e),
-        None => Ok(k),
+        Ok(Kernel { nngp, ntk })
     }
 }
 
@@ -979,7 +969,9 @@ pub fn cnn_kernel_in<R: KernelScalar>(
     x2: Option<MatRef<'_, f64>>,
     progress: OnProgress,
 ) -> Result<Kernel<R>> {
-    CnnKernel::<R>::new(arch, input, x1, x2)?.full(progress)
+    // An entry that overflowed is an error (a scan of N^2 entries against the kernel's O(N^2 P^2)); the CLI,
+    // which checks as it writes, calls CnnKernel itself.
+    CnnKernel::<R>::new(arch, input, x1, x2)?.full(progress)?.finite(0)
 }
 
 #[cfg(test)]

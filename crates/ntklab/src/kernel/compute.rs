@@ -24,6 +24,18 @@ pub struct Kernel<T> {
     pub ntk: Mat<T>,
 }
 
+impl<T: Real> Kernel<T> {
+    /// The kernel (rows from `r0` on of a larger one) if every entry is finite; else the error naming the first
+    /// one that overflowed.
+    pub fn finite(self, r0: usize) -> Result<Self> {
+        match non_finite(self.nngp.as_ref(), "NNGP", (r0, 0)).or_else(|| non_finite(self.ntk.as_ref(), "NTK", (r0, 0)))
+        {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
+}
+
 /// One step of the per-entry recursion on registers of (K, Theta) values. Register 0 starts as Sigma0 (and
 /// Theta = 0) and ends as the output; a chain uses register 0 only, in place.
 #[derive(Debug, Clone)]
@@ -259,14 +271,16 @@ pub fn kernel_generic<T: KernelScalar>(
 }
 
 /// [`kernel_generic`] calling `progress(done, total)` (from worker threads) as output tiles finish, e.g. for a
-/// progress bar with an ETA; an error from it stops the computation.
+/// progress bar with an ETA; an error from it stops the computation. Unlike the others, it returns entries that
+/// overflowed (inf, NaN) as they are, for a caller that checks them itself: the CLI's writer refuses them, or
+/// writes them with `--allow-nonfinite`.
 pub fn kernel_with_progress<T: KernelScalar>(
     arch: &Architecture,
     x1: MatRef<'_, T>,
     x2: Option<MatRef<'_, T>>,
     progress: OnProgress,
 ) -> Result<Kernel<T>> {
-    kernel_with(arch, x1, x2, simd_level(), progress)
+    kernel_in(arch, x1, x2, simd_level(), progress, false)
 }
 
 /// [`kernel_generic`] with a chosen build of the block kernels (tests compare them).
@@ -276,6 +290,18 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     x2: Option<MatRef<'_, T>>,
     simd: Simd,
     progress: OnProgress,
+) -> Result<Kernel<T>> {
+    kernel_in(arch, x1, x2, simd, progress, true)
+}
+
+/// The kernel pair into new matrices; `finite`: an entry that overflowed is an error.
+fn kernel_in<T: KernelScalar>(
+    arch: &Architecture,
+    x1: MatRef<'_, T>,
+    x2: Option<MatRef<'_, T>>,
+    simd: Simd,
+    progress: OnProgress,
+    finite: bool,
 ) -> Result<Kernel<T>> {
     check_inputs(x1, x2)?;
     let (n1, n2) = (x1.nrows(), x2.unwrap_or(x1).nrows());
@@ -287,7 +313,7 @@ pub(crate) fn kernel_with<T: KernelScalar>(
     let mut nngp = alloc_mat::<T>(n1, n2);
     let mut ntk = alloc_mat::<T>(n1, n2);
     prof.mark("alloc + prefault");
-    fused_pass(arch, x1, x2, simd, nngp.as_mut(), ntk.as_mut(), progress)?;
+    fused_pass(arch, x1, x2, simd, (nngp.as_mut(), ntk.as_mut()), progress, finite)?;
     prof.mark("fused pass");
     Ok(Kernel { nngp, ntk })
 }
@@ -318,7 +344,7 @@ pub fn kernel_into<T: KernelScalar>(
         let span = if n2 > 1 { m.col_stride() as usize * (n2 - 1) + n1 } else { n1 };
         prefault(m.as_ptr_mut().cast(), span * std::mem::size_of::<T>());
     }
-    fused_pass(arch, x1, x2, simd_level(), nngp, ntk, progress)
+    fused_pass(arch, x1, x2, simd_level(), (nngp, ntk), progress, true)
 }
 
 /// Errors for inputs a kernel cannot be computed from (empty, mismatched, non-finite).
@@ -352,9 +378,9 @@ fn fused_pass<T: KernelScalar>(
     x1: MatRef<'_, T>,
     x2: Option<MatRef<'_, T>>,
     simd: Simd,
-    mut nngp: MatMut<'_, T>,
-    mut ntk: MatMut<'_, T>,
+    (mut nngp, mut ntk): (MatMut<'_, T>, MatMut<'_, T>),
     progress: OnProgress,
+    finite: bool,
 ) -> Result<()> {
     let d = x1.ncols();
     let stages = plan(arch, d)?;
@@ -430,9 +456,8 @@ fn fused_pass<T: KernelScalar>(
             // in the result. About 1 % of an MLP kernel's time.
             // SAFETY: this task's tile, as above, read after its last write.
             let (kb, tb) = unsafe { (kout.block(i0, i1 - i0, j0, j1 - j0), tout.block(i0, i1 - i0, j0, j1 - j0)) };
-            if let Some(e) =
-                non_finite(kb.as_ref(), "NNGP", (i0, j0)).or_else(|| non_finite(tb.as_ref(), "NTK", (i0, j0)))
-            {
+            let bad = || non_finite(kb.as_ref(), "NNGP", (i0, j0)).or_else(|| non_finite(tb.as_ref(), "NTK", (i0, j0)));
+            if let Some(e) = finite.then(bad).flatten() {
                 stopping.store(true, std::sync::atomic::Ordering::Relaxed);
                 stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
                 return;
@@ -450,7 +475,7 @@ fn fused_pass<T: KernelScalar>(
         // The diagonal by the exact scalar recursion (s12 == s11 == s22, so cos(theta) is exactly 1 there).
         for (i, &q) in q1.iter().enumerate() {
             let (k, t) = stages.diagonal(q, |_, _| {});
-            if !(k.is_finite() && t.is_finite() && T::of(k).wide().is_finite() && T::of(t).wide().is_finite()) {
+            if finite && !(T::of(k).wide().is_finite() && T::of(t).wide().is_finite()) {
                 return Err(overflow(if T::of(k).wide().is_finite() { "NTK" } else { "NNGP" }, (i, i), k.min(t)));
             }
             // SAFETY: single-threaded here; (i, i) is in bounds.

@@ -399,10 +399,16 @@ fn overflowing_kernels_are_errors() {
         let e = cnn::cnn_kernel(&conv, &s, hc.as_ref(), x2, &crate::runs::no_progress).unwrap_err().to_string();
         assert!(e.contains("kernel is not finite") && e.contains("row 3"), "conv: {e}");
     }
+    // Blocks of rows come back as they are (the CLI checks as it writes), and Kernel::finite names the entry:
+    // rows 0..2 meet example 3 in column 3.
     let job = cnn::CnnKernel::<f64>::new(&conv, &s, hc.as_ref(), None).unwrap();
-    // Rows 0..2 meet example 3 in column 3.
-    let e = job.rows(0, 2, &crate::runs::no_progress).unwrap_err().to_string();
+    let rows = job.rows(0, 2, &crate::runs::no_progress).unwrap();
+    assert!(!rows.nngp.as_ref().is_all_finite());
+    let e = rows.finite(0).unwrap_err().to_string();
     assert!(e.contains("row 0, column 3"), "conv rows: {e}");
+    // Likewise kernel_with_progress, which the CLI uses.
+    let k = kernel_with_progress(&relu, huge.as_ref(), None, &crate::runs::no_progress).unwrap();
+    assert!(!k.nngp.as_ref().is_all_finite() && k.finite(0).is_err());
     // In range: the same architectures give finite kernels.
     let small = Architecture::parse("dense(8),exp(a=1,b=0.5),dense(1)", Parameterization::Ntk).unwrap();
     for arch in [&relu, &small] {
