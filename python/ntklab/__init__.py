@@ -42,9 +42,6 @@ def load(path, arch=None, parameterization=None, input_shape=None):
     return Model.load(os.fspath(path), arch, parameterization, input_shape)
 
 
-_is_torch = is_torch
-
-
 def _shape_text(shape):
     return "x".join(str(int(s)) for s in shape)
 
@@ -64,7 +61,7 @@ def _as_array(x):
     """None, a torch tensor (to ntklab's layout) or anything numpy reads."""
     if x is None:
         return None
-    return torch_numpy(x) if _is_torch(x) else np.asarray(x)
+    return torch_numpy(x) if is_torch(x) else np.asarray(x)
 
 
 def state_dict(model):
@@ -102,7 +99,7 @@ def _model_and_inputs(model, xs):
         return model, arrays
     if isinstance(model, (str, bytes, os.PathLike)):
         return load(os.fsdecode(model)), arrays
-    if _is_torch(model):
+    if is_torch(model):
         shape = arrays[0].shape[1:] if arrays[0].ndim > 2 else None
         return from_torch(model, shape), arrays
     raise TypeError(f"model must be an ntklab.Model, a model file path or a torch nn.Sequential, got "

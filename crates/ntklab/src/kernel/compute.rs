@@ -28,8 +28,7 @@ impl<T: Real> Kernel<T> {
     /// The kernel (rows from `r0` on of a larger one) if every entry is finite; else the error naming the first
     /// one that overflowed.
     pub fn finite(self, r0: usize) -> Result<Self> {
-        match non_finite(self.nngp.as_ref(), "NNGP", (r0, 0)).or_else(|| non_finite(self.ntk.as_ref(), "NTK", (r0, 0)))
-        {
+        match non_finite(self.nngp.as_ref(), self.ntk.as_ref(), (r0, 0)) {
             Some(e) => Err(e),
             None => Ok(self),
         }
@@ -456,13 +455,11 @@ fn fused_pass<T: KernelScalar>(
             // in the result. About 1 % of an MLP kernel's time.
             // SAFETY: this task's tile, as above, read after its last write.
             let (kb, tb) = unsafe { (kout.block(i0, i1 - i0, j0, j1 - j0), tout.block(i0, i1 - i0, j0, j1 - j0)) };
-            let bad = || non_finite(kb.as_ref(), "NNGP", (i0, j0)).or_else(|| non_finite(tb.as_ref(), "NTK", (i0, j0)));
-            if let Some(e) = finite.then(bad).flatten() {
-                stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-                stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
-                return;
-            }
-            if let Err(e) = progress(finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, tiles.len()) {
+            let checked = match finite.then(|| non_finite(kb.as_ref(), tb.as_ref(), (i0, j0))).flatten() {
+                Some(e) => Err(e),
+                None => progress(finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, tiles.len()),
+            };
+            if let Err(e) = checked {
                 stopping.store(true, std::sync::atomic::Ordering::Relaxed);
                 stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
             }
@@ -475,39 +472,43 @@ fn fused_pass<T: KernelScalar>(
         // The diagonal by the exact scalar recursion (s12 == s11 == s22, so cos(theta) is exactly 1 there).
         for (i, &q) in q1.iter().enumerate() {
             let (k, t) = stages.diagonal(q, |_, _| {});
-            if finite && !(T::of(k).wide().is_finite() && T::of(t).wide().is_finite()) {
-                return Err(overflow(if T::of(k).wide().is_finite() { "NTK" } else { "NNGP" }, (i, i), k.min(t)));
+            let (k, t) = (T::of(k), T::of(t));
+            if finite {
+                let (kv, tv) = ([k], [t]);
+                let (km, tm) = (MatRef::from_column_major_slice(&kv, 1, 1), MatRef::from_column_major_slice(&tv, 1, 1));
+                if let Some(e) = non_finite(km, tm, (i, i)) {
+                    return Err(e);
+                }
             }
             // SAFETY: single-threaded here; (i, i) is in bounds.
             unsafe {
-                kout.set(i, i, T::of(k));
-                tout.set(i, i, T::of(t));
+                kout.set(i, i, k);
+                tout.set(i, i, t);
             }
         }
     }
     Ok(())
 }
 
-/// The first non-finite entry of a (column-major) block whose entry (0, 0) is the kernel's `at`, as
-/// [`overflow`]'s error.
-pub(crate) fn non_finite<T: Real>(b: MatRef<'_, T>, which: &str, at: (usize, usize)) -> Option<Error> {
-    for j in 0..b.ncols() {
-        let c = b.col(j).try_as_col_major().expect("column-major block").as_slice();
-        // A branch-free fold the compiler vectorizes; the position is only looked for when it fails.
-        if !c.iter().fold(true, |ok, v| ok & v.wide().is_finite()) {
-            let i = c.iter().position(|v| !v.wide().is_finite()).unwrap_or(0);
-            return Some(overflow(which, (at.0 + i, at.1 + j), c[i].wide()));
+/// The error for the first non-finite entry of equal (column-major) blocks of the NNGP and the NTK, whose entry
+/// (0, 0) is the kernels' `at`: naming the kernel, the entry and the cause.
+fn non_finite<T: Real>(nngp: MatRef<'_, T>, ntk: MatRef<'_, T>, at: (usize, usize)) -> Option<Error> {
+    for (b, which) in [(nngp, "NNGP"), (ntk, "NTK")] {
+        for j in 0..b.ncols() {
+            let c = b.col(j).try_as_col_major().expect("column-major block").as_slice();
+            // A branch-free fold the compiler vectorizes; the position is only looked for when it fails.
+            if !c.iter().fold(true, |ok, v| ok & v.wide().is_finite()) {
+                let i = c.iter().position(|v| !v.wide().is_finite()).unwrap_or(0);
+                let (v, i, j) = (c[i].wide(), at.0 + i, at.1 + j);
+                return Some(Error::Numerical(format!(
+                    "the {which} kernel is not finite ({v}) at row {i}, column {j}: the inputs, or the layers' \
+                     weight and bias scales, are too large for the variances to stay within the float range \
+                     (rescale them)"
+                )));
+            }
         }
     }
     None
-}
-
-/// The error for a kernel entry that overflowed.
-fn overflow(which: &str, (i, j): (usize, usize), v: f64) -> Error {
-    Error::Numerical(format!(
-        "the {which} kernel is not finite ({v}) at row {i}, column {j}: the inputs, or the layers' weight and bias \
-         scales, are too large for the variances to stay within the float range (rescale them)"
-    ))
 }
 
 /// Per-slot tables over rows: variance q before nonlinearity `slot`, r = sqrt(q) and 1/r (0 where q = 0).
