@@ -10,7 +10,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VPY="$VENV/bin/python"
 "$VPY" -m pip install --upgrade pip wheel
-"$VPY" -m pip install "jax==0.4.23" "jaxlib==0.4.23" neural-tangents "numpy<2" safetensors
+"$VPY" -m pip install "jax==0.4.23" "jaxlib==0.4.23" neural-tangents "numpy<2" "scipy<1.13" safetensors
 # CPU torch. PyPI's Linux x86_64 torch wheel bundles CUDA libs (large but works on CPU);
 # fall back to the CPU-only index only if PyPI install is impossible.
 if ! "$VPY" -m pip install torch; then

@@ -37,12 +37,17 @@ def sequential_to_tensors(module):
         raise TypeError(f"from_torch takes an nn.Sequential, got {type(module).__name__}")
     ops, tensors, names = [], [], {}
     children = list(module.named_children())
-    i = 0
+    i, spatial = 0, False  # spatial: the current module's input has positions (after a conv or pooling)
     while i < len(children):
         name, m = children[i]
         if isinstance(m, nn.Linear):
+            if spatial:
+                # torch's Linear on N C H W maps the last (width) axis, ntklab's dense on an image its channels.
+                raise ValueError(f"layer {name}: a Linear on the outputs of a convolution or pooling maps the last "
+                                 "(width) axis in torch; put Flatten (or AdaptiveAvgPool(1) and Flatten) before it")
             ops.append(f"dense({m.out_features}" + (",b_std=1" if m.bias is not None else "") + ")")
         elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            spatial = True
             if any(d != 1 for d in m.dilation) or m.groups != 1:
                 raise ValueError(f"layer {name}: dilated or grouped convolutions are not supported")
             k = m.kernel_size
@@ -63,9 +68,11 @@ def sequential_to_tensors(module):
                 raise ValueError(f"layer {name}: only AdaptiveAvgPool(1) followed by Flatten (global average "
                                  "pooling) is supported")
             ops.append("global_avg_pool")
+            spatial = False
             i += 1  # the Flatten
         elif isinstance(m, nn.Flatten):
             ops.append("flatten")
+            spatial = False
         elif isinstance(m, nn.Identity):
             pass
         elif isinstance(m, nn.ReLU):

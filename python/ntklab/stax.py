@@ -187,7 +187,8 @@ def FanInSum():
 
 
 def FanInConcat(axis=-1):
-    """The inputs concatenated along the channel axis (the last one)."""
+    """The inputs concatenated along the channel axis (the last one): any branches, activations included (the
+    kernel is the branches' kernels weighted by width), read by a Dense, Conv or pooling layer."""
     if axis != -1:
         raise ValueError("FanInConcat: only the channel axis (axis=-1) is supported")
 
@@ -232,8 +233,10 @@ def _check_s(s, parameterization, name):
 
 
 def Dense(out_dim, W_std=1.0, b_std=None, batch_axis=0, channel_axis=-1, parameterization="ntk", s=(1, 1)):
-    """Fully connected: ``W_std / sqrt(n_in) W x + b_std b`` (ntk) or its standard parameterization. ``s``:
-    neural-tangents' width scalings of the standard parameterization, (1, 1) only (ignored with ntk, as there)."""
+    """Fully connected: ``W_std / sqrt(n_in) W x + b_std b`` (ntk) or its standard parameterization. On
+    ``N x H x W x C`` inputs it maps the channel axis at every position (a 1 x 1 convolution), as in
+    neural-tangents. ``s``: neural-tangents' width scalings of the standard parameterization, (1, 1) only
+    (ignored with ntk, as there)."""
     if batch_axis != 0 or channel_axis != -1:
         raise ValueError("Dense: only batch_axis=0 and channel_axis=-1 are supported")
     p = _check_parameterization(parameterization)

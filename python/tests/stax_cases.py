@@ -35,6 +35,16 @@ def cases(stax):
                                          stax.Dense(1, W_std=1.1)), (5, 4, 2)),
         "cnn_1d": (stax.serial(stax.Conv(3, (3,), padding="SAME", W_std=1.2, b_std=0.3), stax.Gelu(),
                                stax.Flatten(), stax.Dense(1)), (7, 2)),
+        # Concatenations of activations (neural-tangents allows them along the channel axis), and Dense on
+        # N x H x W x C (over the channel axis at every position).
+        "concat_acts": (stax.serial(stax.Dense(5, W_std=1.2, b_std=0.1), stax.FanOut(2),
+                                    stax.parallel(stax.Relu(), stax.serial(stax.Dense(3, W_std=0.9), stax.Erf())),
+                                    stax.FanInConcat(), stax.Dense(1, W_std=1.1, b_std=0.1)), (4,)),
+        "cnn_dense_concat": (stax.serial(stax.Conv(4, (3, 3), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu(),
+                                         stax.Dense(3, W_std=1.4, b_std=0.1), stax.FanOut(2),
+                                         stax.parallel(stax.Relu(), stax.Erf()), stax.FanInConcat(),
+                                         stax.Dense(2, W_std=1.1), stax.Relu(), stax.GlobalAvgPool(),
+                                         stax.Dense(1, W_std=1.2, b_std=0.1)), (5, 4, 2)),
     }
 
 

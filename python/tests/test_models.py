@@ -191,6 +191,10 @@ def test_torch_unsupported_layers_are_named():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sigmoid(), torch.nn.Linear(4, 1))
     with pytest.raises(ValueError, match="layer 1: Sigmoid"):
         ntklab.empirical_ntk(model, np.ones((2, 3)))
+    # torch's Linear straight after a convolution maps the width axis of N C H W, not the channels.
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    with pytest.raises(ValueError, match="layer 2: a Linear on the outputs of a convolution"):
+        ntklab.from_torch(model)
 
 
 def test_torch_round_trip_with_dropped_and_merged_modules():

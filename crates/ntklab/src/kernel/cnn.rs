@@ -145,10 +145,13 @@ fn build(arch: &Architecture, input: &Shape) -> Result<Plan> {
                 Rule::Act(a.dual())
             }
             Op::Sum | Op::Concat => {
-                if let Some(&bad) = node.inputs.iter().find(|&&u| !gaussian[u]) {
+                // Channel concatenation weights its blocks' kernels by width whatever their laws; a sum needs
+                // independent mean-zero Gaussian inputs (as in neural-tangents).
+                let sum = matches!(node.op, Op::Sum);
+                if let Some(&bad) = node.inputs.iter().find(|&&u| sum && !gaussian[u]) {
                     return Err(Error::Config(format!(
-                        "node `{}` sums or concatenates `{}`, which is not Gaussian: fan-ins need Gaussian inputs, \
-                         as in neural-tangents",
+                        "node `{}` sums `{}`, which is not Gaussian: a sum needs Gaussian (pre-activation) inputs, \
+                         as in neural-tangents; end each branch with a conv or dense layer, or concatenate them",
                         node.name, graph.nodes[bad].name
                     )));
                 }
@@ -1185,6 +1188,24 @@ mod tests {
     }
 
     #[test]
+    fn dense_on_images_is_a_one_by_one_convolution() {
+        // neural-tangents' Dense maps the channel axis at every position: the same kernels (bit for bit, the same
+        // rules in the same order) and the same finite network (the same draws) as conv(n, 1x1).
+        let s = Shape::image(&[4, 3], 2);
+        let x = gaussian(3, s.size(), 4);
+        let with = |layer: &str| {
+            let a = format!("conv(3,3x3,padding=same,b_std=0.2),relu,{layer},erf,global_avg_pool,dense(1)");
+            Architecture::parse(&a, Parameterization::Standard).unwrap()
+        };
+        let (dense, conv) = (with("dense(2,w_std=1.3,b_std=0.1)"), with("conv(2,1x1,w_std=1.3,b_std=0.1)"));
+        let kd = cnn_kernel(&dense, &s, x.as_ref(), None, &crate::runs::no_progress).unwrap();
+        let kc = cnn_kernel(&conv, &s, x.as_ref(), None, &crate::runs::no_progress).unwrap();
+        assert!(kd.nngp == kc.nngp && kd.ntk == kc.ntk);
+        let f = |a: &Architecture| crate::net::Mlp::init_for(a, &s, 1.0, 9).unwrap().forward(x.as_ref()).unwrap();
+        assert!(f(&dense) == f(&conv));
+    }
+
+    #[test]
     fn impossible_networks_are_named() {
         let s = Shape::image(&[4, 4], 2);
         let x = gaussian(2, 32, 1);
@@ -1193,8 +1214,12 @@ mod tests {
             cnn_kernel(&arch, &s, x.as_ref(), None, &crate::runs::no_progress).unwrap_err().to_string()
         };
         assert!(err("conv(3,3x3),relu").contains("end it with flatten or global_avg_pool"));
+        // Dense on positions x channels is a 1 x 1 convolution: the output is still spatial.
         let e = err("conv(3,3x3),relu,dense(1)");
-        assert!(e.contains("flatten or global_avg_pool before it"), "{e}");
+        assert!(e.contains("end it with flatten or global_avg_pool"), "{e}");
+        let e = err("node(a,conv(3,3x3,padding=same),input),node(r,relu,a),node(s,sum,r,a),node(g,global_avg_pool,s),\
+                     node(o,dense(1),g)");
+        assert!(e.contains("sums `r`") && e.contains("not Gaussian"), "{e}");
         assert!(err("conv(3,5x5,padding=valid),flatten,dense(1)").contains("does not fit"));
         assert!(err("conv(3,3x3),relu,relu,flatten,dense(1)").contains("not Gaussian"));
         assert!(err("conv(3,3x3),flatten,relu,dense(1)").contains("not Gaussian"));

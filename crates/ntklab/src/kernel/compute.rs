@@ -174,11 +174,15 @@ fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
                 gaussian[v] = false;
             }
             Op::Sum | Op::Concat => {
-                if let Some(&bad) = node.inputs.iter().find(|&&u| !gaussian[u]) {
+                // A concatenation's kernel is its blocks' kernels weighted by width, whatever their laws (each
+                // feature lies in one block); a sum's needs the cross-covariance of its inputs, zero only for
+                // independent mean-zero Gaussians (neural-tangents draws the same line).
+                let sum = matches!(node.op, Op::Sum);
+                if let Some(&bad) = node.inputs.iter().find(|&&u| sum && !gaussian[u]) {
                     return Err(Error::Config(format!(
-                        "{} sums or concatenates `{}`, which is not Gaussian (an activation or a concatenation): the \
-                         infinite-width kernel of a fan-in is defined for Gaussian (pre-activation) inputs only, as \
-                         in neural-tangents; end each branch with a dense layer",
+                        "{} sums `{}`, which is not Gaussian (an activation or a concatenation): the infinite-width \
+                         kernel of a sum is defined for Gaussian (pre-activation) inputs only, as in \
+                         neural-tangents; end each branch with a dense layer, or concatenate the branches",
                         what(v),
                         g.nodes[bad].name
                     )));

@@ -189,6 +189,15 @@ impl Builder {
             return Err(Error::Config(format!("node `{name}`: `{}` takes exactly one input", op_name(&op))));
         }
         let shapes: Vec<&Shape> = inputs.iter().map(|&u| &self.nodes[u].shape).collect();
+        // Dense on positions x channels maps the channels at every position (neural-tangents' Dense over its
+        // channel axis): a 1 x 1 convolution, with the same fan-in C_in and so the same parameterizations.
+        let op = match op {
+            Op::Dense { width, w_std, b_std } if shapes[0].is_spatial() => {
+                let ones = vec![1; shapes[0].spatial.len()];
+                Op::Conv { channels: width, filter: ones.clone(), stride: ones, padding: Padding::Valid, w_std, b_std }
+            }
+            op => op,
+        };
         let spatial_in = |what: &str| -> Result<&Shape> {
             if !shapes[0].is_spatial() {
                 return Err(Error::Config(format!(
@@ -201,16 +210,7 @@ impl Builder {
         };
         let shape = match &op {
             Op::Input => unreachable!("the input node is created once"),
-            Op::Dense { width, .. } => {
-                if shapes[0].is_spatial() {
-                    return Err(Error::Config(format!(
-                        "node `{name}`: dense reads feature vectors, but `{}` is {} (positions x channels); put \
-                         flatten or global_avg_pool before it",
-                        self.nodes[inputs[0]].name, shapes[0]
-                    )));
-                }
-                Shape::flat(*width)
-            }
+            Op::Dense { width, .. } => Shape::flat(*width),
             Op::Activation(_) => shapes[0].clone(),
             Op::Sum | Op::Concat => {
                 if shapes.iter().any(|s| s.is_spatial()) {

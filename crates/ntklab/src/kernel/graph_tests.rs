@@ -63,11 +63,20 @@ pub(crate) fn spec(t: &str, m: usize) -> String {
     t.replace("{m}", &m.to_string()).replace("{h}", &(m / 2).to_string())
 }
 
+/// A concatenation of activations (relu and erf branches of unequal widths, weights 2/3 and 1/3), read by a dense
+/// layer: allowed, as in neural-tangents, since each feature lies in one block (no cross-covariances).
+pub(crate) const CONCAT_ACTS: &str =
+    "node(a,dense({m},w_std=1.5,b_std=0.2),input),node(ar,relu,a),node(b,dense({h},w_std=0.8),input),\
+node(be,erf,b),node(c,concat,ar,be),node(z,dense({m},w_std=1.3,b_std=0.1),c),node(az,relu,z),\
+node(out,dense(1,w_std=1.2,b_std=0.1),az)";
+
 #[test]
 fn monte_carlo_residual_and_dag() {
     check_graph_mc(&spec(RESNET, 512), Parameterization::Ntk, 512, 80);
     check_graph_mc(&spec(RESNET, 512), Parameterization::Standard, 512, 80);
     check_graph_mc(&spec(DAG, 512), Parameterization::Ntk, 512, 80);
+    check_graph_mc(&spec(CONCAT_ACTS, 512), Parameterization::Ntk, 512, 80);
+    check_graph_mc(&spec(CONCAT_ACTS, 512), Parameterization::Standard, 512, 80);
 }
 
 #[test]
