@@ -46,8 +46,34 @@ impl Error {
     pub fn file(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
         Error::File { path: path.into(), msg: msg.to_string() }
     }
+    /// The same error with `note` appended to its message (a [`Error::Cancelled`] stays as it is).
+    pub fn noted(self, note: &str) -> Self {
+        let add = |m: String| format!("{m}; {note}");
+        match self {
+            Error::File { path, msg } => Error::File { path, msg: add(msg) },
+            Error::Shape(m) => Error::Shape(add(m)),
+            Error::InvalidInput(m) => Error::InvalidInput(add(m)),
+            Error::Parse { token, msg } => Error::Parse { token, msg: add(msg) },
+            Error::Config(m) => Error::Config(add(m)),
+            Error::Numerical(m) => Error::Numerical(add(m)),
+            Error::Cancelled => Error::Cancelled,
+        }
+    }
     /// A [`Error::Parse`] naming `token`.
     pub fn parse(token: impl Into<String>, msg: impl std::fmt::Display) -> Self {
         Error::Parse { token: token.into(), msg: msg.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_joins_the_message_and_keeps_the_kind() {
+        let e = Error::file("a/b.npy", "cannot read").noted("steps kept in c.partial");
+        assert_eq!(e.to_string(), "a/b.npy: cannot read; steps kept in c.partial");
+        assert!(matches!(Error::Numerical("x".into()).noted("n"), Error::Numerical(m) if m == "x; n"));
+        assert!(matches!(Error::Cancelled.noted("n"), Error::Cancelled));
     }
 }

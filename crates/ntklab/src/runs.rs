@@ -427,10 +427,13 @@ pub fn run_experiment(
         Err(e) => {
             let kept = std::fs::read_to_string(&checkpoint).is_ok_and(|t| t.lines().count() > 1);
             if kept {
-                eprintln!("note: the completed steps are kept in {}; resuming continues from them", partial.display());
-            } else {
-                let _ = std::fs::remove_dir_all(&partial);
+                // In the message, not on stderr: a library caller (Python) sees it where it sees the error.
+                return Err(e.noted(&format!(
+                    "the completed steps are kept in {}; resuming continues from them",
+                    partial.display()
+                )));
             }
+            let _ = std::fs::remove_dir_all(&partial);
             Err(e)
         }
     }

@@ -925,7 +925,10 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         }
         crate::data::memory::check_alloc(
             self.bytes_for_rows(n1),
-            &format!("the convolutional NNGP and NTK ({n1} x {n1}; --batch computes them in slices of rows)"),
+            &format!(
+                "the convolutional NNGP and NTK ({n1} x {n1}; computed in slices of rows, they fit: the CLI's \
+                 --batch, or from Python kernel_fn(x1[i:j], x1) block by block)"
+            ),
         )?;
         let done = std::sync::atomic::AtomicUsize::new(0);
         progress(0, n1)?;
