@@ -383,6 +383,10 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
     let zero = [T::ZERO; L];
     let gc = plan.gh.as_chunks::<B>().0;
     let (hd, wd) = pass.dst;
+    // A full block of L rows stores each output vector with one write through its column's pointer.
+    let full = rows.nrows() == L;
+    assert!(rows.ncols() == hd * wd * c_dst && (!full || rows.row_stride() == 1), "the block's columns, column-major");
+    let (out, col_stride) = (rows.rb_mut().as_ptr_mut(), rows.col_stride());
     for g0 in (0..plan.tiles).step_by(R) {
         let count = R.min(plan.tiles - g0);
         for tl in 0..R {
@@ -394,7 +398,10 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
             let at = patch_at(g0 + tl, plan.tw, pass.src, pass.off, c_src);
             transform_tile((hp, zeros), &at, (c_src, c_src), xh, (c_src, tl * 16 * c_src));
         }
-        yb.fill(zero);
+        // The outputs start from the bias (padded channels from zero).
+        for (ys, &b) in yb.chunks_exact_mut(4).zip(plan.bias.iter().cycle()) {
+            ys.fill([b; L]);
+        }
         for xi in 0..16 {
             let mut xs: [&[[T; L]]; R] = [&[]; R];
             for (r, xr) in xs.iter_mut().enumerate() {
@@ -437,11 +444,25 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                 if yy >= hd || xx >= wd {
                     continue;
                 }
-                for cd in 0..c_dst {
-                    let bias = [plan.bias[cd]; L];
-                    let mut ys = zero;
-                    add_to(&mut ys, &yb[(tl * cdp + cd) * 4 + ab], &bias);
-                    store_lanes(rows.rb_mut().col_mut((yy * wd + xx) * c_dst + cd), accum, &ys);
+                let q = (yy * wd + xx) * c_dst;
+                if full {
+                    for cd in 0..c_dst {
+                        let ys = &yb[(tl * cdp + cd) * 4 + ab];
+                        // SAFETY: column q + cd < hd wd c_dst = the block's columns (asserted below the loop
+                        // head), each holding L contiguous entries (full block, column-major).
+                        let dst = unsafe { &mut *out.offset((q + cd) as isize * col_stride).cast::<[T; L]>() };
+                        match accum {
+                            Accum::Replace => *dst = *ys,
+                            Accum::Add => {
+                                let prev = *dst;
+                                add_to(dst, &prev, ys);
+                            }
+                        }
+                    }
+                } else {
+                    for cd in 0..c_dst {
+                        store_lanes(rows.rb_mut().col_mut(q + cd), accum, &yb[(tl * cdp + cd) * 4 + ab]);
+                    }
                 }
             }
         }
