@@ -877,8 +877,13 @@ fn direct_jacobian_rows<T: Float>(
     let args = (g, h, da, wm, bm, ja);
     // Lanes of 64 bytes with a 4 x 4 tile where there are 32 vector registers, 32 bytes and 2 x 4 with 16.
     match simd {
+        // Three input channels (RGB images) fill a 3 x 4 tile without the zero channel a 4 x 4 one pads them to.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 if f32_lanes::<T>() && g.c_in == 3 => lanes::<T, 16, 3, 4>(simd, args),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 if f32_lanes::<T>() => lanes::<T, 16, 4, 4>(simd, args),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 if g.c_in == 3 => lanes::<T, 8, 3, 4>(simd, args),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 => lanes::<T, 8, 4, 4>(simd, args),
         #[cfg(target_arch = "x86_64")]
