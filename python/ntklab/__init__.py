@@ -52,7 +52,7 @@ def from_torch(module, input_shape=None):
     (H, W, C) or (W, C), channels last, is needed for convolutional networks."""
     from ._torch import sequential_to_tensors
 
-    arch, tensors, _ = sequential_to_tensors(module)
+    arch, tensors, _ = sequential_to_tensors(module, images=input_shape is not None and len(input_shape) >= 2)
     shape = _shape_text(input_shape) if input_shape is not None else None
     return Model.from_tensors(arch, "standard", tensors, shape)
 

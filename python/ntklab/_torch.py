@@ -26,7 +26,7 @@ def _values(t):
     return [int(s) for s in a.shape], a.tobytes()
 
 
-def sequential_to_tensors(module):
+def sequential_to_tensors(module, images=False):
     """(architecture text, [(name, shape, float64 bytes)], {ntklab name: torch name}) of an nn.Sequential. The
     tensors are named as ntklab's nn.Sequential of the translated layers (index of the layer in the
     architecture), which differs from the torch index where a module is dropped (Identity) or two merge
@@ -37,14 +37,16 @@ def sequential_to_tensors(module):
         raise TypeError(f"from_torch takes an nn.Sequential, got {type(module).__name__}")
     ops, tensors, names = [], [], {}
     children = list(module.named_children())
-    i, spatial = 0, False  # spatial: the current module's input has positions (after a conv or pooling)
+    # spatial: the current module's input has positions (images in, or after a conv or pooling)
+    i, spatial = 0, bool(images)
     while i < len(children):
         name, m = children[i]
         if isinstance(m, nn.Linear):
             if spatial:
                 # torch's Linear on N C H W maps the last (width) axis, ntklab's dense on an image its channels.
-                raise ValueError(f"layer {name}: a Linear on the outputs of a convolution or pooling maps the last "
-                                 "(width) axis in torch; put Flatten (or AdaptiveAvgPool(1) and Flatten) before it")
+                raise ValueError(f"layer {name}: a Linear on images (or on the outputs of a convolution or pooling) "
+                                 "maps their last (width) axis in torch; put Flatten (or AdaptiveAvgPool(1) and "
+                                 "Flatten) before it")
             ops.append(f"dense({m.out_features}" + (",b_std=1" if m.bias is not None else "") + ")")
         elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
             spatial = True
@@ -54,6 +56,7 @@ def sequential_to_tensors(module):
             ops.append(f"conv({m.out_channels},{'x'.join(map(str, k))},stride={'x'.join(map(str, m.stride))},"
                        f"padding={_conv_padding(m, k)}" + (",b_std=1" if m.bias is not None else "") + ")")
         elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+            spatial = True
             k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (
                 2 if isinstance(m, nn.AvgPool2d) else 1)
             s = m.stride if isinstance(m.stride, tuple) else (m.stride,) * len(k)

@@ -193,8 +193,14 @@ def test_torch_unsupported_layers_are_named():
         ntklab.empirical_ntk(model, np.ones((2, 3)))
     # torch's Linear straight after a convolution maps the width axis of N C H W, not the channels.
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
-    with pytest.raises(ValueError, match="layer 2: a Linear on the outputs of a convolution"):
+    with pytest.raises(ValueError, match="layer 2: a Linear on images"):
         ntklab.from_torch(model)
+    # Likewise a Linear first on images, and after a pooling.
+    with pytest.raises(ValueError, match="layer 0: a Linear on images"):
+        ntklab.empirical_ntk(torch.nn.Sequential(torch.nn.Linear(2, 1)), np.ones((2, 3, 3, 2)))
+    pooled = torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="layer 1: a Linear on images"):
+        ntklab.from_torch(pooled)
 
 
 def test_torch_round_trip_with_dropped_and_merged_modules():

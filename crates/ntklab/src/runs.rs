@@ -427,11 +427,14 @@ pub fn run_experiment(
         Err(e) => {
             let kept = std::fs::read_to_string(&checkpoint).is_ok_and(|t| t.lines().count() > 1);
             if kept {
-                // In the message, not on stderr: a library caller (Python) sees it where it sees the error.
-                return Err(e.noted(&format!(
-                    "the completed steps are kept in {}; resuming continues from them",
-                    partial.display()
-                )));
+                let note =
+                    format!("the completed steps are kept in {}; resuming continues from them", partial.display());
+                // In the message, where a library caller (Python) sees the error; a stop by the user carries no
+                // message of its own, so that note goes to stderr.
+                if matches!(e, Error::Cancelled) {
+                    eprintln!("note: {note}");
+                }
+                return Err(e.noted(&note));
             }
             let _ = std::fs::remove_dir_all(&partial);
             Err(e)

@@ -926,8 +926,8 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         crate::data::memory::check_alloc(
             self.bytes_for_rows(n1),
             &format!(
-                "the convolutional NNGP and NTK ({n1} x {n1}; computed in slices of rows, they fit: the CLI's \
-                 --batch, or from Python kernel_fn(x1[i:j], x1) block by block)"
+                "the convolutional NNGP and NTK ({n1} x {n1}; computing them in slices of rows and writing each out \
+                 needs less: the CLI's --batch, or from Python kernel_fn(x1[i:j], x1) block by block)"
             ),
         )?;
         let done = std::sync::atomic::AtomicUsize::new(0);

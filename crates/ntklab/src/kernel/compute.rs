@@ -100,8 +100,8 @@ impl Plan {
 }
 
 /// Compile the architecture into stages over registers, checking what the infinite-width limit needs: every
-/// nonlinearity and fan-in reads Gaussian pre-activations (the input, a Dense output, or sums and
-/// concatenations of those), as in neural-tangents.
+/// nonlinearity and sum reads Gaussian pre-activations (the input, a Dense output, or sums of those), as in
+/// neural-tangents; a concatenation reads anything and is read only by linear layers.
 fn plan(arch: &Architecture, d: usize) -> Result<Plan> {
     match arch.parameterization {
         Parameterization::Ntk | Parameterization::Standard => {}

@@ -2,7 +2,8 @@
 //! that a file moves between ntklab and PyTorch without conversion code.
 //!
 //! **Names.** In a chain, the Dense layer at position p of `arch.layers` is stored as `{p}.weight` (n_out x
-//! n_in, row-major) and `{p}.bias` (n_out, only if the layer has a bias); activations occupy positions but hold
+//! n_in, row-major; n_out x C_in x 1 x 1 for a dense layer on an image, which the graph makes a 1 x 1
+//! convolution) and `{p}.bias` (n_out, only if the layer has a bias); activations occupy positions but hold
 //! no tensors, exactly as in `nn.Sequential`. `dense(512,b_std=0.1),relu,dense(1)` is `0.weight`, `0.bias`,
 //! `2.weight`. A residual or DAG network stores each Dense node under its node name ([`DenseParams::name`]:
 //! `1.0.weight` for the first layer of the residual block at position 1, `h1.weight` for `node(h1, ...)`), and
@@ -678,10 +679,7 @@ fn check_declared_size(
                 return Err(Error::InvalidInput(format!("missing tensor `{wname}` ({what})")));
             };
             if w.shape != want {
-                return Err(Error::Shape(format!(
-                    "tensor `{wname}` has shape {:?} but {what} needs {want:?} ({layout})",
-                    w.shape
-                )));
+                return Err(shape_mismatch(&wname, &w.shape, &what, &want, layout));
             }
             let n_in: usize = want[1..].iter().product();
             let bname = format!("{base}.bias");
@@ -702,6 +700,19 @@ fn check_declared_size(
     Ok(())
 }
 
+/// A weight tensor of the wrong shape, named; a 2-d tensor where a 1 x 1 convolution's is wanted (a dense layer on
+/// an image, which the graph makes one) most likely means a missing flatten, and the message says so.
+fn shape_mismatch(wname: &str, got: &[usize], what: &str, want: &[usize], layout: &str) -> Error {
+    let one_by_one = want.len() > 2 && want[2..].iter().all(|&k| k == 1);
+    let hint = if one_by_one && got.len() == 2 {
+        "; a dense layer on an image maps its channels at every position (a 1 x 1 convolution): for a PyTorch \
+         Linear after the image, put flatten (or global_avg_pool) before the dense layer"
+    } else {
+        ""
+    };
+    Error::Shape(format!("tensor `{wname}` has shape {got:?} but {what} needs {want:?} ({layout}){hint}"))
+}
+
 /// Fill Dense node `d` of `net` from `{base}.weight` / `{base}.bias`; `what` describes the layer in errors.
 fn fill_dense(net: &mut Mlp, l: usize, base: &str, what: &str, by_name: &mut BTreeMap<String, Array>) -> Result<()> {
     let d = net.dense[l].clone();
@@ -709,11 +720,8 @@ fn fill_dense(net: &mut Mlp, l: usize, base: &str, what: &str, by_name: &mut BTr
     let w = by_name.remove(&wname).ok_or_else(|| Error::InvalidInput(format!("missing tensor `{wname}` ({what})")))?;
     let want = d.weight_shape();
     if w.shape != want {
-        return Err(Error::Shape(format!(
-            "tensor `{wname}` has shape {:?} but {what} needs {want:?} ({})",
-            w.shape,
-            if d.filter.is_some() { "C_out x C_in x filter" } else { "n_out x n_in" }
-        )));
+        let layout = if d.filter.is_some() { "C_out x C_in x filter" } else { "n_out x n_in" };
+        return Err(shape_mismatch(&wname, &w.shape, what, &want, layout));
     }
     let mut raw = unscale(&wname, &w.data, d.w_mult)?;
     if let Some(pc) = torch_flatten(net, l) {
@@ -1234,6 +1242,69 @@ mod tests {
         assert_eq!(split_name("weight"), None);
         assert_eq!(split_name("0.running_mean"), None);
     }
+    /// A safetensors file of `tensors` in f64 without ntklab's metadata (as PyTorch writes one).
+    fn write_foreign(tensors: &[(String, Array)], path: &Path) {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, a) in tensors {
+            let start = data.len();
+            encode(a, Precision::F64, &mut data);
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F64", "shape": a.shape, "data_offsets": [start, data.len()]}),
+            );
+        }
+        let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+        head.resize(head.len().div_ceil(8) * 8, b' ');
+        let mut out = (head.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&data);
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn dense_layers_on_images_are_stored_as_one_by_one_convolutions() {
+        // neural-tangents' Dense on N x H x W x C maps the channels at every position: PyTorch's Conv2d(C, k, 1),
+        // weight (k, C, 1, 1). Round trip in both formats; a 2-d tensor for it (a Linear, as if flatten were
+        // missing) is refused with the hint.
+        use crate::kernel::spatial::Shape;
+        let d = tmpdir("dense-img");
+        let shape = Shape::image(&[3, 4], 2);
+        let spec = "conv(3,3x3,padding=same,b_std=0.2),relu,dense(4,w_std=1.2,b_std=0.1),relu,global_avg_pool,dense(1)";
+        let arch = Architecture::parse(spec, Parameterization::Ntk).unwrap();
+        let n = Mlp::init_for(&arch, &shape, 1.0, 5).unwrap();
+        let t = effective_tensors(&n);
+        assert_eq!(t.iter().find(|t| t.0 == "2.weight").unwrap().1.shape, [4, 3, 1, 1]);
+        let x = gaussian(3, shape.size(), 2);
+        let f = n.forward(x.as_ref()).unwrap();
+        for file in ["c.safetensors", "c.npz"] {
+            let path = d.join(file);
+            save_mlp(&n, &path, Precision::F64).unwrap();
+            let back = load_mlp(&path, &LoadOptions::default()).unwrap();
+            assert!(max_rel(&back.forward(x.as_ref()).unwrap(), &f) < 1e-13, "{file}");
+        }
+        let flat: Vec<(String, Array)> = t
+            .into_iter()
+            .map(|(name, mut a)| {
+                if name == "2.weight" {
+                    a.shape = vec![4, 3];
+                }
+                (name, a)
+            })
+            .collect();
+        let path = d.join("linear.safetensors");
+        write_foreign(&flat, &path);
+        let opts = LoadOptions {
+            layers: Some(arch.layers.clone()),
+            parameterization: Some(Parameterization::Ntk),
+            input_shape: Some(shape),
+            ..Default::default()
+        };
+        let e = load_mlp(&path, &opts).unwrap_err().to_string();
+        assert!(e.contains("`2.weight`") && e.contains("put flatten"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
     #[test]
     fn conv_models_round_trip_with_pytorch_layouts() {
         // Conv weights are stored as (C_out, C_in, kh, kw) and a dense layer after flatten has its columns in
@@ -1278,26 +1349,7 @@ mod tests {
         }
         // Without metadata the input shape must be given; with it, the file loads as a PyTorch model.
         let path = d.join("foreign.safetensors");
-        let bytes = {
-            let tensors = effective_tensors(&n);
-            let mut header = serde_json::Map::new();
-            let mut data = Vec::new();
-            for (name, a) in &tensors {
-                let start = data.len();
-                encode(a, Precision::F64, &mut data);
-                header.insert(
-                    name.clone(),
-                    serde_json::json!({"dtype": "F64", "shape": a.shape, "data_offsets": [start, data.len()]}),
-                );
-            }
-            let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
-            head.resize(head.len().div_ceil(8) * 8, b' ');
-            let mut out = (head.len() as u64).to_le_bytes().to_vec();
-            out.extend_from_slice(&head);
-            out.extend_from_slice(&data);
-            out
-        };
-        std::fs::write(&path, bytes).unwrap();
+        write_foreign(&effective_tensors(&n), &path);
         let layers = Some(Architecture::parse(chain, Parameterization::Ntk).unwrap().layers);
         let opts = LoadOptions { layers, parameterization: Some(Parameterization::Ntk), ..Default::default() };
         let e = load_mlp(&path, &opts).unwrap_err().to_string();

@@ -547,10 +547,19 @@ impl RunConfig {
             }
         };
         if net.output_dim() != data.output_dim() {
+            let out = &net.graph.nodes[net.graph.output()].shape;
+            let hint = if out.is_spatial() {
+                format!(
+                    " (its output is {out}, positions x channels: a dense layer on an image maps the channels at \
+                     every position; put flatten or global_avg_pool before the last dense layer)"
+                )
+            } else {
+                String::new()
+            };
             return Err(key_err(
                 "model.arch",
                 format!(
-                    "the network has {} outputs but the targets have {} columns",
+                    "the network has {} outputs but the targets have {} columns{hint}",
                     net.output_dim(),
                     data.output_dim()
                 ),
@@ -888,6 +897,10 @@ which = ["sharpness", "ntk-max", "linearized"]
         assert_eq!((run.data.n_train(), run.data.input_dim(), run.data.output_dim()), (40, 64, 10));
         assert_eq!(run.data.input_shape.as_ref().unwrap().compact(), "8x8x1");
         assert_eq!(run.data.test.as_ref().unwrap().0.nrows(), 5);
+        // Without flatten the dense layers map the 8 x 8 images' channels per position: 640 outputs, and the
+        // message says why.
+        let e = err(&text.replace("\"flatten,dense(8", "\"dense(8"));
+        assert!(e.contains("640 outputs") && e.contains("put flatten or global_avg_pool"), "{e}");
         let e = err(&BASE.replace("\"teacher\"", "\"diabetes\""));
         assert!(e.contains("data.d") && e.contains("diabetes"), "{e}");
         let e =

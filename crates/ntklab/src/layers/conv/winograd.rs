@@ -448,8 +448,8 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                 if full {
                     for cd in 0..c_dst {
                         let ys = &yb[(tl * cdp + cd) * 4 + ab];
-                        // SAFETY: column q + cd < hd wd c_dst = the block's columns (asserted below the loop
-                        // head), each holding L contiguous entries (full block, column-major).
+                        // SAFETY: column q + cd < hd wd c_dst = the block's columns (asserted before the loop
+                        // over tiles), each holding L contiguous entries (full block, column-major).
                         let dst = unsafe { &mut *out.offset((q + cd) as isize * col_stride).cast::<[T; L]>() };
                         match accum {
                             Accum::Replace => *dst = *ys,
