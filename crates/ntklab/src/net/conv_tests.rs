@@ -37,6 +37,11 @@ node(g,concat,e,f,b,f),node(h,avg_pool(2x2,stride=2),g),node(i,global_avg_pool,h
 const CNN_WIDE: &str = "conv(24,3x3,padding=same,w_std=1.3,b_std=0.2),tanh,conv(24,3x3,padding=valid,b_std=0.1),gelu,\
 global_avg_pool,dense(2,b_std=0.3)";
 
+/// A dense layer on an image (neural-tangents' Dense over the channel axis: a 1 x 1 convolution node), between a
+/// convolution and a flatten.
+const CNN_DENSE_IMAGE: &str =
+    "conv(3,3x3,padding=same,b_std=0.2),relu,dense(4,w_std=1.2,b_std=0.1),tanh,flatten,dense(2,b_std=0.3)";
+
 fn cases() -> Vec<(&'static str, Shape, Parameterization, f64)> {
     vec![
         (CNN_CONCAT, Shape::image(&[4, 5], 2), Parameterization::Ntk, 1.1),
@@ -46,6 +51,8 @@ fn cases() -> Vec<(&'static str, Shape, Parameterization, f64)> {
         (CNN_GAP, Shape::image(&[5, 4], 2), Parameterization::Mup, 1.0),
         (CNN_FLAT, Shape::image(&[7], 2), Parameterization::MeanField, 2.0),
         (CNN_WIDE, Shape::image(&[5, 4], 24), Parameterization::Ntk, 1.0),
+        (CNN_DENSE_IMAGE, Shape::image(&[4, 3], 2), Parameterization::Ntk, 1.2),
+        (CNN_DENSE_IMAGE, Shape::image(&[4, 3], 2), Parameterization::MeanField, 1.5),
     ]
 }
 
