@@ -73,10 +73,12 @@ class Layer(tuple):
             if len(shape) < 2 or any(v < 1 for v in shape[1:]):
                 raise ValueError(f"input_shape must be (batch, d) or (batch, H, W, C), got {tuple(input_shape)}")
             model = Model.init(arch, p, "x".join(map(str, shape[1:])), _seed(rng))
-            return (shape[0], model.output_dim), model
+            # (batch, k), or (batch, H, W, C) for a network that ends on an image, as neural-tangents.
+            return (shape[0], *model.output_shape), model
 
         def apply_fn(params, inputs, **kwargs):
-            """The network's outputs on ``inputs`` (N x k numpy float64; ``precision='f32'`` for f32 lanes)."""
+            """The network's outputs on ``inputs``: N x k numpy float64 (``precision='f32'`` for f32 lanes), or
+            N x H x W x C for a network that ends on an image (a convolution or a dense layer on an image)."""
             precision = kwargs.pop("precision", "f64")
             # neural-tangents passes a PRNG key for stochastic layers (Dropout); ntklab's layers draw nothing.
             kwargs.pop("rng", None)
@@ -86,7 +88,8 @@ class Layer(tuple):
                 raise ValueError(f"precision must be 'f64' or 'f32', got {precision!r}")
             b, shape = examples_bytes(inputs, "inputs")
             data, rows, cols = params.apply(b, shape, precision == "f32")
-            return matrix_from_bytes(data, rows, cols, np.float32 if precision == "f32" else np.float64)
+            out = matrix_from_bytes(data, rows, cols, np.float32 if precision == "f32" else np.float64)
+            return out.reshape((rows, *params.output_shape)) if len(params.output_shape) > 1 else out
 
         self = super().__new__(cls, (init_fn, apply_fn, _make_kernel_fn(emit)))
         self._emit = emit

@@ -481,6 +481,14 @@ impl Model {
         s.spatial.iter().copied().chain(std::iter::once(s.channels)).collect()
     }
 
+    /// The shape of one output example: the outputs, or spatial extents then channels for a network that ends
+    /// on positions x channels (its outputs are those values, channels fastest).
+    #[getter]
+    fn output_shape(&self) -> Vec<usize> {
+        let s = &self.net.graph.nodes[self.net.graph.output()].shape;
+        s.spatial.iter().copied().chain(std::iter::once(s.channels)).collect()
+    }
+
     /// Empirical NTK J(x1) J(x2)^T as column-major bytes (float64, or float32 with `f32`) and its shape: the trace
     /// over outputs (N1 x N2), or every output block (`trace=False`: (N1 k) x (N2 k), row i k + a). The inputs
     /// are float64 bytes, or float32 bytes with `f32`.

@@ -180,6 +180,33 @@ def test_neural_tangents_arguments_that_change_nothing_here():
         scaled[2](x, diagonal_spatial=True)
 
 
+def test_networks_that_end_on_an_image_give_image_outputs():
+    # As neural-tangents: init_fn's output shape and apply_fn's outputs keep the positions (N x H x W x C), in the
+    # order Flatten reads them (the same network with a Flatten at the end, the same seed, gives them flat).
+    layers = (stax.Conv(3, (3, 3), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu(), stax.Dense(2, W_std=1.1))
+    init_fn, apply_fn, _ = stax.serial(*layers)
+    out_shape, params = init_fn(3, (-1, 5, 4, 2))
+    assert out_shape == (-1, 5, 4, 2) and params.output_shape == [5, 4, 2]
+    x = np.random.default_rng(2).standard_normal((6, 5, 4, 2))
+    y = apply_fn(params, x)
+    assert y.shape == (6, 5, 4, 2)
+    init_flat, apply_flat, _ = stax.serial(*layers, stax.Flatten())
+    flat_shape, flat_params = init_flat(3, (-1, 5, 4, 2))
+    assert flat_shape == (-1, 40) and np.array_equal(apply_flat(flat_params, x), y.reshape(6, -1))
+    # The dense layer maps the channels at every position: y = h W^T over the last axis, h the conv and relu's
+    # outputs (the same weights in a model of those two layers).
+    from ntklab import Model
+
+    tensors = {name: np.frombuffer(b).reshape(shape) for name, shape, b in params.tensors()}
+    arch, p = stax.serial(*layers[:2])[2].arch()
+    head = Model.from_tensors(arch, p, [(n, list(t.shape), t.tobytes()) for n, t in tensors.items()
+                                        if n.startswith("0.")], "5x4x2")
+    h = apply_fn(head, x)
+    assert h.shape == (6, 5, 4, 3)
+    manual = np.einsum("nhwc,oc->nhwo", h, tensors["2.weight"].reshape(2, 3))
+    assert np.abs(manual - y).max() <= 1e-13 * np.abs(y).max()
+
+
 @pytest.mark.skipif(not os.path.exists(CLI), reason=f"no CLI binary at {CLI} (cargo build --release)")
 def test_init_and_apply_match_the_cli_init():
     init_fn, apply_fn, _ = stax.serial(stax.Conv(3, (3, 3), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu(),
