@@ -349,9 +349,43 @@ fn windowed_tiles<T: Float, const L: usize, const R: usize, const B: usize, cons
     debug_assert!(hc.len() > plan.pass.m.ncols(), "the packed source ends in a zero block");
     let groups = (k * R * c_src * std::mem::size_of::<[T; L]>()).div_ceil(WINDOW_BYTES).clamp(1, c_src);
     let per_group = c_src.div_ceil(groups);
+    let positions = cols.ncols() / c_dst;
+    if groups == 1 && cols.nrows() == L && cols.row_stride() == 1 {
+        // All source channels in one group and a full block: each tile's accumulators stay in registers from
+        // the bias to the store, one write per output vector through its column's pointer (the general path
+        // below keeps them in memory between groups and stores through a column view per vector, which took a
+        // third of a 3-channel first layer's time).
+        let col_stride = cols.col_stride();
+        let out = cols.rb_mut().as_ptr_mut();
+        for tl in 0..positions.div_ceil(R) {
+            let offs = &plan.src[(t0 + tl) * k * R..][..k * R];
+            for (cb, &init) in bc.iter().enumerate() {
+                let wb = &wc[cb * k * c_src..][..k * c_src];
+                let acc = [init.map(|b| [b; L]); R];
+                let acc = conv_tile::<T, L, R, B, FMA>(acc, hc, offs.as_chunks::<R>().0, wb, (c_src, 0..c_src));
+                for (r, acc_r) in acc.iter().enumerate().take(positions - tl * R) {
+                    for (b, lanes) in acc_r.iter().enumerate().take(c_dst.saturating_sub(cb * B)) {
+                        let q = (tl * R + r) * c_dst + cb * B + b;
+                        debug_assert!(q < cols.ncols());
+                        // SAFETY: q < positions c_dst = cols.ncols() (r and b bounded above), and a full block's
+                        // column holds L contiguous entries (row stride 1, checked before the loop).
+                        let dst = unsafe { &mut *out.offset(q as isize * col_stride).cast::<[T; L]>() };
+                        match accum {
+                            Accum::Replace => *dst = *lanes,
+                            Accum::Add => {
+                                for (o, &v) in dst.iter_mut().zip(lanes) {
+                                    *o += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
     // One tile's accumulators for every destination channel block (in L1 between the source channel groups).
     let mut accs = vec![[[[T::ZERO; L]; B]; R]; plan.nb];
-    let positions = cols.ncols() / c_dst;
     for tl in 0..positions.div_ceil(R) {
         let t = t0 + tl;
         let offs = &plan.src[t * k * R..][..k * R];
