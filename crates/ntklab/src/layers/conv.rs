@@ -369,15 +369,7 @@ fn windowed_tiles<T: Float, const L: usize, const R: usize, const B: usize, cons
                         debug_assert!(q < cols.ncols());
                         // SAFETY: q < positions c_dst = cols.ncols() (r and b bounded above), and a full block's
                         // column holds L contiguous entries (row stride 1, checked before the loop).
-                        let dst = unsafe { &mut *out.offset(q as isize * col_stride).cast::<[T; L]>() };
-                        match accum {
-                            Accum::Replace => *dst = *lanes,
-                            Accum::Add => {
-                                for (o, &v) in dst.iter_mut().zip(lanes) {
-                                    *o += v;
-                                }
-                            }
-                        }
+                        unsafe { store_full(out, col_stride, q, accum, lanes) };
                     }
                 }
             }
@@ -419,6 +411,27 @@ fn store_lanes<T: Float, const L: usize>(col: faer::ColMut<'_, T>, accum: Accum,
         (Accum::Replace, Ok(full)) => *full = *lanes,
         (Accum::Replace, Err(_)) => store_partial(dst, lanes),
         (Accum::Add, _) => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v),
+    }
+}
+
+/// [`store_lanes`] for a full block through its base pointer `out` and column stride: one write (Replace) or
+/// add (Add) of the L lanes of column q, without a column view per vector.
+///
+/// # Safety
+/// Column q of the block lies at `out + q col_stride` and holds L contiguous entries the caller may write.
+#[inline(always)]
+pub(super) unsafe fn store_full<T: Float, const L: usize>(
+    out: *mut T,
+    col_stride: isize,
+    q: usize,
+    accum: Accum,
+    lanes: &[T; L],
+) {
+    // SAFETY: the caller's promise.
+    let dst = unsafe { &mut *out.offset(q as isize * col_stride).cast::<[T; L]>() };
+    match accum {
+        Accum::Replace => *dst = *lanes,
+        Accum::Add => dst.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v),
     }
 }
 

@@ -31,7 +31,7 @@
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef};
 
-use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, store_lanes, with_scratch, Line};
+use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, store_full, store_lanes, with_scratch, Line};
 use crate::kernel::compute::Simd;
 use crate::kernel::spatial::Window;
 use crate::net::ops::Float;
@@ -450,14 +450,7 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
                         let ys = &yb[(tl * cdp + cd) * 4 + ab];
                         // SAFETY: column q + cd < hd wd c_dst = the block's columns (asserted before the loop
                         // over tiles), each holding L contiguous entries (full block, column-major).
-                        let dst = unsafe { &mut *out.offset((q + cd) as isize * col_stride).cast::<[T; L]>() };
-                        match accum {
-                            Accum::Replace => *dst = *ys,
-                            Accum::Add => {
-                                let prev = *dst;
-                                add_to(dst, &prev, ys);
-                            }
-                        }
+                        unsafe { store_full(out, col_stride, q + cd, accum, ys) };
                     }
                 } else {
                     for cd in 0..c_dst {
