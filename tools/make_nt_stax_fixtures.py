@@ -16,7 +16,7 @@ from neural_tangents import stax  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(os.path.dirname(HERE), "python", "tests")
 sys.path.insert(0, TESTS)
-from stax_cases import cases, inputs  # noqa: E402
+from stax_cases import cases, inputs, spatial_cases  # noqa: E402
 
 out = os.path.join(TESTS, "fixtures")
 os.makedirs(out, exist_ok=True)
@@ -26,6 +26,26 @@ for i, (name, (layer, shape)) in enumerate(cases(stax).items()):
     k11 = kernel_fn(x1, None, ("nngp", "ntk"))
     k12 = kernel_fn(x1, x2, ("nngp", "ntk"))
     for key, v in {"x1": x1, "x2": x2, "nngp": k11.nngp, "ntk": k11.ntk, "nngp12": k12.nngp, "ntk12": k12.ntk}.items():
+        np.save(os.path.join(out, f"{name}_{key}.npy"), np.asarray(v, dtype=np.float64))
+    print(name, "ok")
+
+# Networks that end on an image: the covariances between output positions, all pairs (N1 x N2 x H x H' x W x W',
+# with neural-tangents' spatial axes put back in input order where it reports is_reversed) and each position with
+# itself (diagonal_spatial=True: N1 x N2 x H x W).
+for i, (name, (layer, shape)) in enumerate(spatial_cases(stax).items()):
+    _, _, kernel_fn = layer
+    x1, x2 = inputs(shape, 100 + i)
+    out_k = {"x1": x1, "x2": x2}
+    for tag, b in (("", None), ("12", x2)):
+        k = kernel_fn(x1, b)
+        if k.is_reversed:
+            k = k.reverse()
+        out_k.update({f"nngp{tag}": k.nngp, f"ntk{tag}": k.ntk})
+        if "pool" not in name:
+            # neural-tangents refuses diagonal_spatial=True where pooling needs every pair of positions.
+            d = kernel_fn(x1, b, ("nngp", "ntk"), diagonal_spatial=True)
+            out_k.update({f"dnngp{tag}": d.nngp, f"dntk{tag}": d.ntk})
+    for key, v in out_k.items():
         np.save(os.path.join(out, f"{name}_{key}.npy"), np.asarray(v, dtype=np.float64))
     print(name, "ok")
 

@@ -15,7 +15,8 @@ def kernel(
     x2: Optional[bytes] = None,
     shape2: Optional[Sequence[int]] = None,
     f32: bool = False,
-) -> Tuple[bytearray, bytearray]: ...
+    diagonal_spatial: bool = False,
+) -> Tuple[bytearray, bytearray, List[int]]: ...
 
 class Model:
     @staticmethod

@@ -439,24 +439,33 @@ def _make_kernel_fn(emit):
     def kernel_fn(x1, x2=None, get=None, *, precision="f64", diagonal_batch=True, diagonal_spatial=False):
         """NNGP and/or NTK of the infinite-width network on ``x1`` (and ``x2``): numpy arrays of N1 x N2.
 
+        A network that ends on an image (a convolution, or a dense layer on an image) gives, as neural-tangents,
+        the covariances between its output positions: N1 x N2 x H x H' x W x W' (each spatial axis of x1's
+        example, then of x2's), or N1 x N2 x H x W with ``diagonal_spatial=True`` (each position with itself).
+        The spatial axes always come in input order (neural-tangents' ``is_reversed=False``; after an odd number
+        of convolutions neural-tangents gives them reversed and says so in ``is_reversed``).
+
         ``get``: 'nngp', 'ntk', or a tuple of them (default both, as a named tuple ``Kernel``).
         ``precision``: 'f64' (default) or 'f32' (computed and returned in float32).
         ``diagonal_batch``: accepted for neural-tangents scripts (a memory hint there; the result is the same).
-        ``diagonal_spatial=True`` (only the spatial diagonal of each covariance) is not supported.
+        ``diagonal_spatial``: for a network that ends on an image, only each output position with itself;
+        otherwise the kernel is the same either way.
         """
-        if diagonal_spatial:
-            raise ValueError("kernel_fn: diagonal_spatial=True is not supported (ntklab keeps the full spatial "
-                             "covariances)")
         arch, p = _compile(emit)
         if precision not in ("f64", "f32"):
             raise ValueError(f"precision must be 'f64' or 'f32', got {precision!r}")
         b1, s1 = examples_bytes(x1, "x1")
         b2, s2 = examples_bytes(x2, "x2") if x2 is not None else (None, None)
-        nngp, ntk = _core.kernel(arch, p, b1, s1, b2, s2, precision == "f32")
+        nngp, ntk, dims = _core.kernel(arch, p, b1, s1, b2, s2, precision == "f32", bool(diagonal_spatial))
         n2 = s2[0] if s2 is not None else s1[0]
         dtype = np.float32 if precision == "f32" else np.float64
-        # Fortran order: the core writes the kernels in place, column by column (values as in any order).
-        k = Kernel(matrix_from_bytes(nngp, s1[0], n2, dtype, "F"), matrix_from_bytes(ntk, s1[0], n2, dtype, "F"))
+        if dims:
+            # Row-major N1 x N2 x spatial axes; the bytearrays are writable, so numpy shares them.
+            shape = (s1[0], n2, *dims)
+            k = Kernel(*(np.frombuffer(b, dtype=dtype).reshape(shape) for b in (nngp, ntk)))
+        else:
+            # Fortran order: the core writes the kernels in place, column by column (values as in any order).
+            k = Kernel(matrix_from_bytes(nngp, s1[0], n2, dtype, "F"), matrix_from_bytes(ntk, s1[0], n2, dtype, "F"))
         if get is None:
             return k
         if isinstance(get, str):

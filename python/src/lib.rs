@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use faer::{Mat, MatRef};
 use ntklab::data::io::Array;
-use ntklab::kernel::cnn::CnnKernel;
+use ntklab::kernel::cnn::{CnnKernel, Spatial};
 use ntklab::kernel::compute::KernelScalar;
 use ntklab::kernel::{Architecture, Parameterization, Shape};
 use ntklab::net::{cast, load_mlp, LoadOptions, LossCurvature, Mlp, Network, NtkOutputs};
@@ -184,13 +184,31 @@ fn kernel_bytes<'py, T: KernelScalar>(
     shape: Option<&Shape>,
     x1: &Mat<f64>,
     x2: Option<&Mat<f64>>,
-) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    spatial: Spatial,
+) -> PyResult<KernelOut<'py>> {
     if let Some(s) = shape {
+        // One value per pair, or (a network that ends on an image) the covariances between output positions.
+        enum Cnn<T> {
+            Pairs(ntklab::kernel::Kernel<T>),
+            Positions(ntklab::kernel::cnn::SpatialKernel<T>),
+        }
         let k = interruptible(py, |stop| {
-            let job = CnnKernel::<T>::new(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()))?;
-            job.full(&|d, t| stop.progress(d, t))?.finite(0)
+            let job = CnnKernel::<T>::new_spatial(arch, s, x1.as_ref(), x2.map(|m| m.as_ref()), spatial)?;
+            Ok(if job.output_extents().is_empty() {
+                Cnn::Pairs(job.full(&|d, t| stop.progress(d, t))?.finite(0)?)
+            } else {
+                Cnn::Positions(job.spatial(&|d, t| stop.progress(d, t))?)
+            })
         })?;
-        return Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?));
+        return match k {
+            Cnn::Pairs(k) => {
+                Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?, Vec::new()))
+            }
+            Cnn::Positions(k) => {
+                let flat = |v: &[T]| to_bytearray(py, MatRef::from_row_major_slice(v, 1, v.len()));
+                Ok((flat(&k.nngp)?, flat(&k.ntk)?, k.shape[2..].to_vec()))
+            }
+        };
     }
     let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows()));
     let len = n1.saturating_mul(n2).saturating_mul(std::mem::size_of::<T>());
@@ -208,7 +226,7 @@ fn kernel_bytes<'py, T: KernelScalar>(
             })?
             .finite(0)
         })?;
-        return Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?));
+        return Ok((col_major_bytes(py, k.nngp.as_ref())?, col_major_bytes(py, k.ntk.as_ref())?, Vec::new()));
     }
     interruptible(py, |stop| {
         // SAFETY: each bytearray holds n1 n2 values of T (aligned: checked above), lives until after this call,
@@ -221,13 +239,17 @@ fn kernel_bytes<'py, T: KernelScalar>(
         };
         ntklab::kernel::kernel_into(arch, a.as_ref(), b.as_ref().map(|m| m.as_ref()), k, t, &|d, t| stop.progress(d, t))
     })?;
-    Ok((kb, tb))
+    Ok((kb, tb, Vec::new()))
 }
+
+/// The NNGP and NTK as bytes, and the extents after N1 x N2: none for one value per pair (column-major N1 x N2),
+/// else the spatial axes of a network that ends on an image (row-major).
+type KernelOut<'py> = (Bound<'py, PyByteArray>, Bound<'py, PyByteArray>, Vec<usize>);
 
 /// Infinite-width NNGP and NTK of `arch` (ntklab's architecture language) on x1 (and x2), as column-major bytes
 /// (float64, or float32 with `f32`).
 #[pyfunction]
-#[pyo3(signature = (arch, parameterization, x1, shape1, x2=None, shape2=None, f32=false))]
+#[pyo3(signature = (arch, parameterization, x1, shape1, x2=None, shape2=None, f32=false, diagonal_spatial=false))]
 #[allow(clippy::too_many_arguments)]
 fn kernel<'py>(
     py: Python<'py>,
@@ -238,7 +260,8 @@ fn kernel<'py>(
     x2: Option<&[u8]>,
     shape2: Option<Vec<usize>>,
     f32: bool,
-) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    diagonal_spatial: bool,
+) -> PyResult<KernelOut<'py>> {
     let p = Parameterization::parse(parameterization).map_err(py_err)?;
     let arch = Architecture::parse(arch, p).map_err(py_err)?;
     let (m1, s1) = examples(x1, &shape1, "x1")?;
@@ -257,10 +280,11 @@ fn kernel<'py>(
         (None, None) => None,
         _ => return Err(PyValueError::new_err("x2 and shape2 go together")),
     };
+    let spatial = if diagonal_spatial { Spatial::Diagonal } else { Spatial::Full };
     if f32 {
-        kernel_bytes::<f32>(py, &arch, s1.as_ref(), &m1, m2.as_ref())
+        kernel_bytes::<f32>(py, &arch, s1.as_ref(), &m1, m2.as_ref(), spatial)
     } else {
-        kernel_bytes::<f64>(py, &arch, s1.as_ref(), &m1, m2.as_ref())
+        kernel_bytes::<f64>(py, &arch, s1.as_ref(), &m1, m2.as_ref(), spatial)
     }
 }
 

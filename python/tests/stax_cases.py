@@ -48,6 +48,20 @@ def cases(stax):
     }
 
 
+def spatial_cases(stax):
+    """Networks that end on an image (kernels between output positions): name -> (layer, input shape). Images
+    taller than wide, so that swapped spatial axes show; one and two convolutions (neural-tangents reverses the
+    axes after an odd number), pooling inside (full covariances kept), a dense layer on the image last."""
+    return {
+        "out_conv": (stax.serial(stax.Conv(3, (3, 3), padding="SAME", W_std=1.3, b_std=0.2)), (4, 3, 2)),
+        "out_conv2": (stax.serial(stax.Conv(4, (3, 3), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu(),
+                                  stax.Conv(3, (2, 2), padding="VALID", W_std=1.1, b_std=0.1)), (4, 3, 2)),
+        "out_pool_dense": (stax.serial(stax.Conv(4, (3, 2), padding="CIRCULAR", W_std=1.4), stax.Erf(),
+                                       stax.AvgPool((2, 2), strides=(1, 1), padding="SAME"),
+                                       stax.Dense(2, W_std=1.2, b_std=0.3)), (4, 3, 2)),
+    }
+
+
 def inputs(shape, seed):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((4,) + shape), rng.standard_normal((3,) + shape)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ntklab import stax
-from stax_cases import cases
+from stax_cases import cases, spatial_cases
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,6 +43,41 @@ def test_equals_neural_tangents(name):
             assert np.diag(diff).max() <= 1e-7 * scale, f"{name} {key} diagonal: {np.diag(diff).max() / scale:.2e}"
             np.fill_diagonal(diff, 0.0)
         assert diff.max() <= 1e-11 * scale, f"{name} {key}: {diff.max() / scale:.2e}"
+
+
+SPATIAL = spatial_cases(stax)
+
+
+@pytest.mark.parametrize("name", sorted(SPATIAL))
+def test_networks_that_end_on_an_image_give_covariances_between_positions(name):
+    # neural-tangents' covariances between output positions (spatial axes in input order), all pairs and each
+    # position with itself; tolerances as in test_equals_neural_tangents (an example with itself: 1e-7).
+    layer, _ = SPATIAL[name]
+    _, _, kernel_fn = layer
+    x1, x2 = fixture(name, "x1"), fixture(name, "x2")
+    n1 = x1.shape[0]
+    for tag, b in (("", None), ("12", x2)):
+        for diag in (False, True):
+            key = f"{'d' if diag else ''}{{}}{tag}"
+            if diag and not os.path.exists(os.path.join(FIXTURES, f"{name}_{key.format('nngp')}.npy")):
+                continue  # neural-tangents has no diagonal where pooling needs every pair
+            k = kernel_fn(x1, b, diagonal_spatial=diag)
+            for what in ("nngp", "ntk"):
+                want, got = fixture(name, key.format(what)), getattr(k, what)
+                assert got.shape == want.shape, f"{name} {key.format(what)}: {got.shape} vs {want.shape}"
+                scale = np.abs(want).max()
+                diff = np.abs(got - want)
+                if b is None:
+                    self_pairs = diff[np.arange(n1), np.arange(n1)]
+                    assert self_pairs.max() <= 1e-7 * scale, f"{name} {key.format(what)} self pairs"
+                    diff[np.arange(n1), np.arange(n1)] = 0.0
+                assert diff.max() <= 1e-11 * scale, f"{name} {key.format(what)}: {diff.max() / scale:.2e}"
+    # The symmetric kernel is exactly symmetric: pair (i, j) at positions (a, b) is pair (j, i) at (b, a).
+    k = kernel_fn(x1).ntk
+    assert np.array_equal(k, k.transpose(1, 0, 3, 2, 5, 4))
+    # Pooled over all pairs of positions, it is the kernel of the network with GlobalAvgPool on top.
+    gap = stax.serial(layer, stax.GlobalAvgPool())[2](x1).ntk
+    assert np.allclose(k.mean(axis=(2, 3, 4, 5)), gap, rtol=1e-12, atol=0)
 
 
 @pytest.mark.skipif(not os.path.exists(CLI), reason=f"no CLI binary at {CLI} (cargo build --release)")
@@ -176,8 +211,8 @@ def test_neural_tangents_arguments_that_change_nothing_here():
         stax.Dense(3, parameterization="standard", s=(2, 1))
     with pytest.raises(ValueError, match="width scalings"):
         stax.Conv(3, (3, 3), parameterization="standard", s=(1, 2))
-    with pytest.raises(ValueError, match="diagonal_spatial"):
-        scaled[2](x, diagonal_spatial=True)
+    # diagonal_spatial matters only for a network that ends on an image.
+    assert np.array_equal(scaled[2](x, diagonal_spatial=True).ntk, scaled[2](x).ntk)
 
 
 def test_networks_that_end_on_an_image_give_image_outputs():

@@ -84,17 +84,34 @@ struct Plan {
     simd: super::compute::Simd,
 }
 
-fn build(arch: &Architecture, input: &Shape) -> Result<Plan> {
+/// What a network that ends on an image gives per pair of inputs: every pair of output positions' covariance, or
+/// only each position's own. `None`: such a network is refused (one kernel value per pair is wanted).
+type SpatialOut = Option<Spatial>;
+
+/// The covariances a network that ends on an image gives per pair of inputs (neural-tangents'
+/// `diagonal_spatial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spatial {
+    /// Every pair of output positions (p of x, q of x').
+    Full,
+    /// Each output position with itself.
+    Diagonal,
+}
+
+fn build(arch: &Architecture, input: &Shape, spatial: SpatialOut) -> Result<Plan> {
     let graph = arch.graph_for(input)?;
     let out = graph.output();
-    if graph.nodes[out].shape.is_spatial() {
+    let out_spatial = graph.nodes[out].shape.is_spatial();
+    if out_spatial && spatial.is_none() {
         return Err(Error::Config(format!(
             "the network ends in `{}` of shape {}: end it with flatten or global_avg_pool (then dense) to get one \
-             kernel value per pair of inputs",
+             kernel value per pair of inputs (from Python, ntklab.stax's kernel_fn gives the covariances between \
+             output positions)",
             graph.nodes[out].name, graph.nodes[out].shape
         )));
     }
-    let full = graph.nodes.iter().any(|n| matches!(n.op, Op::AvgPool { .. } | Op::GlobalAvgPool));
+    let full = graph.nodes.iter().any(|n| matches!(n.op, Op::AvgPool { .. } | Op::GlobalAvgPool))
+        || (out_spatial && spatial == Some(Spatial::Full));
     let ntk_param = arch.parameterization == Parameterization::Ntk;
     let mut gaussian = vec![true; graph.nodes.len()];
     let mut rules = Vec::with_capacity(graph.nodes.len());
@@ -209,7 +226,8 @@ impl Plan {
         self.graph.nodes[v].shape.positions()
     }
 
-    /// Runs the recursion for one pair; with `record`, returns the variances at `var_nodes` (a self pair).
+    /// Runs the recursion for one pair: the output node's covariances (one value for a feature vector, else P x P
+    /// or the P diagonal values) and, with `record`, the variances at `var_nodes` (a self pair).
     /// Dispatches to a build for the CPU's vector width (the bits are the same: no build fuses operations
     /// that the portable one does not).
     fn pair<R: Real>(
@@ -219,7 +237,7 @@ impl Plan {
         v1: Option<&Vars<R>>,
         v2: Option<&Vars<R>>,
         record: bool,
-    ) -> (R, R, Vars<R>) {
+    ) -> (Cov<R>, Vars<R>) {
         use super::compute::Simd;
         match self.simd {
             // SAFETY: each arm is only taken when the CPU reports the features it was built for.
@@ -240,7 +258,7 @@ impl Plan {
         v1: Option<&Vars<R>>,
         v2: Option<&Vars<R>>,
         record: bool,
-    ) -> (R, R, Vars<R>) {
+    ) -> (Cov<R>, Vars<R>) {
         self.pair_body(x1, x2, v1, v2, record)
     }
 
@@ -253,7 +271,7 @@ impl Plan {
         v1: Option<&Vars<R>>,
         v2: Option<&Vars<R>>,
         record: bool,
-    ) -> (R, R, Vars<R>) {
+    ) -> (Cov<R>, Vars<R>) {
         self.pair_body(x1, x2, v1, v2, record)
     }
 
@@ -265,7 +283,7 @@ impl Plan {
         v1: Option<&Vars<R>>,
         v2: Option<&Vars<R>>,
         record: bool,
-    ) -> (R, R, Vars<R>) {
+    ) -> (Cov<R>, Vars<R>) {
         let n = self.graph.nodes.len();
         let mut vals: Vec<Option<Cov<R>>> = vec![None; n];
         let mut rec: Vars<R> = Vec::new();
@@ -382,7 +400,7 @@ impl Plan {
         let outv = vals[self.graph.output()].take().expect("the output is computed");
         // Variances recorded in activation order; reorder to var_nodes order.
         let rec = if record { self.order_vars(rec) } else { rec };
-        (outv.k[0], outv.t[0], rec)
+        (outv, rec)
     }
 
     /// Diagonal mode (no pooling), one input x against many x'_j at once: every node holds a P x m array stored
@@ -735,6 +753,8 @@ fn window_sum<R: Real>(src: &[R], win: &Window, n_in: usize, full: bool) -> Vec<
 /// slices.
 pub struct CnnKernel<'a, R: KernelScalar = f64> {
     plan: Plan,
+    /// Set by [`CnnKernel::new_spatial`].
+    spatial: SpatialOut,
     x1: MatRef<'a, f64>,
     x2: Option<MatRef<'a, f64>>,
     size: usize,
@@ -754,6 +774,28 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         input: &Shape,
         x1: MatRef<'a, f64>,
         x2: Option<MatRef<'a, f64>>,
+    ) -> Result<CnnKernel<'a, R>> {
+        Self::with_output(arch, input, x1, x2, None)
+    }
+
+    /// [`CnnKernel::new`] for a network that may end on an image, whose covariances between output positions
+    /// [`CnnKernel::spatial`] returns (`what`: all pairs of positions or each with itself).
+    pub fn new_spatial(
+        arch: &Architecture,
+        input: &Shape,
+        x1: MatRef<'a, f64>,
+        x2: Option<MatRef<'a, f64>>,
+        what: Spatial,
+    ) -> Result<CnnKernel<'a, R>> {
+        Self::with_output(arch, input, x1, x2, Some(what))
+    }
+
+    fn with_output(
+        arch: &Architecture,
+        input: &Shape,
+        x1: MatRef<'a, f64>,
+        x2: Option<MatRef<'a, f64>>,
+        spatial: SpatialOut,
     ) -> Result<CnnKernel<'a, R>> {
         let size = input.size();
         for (m, what) in [(Some(x1), "x1"), (x2, "x2")] {
@@ -780,14 +822,15 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
                 }
             }
         }
-        let plan = build(arch, input)?;
+        let plan = build(arch, input, spatial)?;
         let pmax = plan.graph.nodes.iter().map(|n| n.shape.positions()).max().unwrap_or(1);
         let n_all = x1.nrows() + x2.map_or(0, |m| m.nrows());
         crate::data::memory::check_alloc(
             n_all.saturating_mul(pmax).saturating_mul(std::mem::size_of::<R>() * plan.var_nodes.len().max(1)),
             "the inputs' per-position variances",
         )?;
-        let mut me = CnnKernel { plan, x1, x2, size, s1: Vec::new(), s2: None, xt: Vec::new(), vt: Vec::new() };
+        let mut me =
+            CnnKernel { plan, spatial, x1, x2, size, s1: Vec::new(), s2: None, xt: Vec::new(), vt: Vec::new() };
         me.s1 = me.self_pass(x1);
         me.s2 = x2.map(|m| me.self_pass(m));
         if !me.plan.full {
@@ -826,8 +869,8 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
             .into_par_iter()
             .map(|i| {
                 let r = self.row(m, i);
-                let (k, t, v) = self.plan.pair(&r, &r, None, None, true);
-                (v, k, t)
+                let (c, v) = self.plan.pair(&r, &r, None, None, true);
+                (v, c.k[0], c.t[0])
             })
             .collect()
     }
@@ -850,14 +893,14 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
             None => {
                 let (a, b) = if i > j { (i, j) } else { (j, i) };
                 let (ra, rb) = (self.row(self.x1, a), self.row(self.x1, b));
-                let (k, t, _) = self.plan.pair(&ra, &rb, Some(&self.s1[a].0), Some(&self.s1[b].0), false);
-                (k, t)
+                let (c, _) = self.plan.pair(&ra, &rb, Some(&self.s1[a].0), Some(&self.s1[b].0), false);
+                (c.k[0], c.t[0])
             }
             Some(x2) => {
                 let s2 = self.s2.as_ref().expect("set with x2");
                 let (ra, rb) = (self.row(self.x1, i), self.row(x2, j));
-                let (k, t, _) = self.plan.pair(&ra, &rb, Some(&self.s1[i].0), Some(&s2[j].0), false);
-                (k, t)
+                let (c, _) = self.plan.pair(&ra, &rb, Some(&self.s1[i].0), Some(&s2[j].0), false);
+                (c.k[0], c.t[0])
             }
         }
     }
@@ -895,6 +938,7 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
 
     /// Rows `r0..r1` of the kernel (all columns); `progress(done, total)` counts rows.
     pub fn rows(&self, r0: usize, r1: usize, progress: OnProgress) -> Result<Kernel<R>> {
+        self.one_value_per_pair()?;
         let (n1, n2) = (self.x1.nrows(), self.x2.map_or(self.x1.nrows(), |m| m.nrows()));
         if r0 > r1 || r1 > n1 {
             return Err(Error::Shape(format!("rows {r0}..{r1} of a kernel with {n1} rows")));
@@ -917,8 +961,151 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         Ok(Kernel { nngp, ntk })
     }
 
+    /// The output node's spatial extents (empty for a feature vector).
+    pub fn output_extents(&self) -> &[usize] {
+        &self.plan.graph.nodes[self.plan.graph.output()].shape.spatial
+    }
+
+    /// An error when the network ends on an image: its kernel comes from [`CnnKernel::spatial`].
+    fn one_value_per_pair(&self) -> Result<()> {
+        if self.output_extents().is_empty() {
+            return Ok(());
+        }
+        Err(Error::Config("the network ends on an image: its covariances come from CnnKernel::spatial".into()))
+    }
+
+    /// The covariances between output positions of a network that ends on an image ([`CnnKernel::new_spatial`]),
+    /// in neural-tangents' layout: N1 x N2 x H x H' x W x W' (each spatial axis of x then of x', `Spatial::Full`)
+    /// or N1 x N2 x H x W (`Spatial::Diagonal`), row-major. The symmetric kernel computes each pair once, larger
+    /// index first (as [`CnnKernel::full`]), and gives its mirror by swapping the two positions, so entry
+    /// (i, j, .., a, b, ..) equals entry (j, i, .., b, a, ..) exactly. `progress(done, total)` counts rows of
+    /// inputs.
+    pub fn spatial(&self, progress: OnProgress) -> Result<SpatialKernel<R>> {
+        let what = self
+            .spatial
+            .ok_or_else(|| Error::Config("CnnKernel::spatial needs a kernel made by CnnKernel::new_spatial".into()))?;
+        let ext = self.output_extents().to_vec();
+        if ext.is_empty() {
+            return Err(Error::Config(
+                "the network ends on a feature vector: its kernel has one value per pair (CnnKernel::full)".into(),
+            ));
+        }
+        let p: usize = ext.iter().product();
+        let (n1, n2) = (self.x1.nrows(), self.x2.map_or(self.x1.nrows(), |m| m.nrows()));
+        let per = if what == Spatial::Full { p.saturating_mul(p) } else { p };
+        crate::data::memory::check_alloc(
+            n1.saturating_mul(n2).saturating_mul(per).saturating_mul(2 * std::mem::size_of::<R>()),
+            &format!("the covariances between output positions ({n1} x {n2} pairs of {per} values)"),
+        )?;
+        // Where the value for positions (a of x, b of x') goes within a pair's block: axes interleaved.
+        let place: Vec<usize> = match what {
+            Spatial::Diagonal => (0..p).collect(),
+            Spatial::Full => (0..p * p).map(|ab| interleaved(&ext, ab / p, ab % p)).collect(),
+        };
+        // One pair's block from its covariance (P x P, or the P diagonal values when the plan keeps only those).
+        let block = |c: &Cov<R>, m: &[R], out: &mut [R]| {
+            let full_cov = m.len() == p * p;
+            match what {
+                Spatial::Diagonal => {
+                    for (a, o) in out.iter_mut().enumerate() {
+                        *o = if full_cov { m[a * p + a] } else { m[a] };
+                    }
+                }
+                Spatial::Full => {
+                    debug_assert!(full_cov && c.p == p);
+                    for (ab, &v) in m.iter().enumerate() {
+                        out[place[ab]] = v;
+                    }
+                }
+            }
+        };
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        progress(0, n1)?;
+        // Row i: its pairs (i, j), and for the symmetric kernel only j <= i.
+        let rows: Vec<(Vec<R>, Vec<R>)> = (0..n1)
+            .into_par_iter()
+            .map(|i| {
+                let end = if self.x2.is_none() { i + 1 } else { n2 };
+                let (mut k, mut t) = (vec![R::ZERO; end * per], vec![R::ZERO; end * per]);
+                let a = self.row(self.x1, i);
+                for j in 0..end {
+                    let (c, _) = match self.x2 {
+                        None if j == i => self.plan.pair(&a, &a, None, None, false),
+                        None => {
+                            let b = self.row(self.x1, j);
+                            self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&self.s1[j].0), false)
+                        }
+                        Some(x2) => {
+                            let s2 = self.s2.as_ref().expect("set with x2");
+                            let b = self.row(x2, j);
+                            self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&s2[j].0), false)
+                        }
+                    };
+                    for (m, out) in [(&c.k, &mut k), (&c.t, &mut t)] {
+                        let out = &mut out[j * per..(j + 1) * per];
+                        block(&c, m, out);
+                        if self.x2.is_none() && j == i && what == Spatial::Full {
+                            // An input with itself: the upper triangle of positions mirrors the lower one, so
+                            // every block of the symmetric kernel is exactly symmetric too.
+                            for a in 0..p {
+                                for b in a + 1..p {
+                                    out[place[a * p + b]] = out[place[b * p + a]];
+                                }
+                            }
+                        }
+                    }
+                }
+                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1)?;
+                Ok((k, t))
+            })
+            .collect::<Result<_>>()?;
+        let (mut nngp, mut ntk) = (vec![R::ZERO; n1 * n2 * per], vec![R::ZERO; n1 * n2 * per]);
+        for (i, (k, t)) in rows.iter().enumerate() {
+            for j in 0..k.len() / per {
+                let (src, at) = (j * per..(j + 1) * per, (i * n2 + j) * per);
+                nngp[at..at + per].copy_from_slice(&k[src.clone()]);
+                ntk[at..at + per].copy_from_slice(&t[src.clone()]);
+                if self.x2.is_none() && j != i {
+                    // The mirror (j, i): positions swapped.
+                    let mirror = (j * n2 + i) * per;
+                    for (dst, m) in [(&mut nngp, k), (&mut ntk, t)] {
+                        let m = &m[src.clone()];
+                        match what {
+                            Spatial::Diagonal => dst[mirror..mirror + per].copy_from_slice(m),
+                            Spatial::Full => {
+                                let out = &mut dst[mirror..mirror + per];
+                                // Block entry at place[a p + b] holds positions (a, b); the mirror holds it at
+                                // place[b p + a].
+                                for a in 0..p {
+                                    for b in 0..p {
+                                        out[place[b * p + a]] = m[place[a * p + b]];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut shape = vec![n1, n2];
+        for &e in &ext {
+            shape.push(e);
+            if what == Spatial::Full {
+                shape.push(e);
+            }
+        }
+        let out = SpatialKernel { nngp, ntk, shape };
+        if let Some(at) = out.nngp.iter().chain(&out.ntk).position(|v| !v.wide().is_finite()) {
+            return Err(Error::Numerical(format!(
+                "a covariance between output positions is not finite (value {at} of the NNGP and NTK)"
+            )));
+        }
+        Ok(out)
+    }
+
     /// The whole kernel, each pair computed once (the symmetric case mirrors).
     pub fn full(&self, progress: OnProgress) -> Result<Kernel<R>> {
+        self.one_value_per_pair()?;
         let n1 = self.x1.nrows();
         if self.x2.is_some() {
             return self.rows(0, n1, progress);
@@ -952,6 +1139,31 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         }
         Ok(Kernel { nngp, ntk })
     }
+}
+
+/// The NNGP and NTK between the output positions of a network that ends on an image ([`CnnKernel::spatial`]):
+/// values row-major in the order of `shape`.
+#[derive(Debug, Clone)]
+pub struct SpatialKernel<R = f64> {
+    pub nngp: Vec<R>,
+    pub ntk: Vec<R>,
+    /// N1, N2, then each spatial axis once (`Spatial::Diagonal`) or twice in a row (x's, then x''s: `Full`).
+    pub shape: Vec<usize>,
+}
+
+/// The flat index of positions a (of x) and b (of x') in a block of extents (e_1, e_1, e_2, e_2, ..): each axis's
+/// coordinate of a, then of b, row-major.
+fn interleaved(ext: &[usize], a: usize, b: usize) -> usize {
+    let (mut ra, mut rb, mut idx, mut stride) = (a, b, 0, 1);
+    for &e in ext.iter().rev() {
+        idx += (rb % e) * stride;
+        stride *= e;
+        idx += (ra % e) * stride;
+        stride *= e;
+        ra /= e;
+        rb /= e;
+    }
+    idx
 }
 
 /// Infinite-width NNGP and NTK of a convolutional `arch` between the rows of `x1` (N1 x size of `input`) and
@@ -1059,8 +1271,8 @@ mod tests {
         // And the vectorized rows agree with the pair-by-pair recursion (different operation order: a few
         // roundings of R).
         let (xi, xj) = (job.row(x.as_ref(), 4), job.row(x.as_ref(), 1));
-        let (k, t, _) = job.plan.pair(&xi, &xj, Some(&job.s1[4].0), Some(&job.s1[1].0), false);
-        let (k, t) = (k.wide(), t.wide());
+        let (c, _) = job.plan.pair(&xi, &xj, Some(&job.s1[4].0), Some(&job.s1[1].0), false);
+        let (k, t) = (c.k[0].wide(), c.t[0].wide());
         assert!((k - whole.nngp[(4, 1)].wide()).abs() < tol * k.abs());
         assert!((t - whole.ntk[(4, 1)].wide()).abs() < tol * t.abs());
     }
@@ -1155,6 +1367,95 @@ mod tests {
             // The cross kernel's columns are rows 1..5 of the symmetric one.
             assert!((k64x.ntk.as_ref() - k64.ntk.as_ref().subcols(1, 4)).norm_max() < 1e-13 * k64.ntk.norm_max());
         }
+    }
+
+    #[test]
+    fn covariances_between_output_positions_pool_and_flatten_to_the_kernel() {
+        // Independent routes: a network that ends on an image, then global_avg_pool, has the mean over all pairs
+        // of positions as its kernel; then flatten, the mean over the diagonal (neural-tangents' rules, computed
+        // by the one-value-per-pair path). The layout: N1 x N2 x H x H' x W x W' (checked entry by entry against
+        // neural-tangents by the Python tests), mirrored pairs exact.
+        assert_eq!(interleaved(&[3, 4], 4 + 2, 2 * 4 + 3), ((3 + 2) * 4 + 2) * 4 + 3);
+        let s = Shape::image(&[3, 4], 2);
+        let x = gaussian(4, s.size(), 13);
+        for (a, p) in [
+            (
+                "conv(4,3x3,padding=same,w_std=1.3,b_std=0.2),relu,conv(3,3x3,padding=same,w_std=1.1,b_std=0.1)",
+                Parameterization::Ntk,
+            ),
+            (
+                "conv(4,3x3,padding=same,w_std=1.3,b_std=0.2),erf,conv(3,2x2,padding=valid,w_std=1.1)",
+                Parameterization::Standard,
+            ),
+            (
+                "conv(4,3x3,padding=same,w_std=1.4),relu,avg_pool(2x2,stride=1),conv(3,2x2,padding=same,b_std=0.3)",
+                Parameterization::Ntk,
+            ),
+        ] {
+            let arch = Architecture::parse(a, p).unwrap();
+            let with = |tail: &str| {
+                let arch = Architecture::parse(&format!("{a},{tail}"), p).unwrap();
+                CnnKernel::<f64>::new(&arch, &s, x.as_ref(), None).unwrap().full(&crate::runs::no_progress).unwrap()
+            };
+            let (gap, flat) = (with("global_avg_pool"), with("flatten"));
+            let sp = |x2: Option<MatRef<'_, f64>>, what| {
+                CnnKernel::<f64>::new_spatial(&arch, &s, x.as_ref(), x2, what)
+                    .unwrap()
+                    .spatial(&crate::runs::no_progress)
+                    .unwrap()
+            };
+            let (full, diag) = (sp(None, Spatial::Full), sp(None, Spatial::Diagonal));
+            let ext: Vec<usize> = full.shape[2..].iter().step_by(2).copied().collect();
+            let q: usize = ext.iter().product();
+            assert_eq!(full.shape, [4, 4, ext[0], ext[0], ext[1], ext[1]], "{a}");
+            assert_eq!(diag.shape, [4, 4, ext[0], ext[1]], "{a}");
+            let scale = gap.ntk.norm_max().max(flat.ntk.norm_max());
+            for i in 0..4 {
+                for j in 0..4 {
+                    let fb = |m: &Vec<f64>| m[(i * 4 + j) * q * q..(i * 4 + j + 1) * q * q].to_vec();
+                    let db = |m: &Vec<f64>| m[(i * 4 + j) * q..(i * 4 + j + 1) * q].to_vec();
+                    for (f, d, g, fl, what) in [
+                        (fb(&full.nngp), db(&diag.nngp), &gap.nngp, &flat.nngp, "nngp"),
+                        (fb(&full.ntk), db(&diag.ntk), &gap.ntk, &flat.ntk, "ntk"),
+                    ] {
+                        let mean = f.iter().sum::<f64>() / (q * q) as f64;
+                        assert!((mean - g[(i, j)]).abs() < 1e-13 * scale, "{a} {what} ({i}, {j}): pooled");
+                        let on_diag: Vec<f64> = (0..q).map(|b| f[interleaved(&ext, b, b)]).collect();
+                        for (u, v) in on_diag.iter().zip(&d) {
+                            assert!((u - v).abs() < 1e-13 * scale, "{a} {what} ({i}, {j}): diagonal mode");
+                        }
+                        let dmean = d.iter().sum::<f64>() / q as f64;
+                        assert!((dmean - fl[(i, j)]).abs() < 1e-13 * scale, "{a} {what} ({i}, {j}): flattened");
+                        // The mirror pair, positions swapped, bit for bit.
+                        let m = if what == "nngp" { &full.nngp } else { &full.ntk };
+                        for ab in 0..q * q {
+                            let (pa, pb) = (ab / q, ab % q);
+                            let here = m[(i * 4 + j) * q * q + interleaved(&ext, pa, pb)];
+                            let there = m[(j * 4 + i) * q * q + interleaved(&ext, pb, pa)];
+                            assert_eq!(here, there, "{a} {what} ({i}, {j}) positions ({pa}, {pb})");
+                        }
+                    }
+                }
+            }
+            // A cross kernel against rows 1..3 gives the same values (each pair in its own order: roundings).
+            let cross = sp(Some(x.as_ref().subrows(1, 2)), Spatial::Full);
+            assert_eq!(cross.shape[..2], [4, 2]);
+            for i in 0..4 {
+                for j in 0..2 {
+                    for c in 0..q * q {
+                        let (u, v) = (cross.ntk[(i * 2 + j) * q * q + c], full.ntk[(i * 4 + j + 1) * q * q + c]);
+                        assert!((u - v).abs() < 1e-13 * scale, "{a} cross ({i}, {j})");
+                    }
+                }
+            }
+            // Asked for one value per pair, such a network is still refused, by name.
+            let e = CnnKernel::<f64>::new(&arch, &s, x.as_ref(), None).err().expect("refused").to_string();
+            assert!(e.contains("end it with flatten or global_avg_pool"), "{e}");
+        }
+        // A network that ends on features has no spatial covariances.
+        let arch = Architecture::parse("conv(3,3x3),relu,flatten,dense(1)", Parameterization::Ntk).unwrap();
+        let job = CnnKernel::<f64>::new_spatial(&arch, &s, x.as_ref(), None, Spatial::Full).unwrap();
+        assert!(job.spatial(&crate::runs::no_progress).unwrap_err().to_string().contains("one value per pair"));
     }
 
     #[test]
