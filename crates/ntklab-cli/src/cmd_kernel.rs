@@ -52,6 +52,11 @@ pub struct KernelArgs {
     /// (the result is bit-identical to one shot).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// A network that ends on an image gives the covariances between its output positions, N1 x N2 x H x H' x W
+    /// x W' (neural-tangents' layout, spatial axes in input order); with this flag only each position with
+    /// itself, N1 x N2 x H x W.
+    #[arg(long)]
+    pub diagonal_spatial: bool,
 }
 
 /// NNGP and NTK matrices.
@@ -155,7 +160,40 @@ fn cnn_into<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar
 ) -> Result<f64> {
     use ntklab::data::memory::{available_bytes, fmt_bytes};
     let (n1, n2) = (x1.nrows(), x2.map_or(x1.nrows(), |m| m.nrows()));
-    let job = ntklab::kernel::cnn::CnnKernel::<T>::new(arch, shape, x1.as_ref(), x2.map(|m| m.as_ref()))?;
+    use ntklab::kernel::cnn::Spatial;
+    let what = if a.diagonal_spatial { Spatial::Diagonal } else { Spatial::Full };
+    let job = ntklab::kernel::cnn::CnnKernel::<T>::new_spatial(arch, shape, x1.as_ref(), x2.map(|m| m.as_ref()), what)?;
+    if !job.output_extents().is_empty() {
+        if a.batch.is_some() {
+            bail!("--batch applies to networks that end on feature vectors; this one ends on an image");
+        }
+        let pb = bar(n1 as u64, &format!("covariances between output positions ({n1} x {n2} pairs)"));
+        let t0 = Instant::now();
+        let k = job.spatial(&|d: usize, _| {
+            pb.set_position(d as u64);
+            Ok(())
+        })?;
+        pb.finish_and_clear();
+        let secs = t0.elapsed().as_secs_f64();
+        let created = !out.exists();
+        ensure_dir(out)?;
+        let (p1, p2) = (out.join("nngp.npy"), out.join("ntk.npy"));
+        let res = ntklab::data::io::write_all_atomic(vec![
+            (p1.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.nngp, None))),
+            (p2.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.ntk, None))),
+        ]);
+        if let Err(e) = res {
+            if created {
+                let _ = std::fs::remove_dir(out);
+            }
+            bail!("{e}");
+        }
+        eprintln!(
+            "covariances between output positions: shape {:?} (N1, N2, then each spatial axis of x1, x2)",
+            k.shape
+        );
+        return Ok(secs);
+    }
     let rows = match a.batch {
         Some(0) => bail!("--batch must be at least 1"),
         Some(b) => b.min(n1),

@@ -282,3 +282,48 @@ fn image_inputs_give_the_convolutional_kernel() {
     assert!(!d.join("k3").exists());
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn a_network_that_ends_on_an_image_gives_covariances_between_positions() {
+    // As the library's CnnKernel::spatial (bit for bit), in both layouts; --batch is refused by name.
+    use ntklab::data::io::Array;
+    use ntklab::kernel::cnn::{CnnKernel, Spatial};
+    let d = tmp("spatial");
+    let (n, h, w, c) = (3, 4, 3, 2);
+    let data: Vec<f64> = (0..n * h * w * c).map(|i| ((i * 37 % 23) as f64 - 11.0) / 7.0).collect();
+    ntklab::data::write_npy(&d.join("x.npy"), &Array { shape: vec![n, h, w, c], data: data.clone() }).unwrap();
+    let arch = "conv(3,3x3,padding=same,w_std=1.3,b_std=0.2),relu,conv(2,3x3,padding=same,w_std=1.1)";
+    let x = Mat::from_fn(n, h * w * c, |i, j| data[i * h * w * c + j]);
+    let parsed = ntklab::kernel::Architecture::parse(arch, ntklab::kernel::Parameterization::Ntk).unwrap();
+    let shape = ntklab::kernel::Shape::image(&[h, w], c);
+    for (flag, what, dims) in [
+        (None, Spatial::Full, vec![n, n, h, h, w, w]),
+        (Some("--diagonal-spatial"), Spatial::Diagonal, vec![n, n, h, w]),
+    ] {
+        let out = format!("k{}", dims.len());
+        let mut cmd = bin();
+        cmd.args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", &out]).current_dir(&d);
+        if let Some(f) = flag {
+            cmd.arg(f);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let want = CnnKernel::<f64>::new_spatial(&parsed, &shape, x.as_ref(), None, what)
+            .unwrap()
+            .spatial(&ntklab::runs::no_progress)
+            .unwrap();
+        for (f, values) in [("nngp.npy", &want.nngp), ("ntk.npy", &want.ntk)] {
+            let got = ntklab::data::read_npy(&d.join(&out).join(f)).unwrap();
+            assert_eq!(got.shape, dims, "{f}");
+            assert!(got.data.iter().zip(values.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{f}");
+        }
+    }
+    let o = bin()
+        .args(["kernel", "--arch", arch, "--x1", "x.npy", "--out", "kb", "--batch", "2"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("ends on an image"));
+    assert!(!d.join("kb").exists(), "nothing written");
+    std::fs::remove_dir_all(&d).ok();
+}

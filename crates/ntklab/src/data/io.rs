@@ -379,6 +379,26 @@ fn write_npy_to<W: Write, T: NpyElem>(w: W, shape: &[usize], values: impl Iterat
     wr.finish()
 }
 
+/// An array of any shape of `T` (f64 or f32, C order) as .npy into `w`, for [`write_all_atomic`]; with
+/// `finite_as`, a non-finite value is an error naming that array and the value's index instead.
+pub fn npy_array_into<T: NpyElem>(
+    w: &mut impl Write,
+    shape: &[usize],
+    values: &[T],
+    finite_as: Option<&str>,
+) -> std::io::Result<()> {
+    assert_eq!(shape.iter().product::<usize>(), values.len(), "the values fill the shape");
+    if let Some(what) = finite_as {
+        if let Some(at) = values.iter().position(|v| !v.finite()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{what} value {at} (C order, shape {shape:?}) is {}", values[at]),
+            ));
+        }
+    }
+    write_npy_to(w, shape, values.iter().copied())
+}
+
 /// A rows x cols `.npy` of `T` (f64 or f32) written a block of rows at a time into a temporary sibling of its
 /// path, and renamed into place by [`NpyRowWriter::commit_all`] once every row is in (dropped unfinished, it
 /// removes its temporary): outputs larger than memory, never a partial file.

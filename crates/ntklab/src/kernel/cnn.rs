@@ -105,8 +105,8 @@ fn build(arch: &Architecture, input: &Shape, spatial: SpatialOut) -> Result<Plan
     if out_spatial && spatial.is_none() {
         return Err(Error::Config(format!(
             "the network ends in `{}` of shape {}: end it with flatten or global_avg_pool (then dense) to get one \
-             kernel value per pair of inputs (from Python, ntklab.stax's kernel_fn gives the covariances between \
-             output positions)",
+             kernel value per pair of inputs (`ntklab kernel` and Python's ntklab.stax kernel_fn give the \
+             covariances between output positions)",
             graph.nodes[out].name, graph.nodes[out].shape
         )));
     }
