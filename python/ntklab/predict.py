@@ -64,9 +64,10 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     ``fx_test_0`` and ``k_test_train`` (T x N) are given, or both as a tuple when both are requested.
     """
     _trace_axes(trace_axes, "gradient_descent_mse")
-    k = _regularized(_matrix(k_train_train, "k_train_train"), diag_reg, diag_reg_absolute_scale)
+    k = _matrix(k_train_train, "k_train_train")
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"k_train_train must be N x N, got shape {k.shape}")
+    k = _regularized(k, diag_reg, diag_reg_absolute_scale)
     y = _matrix(y_train, "y_train")
     vector = y.ndim == 1
     y2 = y[:, None] if vector else y
@@ -149,9 +150,10 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     def solve(g, b):
         """(K_g + reg)^-1 b by Cholesky, the factor made once per kernel."""
         if g not in factors:
-            k = _regularized(_kernel(k_train_train, g, "k_train_train"), diag_reg, diag_reg_absolute_scale)
+            k = _kernel(k_train_train, g, "k_train_train")
             if k.ndim != 2 or k.shape != (y2.shape[0], y2.shape[0]):
                 raise ValueError(f"k_train_train must be N x N with N = {y2.shape[0]}, got shape {k.shape}")
+            k = _regularized(k, diag_reg, diag_reg_absolute_scale)
             try:
                 factors[g] = np.linalg.cholesky(k)
             except np.linalg.LinAlgError:

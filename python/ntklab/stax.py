@@ -437,7 +437,8 @@ def _compile(emit):
 
 def _make_kernel_fn(emit):
     def kernel_fn(x1, x2=None, get=None, *, precision="f64", diagonal_batch=True, diagonal_spatial=False):
-        """NNGP and/or NTK of the infinite-width network on ``x1`` (and ``x2``): numpy arrays of N1 x N2.
+        """NNGP and/or NTK of the infinite-width network on ``x1`` (and ``x2``): numpy arrays of N1 x N2, or of
+        N1 x N2 x spatial axes for a network that ends on an image.
 
         A network that ends on an image (a convolution, or a dense layer on an image) gives, as neural-tangents,
         the covariances between its output positions: N1 x N2 x H x H' x W x W' (each spatial axis of x1's

@@ -197,7 +197,7 @@ fn kernel_bytes<'py, T: KernelScalar>(
             Ok(if job.output_extents().is_empty() {
                 Cnn::Pairs(job.full(&|d, t| stop.progress(d, t))?.finite(0)?)
             } else {
-                Cnn::Positions(job.spatial(&|d, t| stop.progress(d, t))?)
+                Cnn::Positions(job.spatial(&|d, t| stop.progress(d, t))?.finite()?)
             })
         })?;
         return match k {

@@ -167,6 +167,13 @@ fn cnn_into<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar
         if a.batch.is_some() {
             bail!("--batch applies to networks that end on feature vectors; this one ends on an image");
         }
+        let per: usize = job.output_extents().iter().map(|&e| if a.diagonal_spatial { e } else { e * e }).product();
+        let bytes = n1.saturating_mul(n2).saturating_mul(per).saturating_mul(2 * std::mem::size_of::<T>());
+        eprintln!(
+            "memory: about {} needed{}",
+            fmt_bytes(bytes as u64),
+            available_bytes().map_or(String::new(), |v| format!(", {} available", fmt_bytes(v)))
+        );
         let pb = bar(n1 as u64, &format!("covariances between output positions ({n1} x {n2} pairs)"));
         let t0 = Instant::now();
         let k = job.spatial(&|d: usize, _| {
@@ -178,15 +185,18 @@ fn cnn_into<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar
         let created = !out.exists();
         ensure_dir(out)?;
         let (p1, p2) = (out.join("nngp.npy"), out.join("ntk.npy"));
+        let check = |name: &'static str| (!a.allow_nonfinite).then_some(name);
         let res = ntklab::data::io::write_all_atomic(vec![
-            (p1.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.nngp, None))),
-            (p2.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.ntk, None))),
+            (p1.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.nngp, check("nngp")))),
+            (p2.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.ntk, check("ntk")))),
         ]);
         if let Err(e) = res {
             if created {
                 let _ = std::fs::remove_dir(out);
             }
-            bail!("{e}");
+            let hint =
+                if a.allow_nonfinite { "" } else { " (pass --allow-nonfinite to write non-finite values anyway)" };
+            bail!("{e}{hint}");
         }
         eprintln!(
             "covariances between output positions: shape {:?} (N1, N2, then each spatial axis of x1, x2)",

@@ -833,7 +833,9 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
             CnnKernel { plan, spatial, x1, x2, size, s1: Vec::new(), s2: None, xt: Vec::new(), vt: Vec::new() };
         me.s1 = me.self_pass(x1);
         me.s2 = x2.map(|m| me.self_pass(m));
-        if !me.plan.full {
+        // The vectorized diagonal rows serve one value per pair; a network that ends on an image goes pair by pair.
+        let out_spatial = me.plan.graph.nodes[me.plan.graph.output()].shape.is_spatial();
+        if !me.plan.full && !out_spatial {
             let xr = x2.unwrap_or(x1);
             let n2 = xr.nrows();
             me.xt = vec![R::ZERO; size * n2];
@@ -979,7 +981,7 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
     /// or N1 x N2 x H x W (`Spatial::Diagonal`), row-major. The symmetric kernel computes each pair once, larger
     /// index first (as [`CnnKernel::full`]), and gives its mirror by swapping the two positions, so entry
     /// (i, j, .., a, b, ..) equals entry (j, i, .., b, a, ..) exactly. `progress(done, total)` counts rows of
-    /// inputs.
+    /// inputs. Values are not checked for finiteness: [`SpatialKernel::finite`] does that.
     pub fn spatial(&self, progress: OnProgress) -> Result<SpatialKernel<R>> {
         let what = self
             .spatial
@@ -993,8 +995,14 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         let p: usize = ext.iter().product();
         let (n1, n2) = (self.x1.nrows(), self.x2.map_or(self.x1.nrows(), |m| m.nrows()));
         let per = if what == Spatial::Full { p.saturating_mul(p) } else { p };
+        // The NNGP and NTK, one copy of them (Python's bytearrays), and a few P x P buffers per thread.
+        let work = rayon::current_num_threads().saturating_mul(p.saturating_mul(p)).saturating_mul(16);
         crate::data::memory::check_alloc(
-            n1.saturating_mul(n2).saturating_mul(per).saturating_mul(2 * std::mem::size_of::<R>()),
+            n1.saturating_mul(n2)
+                .saturating_mul(per)
+                .saturating_mul(4)
+                .saturating_add(work)
+                .saturating_mul(std::mem::size_of::<R>()),
             &format!("the covariances between output positions ({n1} x {n2} pairs of {per} values)"),
         )?;
         // Where the value for positions (a of x, b of x') goes within a pair's block: axes interleaved.
@@ -1003,82 +1011,72 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
             Spatial::Full => (0..p * p).map(|ab| interleaved(&ext, ab / p, ab % p)).collect(),
         };
         // One pair's block from its covariance (P x P, or the P diagonal values when the plan keeps only those).
-        let block = |c: &Cov<R>, m: &[R], out: &mut [R]| {
-            let full_cov = m.len() == p * p;
-            match what {
-                Spatial::Diagonal => {
-                    for (a, o) in out.iter_mut().enumerate() {
-                        *o = if full_cov { m[a * p + a] } else { m[a] };
-                    }
+        let block = |m: &[R], out: &mut [R]| match what {
+            Spatial::Diagonal if m.len() == p * p => {
+                for (a, o) in out.iter_mut().enumerate() {
+                    *o = m[a * p + a];
                 }
-                Spatial::Full => {
-                    debug_assert!(full_cov && c.p == p);
-                    for (ab, &v) in m.iter().enumerate() {
-                        out[place[ab]] = v;
-                    }
+            }
+            Spatial::Diagonal => out.copy_from_slice(m),
+            Spatial::Full => {
+                assert_eq!(m.len(), p * p, "full mode keeps every pair of positions");
+                for (ab, &v) in m.iter().enumerate() {
+                    out[place[ab]] = v;
                 }
             }
         };
         let done = std::sync::atomic::AtomicUsize::new(0);
         progress(0, n1)?;
-        // Row i: its pairs (i, j), and for the symmetric kernel only j <= i.
-        let rows: Vec<(Vec<R>, Vec<R>)> = (0..n1)
-            .into_par_iter()
-            .map(|i| {
-                let end = if self.x2.is_none() { i + 1 } else { n2 };
-                let (mut k, mut t) = (vec![R::ZERO; end * per], vec![R::ZERO; end * per]);
-                let a = self.row(self.x1, i);
-                for j in 0..end {
-                    let (c, _) = match self.x2 {
-                        None if j == i => self.plan.pair(&a, &a, None, None, false),
-                        None => {
-                            let b = self.row(self.x1, j);
-                            self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&self.s1[j].0), false)
-                        }
-                        Some(x2) => {
-                            let s2 = self.s2.as_ref().expect("set with x2");
-                            let b = self.row(x2, j);
-                            self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&s2[j].0), false)
-                        }
-                    };
-                    for (m, out) in [(&c.k, &mut k), (&c.t, &mut t)] {
-                        let out = &mut out[j * per..(j + 1) * per];
-                        block(&c, m, out);
-                        if self.x2.is_none() && j == i && what == Spatial::Full {
-                            // An input with itself: the upper triangle of positions mirrors the lower one, so
-                            // every block of the symmetric kernel is exactly symmetric too.
-                            for a in 0..p {
-                                for b in a + 1..p {
-                                    out[place[a * p + b]] = out[place[b * p + a]];
-                                }
+        let (mut nngp, mut ntk) = (vec![R::ZERO; n1 * n2 * per], vec![R::ZERO; n1 * n2 * per]);
+        // Row i in place: its pairs (i, j), and for the symmetric kernel only j <= i (mirrored below).
+        let row_len = (n2 * per).max(1);
+        nngp.par_chunks_mut(row_len).zip(ntk.par_chunks_mut(row_len)).enumerate().try_for_each(|(i, (k, t))| {
+            let end = if self.x2.is_none() { i + 1 } else { n2 };
+            let a = self.row(self.x1, i);
+            for j in 0..end {
+                let (c, _) = match self.x2 {
+                    None if j == i => self.plan.pair(&a, &a, None, None, false),
+                    None => {
+                        let b = self.row(self.x1, j);
+                        self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&self.s1[j].0), false)
+                    }
+                    Some(x2) => {
+                        let s2 = self.s2.as_ref().expect("set with x2");
+                        let b = self.row(x2, j);
+                        self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&s2[j].0), false)
+                    }
+                };
+                for (m, out) in [(&c.k, &mut *k), (&c.t, &mut *t)] {
+                    let out = &mut out[j * per..(j + 1) * per];
+                    block(m, out);
+                    if self.x2.is_none() && j == i && what == Spatial::Full {
+                        // An input with itself: the upper triangle of positions mirrors the lower one, so every
+                        // block of the symmetric kernel is exactly symmetric too.
+                        for a in 0..p {
+                            for b in a + 1..p {
+                                out[place[a * p + b]] = out[place[b * p + a]];
                             }
                         }
                     }
                 }
-                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1)?;
-                Ok((k, t))
-            })
-            .collect::<Result<_>>()?;
-        let (mut nngp, mut ntk) = (vec![R::ZERO; n1 * n2 * per], vec![R::ZERO; n1 * n2 * per]);
-        for (i, (k, t)) in rows.iter().enumerate() {
-            for j in 0..k.len() / per {
-                let (src, at) = (j * per..(j + 1) * per, (i * n2 + j) * per);
-                nngp[at..at + per].copy_from_slice(&k[src.clone()]);
-                ntk[at..at + per].copy_from_slice(&t[src.clone()]);
-                if self.x2.is_none() && j != i {
-                    // The mirror (j, i): positions swapped.
-                    let mirror = (j * n2 + i) * per;
-                    for (dst, m) in [(&mut nngp, k), (&mut ntk, t)] {
-                        let m = &m[src.clone()];
+            }
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n1)
+        })?;
+        if self.x2.is_none() {
+            // The mirrors (j, i) of the pairs (i, j), i > j: the same block with the two inputs' positions swapped
+            // (the entry at place[a p + b], positions (a, b), goes to place[b p + a]).
+            let mut blk = vec![R::ZERO; per];
+            for m in [&mut nngp, &mut ntk] {
+                for i in 0..n1 {
+                    for j in 0..i {
+                        blk.copy_from_slice(&m[(i * n2 + j) * per..][..per]);
+                        let out = &mut m[(j * n2 + i) * per..][..per];
                         match what {
-                            Spatial::Diagonal => dst[mirror..mirror + per].copy_from_slice(m),
+                            Spatial::Diagonal => out.copy_from_slice(&blk),
                             Spatial::Full => {
-                                let out = &mut dst[mirror..mirror + per];
-                                // Block entry at place[a p + b] holds positions (a, b); the mirror holds it at
-                                // place[b p + a].
                                 for a in 0..p {
                                     for b in 0..p {
-                                        out[place[b * p + a]] = m[place[a * p + b]];
+                                        out[place[b * p + a]] = blk[place[a * p + b]];
                                     }
                                 }
                             }
@@ -1094,13 +1092,7 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
                 shape.push(e);
             }
         }
-        let out = SpatialKernel { nngp, ntk, shape };
-        if let Some(at) = out.nngp.iter().chain(&out.ntk).position(|v| !v.wide().is_finite()) {
-            return Err(Error::Numerical(format!(
-                "a covariance between output positions is not finite (value {at} of the NNGP and NTK)"
-            )));
-        }
-        Ok(out)
+        Ok(SpatialKernel { nngp, ntk, shape })
     }
 
     /// The whole kernel, each pair computed once (the symmetric case mirrors).
@@ -1149,6 +1141,22 @@ pub struct SpatialKernel<R = f64> {
     pub ntk: Vec<R>,
     /// N1, N2, then each spatial axis once (`Spatial::Diagonal`) or twice in a row (x's, then x''s: `Full`).
     pub shape: Vec<usize>,
+}
+
+impl<R: KernelScalar> SpatialKernel<R> {
+    /// Itself, or an error naming the first value of the NNGP or the NTK that is not finite.
+    pub fn finite(self) -> Result<Self> {
+        for (m, what) in [(&self.nngp, "NNGP"), (&self.ntk, "NTK")] {
+            if let Some(at) = m.iter().position(|v| !v.wide().is_finite()) {
+                return Err(Error::Numerical(format!(
+                    "the {what} between output positions is {} at value {at} (C order, shape {:?})",
+                    m[at].wide(),
+                    self.shape
+                )));
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// The flat index of positions a (of x) and b (of x') in a block of extents (e_1, e_1, e_2, e_2, ..): each axis's
@@ -1451,6 +1459,35 @@ mod tests {
             // Asked for one value per pair, such a network is still refused, by name.
             let e = CnnKernel::<f64>::new(&arch, &s, x.as_ref(), None).err().expect("refused").to_string();
             assert!(e.contains("end it with flatten or global_avg_pool"), "{e}");
+        }
+        // The layout against the definition, entry by entry: a 1x1 convolution without bias on images of 3 x 4
+        // has K[i, j, h, h', w, w'] = 1.3^2 (1/C) sum_c x_i[h, w, c] x'_j[h', w', c] (neural-tangents' index
+        // order, written out here rather than through `interleaved`), and the diagonal mode K[i, j, h, w] its
+        // h = h', w = w' entries.
+        let arch = Architecture::parse("conv(3,1x1,w_std=1.3)", Parameterization::Ntk).unwrap();
+        let x2 = gaussian(2, s.size(), 14);
+        for what in [Spatial::Full, Spatial::Diagonal] {
+            let k = CnnKernel::<f64>::new_spatial(&arch, &s, x.as_ref(), Some(x2.as_ref()), what)
+                .unwrap()
+                .spatial(&crate::runs::no_progress)
+                .unwrap();
+            let (hh, ww) = (3, 4);
+            for i in 0..4 {
+                for j in 0..2 {
+                    for (ha, wa, hb, wb) in (0..hh * ww * hh * ww).map(|r| (r / 48, r / 12 % 4, r / 4 % 3, r % 4)) {
+                        let want = 1.69 / 2.0
+                            * (0..2)
+                                .map(|ch| x[(i, (ha * ww + wa) * 2 + ch)] * x2[(j, (hb * ww + wb) * 2 + ch)])
+                                .sum::<f64>();
+                        let got = match what {
+                            Spatial::Full => k.nngp[(((i * 2 + j) * hh + ha) * hh + hb) * ww * ww + wa * ww + wb],
+                            Spatial::Diagonal if (ha, wa) == (hb, wb) => k.nngp[(i * 2 + j) * hh * ww + ha * ww + wa],
+                            Spatial::Diagonal => continue,
+                        };
+                        assert!((got - want).abs() < 1e-14, "{what:?} ({i}, {j}) ({ha}, {wa}) ({hb}, {wb})");
+                    }
+                }
+            }
         }
         // A network that ends on features has no spatial covariances.
         let arch = Architecture::parse("conv(3,3x3),relu,flatten,dense(1)", Parameterization::Ntk).unwrap();
