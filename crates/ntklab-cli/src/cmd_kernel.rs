@@ -93,13 +93,26 @@ fn write_kernel<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelSc
     k: &Kernel<T>,
     allow_nonfinite: bool,
 ) -> Result<()> {
+    write_pair(out, allow_nonfinite, |w, name, check| {
+        let m = if name == "nngp" { &k.nngp } else { &k.ntk };
+        ntklab::data::io::npy_mat_into(w, m.as_ref(), check)
+    })
+}
+
+/// [`write_kernel`]'s two files from `fill(writer, "nngp" or "ntk", finiteness check)`: both or neither, and
+/// no output folder that this call created when they fail.
+fn write_pair(
+    out: &Path,
+    allow_nonfinite: bool,
+    fill: impl Fn(&mut std::io::BufWriter<std::fs::File>, &'static str, Option<&str>) -> std::io::Result<()>,
+) -> Result<()> {
     let created = !out.exists();
     ensure_dir(out)?;
     let check = |name: &'static str| (!allow_nonfinite).then_some(name);
     let (p1, p2) = (out.join("nngp.npy"), out.join("ntk.npy"));
     let res = ntklab::data::io::write_all_atomic(vec![
-        (p1.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_mat_into(w, k.nngp.as_ref(), check("nngp")))),
-        (p2.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_mat_into(w, k.ntk.as_ref(), check("ntk")))),
+        (p1.as_path(), Box::new(|w: &mut _| fill(w, "nngp", check("nngp")))),
+        (p2.as_path(), Box::new(|w: &mut _| fill(w, "ntk", check("ntk")))),
     ]);
     if let Err(e) = res {
         if created {
@@ -182,22 +195,10 @@ fn cnn_into<T: ntklab::data::io::NpyElem + ntklab::kernel::compute::KernelScalar
         })?;
         pb.finish_and_clear();
         let secs = t0.elapsed().as_secs_f64();
-        let created = !out.exists();
-        ensure_dir(out)?;
-        let (p1, p2) = (out.join("nngp.npy"), out.join("ntk.npy"));
-        let check = |name: &'static str| (!a.allow_nonfinite).then_some(name);
-        let res = ntklab::data::io::write_all_atomic(vec![
-            (p1.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.nngp, check("nngp")))),
-            (p2.as_path(), Box::new(|w: &mut _| ntklab::data::io::npy_array_into(w, &k.shape, &k.ntk, check("ntk")))),
-        ]);
-        if let Err(e) = res {
-            if created {
-                let _ = std::fs::remove_dir(out);
-            }
-            let hint =
-                if a.allow_nonfinite { "" } else { " (pass --allow-nonfinite to write non-finite values anyway)" };
-            bail!("{e}{hint}");
-        }
+        write_pair(out, a.allow_nonfinite, |w, name, check| {
+            let v = if name == "nngp" { &k.nngp } else { &k.ntk };
+            ntklab::data::io::npy_array_into(w, &k.shape, v, check)
+        })?;
         eprintln!(
             "covariances between output positions: shape {:?} (N1, N2, then each spatial axis of x1, x2)",
             k.shape

@@ -834,8 +834,7 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         me.s1 = me.self_pass(x1);
         me.s2 = x2.map(|m| me.self_pass(m));
         // The vectorized diagonal rows serve one value per pair; a network that ends on an image goes pair by pair.
-        let out_spatial = me.plan.graph.nodes[me.plan.graph.output()].shape.is_spatial();
-        if !me.plan.full && !out_spatial {
+        if !me.plan.full && me.output_extents().is_empty() {
             let xr = x2.unwrap_or(x1);
             let n2 = xr.nrows();
             me.xt = vec![R::ZERO; size * n2];
@@ -890,19 +889,30 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
 
     /// The entry (i, j): the symmetric kernel takes each pair in one canonical order (larger index first).
     fn entry(&self, i: usize, j: usize) -> (R, R) {
+        if self.x2.is_none() && i == j {
+            return (self.s1[i].1, self.s1[i].2);
+        }
+        let c = self.pair_cov(i, j);
+        (c.k[0], c.t[0])
+    }
+
+    /// The output node's covariances for the pair (i, j): the symmetric kernel takes each pair in one canonical
+    /// order (larger index first), and an input with itself from its own diagonal.
+    fn pair_cov(&self, i: usize, j: usize) -> Cov<R> {
         match self.x2 {
-            None if i == j => (self.s1[i].1, self.s1[i].2),
+            None if i == j => {
+                let r = self.row(self.x1, i);
+                self.plan.pair(&r, &r, None, None, false).0
+            }
             None => {
                 let (a, b) = if i > j { (i, j) } else { (j, i) };
                 let (ra, rb) = (self.row(self.x1, a), self.row(self.x1, b));
-                let (c, _) = self.plan.pair(&ra, &rb, Some(&self.s1[a].0), Some(&self.s1[b].0), false);
-                (c.k[0], c.t[0])
+                self.plan.pair(&ra, &rb, Some(&self.s1[a].0), Some(&self.s1[b].0), false).0
             }
             Some(x2) => {
                 let s2 = self.s2.as_ref().expect("set with x2");
                 let (ra, rb) = (self.row(self.x1, i), self.row(x2, j));
-                let (c, _) = self.plan.pair(&ra, &rb, Some(&self.s1[i].0), Some(&s2[j].0), false);
-                (c.k[0], c.t[0])
+                self.plan.pair(&ra, &rb, Some(&self.s1[i].0), Some(&s2[j].0), false).0
             }
         }
     }
@@ -1032,20 +1042,8 @@ impl<'a, R: KernelScalar> CnnKernel<'a, R> {
         let row_len = (n2 * per).max(1);
         nngp.par_chunks_mut(row_len).zip(ntk.par_chunks_mut(row_len)).enumerate().try_for_each(|(i, (k, t))| {
             let end = if self.x2.is_none() { i + 1 } else { n2 };
-            let a = self.row(self.x1, i);
             for j in 0..end {
-                let (c, _) = match self.x2 {
-                    None if j == i => self.plan.pair(&a, &a, None, None, false),
-                    None => {
-                        let b = self.row(self.x1, j);
-                        self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&self.s1[j].0), false)
-                    }
-                    Some(x2) => {
-                        let s2 = self.s2.as_ref().expect("set with x2");
-                        let b = self.row(x2, j);
-                        self.plan.pair(&a, &b, Some(&self.s1[i].0), Some(&s2[j].0), false)
-                    }
-                };
+                let c = self.pair_cov(i, j);
                 for (m, out) in [(&c.k, &mut *k), (&c.t, &mut *t)] {
                     let out = &mut out[j * per..(j + 1) * per];
                     block(m, out);
