@@ -1456,6 +1456,10 @@ mod tests {
             ([6, 5], Padding::Valid, 3, 5),
             ([3, 7], Padding::Same, 2, 1),
             ([9, 10], Padding::Same, 40, 36),
+            // Destination channels in blocks of 8, which f32 with AVX-512 runs by its own kernel (`x16`), two
+            // tiles at a time: 9 tiles forward (an odd count leaves a lone tile), 15 transposed.
+            ([5, 5], Padding::Same, 8, 16),
+            ([6, 9], Padding::Valid, 16, 24),
         ] {
             let g = geom(&n, &[3, 3], &[1, 1], pad, c_in, c_out);
             let wg = g.wino.expect("a 3 x 3 stride-1 convolution");

@@ -36,6 +36,9 @@ use crate::kernel::compute::Simd;
 use crate::kernel::spatial::Window;
 use crate::net::ops::Float;
 
+#[cfg(target_arch = "x86_64")]
+mod x16;
+
 /// A 3 x 3, stride-1 convolution over 2-d images with zero padding (`valid`, `same`, or any fixed offsets),
 /// window offsets in row-major order (j = 3 dy + dx): output (y, x) reads input (y + dy - top, x + dx - left).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +137,16 @@ pub(crate) struct Pass<'a, T> {
 pub(crate) fn run<T: Float>(out: &mut Mat<T>, accum: Accum, pass: &Pass<'_, T>, simd: Simd) {
     let f32_lanes = f32_lanes::<T>();
     match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 if f32_lanes && x16::serves(pass.c_dst) => {
+            // SAFETY: T is f32 or f64 (`Float` is sealed), so 4 bytes wide it is f32: the casts change no type;
+            // Simd::Avx512 is only chosen when the CPU reports AVX-512F.
+            unsafe {
+                let out = &mut *(out as *mut Mat<T>).cast::<Mat<f32>>();
+                let pass = &*(pass as *const Pass<'_, T>).cast::<Pass<'_, f32>>();
+                x16::run(out, accum, pass)
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 if f32_lanes => run_lanes::<T, 16, 4, 4>(out, accum, pass, simd),
         #[cfg(target_arch = "x86_64")]
