@@ -1520,6 +1520,11 @@ mod tests {
             ([5, 4], Padding::Same, 3, 5, true),
             ([6, 5], Padding::Valid, 2, 1, false),
             ([9, 10], Padding::Same, 17, 16, true),
+            // Channels in blocks of 16, which f32 with AVX-512 runs by its own kernel (`jac16`): partial tiles, one
+            // and two blocks on either side, `valid` padding.
+            ([7, 5], Padding::Same, 16, 16, true),
+            ([6, 9], Padding::Valid, 16, 32, false),
+            ([5, 6], Padding::Same, 32, 16, true),
         ] {
             let g = geom(&n, &[3, 3], &[1, 1], pad, c_in, c_out);
             let wg = g.wino.expect("a 3 x 3 stride-1 convolution");

@@ -37,6 +37,8 @@ use crate::kernel::spatial::Window;
 use crate::net::ops::Float;
 
 #[cfg(target_arch = "x86_64")]
+mod jac16;
+#[cfg(target_arch = "x86_64")]
 mod x16;
 
 /// A 3 x 3, stride-1 convolution over 2-d images with zero padding (`valid`, `same`, or any fixed offsets),
@@ -512,6 +514,18 @@ pub(crate) fn jacobian_rows<T: Float>(
     ja: MatMut<'_, T>,
 ) {
     let f32_lanes = f32_lanes::<T>();
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 && f32_lanes && jac16::serves(c_in, c_out) {
+        // SAFETY: T is f32 or f64 (`Float` is sealed), so 4 bytes wide it is f32: the casts change no type;
+        // Simd::Avx512 is only chosen when the CPU reports AVX-512F.
+        unsafe {
+            let h = *(&h as *const MatRef<'_, T>).cast::<MatRef<'_, f32>>();
+            let d = *(&d as *const MatRef<'_, T>).cast::<MatRef<'_, f32>>();
+            let ja = std::ptr::read((&ja as *const MatMut<'_, T>).cast::<MatMut<'_, f32>>());
+            let mults = (wm.wide() as f32, bm.map(|b| b.wide() as f32));
+            return jac16::jacobian_rows(wg, (c_in, c_out), h, d, mults, ja);
+        }
+    }
     let args = Jac { wg, c_in, c_out, h, d, wm, bm };
     match simd {
         #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,436 @@
+//! Winograd's Jacobian rows ([`super::jacobian_rows`]) in f32 with AVX-512 when both channel counts are
+//! multiples of 16 (and U below [`U_FLOATS`]), one example at a time with its channels in the vector lanes.
+//!
+//! Why not the generic `jac_block`, which keeps 16 examples per vector: there one position of 16 channels is
+//! 1 KB, a tile's 16 transformed points 16 KB per side, and U (16 points x C_in x C_out per lane) 256 KB for a
+//! 16 -> 16 layer, so the transforms wrote their planes through L2 and U went through L2 at every chunk of
+//! tiles; the products took a third of the time. Here one example's zero-padded input and cotangents are 20 KB
+//! and 16 KB, in L1, and each point of the 4 x 4 transformed tiles is computed from them where the products need
+//! it (4 loads and 3 additions for the input, 1 to 4 terms for the cotangents, as the generic transforms, term by
+//! term), for every tile in turn, with that point's U in 16 registers: nothing is stored but U, once per point.
+//!
+//! U's register vectors hold 4 x 4 blocks of channel pairs: lane 4 jj + i of block (a, b) is input channel
+//! 4 a + i and output channel 4 b + jj. A tile's point then needs per block its 4 input values repeated 4 times
+//! (a 128-bit broadcast load) and its 4 output values each repeated 4 times (a permutation), and 4 x 4 blocks
+//! take 8 operands per 16 FMAs; one input channel per register (a broadcast times a vector of 16 output channels)
+//! takes 17.
+//!
+//! The block's inputs and cotangents are transposed into the per-example layout first and the rows transposed
+//! back at the end (16 x 16 transposes in registers).
+
+use std::arch::x86_64::{
+    __m512, __m512i, _mm512_add_epi32, _mm512_add_ps, _mm512_broadcast_f32x4, _mm512_castpd_ps, _mm512_castps_pd,
+    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_mul_ps, _mm512_permutexvar_ps,
+    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_sub_ps,
+    _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps, _mm_loadu_ps,
+};
+
+use faer::prelude::ReborrowMut;
+use faer::{MatMut, MatRef};
+
+use super::super::{for_each_block, pack_lanes, with_scratch};
+use super::{whole, Wino};
+
+/// Lanes: examples per vector in the block layout, channels per vector here.
+const L: usize = 16;
+/// The most floats of one example's U (16 points x C_in x C_out): 16 KB for 16 -> 16, 64 KB for 32 -> 32.
+const U_FLOATS: usize = 16 * 32 * 32;
+
+/// Whether [`jacobian_rows`] serves a layer of `c_in` -> `c_out` channels (f32, AVX-512 available).
+pub(super) fn serves(c_in: usize, c_out: usize) -> bool {
+    c_in > 0 && c_out > 0 && c_in.is_multiple_of(L) && c_out.is_multiple_of(L) && 16 * c_in * c_out <= U_FLOATS
+}
+
+/// The per-example layouts: tiles (th x tw), the zero-padded input (ph x pw positions of c_in values; source
+/// (y, x) at (y + top, x + left), so tile (ty, tx) reads rows 2 ty .. 2 ty + 4 and columns 2 tx .. 2 tx + 4)
+/// and the cotangents (2 th x 2 tw positions of c_out values, zero past the output).
+#[derive(Clone, Copy)]
+struct Geo {
+    wg: Wino,
+    c_in: usize,
+    c_out: usize,
+    th: usize,
+    tw: usize,
+    ph: usize,
+    pw: usize,
+    wm: f32,
+    bm: Option<f32>,
+}
+
+impl Geo {
+    fn input_len(&self) -> usize {
+        self.ph * self.pw * self.c_in
+    }
+    fn cotangent_len(&self) -> usize {
+        4 * self.th * self.tw * self.c_out
+    }
+    /// Values of one example's results: 9 C_in C_out weight gradients and C_out bias sums.
+    fn result_len(&self) -> usize {
+        (9 * self.c_in + 1) * self.c_out
+    }
+}
+
+/// [`super::jacobian_rows`] for f32 with AVX-512 and `serves(c_in, c_out)`.
+///
+/// # Safety
+/// The CPU must support AVX-512F (`Simd::Avx512`).
+pub(super) unsafe fn jacobian_rows(
+    wg: &Wino,
+    (c_in, c_out): (usize, usize),
+    h: MatRef<'_, f32>,
+    d: MatRef<'_, f32>,
+    (wm, bm): (f32, Option<f32>),
+    ja: MatMut<'_, f32>,
+) {
+    assert!(serves(c_in, c_out), "channels in blocks of 16");
+    let (p_in, p_out) = (wg.src.0 * wg.src.1, wg.dst.0 * wg.dst.1);
+    let kc = 9 * c_in;
+    assert!(
+        h.ncols() == p_in * c_in
+            && d.ncols() == p_out * c_out
+            && ja.ncols() == (kc + usize::from(bm.is_some())) * c_out,
+        "shapes of H, D and J"
+    );
+    let (th, tw) = (wg.dst.0.div_ceil(2), wg.dst.1.div_ceil(2));
+    let geo = Geo { wg: *wg, c_in, c_out, th, tw, ph: 2 * th + 2, pw: 2 * tw + 2, wm, bm };
+    let sizes = [L * geo.input_len(), L * geo.cotangent_len(), 16 * c_in * c_out, L * geo.result_len()];
+    let (hw, dw) = (whole::<f32, L>(h), whole::<f32, L>(d));
+    for_each_block::<f32, L>(ja, |bi, rows| {
+        let (i0, m) = (bi * L, rows.nrows());
+        // SAFETY (scratch): f32 values, valid for any bits; pack_lanes writes every entry it packs, `block` zeroes
+        // the padded copies before the transposes fill them, writes U and the results before reading them, and
+        // reads results of examples past m only into lanes it does not store.
+        unsafe {
+            with_scratch::<f32, _>(if hw.is_some() { 0 } else { p_in * c_in * L }, |hbuf| {
+                with_scratch::<f32, _>(if dw.is_some() { 0 } else { p_out * c_out * L }, |dbuf| {
+                    let hp: &[f32] = match hw {
+                        Some(flat) => flat,
+                        None => {
+                            pack_lanes::<f32, L>(h, (i0, m), c_in, (c_in, c_in), hbuf);
+                            hbuf
+                        }
+                    };
+                    let dp: &[f32] = match dw {
+                        Some(flat) => flat,
+                        None => {
+                            pack_lanes::<f32, L>(d, (i0, m), c_out, (c_out, c_out), dbuf);
+                            dbuf
+                        }
+                    };
+                    with_scratch::<f32, _>(sizes.iter().sum(), |buf| {
+                        // SAFETY: the caller's promise (AVX-512F).
+                        block(&geo, (hp, dp), buf, sizes, rows)
+                    })
+                })
+            })
+        }
+    });
+}
+
+/// Output channels 4 b + jj of a vector of 16, each repeated 4 times (lane 4 jj + i), for b = 0 (add 4 b).
+const EXPAND: [i32; 16] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3];
+
+/// One example's operands for [`point`]: its padded input and cotangents, and the register tile (input channels
+/// 16 ta.., output channels 16 tb..).
+struct Pt<'a> {
+    geo: &'a Geo,
+    hx: &'a [f32],
+    dx: &'a [f32],
+    ta: usize,
+    tb: usize,
+    expand: [__m512i; 4],
+}
+
+/// One point XI = 4 r + s of every tile's transformed input (B^T d B) and cotangents (A D A^T), multiplied and
+/// summed over the tiles in order: U of that point for the register tile, in U's lane order.
+///
+/// # Safety
+/// AVX-512F; `pt`'s slices hold the example's padded input and cotangents ([`Geo`]).
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn point<const XI: usize>(pt: &Pt<'_>) -> [__m512; 16] {
+    let g = pt.geo;
+    let (r, s) = (XI / 4, XI % 4);
+    let (c_in, c_out, pw, dw) = (g.c_in, g.c_out, g.pw, 2 * g.tw);
+    assert!(pt.hx.len() >= g.input_len() && pt.dx.len() >= g.cotangent_len(), "the example's operands");
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let mut xs = [0.0f32; L];
+    let z = _mm512_setzero_ps();
+    for ty in 0..g.th {
+        for tx in 0..g.tw {
+            // SAFETY (loads): rows 2 ty + k < 2 th + 2 = ph and columns 2 tx + l < pw of the padded input, c_in
+            // values each, channels 16 ta + 16 <= c_in; rows 2 ty + a < 2 th and columns 2 tx + b < 2 tw of the
+            // cotangents, channels 16 tb + 16 <= c_out (asserted lengths).
+            let xb = unsafe { pt.hx.as_ptr().add(((2 * ty) * pw + 2 * tx) * c_in + pt.ta * L) };
+            let db = unsafe { pt.dx.as_ptr().add(((2 * ty) * dw + 2 * tx) * c_out + pt.tb * L) };
+            let d = |k: usize, l: usize| unsafe { _mm512_loadu_ps(xb.add((k * pw + l) * c_in)) };
+            // B^T d along the rows, then along the columns (as `input_transform`).
+            let row = |l: usize| match r {
+                0 => _mm512_sub_ps(d(0, l), d(2, l)),
+                1 => _mm512_add_ps(d(1, l), d(2, l)),
+                2 => _mm512_sub_ps(d(2, l), d(1, l)),
+                _ => _mm512_sub_ps(d(1, l), d(3, l)),
+            };
+            let x = match s {
+                0 => _mm512_sub_ps(row(0), row(2)),
+                1 => _mm512_add_ps(row(1), row(2)),
+                2 => _mm512_sub_ps(row(2), row(1)),
+                _ => _mm512_sub_ps(row(1), row(3)),
+            };
+            let dd = |a: usize, b: usize| unsafe { _mm512_loadu_ps(db.add((a * dw + b) * c_out)) };
+            // A D along the rows, then along the columns (as `cotangent_transform`).
+            let crow = |b: usize| match r {
+                0 => dd(0, b),
+                1 => _mm512_add_ps(dd(0, b), dd(1, b)),
+                2 => _mm512_sub_ps(dd(0, b), dd(1, b)),
+                _ => _mm512_sub_ps(z, dd(1, b)),
+            };
+            let dv = match s {
+                0 => crow(0),
+                1 => _mm512_add_ps(crow(0), crow(1)),
+                2 => _mm512_sub_ps(crow(0), crow(1)),
+                _ => _mm512_sub_ps(z, crow(1)),
+            };
+            // SAFETY: 16 values; then 4 at 4 a < 16.
+            unsafe { _mm512_storeu_ps(xs.as_mut_ptr(), x) };
+            let xq: [__m512; 4] =
+                std::array::from_fn(|a| unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(xs.as_ptr().add(4 * a))) });
+            let de: [__m512; 4] = std::array::from_fn(|b| _mm512_permutexvar_ps(pt.expand[b], dv));
+            for (a, xa) in xq.iter().enumerate() {
+                for (b, db) in de.iter().enumerate() {
+                    acc[4 * a + b] = _mm512_fmadd_ps(*xa, *db, acc[4 * a + b]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`point`] for every point, by index.
+const POINTS: [unsafe fn(&Pt<'_>) -> [__m512; 16]; 16] = [
+    point::<0>,
+    point::<1>,
+    point::<2>,
+    point::<3>,
+    point::<4>,
+    point::<5>,
+    point::<6>,
+    point::<7>,
+    point::<8>,
+    point::<9>,
+    point::<10>,
+    point::<11>,
+    point::<12>,
+    point::<13>,
+    point::<14>,
+    point::<15>,
+];
+
+/// One block of up to 16 examples: `hp` and `dp` in the block layout (position-major, a vector of 16 examples per
+/// channel); `buf` split by `sizes` into the examples' padded inputs and cotangents ([`Geo`]), one example's U
+/// (16 points x C_in C_out / 16 vectors in U's lane order) and the examples' results: per example the 9 C_in C_out
+/// / 16 vectors of dW (kernel offset j major, then U's order), then C_out / 16 vectors of bias sums.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 4], mut rows: MatMut<'_, f32>) {
+    let g = *geo;
+    let (c_in, c_out, wg) = (g.c_in, g.c_out, g.wg);
+    let (p_in, p_out) = (wg.src.0 * wg.src.1, wg.dst.0 * wg.dst.1);
+    let (kc, m) = (9 * c_in, rows.nrows());
+    let (nci, nco) = (c_in / L, c_out / L);
+    assert!(hp.len() >= L * p_in * c_in && dp.len() >= L * p_out * c_out && m <= L, "the block's operands");
+    let (hx, rest) = buf.split_at_mut(sizes[0]);
+    let (dx, rest) = rest.split_at_mut(sizes[1]);
+    let (u, res) = rest.split_at_mut(sizes[2]);
+    let (xin, xout, per) = (g.input_len(), g.cotangent_len(), g.result_len());
+    assert!(hx.len() == L * xin && dx.len() == L * xout && res.len() >= L * per, "scratch sizes");
+    hx.fill(0.0);
+    dx.fill(0.0);
+    // Each example's padded input: source (y, x) at ((y + top) pw + x + left) c_in, where tiles read it.
+    for y in 0..wg.src.0 {
+        for x in 0..wg.src.1 {
+            let (py, px) = (y + wg.pad.0, x + wg.pad.1);
+            if py < g.ph && px < g.pw {
+                to_examples(&hp[(y * wg.src.1 + x) * c_in * L..][..c_in * L], (hx, xin), (py * g.pw + px) * c_in);
+            }
+        }
+    }
+    for y in 0..wg.dst.0 {
+        for x in 0..wg.dst.1 {
+            to_examples(&dp[(y * wg.dst.1 + x) * c_out * L..][..c_out * L], (dx, xout), (y * 2 * g.tw + x) * c_out);
+        }
+    }
+    // SAFETY: 16 i32 values.
+    let base = unsafe { _mm512_loadu_si512(EXPAND.as_ptr().cast()) };
+    let expand: [__m512i; 4] = std::array::from_fn(|b| _mm512_add_epi32(base, _mm512_set1_epi32(4 * b as i32)));
+    let nv = nci * nco * L;
+    assert!(u.len() >= 16 * nv * L, "U's size");
+    for e in 0..m {
+        let (hxe, dxe) = (&hx[e * xin..][..xin], &dx[e * xout..][..xout]);
+        for ta in 0..nci {
+            for tb in 0..nco {
+                let pt = Pt { geo: &g, hx: hxe, dx: dxe, ta, tb, expand };
+                for (xi, f) in POINTS.iter().enumerate() {
+                    // SAFETY: AVX-512F (this function's features); the example's padded operands.
+                    let acc = unsafe { f(&pt) };
+                    for (k, a) in acc.iter().enumerate() {
+                        // SAFETY: vector xi nv + (ta nco + tb) 16 + k < 16 nv of u (asserted).
+                        unsafe { _mm512_storeu_ps(u.as_mut_ptr().add((xi * nv + (ta * nco + tb) * L + k) * L), *a) };
+                    }
+                }
+            }
+        }
+        // dW = G^T U G per vector of U, into the example's results in the same lane order.
+        let re = res[e * per..][..per].as_mut_ptr();
+        for v in 0..nv {
+            let mut pts = [_mm512_setzero_ps(); 16];
+            for (xi, p) in pts.iter_mut().enumerate() {
+                // SAFETY: (xi nv + v) 16 + 16 <= 16 nv 16 = u's size (asserted).
+                *p = unsafe { _mm512_loadu_ps(u.as_ptr().add((xi * nv + v) * L)) };
+            }
+            for (j, w) in kernel_gradient(pts).into_iter().enumerate() {
+                // SAFETY: (j nv + v) 16 + 16 <= 9 nv 16 = kc c_out < per.
+                unsafe { _mm512_storeu_ps(re.add((j * nv + v) * L), w) };
+            }
+        }
+        if g.bm.is_some() {
+            for ob in 0..nco {
+                let mut s = _mm512_setzero_ps();
+                for y in 0..wg.dst.0 {
+                    for x in 0..wg.dst.1 {
+                        // SAFETY: 16 values within the example's cotangents.
+                        let v = unsafe { _mm512_loadu_ps(dxe[(y * 2 * g.tw + x) * c_out + ob * L..][..L].as_ptr()) };
+                        s = _mm512_add_ps(s, v);
+                    }
+                }
+                // SAFETY: kc c_out + ob 16 + 16 <= (kc + 1) c_out = per.
+                unsafe { _mm512_storeu_ps(re.add(kc * c_out + ob * L), s) };
+            }
+        }
+    }
+    // Back to the block layout: J's column co kc + j c_in + ci (weights) and kc c_out + co (bias).
+    assert!(m <= 1 || rows.row_stride() == 1, "rows of J, column-major");
+    let (out, col_stride) = (rows.rb_mut().as_ptr_mut(), rows.col_stride());
+    let mask: u16 = if m == L { u16::MAX } else { (1u16 << m) - 1 };
+    let vectors = 9 * nv + if g.bm.is_some() { nco } else { 0 };
+    for r in 0..vectors {
+        let scale = _mm512_set1_ps(if r < 9 * nv { g.wm } else { g.bm.unwrap_or(0.0) });
+        let mut v = [_mm512_setzero_ps(); 16];
+        for (e, x) in v.iter_mut().enumerate() {
+            // SAFETY: e per + r 16 + 16 <= 16 per = res's size (asserted). Rows of examples e >= m hold what the
+            // scratch held and are not stored.
+            *x = unsafe { _mm512_loadu_ps(res.as_ptr().add(e * per + r * L)) };
+        }
+        for (l, col) in transpose16(v).into_iter().enumerate() {
+            let q = if r < 9 * nv {
+                // Vector r = j nv + (ta nco + tb) 16 + 4 a + b; lane l = 4 jj + i.
+                let (j, t) = (r / nv, r % nv);
+                let (ta, tb, a, b) = (t / L / nco, t / L % nco, t % L / 4, t % 4);
+                let (ci, co) = (ta * L + 4 * a + l % 4, tb * L + 4 * b + l / 4);
+                co * kc + j * c_in + ci
+            } else {
+                kc * c_out + (r - 9 * nv) * L + l
+            };
+            // SAFETY: q < the block's columns (asserted at entry), each holding m contiguous entries (row_stride 1,
+            // asserted); lanes past m are masked off.
+            unsafe { _mm512_mask_storeu_ps(out.offset(q as isize * col_stride), mask, _mm512_mul_ps(scale, col)) };
+        }
+    }
+}
+
+/// One position's channels in the block layout (`src`: C / 16 groups of 16 vectors of 16 examples) into every
+/// example's copy (`dst`: 16 runs of `len` values), at value `at` of each.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+fn to_examples(src: &[f32], (dst, len): (&mut [f32], usize), at: usize) {
+    let groups = src.len() / (L * L);
+    assert!(dst.len() >= L * len && at + groups * L <= len, "transpose sizes");
+    for gi in 0..groups {
+        // SAFETY: vectors gi 16 + i < groups 16 of src.
+        let v: [__m512; 16] =
+            std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src[(gi * L + i) * L..][..L].as_ptr()) });
+        for (e, x) in transpose16(v).into_iter().enumerate() {
+            // SAFETY: e len + at + gi 16 + 16 <= 16 len (asserted).
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(e * len + at + gi * L), x) };
+        }
+    }
+}
+
+/// The transpose of a 16 x 16 matrix given by rows: out[j] lane i = v[i] lane j (unpacks of pairs of floats and
+/// of pairs of pairs within 128-bit lanes, then two rounds of 128-bit lane shuffles).
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+fn transpose16(v: [__m512; 16]) -> [__m512; 16] {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for p in 0..8 {
+        t[2 * p] = _mm512_unpacklo_ps(v[2 * p], v[2 * p + 1]);
+        t[2 * p + 1] = _mm512_unpackhi_ps(v[2 * p], v[2 * p + 1]);
+    }
+    // u[4 q + c], 128-bit lane k: column 4 k + c of rows 4 q .. 4 q + 3.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for q in 0..4 {
+        let pd = |x: __m512| _mm512_castps_pd(x);
+        u[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[4 * q]), pd(t[4 * q + 2])));
+        u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[4 * q]), pd(t[4 * q + 2])));
+        u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[4 * q + 1]), pd(t[4 * q + 3])));
+        u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[4 * q + 1]), pd(t[4 * q + 3])));
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let v0 = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let v1 = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
+        let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let v3 = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
+        out[4 + c] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
+        out[8 + c] = _mm512_shuffle_f32x4::<0xDD>(v0, v2);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(v1, v3);
+    }
+    out
+}
+
+/// G^T U G of one channel pair's 16 points (row-major 4 x 4), as the generic `gt4` passes: each column of four
+/// to three, then each row of four to three; the 3 x 3 kernel gradient, row-major.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+fn kernel_gradient(u: [__m512; 16]) -> [__m512; 9] {
+    let half = _mm512_set1_ps(0.5);
+    let gt = |v: [__m512; 4]| {
+        let p = _mm512_mul_ps(_mm512_add_ps(v[1], v[2]), half);
+        [_mm512_add_ps(v[0], p), _mm512_mul_ps(_mm512_sub_ps(v[1], v[2]), half), _mm512_add_ps(p, v[3])]
+    };
+    let mut g = [[_mm512_setzero_ps(); 4]; 3];
+    for col in 0..4 {
+        let [a, b, c] = gt([u[col], u[4 + col], u[8 + col], u[12 + col]]);
+        (g[0][col], g[1][col], g[2][col]) = (a, b, c);
+    }
+    let mut w = [_mm512_setzero_ps(); 9];
+    for row in 0..3 {
+        let [a, b, c] = gt(g[row]);
+        (w[3 * row], w[3 * row + 1], w[3 * row + 2]) = (a, b, c);
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_is_the_transpose() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        // SAFETY: AVX-512F checked above.
+        let t = unsafe {
+            let v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m[16 * i..].as_ptr()));
+            transpose16(v)
+        };
+        let mut out = vec![0.0f32; 256];
+        for (j, x) in t.iter().enumerate() {
+            // SAFETY: as above; 16 values.
+            unsafe { _mm512_storeu_ps(out[16 * j..].as_mut_ptr(), *x) };
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[16 * j + i], m[16 * i + j], "({i}, {j})");
+            }
+        }
+    }
+}
