@@ -97,9 +97,9 @@ pub(super) unsafe fn jacobian_rows(
     let (hw, dw) = (whole::<f32, L>(h), whole::<f32, L>(d));
     for_each_block::<f32, L>(ja, |bi, rows| {
         let (i0, m) = (bi * L, rows.nrows());
-        // SAFETY (scratch): f32 values, valid for any bits; pack_lanes writes every entry it packs, `block` zeroes
-        // the padded copies before the transposes fill them, writes U and the results before reading them, and
-        // reads results of examples past m only into lanes it does not store.
+        // SAFETY (scratch): f32 values, valid for any bits; pack_lanes writes every entry it packs; `block` writes
+        // every entry of the padded copies (zeros where no source position lands), writes U and the results
+        // before reading them, and reads results of examples past m only into lanes it does not store.
         unsafe {
             with_scratch::<f32, _>(if hw.is_some() { 0 } else { p_in * c_in * L }, |hbuf| {
                 with_scratch::<f32, _>(if dw.is_some() { 0 } else { p_out * c_out * L }, |dbuf| {
@@ -242,8 +242,26 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
     let (u, res) = rest.split_at_mut(sizes[2]);
     let (xin, xout, per) = (g.input_len(), g.cotangent_len(), g.result_len());
     assert!(hx.len() == L * xin && dx.len() == L * xout && res.len() >= L * per, "scratch sizes");
-    hx.fill(0.0);
-    dx.fill(0.0);
+    // Zeros where no source position lands: the padding around the input, the cotangents past the output.
+    for py in 0..g.ph {
+        for px in 0..g.pw {
+            let (y, x) = (py.wrapping_sub(wg.pad.0), px.wrapping_sub(wg.pad.1));
+            if y >= wg.src.0 || x >= wg.src.1 {
+                for e in 0..L {
+                    hx[e * xin + (py * g.pw + px) * c_in..][..c_in].fill(0.0);
+                }
+            }
+        }
+    }
+    for y in 0..2 * g.th {
+        for x in 0..2 * g.tw {
+            if y >= wg.dst.0 || x >= wg.dst.1 {
+                for e in 0..L {
+                    dx[e * xout + (y * 2 * g.tw + x) * c_out..][..c_out].fill(0.0);
+                }
+            }
+        }
+    }
     // Each example's padded input: source (y, x) at ((y + top) pw + x + left) c_in, where tiles read it.
     for y in 0..wg.src.0 {
         for x in 0..wg.src.1 {
