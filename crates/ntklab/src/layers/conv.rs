@@ -1457,7 +1457,8 @@ mod tests {
             ([3, 7], Padding::Same, 2, 1),
             ([9, 10], Padding::Same, 40, 36),
             // Destination channels in blocks of 8, which f32 with AVX-512 runs by its own kernel (`x16`), two
-            // tiles at a time: 9 tiles forward (an odd count leaves a lone tile), 15 transposed.
+            // tiles at a time: [5, 5] has 9 tiles both ways (an odd count leaves a lone tile); [6, 9] `valid` has
+            // 8 forward and 15 transposed.
             ([5, 5], Padding::Same, 8, 16),
             ([6, 9], Padding::Valid, 16, 24),
         ] {
@@ -1486,15 +1487,21 @@ mod tests {
                     winograd::run(&mut dh, Accum::Replace, &tr, simd);
                     assert!(max_diff(&dh, &dh_ref) < 1e-12, "transpose, {what}: {}", max_diff(&dh, &dh_ref));
                     let fwd32 = wg.forward_pass(h32.as_ref(), (c_in, c_out), &w32, mults.0, Some(&bias32));
-                    let mut z32 = Mat::<f32>::zeros(rows, g.p_out * c_out);
+                    let mut z32 = Mat::<f32>::from_fn(rows, g.p_out * c_out, |_, _| f32::NAN);
                     winograd::run(&mut z32, Accum::Replace, &fwd32, simd);
-                    let z32: Mat<f64> = crate::net::cast(z32.as_ref());
-                    assert!(max_diff(&z32, &z_ref) < 2e-4, "f32 forward, {what}");
+                    let z32a: Mat<f64> = crate::net::cast(z32.as_ref());
+                    assert!(max_diff(&z32a, &z_ref) < 2e-4, "f32 forward, {what}");
+                    winograd::run(&mut z32, Accum::Add, &fwd32, simd);
+                    let z32b: Mat<f64> = crate::net::cast(z32.as_ref());
+                    assert!(max_diff(&z32b, &(&z_ref * faer::Scale(2.0))) < 4e-4, "f32 add, {what}");
                     let tr32 = wg.transpose_pass(delta32.as_ref(), (c_in, c_out), &w32, mults.0);
-                    let mut dh32 = Mat::<f32>::zeros(rows, g.p_in * c_in);
+                    let mut dh32 = Mat::<f32>::from_fn(rows, g.p_in * c_in, |_, _| f32::NAN);
                     winograd::run(&mut dh32, Accum::Replace, &tr32, simd);
-                    let dh32: Mat<f64> = crate::net::cast(dh32.as_ref());
-                    assert!(max_diff(&dh32, &dh_ref) < 2e-4, "f32 transpose, {what}");
+                    let dh32a: Mat<f64> = crate::net::cast(dh32.as_ref());
+                    assert!(max_diff(&dh32a, &dh_ref) < 2e-4, "f32 transpose, {what}");
+                    winograd::run(&mut dh32, Accum::Add, &tr32, simd);
+                    let dh32b: Mat<f64> = crate::net::cast(dh32.as_ref());
+                    assert!(max_diff(&dh32b, &(&dh_ref * faer::Scale(2.0))) < 4e-4, "f32 transpose add, {what}");
                 }
             }
         }
@@ -1525,6 +1532,8 @@ mod tests {
             ([7, 5], Padding::Same, 16, 16, true),
             ([6, 9], Padding::Valid, 16, 32, false),
             ([5, 6], Padding::Same, 32, 16, true),
+            ([5, 6], Padding::Same, 32, 32, false),
+            ([6, 5], Padding::Valid, 16, 64, true),
         ] {
             let g = geom(&n, &[3, 3], &[1, 1], pad, c_in, c_out);
             let wg = g.wino.expect("a 3 x 3 stride-1 convolution");

@@ -142,7 +142,8 @@ pub(crate) fn run<T: Float>(out: &mut Mat<T>, accum: Accum, pass: &Pass<'_, T>, 
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 if f32_lanes && x16::serves(pass.c_dst) => {
             // SAFETY: T is f32 or f64 (`Float` is sealed), so 4 bytes wide it is f32: the casts change no type;
-            // Simd::Avx512 is only chosen when the CPU reports AVX-512F.
+            // Simd::Avx512 is only chosen when the CPU reports AVX-512F, AVX-512VL, AVX2 and FMA (the features
+            // the kernel is built with).
             unsafe {
                 let out = &mut *(out as *mut Mat<T>).cast::<Mat<f32>>();
                 let pass = &*(pass as *const Pass<'_, T>).cast::<Pass<'_, f32>>();
@@ -378,6 +379,30 @@ fn transform_tile<T: Float, const L: usize>(
     }
 }
 
+/// The source patches of tiles g0 .. g0 + R (`pass`'s tiles, as many as remain: the count returned) transformed
+/// into `xh`, tile tl's 16 points at (tl 16 + xi) c_src; tiles that fill the last group read zeros (and nothing of
+/// them is read out).
+#[inline(always)]
+fn transform_group<T: Float, const L: usize, const R: usize>(
+    plan: &Plan<'_, T>,
+    (hp, zeros): (&[[T; L]], &[[T; L]]),
+    xh: &mut [[T; L]],
+    g0: usize,
+) -> usize {
+    let pass = plan.pass;
+    let c_src = pass.c_src;
+    let count = R.min(plan.tiles - g0);
+    for tl in 0..R {
+        if tl >= count {
+            xh[tl * 16 * c_src..][..16 * c_src].fill([T::ZERO; L]);
+            continue;
+        }
+        let at = patch_at(g0 + tl, plan.tw, pass.src, pass.off, c_src);
+        transform_tile((hp, zeros), &at, (c_src, c_src), xh, (c_src, tl * 16 * c_src));
+    }
+    count
+}
+
 /// A^T (two rows of four): output row a of a tile takes point row r with sign AT[a][r] (and likewise columns).
 const AT: [[i8; 4]; 2] = [[1, 1, 1, 0], [0, 1, -1, -1]];
 
@@ -403,16 +428,7 @@ fn block<T: Float, const L: usize, const R: usize, const B: usize, const FMA: bo
     assert!(rows.ncols() == hd * wd * c_dst && (!full || rows.row_stride() == 1), "the block's columns, column-major");
     let (out, col_stride) = (rows.rb_mut().as_ptr_mut(), rows.col_stride());
     for g0 in (0..plan.tiles).step_by(R) {
-        let count = R.min(plan.tiles - g0);
-        for tl in 0..R {
-            if tl >= count {
-                // Tiles that fill the last register tile: zeros in, nothing read out.
-                xh[tl * 16 * c_src..][..16 * c_src].fill(zero);
-                continue;
-            }
-            let at = patch_at(g0 + tl, plan.tw, pass.src, pass.off, c_src);
-            transform_tile((hp, zeros), &at, (c_src, c_src), xh, (c_src, tl * 16 * c_src));
-        }
+        let count = transform_group::<T, L, R>(plan, (hp, zeros), xh, g0);
         // The outputs start from the bias (padded channels from zero).
         for (ys, &b) in yb.chunks_exact_mut(4).zip(plan.bias.iter().cycle()) {
             ys.fill([b; L]);
@@ -503,7 +519,8 @@ const SIGNS: [[i8; 4]; 16] = {
 /// co 9 C_in + j C_in + ci = w_mult sum_o H_i[i_j(o), ci] D_i[o, co] (as the parent's `jacobian_rows`), then the
 /// C_out bias columns b_mult sum_o D_i[o, co]. Per block of L examples and per chunk of tiles, the source patches
 /// and the cotangent tiles are transformed (B^T d B and A D A^T), their products summed over the chunk's tiles
-/// into U (16 points x C_in x C_out, per lane), and at the end each pair of channels' dW = G^T U G.
+/// into U (16 points x C_in x C_out, per lane), and at the end each pair of channels' dW = G^T U G. In f32 with
+/// AVX-512 and both channel counts in blocks of 16, `jac16` forms the same sums one example at a time.
 pub(crate) fn jacobian_rows<T: Float>(
     wg: &Wino,
     (c_in, c_out): (usize, usize),
@@ -517,7 +534,8 @@ pub(crate) fn jacobian_rows<T: Float>(
     #[cfg(target_arch = "x86_64")]
     if simd == Simd::Avx512 && f32_lanes && jac16::serves(c_in, c_out) {
         // SAFETY: T is f32 or f64 (`Float` is sealed), so 4 bytes wide it is f32: the casts change no type;
-        // Simd::Avx512 is only chosen when the CPU reports AVX-512F.
+        // Simd::Avx512 is only chosen when the CPU reports AVX-512F, AVX-512VL, AVX2 and FMA (the features the
+        // kernel is built with).
         unsafe {
             let h = *(&h as *const MatRef<'_, T>).cast::<MatRef<'_, f32>>();
             let d = *(&d as *const MatRef<'_, T>).cast::<MatRef<'_, f32>>();

@@ -1,5 +1,5 @@
 //! Winograd's Jacobian rows ([`super::jacobian_rows`]) in f32 with AVX-512 when both channel counts are
-//! multiples of 16 (and U below [`U_FLOATS`]), one example at a time with its channels in the vector lanes.
+//! multiples of 16 (and U at most [`U_FLOATS`]), one example at a time with its channels in the vector lanes.
 //!
 //! Why not the generic `jac_block`, which keeps 16 examples per vector: there one position of 16 channels is
 //! 1 KB, a tile's 16 transformed points 16 KB per side, and U (16 points x C_in x C_out per lane) 256 KB for a
@@ -73,7 +73,7 @@ impl Geo {
 /// [`super::jacobian_rows`] for f32 with AVX-512 and `serves(c_in, c_out)`.
 ///
 /// # Safety
-/// The CPU must support AVX-512F (`Simd::Avx512`).
+/// The CPU must support AVX-512F, AVX-512VL, AVX2 and FMA (as `Simd::Avx512` promises).
 pub(super) unsafe fn jacobian_rows(
     wg: &Wino,
     (c_in, c_out): (usize, usize),
@@ -118,7 +118,7 @@ pub(super) unsafe fn jacobian_rows(
                         }
                     };
                     with_scratch::<f32, _>(sizes.iter().sum(), |buf| {
-                        // SAFETY: the caller's promise (AVX-512F).
+                        // SAFETY: the caller's promise (the CPU features).
                         block(&geo, (hp, dp), buf, sizes, rows)
                     })
                 })
@@ -145,13 +145,15 @@ struct Pt<'a> {
 /// summed over the tiles in order: U of that point for the register tile, in U's lane order.
 ///
 /// # Safety
-/// AVX-512F; `pt`'s slices hold the example's padded input and cotangents ([`Geo`]).
+/// The CPU features of `block`; `pt.ta < C_in / 16` and `pt.tb < C_out / 16` (the register tile's channels lie
+/// within each position's values).
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn point<const XI: usize>(pt: &Pt<'_>) -> [__m512; 16] {
     let g = pt.geo;
     let (r, s) = (XI / 4, XI % 4);
     let (c_in, c_out, pw, dw) = (g.c_in, g.c_out, g.pw, 2 * g.tw);
     assert!(pt.hx.len() >= g.input_len() && pt.dx.len() >= g.cotangent_len(), "the example's operands");
+    debug_assert!(pt.ta < c_in / L && pt.tb < c_out / L, "the register tile's channels");
     let mut acc = [_mm512_setzero_ps(); 16];
     let mut xs = [0.0f32; L];
     let z = _mm512_setzero_ps();
@@ -237,6 +239,7 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
     let (kc, m) = (9 * c_in, rows.nrows());
     let (nci, nco) = (c_in / L, c_out / L);
     assert!(hp.len() >= L * p_in * c_in && dp.len() >= L * p_out * c_out && m <= L, "the block's operands");
+    assert!(rows.ncols() == (kc + usize::from(g.bm.is_some())) * c_out, "the block's columns of J");
     let (hx, rest) = buf.split_at_mut(sizes[0]);
     let (dx, rest) = rest.split_at_mut(sizes[1]);
     let (u, res) = rest.split_at_mut(sizes[2]);
@@ -287,7 +290,7 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
             for tb in 0..nco {
                 let pt = Pt { geo: &g, hx: hxe, dx: dxe, ta, tb, expand };
                 for (xi, f) in POINTS.iter().enumerate() {
-                    // SAFETY: AVX-512F (this function's features); the example's padded operands.
+                    // SAFETY: this function's CPU features; the example's padded operands; ta < nci, tb < nco.
                     let acc = unsafe { f(&pt) };
                     for (k, a) in acc.iter().enumerate() {
                         // SAFETY: vector xi nv + (ta nco + tb) 16 + k < 16 nv of u (asserted).
@@ -347,7 +350,7 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
             } else {
                 kc * c_out + (r - 9 * nv) * L + l
             };
-            // SAFETY: q < the block's columns (asserted at entry), each holding m contiguous entries (row_stride 1,
+            // SAFETY: q < the block's columns (asserted above), each holding m contiguous entries (row_stride 1,
             // asserted); lanes past m are masked off.
             unsafe { _mm512_mask_storeu_ps(out.offset(q as isize * col_stride), mask, _mm512_mul_ps(scale, col)) };
         }
@@ -429,13 +432,54 @@ fn kernel_gradient(u: [__m512; 16]) -> [__m512; 9] {
 mod tests {
     use super::*;
 
+    /// The CPU features the kernels are built with.
+    fn avx512() -> bool {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+    }
+
+    #[test]
+    fn kernel_gradient_is_the_generic_g_transpose_u_g() {
+        if !avx512() {
+            return;
+        }
+        // 16 points of 16 lanes: G^T U G here against the generic kernel's two gt4 passes, lane by lane, exactly.
+        let u: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        // SAFETY: the CPU features checked above; 16 values per load and store.
+        let w = unsafe {
+            let pts: [__m512; 16] = std::array::from_fn(|xi| _mm512_loadu_ps(u[16 * xi..].as_ptr()));
+            let mut w = vec![0.0f32; 9 * 16];
+            for (j, v) in kernel_gradient(pts).iter().enumerate() {
+                _mm512_storeu_ps(w[16 * j..].as_mut_ptr(), *v);
+            }
+            w
+        };
+        let pt = |xi: usize| &u[16 * xi..16 * xi + 16];
+        let mut gu = vec![vec![0.0f32; 16]; 12];
+        for col in 0..4 {
+            let [g0, g1, g2] = gu.get_disjoint_mut([col, 4 + col, 8 + col]).expect("three");
+            super::super::gt4([pt(col), pt(4 + col), pt(8 + col), pt(12 + col)], [g0, g1, g2]);
+        }
+        for row in 0..3 {
+            let mut o = vec![vec![0.0f32; 16]; 3];
+            let [o0, o1, o2] = o.get_disjoint_mut([0, 1, 2]).expect("three");
+            let g = |c: usize| &gu[4 * row + c][..];
+            super::super::gt4([g(0), g(1), g(2), g(3)], [o0, o1, o2]);
+            for (c, oc) in o.iter().enumerate() {
+                assert_eq!(&w[16 * (3 * row + c)..][..16], &oc[..], "offset ({row}, {c})");
+            }
+        }
+    }
+
     #[test]
     fn transpose16_is_the_transpose() {
-        if !std::is_x86_feature_detected!("avx512f") {
+        if !avx512() {
             return;
         }
         let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
-        // SAFETY: AVX-512F checked above.
+        // SAFETY: the CPU features checked above.
         let t = unsafe {
             let v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m[16 * i..].as_ptr()));
             transpose16(v)

@@ -21,7 +21,7 @@ use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut};
 
 use super::super::{for_each_block, pack_lanes, store_lanes, with_scratch};
-use super::{patch_at, transform_tile, whole, with_transformed_weights, Pass, Plan};
+use super::{transform_group, whole, with_transformed_weights, Pass, Plan};
 
 /// Lanes (examples per vector).
 const L: usize = 16;
@@ -37,7 +37,7 @@ pub(super) fn serves(c_dst: usize) -> bool {
 /// [`super::run`] for f32 with AVX-512 and `serves(pass.c_dst)`.
 ///
 /// # Safety
-/// The CPU must support AVX-512F (`Simd::Avx512`).
+/// The CPU must support AVX-512F, AVX-512VL, AVX2 and FMA (as `Simd::Avx512` promises).
 pub(super) unsafe fn run(out: &mut Mat<f32>, accum: Accum, pass: &Pass<'_, f32>) {
     assert!(serves(pass.c_dst), "destination channels in blocks of B");
     with_transformed_weights(pass, B, |gh| {
@@ -59,7 +59,7 @@ pub(super) unsafe fn run(out: &mut Mat<f32>, accum: Accum, pass: &Pass<'_, f32>)
                 unsafe {
                     with_scratch::<[f32; L], _>(R * 16 * c_src, |xh| {
                         with_scratch::<[f32; L], _>(R * 16 * B, |mb| {
-                            // SAFETY: the caller's promise (AVX-512F).
+                            // SAFETY: the caller's promise (the CPU features).
                             block(&plan, (hp, &zeros), xh, mb, rows, accum)
                         })
                     })
@@ -99,18 +99,11 @@ fn block(
     assert!(nb * B == c_dst && xh.len() >= R * 16 * c_src && mb.len() >= R * 16 * B, "scratch sizes");
     assert!(plan.gh.len() >= 16 * nb * c_src * B && plan.bias.len() >= c_dst, "weights and bias");
     let (out, col_stride) = (rows.rb_mut().as_ptr_mut(), rows.col_stride());
-    let (xp, mp, gp) = (xh.as_ptr().cast::<f32>(), mb.as_mut_ptr().cast::<f32>(), plan.gh.as_ptr());
+    let (mp, gp) = (mb.as_mut_ptr().cast::<f32>(), plan.gh.as_ptr());
     for g0 in (0..plan.tiles).step_by(R) {
-        let count = R.min(plan.tiles - g0);
-        for tl in 0..R {
-            if tl >= count {
-                // A tile that fills the last group: zeros in, nothing read out.
-                xh[tl * 16 * c_src..][..16 * c_src].fill([0.0; L]);
-                continue;
-            }
-            let at = patch_at(g0 + tl, plan.tw, pass.src, pass.off, c_src);
-            transform_tile((hp, zeros), &at, (c_src, c_src), xh, (c_src, tl * 16 * c_src));
-        }
+        let count = transform_group::<f32, L, R>(plan, (hp, zeros), xh, g0);
+        // Read only until the next group's transforms write xh again.
+        let xp = xh.as_ptr().cast::<f32>();
         for cb in 0..nb {
             for xi in 0..16 {
                 let mut acc = [[_mm512_setzero_ps(); B]; R];
