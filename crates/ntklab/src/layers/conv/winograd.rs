@@ -286,7 +286,6 @@ fn run_plan<T: Float, const L: usize, const R: usize, const B: usize>(
     let (th, tw) = (pass.dst.0.div_ceil(2), pass.dst.1.div_ceil(2));
     let tiles = th * tw;
     let plan = Plan { pass, gh, bias, nb, tw, tiles };
-    let p_src = pass.src.0 * pass.src.1;
     // A block of L rows stored as one run already is the lane layout; otherwise each block is packed.
     let whole = whole::<T, L>(pass.m);
     let zeros = vec![[T::ZERO; L]; c_src];
@@ -310,16 +309,7 @@ fn run_plan<T: Float, const L: usize, const R: usize, const B: usize>(
                 })
             }
         };
-        match whole {
-            Some(flat) => block(flat.as_chunks::<L>().0),
-            // SAFETY: as above; pack_lanes writes every entry.
-            None => unsafe {
-                with_scratch::<T, _>(p_src * c_src * L, |hp| {
-                    pack_lanes::<T, L>(pass.m, (i0, m), c_src, (c_src, c_src), hp);
-                    block(hp.as_chunks::<L>().0)
-                })
-            },
-        }
+        in_lanes::<T, L, _>(pass.m, whole, (i0, m), c_src, |hp| block(hp.as_chunks::<L>().0))
     });
 }
 
@@ -617,7 +607,6 @@ fn jac_lanes<T: Float, const L: usize, const A: usize, const B: usize>(
     let (cip, cop) = (c_in.div_ceil(A) * A, c_out.div_ceil(B) * B);
     let tiles = jac.wg.dst.0.div_ceil(2) * jac.wg.dst.1.div_ceil(2);
     let chunk = (CHUNK_BYTES / (16 * (cip + cop) * std::mem::size_of::<[T; L]>())).clamp(1, tiles);
-    let (p_in, p_out) = (jac.wg.src.0 * jac.wg.src.1, jac.wg.dst.0 * jac.wg.dst.1);
     let us = 16 * (cip / A) * (cop / B);
     let zeros = vec![[T::ZERO; L]; c_in.max(c_out)];
     for_each_block::<T, L>(ja, |bi, rows| {
@@ -626,49 +615,55 @@ fn jac_lanes<T: Float, const L: usize, const A: usize, const B: usize>(
         let (hw, dw) = (whole::<T, L>(jac.h), whole::<T, L>(jac.d));
         // SAFETY (scratch): T is f32 or f64, valid for any bits; pack_lanes writes every entry of what it packs,
         // the transforms every entry of the chunk's planes that the products read, and the first chunk every U.
-        unsafe {
-            with_scratch::<T, _>(if hw.is_some() { 0 } else { p_in * c_in * L }, |hbuf| {
-                with_scratch::<T, _>(if dw.is_some() { 0 } else { p_out * c_out * L }, |dbuf| {
-                    let hp: &[T] = match hw {
-                        Some(flat) => flat,
-                        None => {
-                            pack_lanes::<T, L>(jac.h, (i0, m), c_in, (c_in, c_in), hbuf);
-                            hbuf
-                        }
-                    };
-                    let dp: &[T] = match dw {
-                        Some(flat) => flat,
-                        None => {
-                            pack_lanes::<T, L>(jac.d, (i0, m), c_out, (c_out, c_out), dbuf);
-                            dbuf
-                        }
-                    };
-                    with_scratch::<[T; L], _>(16 * (chunk * cip + 1), |xh| {
-                        with_scratch::<[T; L], _>(16 * (chunk * cop + 1), |dh| {
-                            with_scratch::<[[[T; L]; B]; A], _>(us, |u| {
-                                let src = (hp.as_chunks::<L>().0, dp.as_chunks::<L>().0, &zeros[..]);
-                                let bufs = (src, xh, dh, u);
-                                // SAFETY: each arm is only taken when the CPU reports the features it was built
-                                // for.
-                                match simd {
-                                    #[cfg(target_arch = "x86_64")]
-                                    Simd::Avx512 => jac_block_avx512::<T, L, A, B>(jac, chunk, bufs, rows),
-                                    #[cfg(target_arch = "x86_64")]
-                                    Simd::Avx2 => jac_block_avx2::<T, L, A, B>(jac, chunk, bufs, rows),
-                                    Simd::Generic => jac_block::<T, L, A, B, false>(jac, chunk, bufs, rows),
-                                }
-                            })
+        in_lanes::<T, L, _>(jac.h, hw, (i0, m), c_in, |hp| {
+            in_lanes::<T, L, _>(jac.d, dw, (i0, m), c_out, |dp| unsafe {
+                with_scratch::<[T; L], _>(16 * (chunk * cip + 1), |xh| {
+                    with_scratch::<[T; L], _>(16 * (chunk * cop + 1), |dh| {
+                        with_scratch::<[[[T; L]; B]; A], _>(us, |u| {
+                            let src = (hp.as_chunks::<L>().0, dp.as_chunks::<L>().0, &zeros[..]);
+                            let bufs = (src, xh, dh, u);
+                            // SAFETY: each arm is only taken when the CPU reports the features it was built
+                            // for.
+                            match simd {
+                                #[cfg(target_arch = "x86_64")]
+                                Simd::Avx512 => jac_block_avx512::<T, L, A, B>(jac, chunk, bufs, rows),
+                                #[cfg(target_arch = "x86_64")]
+                                Simd::Avx2 => jac_block_avx2::<T, L, A, B>(jac, chunk, bufs, rows),
+                                Simd::Generic => jac_block::<T, L, A, B, false>(jac, chunk, bufs, rows),
+                            }
                         })
                     })
                 })
             })
-        }
+        })
     });
 }
 
 /// `src` as one run of values when it is a block of L rows stored so (then already in the lane layout).
 fn whole<T: Float, const L: usize>(src: MatRef<'_, T>) -> Option<&[T]> {
     (src.nrows() == L).then(|| crate::net::ops::flat(src)).flatten()
+}
+
+/// Runs `f` on rows i0 .. i0 + m of `src` (c values per position) in the lane layout: `whole` when the block is
+/// stored so already ([`whole`]), else a packed copy in scratch.
+#[inline(always)]
+fn in_lanes<T: Float, const L: usize, R>(
+    src: MatRef<'_, T>,
+    whole: Option<&[T]>,
+    (i0, m): (usize, usize),
+    c: usize,
+    f: impl FnOnce(&[T]) -> R,
+) -> R {
+    match whole {
+        Some(flat) => f(flat),
+        // SAFETY (scratch): T is f32 or f64, valid for any bits; pack_lanes writes every entry.
+        None => unsafe {
+            with_scratch::<T, _>(src.ncols() * L, |buf| {
+                pack_lanes::<T, L>(src, (i0, m), c, (c, c), buf);
+                f(buf)
+            })
+        },
+    }
 }
 
 feature_builds!(jac_block_avx512, jac_block_avx2 => jac_block<L, A, B>(

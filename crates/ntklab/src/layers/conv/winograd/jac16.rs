@@ -28,8 +28,8 @@ use std::arch::x86_64::{
 use faer::prelude::ReborrowMut;
 use faer::{MatMut, MatRef};
 
-use super::super::{for_each_block, pack_lanes, with_scratch};
-use super::{whole, Wino};
+use super::super::{for_each_block, with_scratch};
+use super::{in_lanes, whole, Wino};
 
 /// Lanes: examples per vector in the block layout, channels per vector here.
 const L: usize = 16;
@@ -97,33 +97,15 @@ pub(super) unsafe fn jacobian_rows(
     let (hw, dw) = (whole::<f32, L>(h), whole::<f32, L>(d));
     for_each_block::<f32, L>(ja, |bi, rows| {
         let (i0, m) = (bi * L, rows.nrows());
-        // SAFETY (scratch): f32 values, valid for any bits; pack_lanes writes every entry it packs; `block` writes
-        // every entry of the padded copies (zeros where no source position lands), writes U and the results
-        // before reading them, and reads results of examples past m only into lanes it does not store.
-        unsafe {
-            with_scratch::<f32, _>(if hw.is_some() { 0 } else { p_in * c_in * L }, |hbuf| {
-                with_scratch::<f32, _>(if dw.is_some() { 0 } else { p_out * c_out * L }, |dbuf| {
-                    let hp: &[f32] = match hw {
-                        Some(flat) => flat,
-                        None => {
-                            pack_lanes::<f32, L>(h, (i0, m), c_in, (c_in, c_in), hbuf);
-                            hbuf
-                        }
-                    };
-                    let dp: &[f32] = match dw {
-                        Some(flat) => flat,
-                        None => {
-                            pack_lanes::<f32, L>(d, (i0, m), c_out, (c_out, c_out), dbuf);
-                            dbuf
-                        }
-                    };
-                    with_scratch::<f32, _>(sizes.iter().sum(), |buf| {
-                        // SAFETY: the caller's promise (the CPU features).
-                        block(&geo, (hp, dp), buf, sizes, rows)
-                    })
-                })
+        in_lanes::<f32, L, _>(h, hw, (i0, m), c_in, |hp| {
+            in_lanes::<f32, L, _>(d, dw, (i0, m), c_out, |dp| {
+                // SAFETY (scratch): f32 values, valid for any bits; `block` writes every entry of the padded
+                // copies (zeros where no source position lands), writes U and the results before reading them, and
+                // reads results of examples past m only into lanes it does not store. SAFETY (block): the caller's
+                // promise (the CPU features).
+                unsafe { with_scratch::<f32, _>(sizes.iter().sum(), |buf| block(&geo, (hp, dp), buf, sizes, rows)) }
             })
-        }
+        })
     });
 }
 

@@ -20,8 +20,8 @@ use std::arch::x86_64::{
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut};
 
-use super::super::{for_each_block, pack_lanes, store_lanes, with_scratch};
-use super::{transform_group, whole, with_transformed_weights, Pass, Plan};
+use super::super::{for_each_block, store_lanes, with_scratch};
+use super::{in_lanes, transform_group, whole, with_transformed_weights, Pass, Plan};
 
 /// Lanes (examples per vector).
 const L: usize = 16;
@@ -49,7 +49,6 @@ pub(super) unsafe fn run(out: &mut Mat<f32>, accum: Accum, pass: &Pass<'_, f32>)
         }
         let tw = pass.dst.1.div_ceil(2);
         let plan = Plan { pass, gh, bias, nb, tw, tiles: pass.dst.0.div_ceil(2) * tw };
-        let p_src = pass.src.0 * pass.src.1;
         let whole = whole::<f32, L>(pass.m);
         let zeros = vec![[0.0f32; L]; c_src];
         for_each_block::<f32, L>(out.as_mut(), |bi, rows| {
@@ -65,16 +64,7 @@ pub(super) unsafe fn run(out: &mut Mat<f32>, accum: Accum, pass: &Pass<'_, f32>)
                     })
                 }
             };
-            match whole {
-                Some(flat) => block(flat.as_chunks::<L>().0),
-                // SAFETY: as above; pack_lanes writes every entry.
-                None => unsafe {
-                    with_scratch::<f32, _>(p_src * c_src * L, |hp| {
-                        pack_lanes::<f32, L>(pass.m, (i0, m), c_src, (c_src, c_src), hp);
-                        block(hp.as_chunks::<L>().0)
-                    })
-                },
-            }
+            in_lanes::<f32, L, _>(pass.m, whole, (i0, m), c_src, |hp| block(hp.as_chunks::<L>().0))
         });
     });
 }
