@@ -1016,7 +1016,7 @@ const SCRATCH_KEEP: usize = 64 << 20;
 ///
 /// # Safety
 /// Every bit pattern must be a valid E (floats and arrays of them).
-unsafe fn with_scratch<E: Copy, R>(len: usize, f: impl FnOnce(&mut [E]) -> R) -> R {
+pub(crate) unsafe fn with_scratch<E: Copy, R>(len: usize, f: impl FnOnce(&mut [E]) -> R) -> R {
     assert!(std::mem::align_of::<E>() <= 64, "scratch values are at most 64-byte aligned");
     let bytes = len.checked_mul(std::mem::size_of::<E>()).expect("scratch size overflows");
     let mut buf = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();

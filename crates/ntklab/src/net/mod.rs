@@ -22,6 +22,8 @@ mod jvp;
 pub mod network;
 pub(crate) mod ops;
 mod rop;
+#[cfg(target_arch = "x86_64")]
+mod syrk16;
 pub(crate) mod tape;
 #[cfg(test)]
 pub(crate) mod testutil;
