@@ -444,6 +444,97 @@ fn store_partial<T: Float>(dst: &mut [T], lanes: &[T]) {
     dst.copy_from_slice(&lanes[..dst.len()]);
 }
 
+/// What a pass does to each value before it stores it (with Accum::Replace): an activation node's forward or
+/// reverse step done in the convolution's own stores, one pass over the matrix fewer (`forward_node_relu`,
+/// `input_cotangent_node_scaled`). The values equal those of the separate passes bit for bit.
+#[derive(Clone, Copy)]
+pub(crate) enum Epilogue<'a, T> {
+    None,
+    /// v -> v where v > 0, else 0 (NaN included: the ReLU node's rule), with the slope, 1 or 0, written into
+    /// the given matrix (the output's shape) when there is one.
+    Relu(Option<RawMat<'a, T>>),
+    /// v -> v s, s the entry of this matrix (the output's shape) in the same row and column.
+    Scale(MatRef<'a, T>),
+}
+
+/// A column-major matrix that a pass writes through its pointer, each block of rows from one thread.
+#[derive(Clone, Copy)]
+pub(crate) struct RawMat<'a, T> {
+    ptr: *mut T,
+    col_stride: isize,
+    nrows: usize,
+    ncols: usize,
+    _borrow: std::marker::PhantomData<&'a mut T>,
+}
+
+// SAFETY: a RawMat is made from a mutable borrow of a whole matrix (`RawMat::of`), and the passes that write
+// through it write disjoint blocks of rows from their threads, never reading it.
+unsafe impl<T: Send> Send for RawMat<'_, T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Send> Sync for RawMat<'_, T> {}
+
+impl<'a, T> RawMat<'a, T> {
+    pub(crate) fn of(m: &'a mut Mat<T>) -> Self {
+        let (nrows, ncols, col_stride) = (m.nrows(), m.ncols(), m.col_stride());
+        RawMat { ptr: m.as_mut().as_ptr_mut(), col_stride, nrows, ncols, _borrow: std::marker::PhantomData }
+    }
+    /// A pointer to entry (i, j).
+    ///
+    /// # Safety
+    /// i < nrows, j < ncols.
+    #[inline(always)]
+    pub(crate) unsafe fn at(&self, i: usize, j: usize) -> *mut T {
+        debug_assert!(i < self.nrows && j < self.ncols);
+        // SAFETY: the caller's promise; entries of a column-major matrix.
+        unsafe { self.ptr.offset(i as isize + j as isize * self.col_stride) }
+    }
+}
+
+impl<T: Float> Epilogue<'_, T> {
+    /// Whether it fits an output of `rows` x `cols` (a scaling matrix column-major).
+    pub(crate) fn fits(&self, rows: usize, cols: usize) -> bool {
+        match self {
+            Epilogue::None | Epilogue::Relu(None) => true,
+            Epilogue::Relu(Some(s)) => s.nrows == rows && s.ncols == cols,
+            Epilogue::Scale(by) => by.nrows() == rows && by.ncols() == cols && by.row_stride() == 1,
+        }
+    }
+
+    /// The epilogue of entry (i, j) of value v.
+    ///
+    /// # Safety
+    /// (i, j) within the output, which the epilogue fits; no other thread writes row i of a Relu slope.
+    #[inline(always)]
+    pub(crate) unsafe fn apply(&self, i: usize, j: usize, v: T) -> T {
+        match self {
+            Epilogue::None => v,
+            Epilogue::Relu(slope) => {
+                let (h, d) = if v > T::ZERO { (v, T::ONE) } else { (T::ZERO, T::ZERO) };
+                if let Some(s) = slope {
+                    // SAFETY: the caller's promise.
+                    unsafe { *s.at(i, j) = d };
+                }
+                h
+            }
+            Epilogue::Scale(by) => v * by[(i, j)],
+        }
+    }
+
+    /// The epilogue applied to every entry of `out` after a pass that did not (one thread).
+    pub(crate) fn apply_to(&self, out: &mut Mat<T>) {
+        if matches!(self, Epilogue::None) {
+            return;
+        }
+        assert!(self.fits(out.nrows(), out.ncols()), "an epilogue of the output's shape");
+        for j in 0..out.ncols() {
+            for i in 0..out.nrows() {
+                // SAFETY: (i, j) within out, which the epilogue fits (asserted); this thread alone writes.
+                out[(i, j)] = unsafe { self.apply(i, j, out[(i, j)]) };
+            }
+        }
+    }
+}
+
 /// Z (+)= w_mult conv(H, W) + b_mult b into `z` (N x P_out C_out): the forward pass with Accum::Replace.
 fn conv_into<T: Float>(
     g: &Geom,
@@ -753,6 +844,54 @@ fn mults<T: Float>(net: &Network<T>, l: usize) -> (f64, f64) {
 pub(crate) fn forward_node<T: Float>(net: &Network<T>, l: usize, h: MatRef<'_, T>, pool: &mut Pool<T>) -> Mat<T> {
     let (w, b) = blocks(net, l, net.params());
     forward(geom_at(net, net.dense[l].node), w, b, mults(net, l), h, pool)
+}
+
+/// Whether Conv node l's forward (or, `transposed`, its input cotangent) pass stores through an [`Epilogue`]
+/// itself: the f32 Winograd pass with AVX-512 (`winograd::fuses`). Elsewhere the activation keeps its own pass.
+pub(crate) fn fuses_epilogue<T: Float>(net: &Network<T>, l: usize, transposed: bool) -> bool {
+    let g = geom_at(net, net.dense[l].node);
+    let (c_src, c_dst) = if transposed { (g.c_out, g.c_in) } else { (g.c_in, g.c_out) };
+    g.wino.is_some() && winograd::pass_pays(c_src, c_dst) && winograd::fuses::<T>(c_dst, simd_level())
+}
+
+/// Forward of Conv node l followed by ReLU in the same stores: max(Z, 0) (0 for NaN), with Z's ReLU slope
+/// written into `slope` (Z's shape) when given. Only where [`fuses_epilogue`] says so.
+pub(crate) fn forward_node_relu<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    h: MatRef<'_, T>,
+    slope: Option<&mut Mat<T>>,
+    pool: &mut Pool<T>,
+) -> Mat<T> {
+    let (w, b) = blocks(net, l, net.params());
+    let (g, m) = (geom_at(net, net.dense[l].node), mults(net, l));
+    let mut z = pool.take(h.nrows(), g.p_out * g.c_out);
+    let wg = g.wino.as_ref().expect("a Winograd geometry (fuses_epilogue)");
+    let bias: Option<Vec<T>> = b.map(|b| b.iter().map(|&v| T::of(m.1 * v.wide())).collect());
+    let epi = Epilogue::Relu(slope.map(RawMat::of));
+    let pass = wg.forward_pass(h, (g.c_in, g.c_out), w, m.0, bias.as_deref()).with_epilogue(epi);
+    winograd::run(&mut z, Accum::Replace, &pass, simd_level());
+    z
+}
+
+/// Reverse, input of Conv node l, times `slope` in the same stores: (w_mult delta W^T) ⊙ slope (delta one
+/// block of cotangents, slope its input's shape). Only where [`fuses_epilogue`] says so.
+pub(crate) fn input_cotangent_node_scaled<T: Float>(
+    net: &Network<T>,
+    l: usize,
+    delta: &Mat<T>,
+    slope: &Mat<T>,
+    pool: &mut Pool<T>,
+) -> Mat<T> {
+    let (w, _) = blocks(net, l, net.params());
+    let g = geom_at(net, net.dense[l].node);
+    let mut dh = pool.take(delta.nrows(), g.p_in * g.c_in);
+    let wg = g.wino.as_ref().expect("a Winograd geometry (fuses_epilogue)");
+    let pass = wg
+        .transpose_pass(delta.as_ref(), (g.c_in, g.c_out), w, net.dense[l].w_mult)
+        .with_epilogue(Epilogue::Scale(slope.as_ref()));
+    winograd::run(&mut dh, Accum::Replace, &pass, simd_level());
+    dh
 }
 
 /// Reverse, parameters of Conv node l: its gradient blocks in `g` are overwritten.
@@ -1514,6 +1653,70 @@ mod tests {
             (vec![4, 4, 4], vec![3, 3, 1], vec![1, 1, 1], Padding::Same),
         ] {
             assert!(geom(&n, &k, &s, pad, 2, 2).wino.is_none(), "{n:?} {k:?} {s:?} {pad:?}");
+        }
+    }
+
+    /// The passes' epilogues (ReLU with its slope on the forward pass, a product by a matrix on the transposed
+    /// one) equal the plain pass followed by the activation node's own rule, bit for bit, on every SIMD build
+    /// (f32 with AVX-512 applies them in `x16`'s stores, the others after the pass), in f32 and f64, with full
+    /// and partial blocks of examples; NaN-filled outputs show any entry left unwritten.
+    #[test]
+    fn winograd_epilogues_equal_the_separate_passes() {
+        fn check<T: Float>(wg: &Wino, (c_in, c_out): (usize, usize), rows: usize, simd: Simd, what: &str) {
+            let (p_in, p_out) = (wg.src.0 * wg.src.1, wg.dst.0 * wg.dst.1);
+            let cast = |m: Mat<f64>| Mat::<T>::from_fn(m.nrows(), m.ncols(), |i, j| T::of(m[(i, j)]));
+            let w: Vec<T> = gaussian(1, c_out * c_in * 9, 5).row(0).iter().map(|&v| T::of(v / 3.0)).collect();
+            let bias: Vec<T> = (0..c_out).map(|c| T::of(0.1 * c as f64 - 0.3)).collect();
+            let h = cast(gaussian(rows, p_in * c_in, 6));
+            let delta = cast(gaussian(rows, p_out * c_out, 7));
+            // A scaling with zeros, ones and other values (a slope of any activation).
+            let by = cast(Mat::from_fn(rows, p_in * c_in, |i, j| [0.0, 1.0, 0.37, -2.5][(3 * i + j) % 4]));
+            let fwd = wg.forward_pass(h.as_ref(), (c_in, c_out), &w, 0.8, Some(&bias));
+            let mut plain = Mat::<T>::zeros(rows, p_out * c_out);
+            winograd::run(&mut plain, Accum::Replace, &fwd, simd);
+            let nan = |r, c| Mat::<T>::from_fn(r, c, |_, _| T::of(f64::NAN));
+            let (mut z, mut slope) = (nan(rows, p_out * c_out), nan(rows, p_out * c_out));
+            winograd::run(
+                &mut z,
+                Accum::Replace,
+                &fwd.with_epilogue(Epilogue::Relu(Some(RawMat::of(&mut slope)))),
+                simd,
+            );
+            for i in 0..rows {
+                for j in 0..p_out * c_out {
+                    let t = plain[(i, j)];
+                    let (v, d) = if t > T::ZERO { (t, T::ONE) } else { (T::ZERO, T::ZERO) };
+                    assert!(z[(i, j)].wide().to_bits() == v.wide().to_bits(), "relu, {what} ({i}, {j})");
+                    assert!(slope[(i, j)].wide().to_bits() == d.wide().to_bits(), "slope, {what} ({i}, {j})");
+                }
+            }
+            let mut z2 = nan(rows, p_out * c_out);
+            winograd::run(&mut z2, Accum::Replace, &fwd.with_epilogue(Epilogue::Relu(None)), simd);
+            assert!(z2 == z, "relu without its slope, {what}");
+            let tr = wg.transpose_pass(delta.as_ref(), (c_in, c_out), &w, 0.8);
+            let mut plain = Mat::<T>::zeros(rows, p_in * c_in);
+            winograd::run(&mut plain, Accum::Replace, &tr, simd);
+            let mut dh = nan(rows, p_in * c_in);
+            winograd::run(&mut dh, Accum::Replace, &tr.with_epilogue(Epilogue::Scale(by.as_ref())), simd);
+            for i in 0..rows {
+                for j in 0..p_in * c_in {
+                    let want = plain[(i, j)] * by[(i, j)];
+                    assert!(dh[(i, j)].wide().to_bits() == want.wide().to_bits(), "scale, {what} ({i}, {j})");
+                }
+            }
+        }
+        for (n, pad, c_in, c_out) in
+            [([5, 5], Padding::Same, 8, 16), ([6, 9], Padding::Valid, 16, 24), ([5, 4], Padding::Same, 3, 5)]
+        {
+            let g = geom(&n, &[3, 3], &[1, 1], pad, c_in, c_out);
+            let wg = g.wino.expect("a 3 x 3 stride-1 convolution");
+            for rows in [3, 16, 35] {
+                for simd in crate::kernel::compute::simd_builds() {
+                    let what = format!("{simd:?}, {n:?} {pad:?} {c_in} -> {c_out}, N = {rows}");
+                    check::<f32>(&wg, (c_in, c_out), rows, simd, &what);
+                    check::<f64>(&wg, (c_in, c_out), rows, simd, &what);
+                }
+            }
         }
     }
 

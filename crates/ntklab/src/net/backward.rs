@@ -109,6 +109,8 @@ impl<T: Float> Network<T> {
         let nn = g.nodes.len();
         let mut acc: Vec<Option<Mat<T>>> = vec![None; nn];
         let mut kept: Vec<Option<Mat<T>>> = if keep { vec![None; nn] } else { Vec::new() };
+        // Activation nodes whose cotangent a convolution already multiplied by their slope.
+        let mut scaled = vec![false; nn];
         acc[g.output()] = Some(g_out);
         for v in (1..nn).rev() {
             let Some(mut gv) = acc[v].take() else { continue };
@@ -129,7 +131,13 @@ impl<T: Float> Network<T> {
                     let u = node.inputs[0];
                     if u != 0 {
                         let next = if self.dense[l].filter.is_some() {
-                            layers::conv::input_cotangent_node(self, l, &gv, pool)
+                            match self.slope_before(u, v, tape, keep, gv.nrows()) {
+                                Some(s) => {
+                                    scaled[u] = true;
+                                    layers::conv::input_cotangent_node_scaled(self, l, &gv, s, pool)
+                                }
+                                None => layers::conv::input_cotangent_node(self, l, &gv, pool),
+                            }
                         } else {
                             layers::dense::input_cotangent(self, l, &gv, pool)
                         };
@@ -142,8 +150,11 @@ impl<T: Float> Network<T> {
                     }
                 }
                 Op::Activation(_) => {
-                    let gc =
-                        layers::activation::backward(&mut gv, tape.slope[v].as_ref(), tape.curvature[v].as_ref(), keep);
+                    let gc = if scaled[v] {
+                        None
+                    } else {
+                        layers::activation::backward(&mut gv, tape.slope[v].as_ref(), tape.curvature[v].as_ref(), keep)
+                    };
                     if keep {
                         kept[v] = gc;
                     }
@@ -158,6 +169,21 @@ impl<T: Float> Network<T> {
             }
         }
         keep.then_some(Backprop { cot: kept })
+    }
+
+    /// The slope of activation node u that Conv node v's input cotangent pass multiplies in its own stores
+    /// (`conv::input_cotangent_node_scaled`): when u is an activation node with a slope whose sole reader is v
+    /// (so that this is the whole of u's cotangent), the cotangents are one block (`rows`, the slope's rows) and
+    /// no R-op caches are kept (they need the cotangent before the product).
+    fn slope_before<'t>(&self, u: usize, v: usize, tape: &'t Tape<T>, keep: bool, rows: usize) -> Option<&'t Mat<T>> {
+        let s = tape.slope[u].as_ref()?;
+        let l = self.dense_of[v]?;
+        let ok = !keep
+            && matches!(self.graph.nodes[u].op, Op::Activation(_))
+            && s.nrows() == rows
+            && self.sole_reader(u) == Some(v)
+            && layers::conv::fuses_epilogue(self, l, true);
+        ok.then_some(s)
     }
 
     /// g = J^T U written into `g` (length P, [`Network::params`] order); with `keep`, also the per-node caches

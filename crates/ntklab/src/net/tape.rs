@@ -63,6 +63,25 @@ impl<T: Float> Network<T> {
         self.build_tape(x, Caches::Second)
     }
 
+    /// The one node that reads node u's value, reading it once, when there is exactly one and u is not the
+    /// output.
+    pub(crate) fn sole_reader(&self, u: usize) -> Option<usize> {
+        let g = &self.graph;
+        let mut readers = g.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&u));
+        let (v, node) = readers.next()?;
+        let once = node.inputs.iter().filter(|&&w| w == u).count() == 1;
+        (readers.next().is_none() && once && u != g.output()).then_some(v)
+    }
+
+    /// The ReLU node that Conv node v's forward pass applies in its own stores (`conv::forward_node_relu`): v's
+    /// sole reader, when it is one and no later pass reads v's value (`needed`).
+    fn relu_after(&self, v: usize, needed: &[bool]) -> Option<usize> {
+        let l = self.dense_of[v]?;
+        let w = self.sole_reader(v)?;
+        let relu = matches!(self.graph.nodes[w].op, Op::Activation(crate::kernel::Activation::Relu));
+        (relu && !needed[v] && layers::conv::fuses_epilogue(self, l, false)).then_some(w)
+    }
+
     /// Whether a later pass reads node v's value: a Dense or Conv node reads it, or it is the output.
     fn value_needed(&self, v: usize) -> bool {
         v == self.graph.output() || self.graph.nodes.iter().any(|n| n.op.has_params() && n.inputs[0] == v)
@@ -88,6 +107,8 @@ impl<T: Float> Network<T> {
         let mut values: Vec<Mat<T>> = (0..nn).map(|_| Mat::zeros(0, 0)).collect();
         let mut slope: Vec<Option<Mat<T>>> = vec![None; nn];
         let mut curv: Vec<Option<Mat<T>>> = vec![None; nn];
+        // ReLU nodes whose convolution applied them (and wrote their slope).
+        let mut applied = vec![false; nn];
         values[0] = pool.take(x.nrows(), x.ncols());
         copy_input(values[0].as_mut(), x);
         // Take node u's value for a consumer v that overwrites it: moved when v is its last reader and no
@@ -108,7 +129,16 @@ impl<T: Float> Network<T> {
                 Op::Input => unreachable!("node 0 is the only input"),
                 Op::Conv { .. } => {
                     let l = self.dense_of[v].expect("conv node");
-                    layers::conv::forward_node(self, l, values[node.inputs[0]].as_ref(), pool)
+                    let h = values[node.inputs[0]].as_ref();
+                    match self.relu_after(v, &needed) {
+                        Some(w) => {
+                            let mut s = keep.then(|| pool.take(x.nrows(), node.width));
+                            let out = layers::conv::forward_node_relu(self, l, h, s.as_mut(), pool);
+                            (slope[w], applied[w]) = (s, true);
+                            out
+                        }
+                        None => layers::conv::forward_node(self, l, h, pool),
+                    }
                 }
                 Op::Flatten => take(&mut values, node.inputs[0], v, pool),
                 Op::AvgPool { .. } | Op::GlobalAvgPool => {
@@ -120,7 +150,9 @@ impl<T: Float> Network<T> {
                 }
                 Op::Activation(a) => {
                     let mut z = take(&mut values, node.inputs[0], v, pool);
-                    (slope[v], curv[v]) = layers::activation::forward(&mut z, a, caches, pool);
+                    if !applied[v] {
+                        (slope[v], curv[v]) = layers::activation::forward(&mut z, a, caches, pool);
+                    }
                     z
                 }
                 Op::Sum => {

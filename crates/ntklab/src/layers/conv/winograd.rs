@@ -31,7 +31,7 @@
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef};
 
-use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, store_full, store_lanes, with_scratch, Line};
+use super::{f32_lanes, fma_lanes, for_each_block, pack_lanes, store_full, store_lanes, with_scratch, Epilogue, Line};
 use crate::kernel::compute::Simd;
 use crate::kernel::spatial::Window;
 use crate::net::ops::Float;
@@ -87,7 +87,19 @@ impl Wino {
         bias: Option<&'a [T]>,
     ) -> Pass<'a, T> {
         let off = (-(self.pad.0 as isize), -(self.pad.1 as isize));
-        Pass { m: h, c_src: c_in, c_dst: c_out, src: self.src, dst: self.dst, off, w, transposed: false, scale, bias }
+        Pass {
+            m: h,
+            c_src: c_in,
+            c_dst: c_out,
+            src: self.src,
+            dst: self.dst,
+            off,
+            w,
+            transposed: false,
+            scale,
+            bias,
+            epi: Epilogue::None,
+        }
     }
 
     /// The input cotangent from Delta (N x P_out C_out): dH[(y, x)] = sum over (dy, dx) of
@@ -112,6 +124,7 @@ impl Wino {
             transposed: true,
             scale,
             bias: None,
+            epi: Epilogue::None,
         }
     }
 }
@@ -119,6 +132,7 @@ impl Wino {
 /// One correlation pass: out[(y, x), cd] (+)= sum over (ey, ex) and source channels cs of
 /// m[(y + ey + off.0, x + ex + off.1), cs] g(ey, ex, cs, cd) + bias[cd], with source positions outside `src`
 /// reading zero.
+#[derive(Clone, Copy)]
 pub(crate) struct Pass<'a, T> {
     m: MatRef<'a, T>,
     c_src: usize,
@@ -131,6 +145,26 @@ pub(crate) struct Pass<'a, T> {
     transposed: bool,
     scale: f64,
     bias: Option<&'a [T]>,
+    /// What each stored value goes through (Accum::Replace only).
+    epi: Epilogue<'a, T>,
+}
+
+impl<'a, T: Float> Pass<'a, T> {
+    /// The pass with its stores through `epi` (its output's shape; Accum::Replace).
+    pub(crate) fn with_epilogue(self, epi: Epilogue<'a, T>) -> Self {
+        Pass { epi, ..self }
+    }
+}
+
+/// Whether [`run`] applies a pass's epilogue in its stores (the AVX-512 f32 kernel, `x16`), rather than in a
+/// pass of its own after them.
+pub(crate) fn fuses<T>(c_dst: usize, simd: Simd) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(simd, Simd::Avx512) && f32_lanes::<T>() {
+        return x16::serves(c_dst);
+    }
+    let _ = (c_dst, simd);
+    false
 }
 
 /// Runs `pass` into `out` (N x P_dst c_dst) with `simd`'s build (lanes and tiles as in the direct
@@ -138,6 +172,15 @@ pub(crate) struct Pass<'a, T> {
 /// depend on the thread count.
 pub(crate) fn run<T: Float>(out: &mut Mat<T>, accum: Accum, pass: &Pass<'_, T>, simd: Simd) {
     let f32_lanes = f32_lanes::<T>();
+    let epilogue = !matches!(pass.epi, Epilogue::None);
+    assert!(
+        !epilogue || (accum == Accum::Replace && pass.epi.fits(out.nrows(), out.ncols())),
+        "an epilogue of the output's shape, stored with Replace"
+    );
+    if epilogue && !fuses::<T>(pass.c_dst, simd) {
+        run(out, accum, &Pass { epi: Epilogue::None, ..*pass }, simd);
+        return pass.epi.apply_to(out);
+    }
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 if f32_lanes && x16::serves(pass.c_dst) => {

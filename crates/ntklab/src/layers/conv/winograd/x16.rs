@@ -13,14 +13,14 @@
 //! vectorized across the channels with gathers (7x slower), so this kernel names its vector instructions.
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-    _mm512_sub_ps,
+    __m512, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_mov_ps, _mm512_mul_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps, _CMP_GT_OQ,
 };
 
 use faer::prelude::ReborrowMut;
 use faer::{Accum, Mat, MatMut};
 
-use super::super::{for_each_block, store_lanes, with_scratch};
+use super::super::{for_each_block, store_lanes, with_scratch, Epilogue};
 use super::{in_lanes, transform_group, whole, with_transformed_weights, Pass, Plan};
 
 /// Lanes (examples per vector).
@@ -58,8 +58,9 @@ pub(super) unsafe fn run(out: &mut Mat<f32>, accum: Accum, pass: &Pass<'_, f32>)
                 unsafe {
                     with_scratch::<[f32; L], _>(R * 16 * c_src, |xh| {
                         with_scratch::<[f32; L], _>(R * 16 * B, |mb| {
-                            // SAFETY: the caller's promise (the CPU features).
-                            block(&plan, (hp, &zeros), xh, mb, rows, accum)
+                            // SAFETY: the caller's promise (the CPU features); the epilogue fits `out` (asserted by
+                            // `super::run`) and this block's rows i0.. are this call's alone.
+                            block(&plan, (hp, &zeros), xh, mb, (rows, i0), accum)
                         })
                     })
                 }
@@ -78,10 +79,11 @@ fn block(
     (hp, zeros): (&[[f32; L]], &[[f32; L]]),
     xh: &mut [[f32; L]],
     mb: &mut [[f32; L]],
-    mut rows: MatMut<'_, f32>,
+    (mut rows, i0): (MatMut<'_, f32>, usize),
     accum: Accum,
 ) {
     let pass = plan.pass;
+    let epi = &pass.epi;
     let (c_src, c_dst, nb) = (pass.c_src, pass.c_dst, plan.nb);
     let (hd, wd) = pass.dst;
     let full = rows.nrows() == L;
@@ -143,8 +145,23 @@ fn block(
                         let q = (yy * wd + xx) * c_dst + cd;
                         if full {
                             // SAFETY: column q < hd wd c_dst = the block's columns (asserted), each holding L
-                            // contiguous entries (full block, column-major).
+                            // contiguous entries (full block, column-major); the epilogue's matrices have the
+                            // output's shape (asserted by `super::run`), column-major, rows i0 .. i0 + L.
                             unsafe {
+                                let v = match epi {
+                                    Epilogue::None => v,
+                                    Epilogue::Relu(slope) => {
+                                        let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
+                                        if let Some(s) = slope {
+                                            _mm512_storeu_ps(s.at(i0, q), _mm512_maskz_mov_ps(up, _mm512_set1_ps(1.0)));
+                                        }
+                                        _mm512_maskz_mov_ps(up, v)
+                                    }
+                                    Epilogue::Scale(by) => _mm512_mul_ps(
+                                        v,
+                                        _mm512_loadu_ps(by.as_ptr().offset(i0 as isize + q as isize * by.col_stride())),
+                                    ),
+                                };
                                 let dst = out.offset(q as isize * col_stride);
                                 match accum {
                                     Accum::Replace => _mm512_storeu_ps(dst, v),
@@ -155,6 +172,11 @@ fn block(
                             let mut lanes = [0.0f32; L];
                             // SAFETY: L values fit `lanes`.
                             unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+                            for (r, x) in lanes.iter_mut().enumerate().take(rows.nrows()) {
+                                // SAFETY: row i0 + r of the output (r < its block's rows), column q; the rows are
+                                // this call's alone.
+                                *x = unsafe { epi.apply(i0 + r, q, *x) };
+                            }
                             store_lanes(rows.rb_mut().col_mut(q), accum, &lanes);
                         }
                     }
