@@ -7,22 +7,23 @@
 //! tiles; the products took a third of the time. Here one example's zero-padded input and cotangents are 20 KB
 //! and 16 KB, in L1, and each point of the 4 x 4 transformed tiles is computed from them where the products need
 //! it (4 loads and 3 additions for the input, 1 to 4 terms for the cotangents, as the generic transforms, term by
-//! term), for every tile in turn, with that point's U in 16 registers: nothing is stored but U, once per point.
+//! term), for every tile in turn, with that point's U in 16 registers: U is stored once per point, and the
+//! point's transformed inputs (64 bytes per tile) in between.
 //!
-//! U's register vectors hold 4 x 4 blocks of channel pairs: lane 4 jj + i of block (a, b) is input channel
-//! 4 a + i and output channel 4 b + jj. A tile's point then needs per block its 4 input values repeated 4 times
-//! (a 128-bit broadcast load) and its 4 output values each repeated 4 times (a permutation), and 4 x 4 blocks
-//! take 8 operands per 16 FMAs; one input channel per register (a broadcast times a vector of 16 output channels)
-//! takes 17.
+//! U's register vector k holds input channel k and the 16 output channels in its lanes. A tile's point then
+//! takes 16 FMAs of the cotangents' vector by each input channel, broadcast from memory as the FMA's operand:
+//! the transformed input point is stored for every tile first, then read back by the products. Blocks of 4 x 4
+//! channel pairs per register (8 operands per 16 FMAs, but 4 permutations and 4 shuffles of the operands, on
+//! the same port as half the FMAs) took about 12 % longer; so did these broadcasts when the point was stored
+//! and read back in the same iteration, where the compiler turned them into shuffles.
 //!
 //! The block's inputs and cotangents are transposed into the per-example layout first and the rows transposed
 //! back at the end (16 x 16 transposes in registers).
 
 use std::arch::x86_64::{
-    __m512, __m512i, _mm512_add_epi32, _mm512_add_ps, _mm512_broadcast_f32x4, _mm512_castpd_ps, _mm512_castps_pd,
-    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_mul_ps, _mm512_permutexvar_ps,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_sub_ps,
-    _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps, _mm_loadu_ps,
+    __m512, _mm512_add_ps, _mm512_castpd_ps, _mm512_castps_pd, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_sub_ps,
+    _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
 };
 
 use faer::prelude::ReborrowMut;
@@ -93,7 +94,7 @@ pub(super) unsafe fn jacobian_rows(
     );
     let (th, tw) = (wg.dst.0.div_ceil(2), wg.dst.1.div_ceil(2));
     let geo = Geo { wg: *wg, c_in, c_out, th, tw, ph: 2 * th + 2, pw: 2 * tw + 2, wm, bm };
-    let sizes = [L * geo.input_len(), L * geo.cotangent_len(), 16 * c_in * c_out, L * geo.result_len()];
+    let sizes = [L * geo.input_len(), L * geo.cotangent_len(), 16 * c_in * c_out, L * geo.result_len(), L * th * tw];
     let (hw, dw) = (whole::<f32, L>(h), whole::<f32, L>(d));
     for_each_block::<f32, L>(ja, |bi, rows| {
         let (i0, m) = (bi * L, rows.nrows());
@@ -109,9 +110,6 @@ pub(super) unsafe fn jacobian_rows(
     });
 }
 
-/// Output channels 4 b + jj of a vector of 16, each repeated 4 times (lane 4 jj + i), for b = 0 (add 4 b).
-const EXPAND: [i32; 16] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3];
-
 /// One example's operands for [`point`]: its padded input and cotangents, and the register tile (input channels
 /// 16 ta.., output channels 16 tb..).
 struct Pt<'a> {
@@ -120,32 +118,31 @@ struct Pt<'a> {
     dx: &'a [f32],
     ta: usize,
     tb: usize,
-    expand: [__m512i; 4],
 }
 
 /// One point XI = 4 r + s of every tile's transformed input (B^T d B) and cotangents (A D A^T), multiplied and
-/// summed over the tiles in order: U of that point for the register tile, in U's lane order.
+/// summed over the tiles in order: U of that point for the register tile, vector k for input channel 16 ta + k
+/// (lanes: output channels 16 tb ..); `xbuf` holds the tiles' transformed input points in between.
 ///
 /// # Safety
 /// The CPU features of `block`; `pt.ta < C_in / 16` and `pt.tb < C_out / 16` (the register tile's channels lie
 /// within each position's values).
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn point<const XI: usize>(pt: &Pt<'_>) -> [__m512; 16] {
+unsafe fn point<const XI: usize>(pt: &Pt<'_>, xbuf: &mut [f32]) -> [__m512; 16] {
     let g = pt.geo;
     let (r, s) = (XI / 4, XI % 4);
     let (c_in, c_out, pw, dw) = (g.c_in, g.c_out, g.pw, 2 * g.tw);
     assert!(pt.hx.len() >= g.input_len() && pt.dx.len() >= g.cotangent_len(), "the example's operands");
+    assert!(xbuf.len() >= g.th * g.tw * L, "a transformed input per tile");
     debug_assert!(pt.ta < c_in / L && pt.tb < c_out / L, "the register tile's channels");
-    let mut acc = [_mm512_setzero_ps(); 16];
-    let mut xs = [0.0f32; L];
     let z = _mm512_setzero_ps();
+    // The point of every tile's transformed input, stored so that the products below take its channels as
+    // broadcasts from memory (operands of the FMAs, not shuffles).
     for ty in 0..g.th {
         for tx in 0..g.tw {
             // SAFETY (loads): rows 2 ty + k < 2 th + 2 = ph and columns 2 tx + l < pw of the padded input, c_in
-            // values each, channels 16 ta + 16 <= c_in; rows 2 ty + a < 2 th and columns 2 tx + b < 2 tw of the
-            // cotangents, channels 16 tb + 16 <= c_out (asserted lengths).
+            // values each, channels 16 ta + 16 <= c_in (asserted lengths).
             let xb = unsafe { pt.hx.as_ptr().add(((2 * ty) * pw + 2 * tx) * c_in + pt.ta * L) };
-            let db = unsafe { pt.dx.as_ptr().add(((2 * ty) * dw + 2 * tx) * c_out + pt.tb * L) };
             let d = |k: usize, l: usize| unsafe { _mm512_loadu_ps(xb.add((k * pw + l) * c_in)) };
             // B^T d along the rows, then along the columns (as `input_transform`).
             let row = |l: usize| match r {
@@ -160,6 +157,17 @@ unsafe fn point<const XI: usize>(pt: &Pt<'_>) -> [__m512; 16] {
                 2 => _mm512_sub_ps(row(2), row(1)),
                 _ => _mm512_sub_ps(row(1), row(3)),
             };
+            // SAFETY: tile ty tw + tx < th tw: 16 values within xbuf (asserted).
+            unsafe { _mm512_storeu_ps(xbuf.as_mut_ptr().add((ty * g.tw + tx) * L), x) };
+        }
+    }
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let xp = xbuf.as_ptr();
+    for ty in 0..g.th {
+        for tx in 0..g.tw {
+            // SAFETY (loads): rows 2 ty + a < 2 th and columns 2 tx + b < 2 tw of the cotangents, channels
+            // 16 tb + 16 <= c_out (asserted lengths).
+            let db = unsafe { pt.dx.as_ptr().add(((2 * ty) * dw + 2 * tx) * c_out + pt.tb * L) };
             let dd = |a: usize, b: usize| unsafe { _mm512_loadu_ps(db.add((a * dw + b) * c_out)) };
             // A D along the rows, then along the columns (as `cotangent_transform`).
             let crow = |b: usize| match r {
@@ -174,23 +182,22 @@ unsafe fn point<const XI: usize>(pt: &Pt<'_>) -> [__m512; 16] {
                 2 => _mm512_sub_ps(crow(0), crow(1)),
                 _ => _mm512_sub_ps(z, crow(1)),
             };
-            // SAFETY: 16 values; then 4 at 4 a < 16.
-            unsafe { _mm512_storeu_ps(xs.as_mut_ptr(), x) };
-            let xq: [__m512; 4] =
-                std::array::from_fn(|a| unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(xs.as_ptr().add(4 * a))) });
-            let de: [__m512; 4] = std::array::from_fn(|b| _mm512_permutexvar_ps(pt.expand[b], dv));
-            for (a, xa) in xq.iter().enumerate() {
-                for (b, db) in de.iter().enumerate() {
-                    acc[4 * a + b] = _mm512_fmadd_ps(*xa, *db, acc[4 * a + b]);
-                }
+            // SAFETY: the tile's 16 values within xbuf (asserted).
+            let xt = unsafe { xp.add((ty * g.tw + tx) * L) };
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: k < 16.
+                *a = _mm512_fmadd_ps(_mm512_set1_ps(unsafe { *xt.add(k) }), dv, *a);
             }
         }
     }
     acc
 }
 
+/// A [`point`] function: U of one point for a register tile.
+type PointFn = unsafe fn(&Pt<'_>, &mut [f32]) -> [__m512; 16];
+
 /// [`point`] for every point, by index.
-const POINTS: [unsafe fn(&Pt<'_>) -> [__m512; 16]; 16] = [
+const POINTS: [PointFn; 16] = [
     point::<0>,
     point::<1>,
     point::<2>,
@@ -214,7 +221,7 @@ const POINTS: [unsafe fn(&Pt<'_>) -> [__m512; 16]; 16] = [
 /// (16 points x C_in C_out / 16 vectors in U's lane order) and the examples' results: per example the 9 C_in C_out
 /// / 16 vectors of dW (kernel offset j major, then U's order), then C_out / 16 vectors of bias sums.
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 4], mut rows: MatMut<'_, f32>) {
+fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 5], mut rows: MatMut<'_, f32>) {
     let g = *geo;
     let (c_in, c_out, wg) = (g.c_in, g.c_out, g.wg);
     let (p_in, p_out) = (wg.src.0 * wg.src.1, wg.dst.0 * wg.dst.1);
@@ -224,7 +231,8 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
     assert!(rows.ncols() == (kc + usize::from(g.bm.is_some())) * c_out, "the block's columns of J");
     let (hx, rest) = buf.split_at_mut(sizes[0]);
     let (dx, rest) = rest.split_at_mut(sizes[1]);
-    let (u, res) = rest.split_at_mut(sizes[2]);
+    let (u, rest) = rest.split_at_mut(sizes[2]);
+    let (res, xbuf) = rest.split_at_mut(sizes[3]);
     let (xin, xout, per) = (g.input_len(), g.cotangent_len(), g.result_len());
     assert!(hx.len() == L * xin && dx.len() == L * xout && res.len() >= L * per, "scratch sizes");
     // Zeros where no source position lands: the padding around the input, the cotangents past the output.
@@ -261,19 +269,16 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
             to_examples(&dp[(y * wg.dst.1 + x) * c_out * L..][..c_out * L], (dx, xout), (y * 2 * g.tw + x) * c_out);
         }
     }
-    // SAFETY: 16 i32 values.
-    let base = unsafe { _mm512_loadu_si512(EXPAND.as_ptr().cast()) };
-    let expand: [__m512i; 4] = std::array::from_fn(|b| _mm512_add_epi32(base, _mm512_set1_epi32(4 * b as i32)));
     let nv = nci * nco * L;
     assert!(u.len() >= 16 * nv * L, "U's size");
     for e in 0..m {
         let (hxe, dxe) = (&hx[e * xin..][..xin], &dx[e * xout..][..xout]);
         for ta in 0..nci {
             for tb in 0..nco {
-                let pt = Pt { geo: &g, hx: hxe, dx: dxe, ta, tb, expand };
+                let pt = Pt { geo: &g, hx: hxe, dx: dxe, ta, tb };
                 for (xi, f) in POINTS.iter().enumerate() {
                     // SAFETY: this function's CPU features; the example's padded operands; ta < nci, tb < nco.
-                    let acc = unsafe { f(&pt) };
+                    let acc = unsafe { f(&pt, xbuf) };
                     for (k, a) in acc.iter().enumerate() {
                         // SAFETY: vector xi nv + (ta nco + tb) 16 + k < 16 nv of u (asserted).
                         unsafe { _mm512_storeu_ps(u.as_mut_ptr().add((xi * nv + (ta * nco + tb) * L + k) * L), *a) };
@@ -294,28 +299,33 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
                 unsafe { _mm512_storeu_ps(re.add((j * nv + v) * L), w) };
             }
         }
-        if g.bm.is_some() {
-            for ob in 0..nco {
-                let mut s = _mm512_setzero_ps();
-                for y in 0..wg.dst.0 {
-                    for x in 0..wg.dst.1 {
-                        // SAFETY: 16 values within the example's cotangents.
-                        let v = unsafe { _mm512_loadu_ps(dxe[(y * 2 * g.tw + x) * c_out + ob * L..][..L].as_ptr()) };
-                        s = _mm512_add_ps(s, v);
-                    }
-                }
-                // SAFETY: kc c_out + ob 16 + 16 <= (kc + 1) c_out = per.
-                unsafe { _mm512_storeu_ps(re.add(kc * c_out + ob * L), s) };
-            }
-        }
     }
     // Back to the block layout: J's column co kc + j c_in + ci (weights) and kc c_out + co (bias).
     assert!(m <= 1 || rows.row_stride() == 1, "rows of J, column-major");
     let (out, col_stride) = (rows.rb_mut().as_ptr_mut(), rows.col_stride());
     let mask: u16 = if m == L { u16::MAX } else { (1u16 << m) - 1 };
-    let vectors = 9 * nv + if g.bm.is_some() { nco } else { 0 };
-    for r in 0..vectors {
-        let scale = _mm512_set1_ps(if r < 9 * nv { g.wm } else { g.bm.unwrap_or(0.0) });
+    if let Some(bm) = g.bm {
+        // The bias columns straight from the block layout, a vector of the 16 examples per output channel: each
+        // sum over the positions in order (16 channels' sums at a time, independent additions).
+        let scale = _mm512_set1_ps(bm);
+        for ob in 0..nco {
+            let mut sums = [_mm512_setzero_ps(); 16];
+            for p in 0..p_out {
+                for (k, s) in sums.iter_mut().enumerate() {
+                    // SAFETY: (p c_out + 16 ob + k) 16 + 16 <= 16 p_out c_out <= dp's length (asserted).
+                    *s = _mm512_add_ps(*s, unsafe { _mm512_loadu_ps(dp.as_ptr().add((p * c_out + ob * L + k) * L)) });
+                }
+            }
+            for (k, s) in sums.into_iter().enumerate() {
+                let q = kc * c_out + ob * L + k;
+                // SAFETY: q < the block's columns (asserted above), each holding m contiguous entries (row_stride
+                // 1, asserted); lanes past m are masked off.
+                unsafe { _mm512_mask_storeu_ps(out.offset(q as isize * col_stride), mask, _mm512_mul_ps(scale, s)) };
+            }
+        }
+    }
+    for r in 0..9 * nv {
+        let scale = _mm512_set1_ps(g.wm);
         let mut v = [_mm512_setzero_ps(); 16];
         for (e, x) in v.iter_mut().enumerate() {
             // SAFETY: e per + r 16 + 16 <= 16 per = res's size (asserted). Rows of examples e >= m hold what the
@@ -323,15 +333,10 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
             *x = unsafe { _mm512_loadu_ps(res.as_ptr().add(e * per + r * L)) };
         }
         for (l, col) in transpose16(v).into_iter().enumerate() {
-            let q = if r < 9 * nv {
-                // Vector r = j nv + (ta nco + tb) 16 + 4 a + b; lane l = 4 jj + i.
-                let (j, t) = (r / nv, r % nv);
-                let (ta, tb, a, b) = (t / L / nco, t / L % nco, t % L / 4, t % 4);
-                let (ci, co) = (ta * L + 4 * a + l % 4, tb * L + 4 * b + l / 4);
-                co * kc + j * c_in + ci
-            } else {
-                kc * c_out + (r - 9 * nv) * L + l
-            };
+            // Vector r = j nv + (ta nco + tb) 16 + k: input channel 16 ta + k, lane l output channel 16 tb + l.
+            let (j, t) = (r / nv, r % nv);
+            let (ta, tb, k) = (t / L / nco, t / L % nco, t % L);
+            let q = (tb * L + l) * kc + j * c_in + ta * L + k;
             // SAFETY: q < the block's columns (asserted above), each holding m contiguous entries (row_stride 1,
             // asserted); lanes past m are masked off.
             unsafe { _mm512_mask_storeu_ps(out.offset(q as isize * col_stride), mask, _mm512_mul_ps(scale, col)) };
