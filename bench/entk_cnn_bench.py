@@ -95,7 +95,9 @@ def save_ntklab(p, c, size, readout, feat, path):
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
-def torch_ntk(p, c, readout, feat, x_nhwc, dtype, repeats):
+def torch_ntk(p, c, readout, feat, x_nhwc, dtype, repeats, fn_only=False):
+    """Timed torch.func kernels by name ({name: (kernel, times)}); with `fn_only`, the jacrev+einsum kernel as a
+    function (untimed, for alternated rounds)."""
     import torch
     import torch.nn.functional as F
     from torch.func import functional_call, jacrev, jvp, vjp, vmap
@@ -135,6 +137,8 @@ def torch_ntk(p, c, readout, feat, x_nhwc, dtype, repeats):
 
             return vmap(col)(basis)
 
+    if fn_only:
+        return lambda: jac().double().numpy()
     res = {}
     # The NTK-vector products vmap over N basis vectors with every activation alive: at N = 256 that exceeds
     # this machine's 24 GB and the process is killed (not an exception), so they run only for small N.

@@ -14,6 +14,11 @@ Every implementation gets warm-up calls for 0.5 s (JIT compilation, thread pools
 `--repeats` timed calls; medians. JAX runs with jax_enable_x64 (f32 cases pass float32 arrays, which JAX keeps in
 float32). Kernels are checked against each other (max relative difference).
 
+`--entk-only f32 --rounds R` times section 2's ntklab and torch.func jacrev+einsum in R alternated rounds instead
+(each round: warm-up and `--repeats` calls of one, then of the other) and prints each round's ratio and their
+median: on a shared VM whose speed drifts by 20-30 % within minutes, one timing of each side can land in different
+spells.
+
 Usage: bench/.venv/bin/pip install ./python && bench/.venv/bin/python bench/python_bench.py [--quick]
 """
 
@@ -102,18 +107,49 @@ def entk_case(n, precision, repeats, rows):
     print(rows[-1], flush=True)
 
 
+def entk_rounds(n, precision, repeats, rounds):
+    """ntklab against torch.func jacrev+einsum in alternated rounds (each: warm-up, then `repeats` timed calls of
+    one, then of the other), so that a slow spell of a shared machine weighs on both sides alike: the per-round
+    medians, their ratios, and the median ratio."""
+    import tempfile
+
+    c, size = 16, 16
+    p, feat = entk.draw(c, size, "gap", 0)
+    x = np.random.default_rng(1).standard_normal((n, size, size, 3))
+    path = os.path.join(tempfile.mkdtemp(prefix="pybench-"), "m.safetensors")
+    entk.save_ntklab(p, c, size, "gap", feat, path)
+    model = ntklab.load(path)
+    ours = lambda: ntklab.empirical_ntk(model, x, precision=precision)
+    theirs = entk.torch_ntk(p, c, "gap", feat, x, precision, repeats, fn_only=True)
+    ratios = []
+    for r in range(rounds):
+        k1, t1 = timed(ours, repeats)
+        k2, t2 = timed(theirs, repeats)
+        m1, m2 = statistics.median(t1), statistics.median(t2)
+        ratios.append(m2 / m1)
+        print(f"round {r + 1}: ntklab {m1 * 1e3:.2f} ms, torch.func jacrev+einsum {m2 * 1e3:.2f} ms, "
+              f"ratio {m2 / m1:.2f}x, max rel. diff {rel(k2, k1):.1e}", flush=True)
+    print(f"median ratio over {rounds} rounds: {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, "
+          f"max {max(ratios):.2f}x)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--entk-only", choices=["f64", "f32"],
                     help="only section 2 at this precision (run by section 1 as a child process)")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="with --entk-only: ntklab and torch.func in this many alternated rounds (median ratio)")
     a = ap.parse_args()
     n_fc, n_flat, n_gap, n_entk = (500, 32, 4, 32) if a.quick else (4000, 256, 16, 256)
     if a.entk_only:
         import torch  # noqa: F401  (before JAX, see the module docstring)
 
-        entk_case(n_entk, a.entk_only, a.repeats, [])
+        if a.rounds > 0:
+            entk_rounds(n_entk, a.entk_only, a.repeats, a.rounds)
+        else:
+            entk_case(n_entk, a.entk_only, a.repeats, [])
         return
     import jax
     import neural_tangents as nt
