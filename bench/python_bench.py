@@ -86,7 +86,9 @@ def kernel_case(name, build, x, precision, repeats, rows):
     print(rows[-1], flush=True)
 
 
-def entk_case(n, precision, repeats, rows):
+def entk_setup(n):
+    """Section 6's small CNN (16 channels, GAP readout) saved and loaded as an ntklab model, its parameters and
+    N inputs of 16 x 16 x 3: (model, params, c, feat, x)."""
     import tempfile
 
     c, size = 16, 16
@@ -94,7 +96,11 @@ def entk_case(n, precision, repeats, rows):
     x = np.random.default_rng(1).standard_normal((n, size, size, 3))
     path = os.path.join(tempfile.mkdtemp(prefix="pybench-"), "m.safetensors")
     entk.save_ntklab(p, c, size, "gap", feat, path)
-    model = ntklab.load(path)
+    return ntklab.load(path), p, c, feat, x
+
+
+def entk_case(n, precision, repeats, rows):
+    model, p, c, feat, x = entk_setup(n)
     ours, t_ours = timed(lambda: ntklab.empirical_ntk(model, x, precision=precision), repeats)
     peers = entk.torch_ntk(p, c, "gap", feat, x, precision, repeats)
     peers.update(entk.nt_ntk(p, c, "gap", x, precision, repeats, True))
@@ -111,14 +117,7 @@ def entk_rounds(n, precision, repeats, rounds):
     """ntklab against torch.func jacrev+einsum in alternated rounds (each: warm-up, then `repeats` timed calls of
     one, then of the other), so that a slow spell of a shared machine weighs on both sides alike: the per-round
     medians, their ratios, and the median ratio."""
-    import tempfile
-
-    c, size = 16, 16
-    p, feat = entk.draw(c, size, "gap", 0)
-    x = np.random.default_rng(1).standard_normal((n, size, size, 3))
-    path = os.path.join(tempfile.mkdtemp(prefix="pybench-"), "m.safetensors")
-    entk.save_ntklab(p, c, size, "gap", feat, path)
-    model = ntklab.load(path)
+    model, p, c, feat, x = entk_setup(n)
     ours = lambda: ntklab.empirical_ntk(model, x, precision=precision)
     theirs = entk.torch_ntk(p, c, "gap", feat, x, precision, repeats, fn_only=True)
     ratios = []
