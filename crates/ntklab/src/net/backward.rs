@@ -176,6 +176,10 @@ impl<T: Float> Network<T> {
     /// (so that this is the whole of u's cotangent), the cotangents are one block (`rows`, the slope's rows) and
     /// no R-op caches are kept (they need the cotangent before the product).
     fn slope_before<'t>(&self, u: usize, v: usize, tape: &'t Tape<T>, keep: bool, rows: usize) -> Option<&'t Mat<T>> {
+        #[cfg(test)]
+        if super::tape::FUSION_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let s = tape.slope[u].as_ref()?;
         let l = self.dense_of[v]?;
         let ok = !keep

@@ -311,6 +311,63 @@ flatten,dense(2,b_std=0.1)",
     }
 }
 
+/// Activations applied in the convolutions' stores (forward: a ReLU that is the conv's sole reader; reverse:
+/// an activation whose sole reader is the conv) give the same bits as the separate passes, through the whole
+/// network: tapes, loss gradients, Hessian-vector products (R-op caches, no fusion in reverse) and empirical NTKs
+/// (one output and two: stacked cotangents). Graphs: a chain (both fusions), a residual block (the conv's value
+/// also read by the sum: no forward fusion there), a ReLU as the network's output, tanh between convs (reverse
+/// only). 16-channel convs reach the f32 AVX-512 Winograd kernel that fuses; elsewhere nothing fuses and the
+/// comparison holds trivially.
+#[test]
+fn fused_activations_equal_separate_passes_bit_for_bit() {
+    use super::tape::FUSION_OFF;
+    use std::sync::atomic::Ordering;
+    let conv = "conv(16,3x3,padding=same,b_std=0.2)";
+    let nets = [
+        format!("{conv},relu,{conv},relu,global_avg_pool,dense(1)"),
+        format!("{conv},relu,{conv},relu,global_avg_pool,dense(2)"),
+        format!("{conv},residual(relu,{conv}),relu,global_avg_pool,dense(1)"),
+        format!("{conv},tanh,{conv},relu"),
+    ];
+    for spec in &nets {
+        let shape = Shape::image(&[6, 5], 3);
+        let net: Network<f32> = cnn(spec, &shape, Parameterization::Ntk, 1.1, 7).cast();
+        let x = super::cast::<f64, f32>(gaussian(21, shape.size(), 2).as_ref());
+        let k = net.output_dim();
+        let y = targets(Loss::Mse, 21, k, 5);
+        let v: Vec<f32> = gaussian(1, net.num_params(), 6).row(0).iter().map(|&t| t as f32).collect();
+        let run = || {
+            let tape = net.tape(x.as_ref()).unwrap();
+            let (_, g) = net.loss_and_gradient(x.as_ref(), y.as_ref(), Loss::Mse).unwrap();
+            let curvature = LossCurvature::new(&net, x.as_ref(), y.as_ref(), Loss::Mse).unwrap();
+            let hv = curvature.hvp(&v).unwrap();
+            let trace = net.empirical_ntk(x.as_ref(), None, NtkOutputs::Trace).unwrap();
+            let full = net.empirical_ntk(x.as_ref(), None, NtkOutputs::Full).unwrap();
+            (tape.values, tape.slope, tape.output, g, hv, trace, full)
+        };
+        let fused = run();
+        FUSION_OFF.store(true, Ordering::Relaxed);
+        let separate = run();
+        FUSION_OFF.store(false, Ordering::Relaxed);
+        let bits = |m: &Mat<f32>| {
+            (
+                m.nrows(),
+                m.ncols(),
+                (0..m.ncols()).flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)].to_bits())).collect::<Vec<_>>(),
+            )
+        };
+        assert!(fused.0.iter().map(bits).eq(separate.0.iter().map(bits)), "{spec}: tape values");
+        let slopes = |s: &Vec<Option<Mat<f32>>>| s.iter().map(|m| m.as_ref().map(bits)).collect::<Vec<_>>();
+        assert!(slopes(&fused.1) == slopes(&separate.1), "{spec}: slopes");
+        assert!(bits(&fused.2) == bits(&separate.2), "{spec}: outputs");
+        let vbits = |g: &[f32]| g.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+        assert!(vbits(&fused.3) == vbits(&separate.3), "{spec}: gradient");
+        assert!(vbits(&fused.4) == vbits(&separate.4), "{spec}: Hessian-vector product");
+        assert!(bits(&fused.5) == bits(&separate.5), "{spec}: empirical NTK");
+        assert!(bits(&fused.6) == bits(&separate.6), "{spec}: empirical NTK, every output");
+    }
+}
+
 #[test]
 fn f32_lanes_follow_f64_on_a_cnn() {
     // Rounding at 6e-8 relative through a few layers of sums over <= 36 terms: 1e-4 relative is generous.

@@ -182,7 +182,10 @@ pub(crate) fn syrk_lower<T: Float>(
         && matches!(crate::kernel::compute::simd_level(), crate::kernel::compute::Simd::Avx512);
     #[cfg(not(target_arch = "x86_64"))]
     let packed = false;
+    #[cfg(target_arch = "x86_64")]
     let rows = if packed { n.next_multiple_of(super::syrk16::MR) } else { n };
+    #[cfg(not(target_arch = "x86_64"))]
+    let rows = n;
     let mut parts: Vec<Mat<T>> = (0..pieces).map(|_| pool.take(rows, rows)).collect();
     parts.par_iter_mut().enumerate().for_each(|(i, part)| {
         let cols = (i * per).min(p)..((i + 1) * per).min(p);

@@ -52,6 +52,12 @@ pub(crate) enum Caches {
     Second,
 }
 
+/// Tests only: no activation goes into a convolution's stores (`relu_after`, `Network::slope_before`), so that
+/// the fused and separate passes can be compared whole. The values are the same either way, so flipping it
+/// cannot disturb a test running meanwhile.
+#[cfg(test)]
+pub(crate) static FUSION_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl<T: Float> Network<T> {
     /// Forward pass keeping the caches for first-order passes: node values and phi'(Z) per activation.
     pub fn tape(&self, x: MatRef<'_, T>) -> Result<Tape<T>> {
@@ -76,6 +82,10 @@ impl<T: Float> Network<T> {
     /// The ReLU node that Conv node v's forward pass applies in its own stores (`conv::forward_node_relu`): v's
     /// sole reader, when it is one and no later pass reads v's value (`needed`).
     fn relu_after(&self, v: usize, needed: &[bool]) -> Option<usize> {
+        #[cfg(test)]
+        if FUSION_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let l = self.dense_of[v]?;
         let w = self.sole_reader(v)?;
         let relu = matches!(self.graph.nodes[w].op, Op::Activation(crate::kernel::Activation::Relu));

@@ -65,9 +65,10 @@ impl Geo {
     fn cotangent_len(&self) -> usize {
         4 * self.th * self.tw * self.c_out
     }
-    /// Values of one example's results: 9 C_in C_out weight gradients and C_out bias sums.
+    /// Values of one example's results: 9 C_in C_out weight gradients (the bias sums go to J straight from the
+    /// block layout).
     fn result_len(&self) -> usize {
-        (9 * self.c_in + 1) * self.c_out
+        9 * self.c_in * self.c_out
     }
 }
 
@@ -218,8 +219,8 @@ const POINTS: [PointFn; 16] = [
 
 /// One block of up to 16 examples: `hp` and `dp` in the block layout (position-major, a vector of 16 examples per
 /// channel); `buf` split by `sizes` into the examples' padded inputs and cotangents ([`Geo`]), one example's U
-/// (16 points x C_in C_out / 16 vectors in U's lane order) and the examples' results: per example the 9 C_in C_out
-/// / 16 vectors of dW (kernel offset j major, then U's order), then C_out / 16 vectors of bias sums.
+/// (16 points x C_in C_out / 16 vectors in U's lane order), the examples' results (per example the 9 C_in C_out
+/// / 16 vectors of dW, kernel offset j major, then U's order) and one point's transformed inputs per tile.
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 5], mut rows: MatMut<'_, f32>) {
     let g = *geo;
@@ -295,7 +296,7 @@ fn block(geo: &Geo, (hp, dp): (&[f32], &[f32]), buf: &mut [f32], sizes: [usize; 
                 *p = unsafe { _mm512_loadu_ps(u.as_ptr().add((xi * nv + v) * L)) };
             }
             for (j, w) in kernel_gradient(pts).into_iter().enumerate() {
-                // SAFETY: (j nv + v) 16 + 16 <= 9 nv 16 = kc c_out < per.
+                // SAFETY: (j nv + v) 16 + 16 <= 9 nv 16 = kc c_out = per.
                 unsafe { _mm512_storeu_ps(re.add((j * nv + v) * L), w) };
             }
         }
