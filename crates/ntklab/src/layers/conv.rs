@@ -535,7 +535,8 @@ impl<T: Float> Epilogue<'_, T> {
     }
 }
 
-/// Z (+)= w_mult conv(H, W) + b_mult b into `z` (N x P_out C_out): the forward pass with Accum::Replace.
+/// Z (+)= w_mult conv(H, W) + b_mult b into `z` (N x P_out C_out): the forward pass with Accum::Replace; each
+/// stored value through `epi` (Replace only: in the Winograd pass's stores where it fuses, else after the pass).
 fn conv_into<T: Float>(
     g: &Geom,
     w: &[T],
@@ -543,11 +544,11 @@ fn conv_into<T: Float>(
     mults: (f64, f64),
     h: MatRef<'_, T>,
     z: &mut Mat<T>,
-    accum: Accum,
+    (accum, epi): (Accum, Epilogue<'_, T>),
 ) {
     let bias: Option<Vec<T>> = b.map(|b| b.iter().map(|&v| T::of(mults.1 * v.wide())).collect());
     if let Some(wg) = g.wino.as_ref().filter(|_| winograd::pass_pays(g.c_in, g.c_out)) {
-        let pass = wg.forward_pass(h, (g.c_in, g.c_out), w, mults.0, bias.as_deref());
+        let pass = wg.forward_pass(h, (g.c_in, g.c_out), w, mults.0, bias.as_deref()).with_epilogue(epi);
         return winograd::run(z, accum, &pass, simd_level());
     }
     let pass = Windowed {
@@ -562,6 +563,7 @@ fn conv_into<T: Float>(
         bias: bias.as_deref(),
     };
     windowed(z, accum, &pass, simd_level());
+    epi.apply_to(z);
 }
 
 /// Z = w_mult conv(H, W) + b_mult b (N x P_out C_out).
@@ -574,7 +576,7 @@ pub(crate) fn forward<T: Float>(
     pool: &mut Pool<T>,
 ) -> Mat<T> {
     let mut z = pool.take(h.nrows(), g.p_out * g.c_out);
-    conv_into(g, w, b, mults, h, &mut z, Accum::Replace);
+    conv_into(g, w, b, mults, h, &mut z, (Accum::Replace, Epilogue::None));
     z
 }
 
@@ -642,10 +644,18 @@ pub(crate) fn param_grad<T: Float>(
     }
 }
 
-/// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in).
-fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<'_, T>, dh: &mut Mat<T>, accum: Accum) {
+/// dH (+)= w_mult delta W^T (the transposed convolution) into `dh` (N x P_in C_in), each stored value through
+/// `epi` (as in `conv_into`).
+fn input_cotangent_into<T: Float>(
+    g: &Geom,
+    w: &[T],
+    w_mult: f64,
+    delta: MatRef<'_, T>,
+    dh: &mut Mat<T>,
+    (accum, epi): (Accum, Epilogue<'_, T>),
+) {
     if let Some(wg) = g.wino.as_ref().filter(|_| winograd::pass_pays(g.c_out, g.c_in)) {
-        let pass = wg.transpose_pass(delta, (g.c_in, g.c_out), w, w_mult);
+        let pass = wg.transpose_pass(delta, (g.c_in, g.c_out), w, w_mult).with_epilogue(epi);
         return winograd::run(dh, accum, &pass, simd_level());
     }
     let pass = Windowed {
@@ -660,6 +670,7 @@ fn input_cotangent_into<T: Float>(g: &Geom, w: &[T], w_mult: f64, delta: MatRef<
         bias: None,
     };
     windowed(dh, accum, &pass, simd_level());
+    epi.apply_to(dh);
 }
 
 /// The input cotangent: dH[:, i_j(o)] += w_mult delta[:, o] W_j (N x P_in C_in).
@@ -671,7 +682,7 @@ pub(crate) fn input_cotangent<T: Float>(
     pool: &mut Pool<T>,
 ) -> Mat<T> {
     let mut dh = pool.take(delta.nrows(), g.p_in * g.c_in);
-    input_cotangent_into(g, w, w_mult, delta, &mut dh, Accum::Replace);
+    input_cotangent_into(g, w, w_mult, delta, &mut dh, (Accum::Replace, Epilogue::None));
     dh
 }
 
@@ -690,7 +701,7 @@ pub(crate) fn tangent<T: Float>(
 ) -> Mat<T> {
     let mut z = forward(g, dw, db, mults, h, pool);
     if let Some(hd) = hdot {
-        conv_into(g, w, None, mults, hd, &mut z, Accum::Add);
+        conv_into(g, w, None, mults, hd, &mut z, (Accum::Add, Epilogue::None));
     }
     z
 }
@@ -719,7 +730,7 @@ pub(crate) fn rop<T: Float>(
         param_grad(g, hd, delta, mults, rgw, None, pool);
     }
     let mut rdh = input_cotangent(g, w, mults.0, rdelta, pool);
-    input_cotangent_into(g, vw, mults.0, delta, &mut rdh, Accum::Add);
+    input_cotangent_into(g, vw, mults.0, delta, &mut rdh, (Accum::Add, Epilogue::None));
     rdh
 }
 
@@ -855,7 +866,8 @@ pub(crate) fn fuses_epilogue<T: Float>(net: &Network<T>, l: usize, transposed: b
 }
 
 /// Forward of Conv node l followed by ReLU in the same stores: max(Z, 0) (0 for NaN), with Z's ReLU slope
-/// written into `slope` (Z's shape) when given. Only where [`fuses_epilogue`] says so.
+/// written into `slope` (Z's shape) when given. Where [`fuses_epilogue`] says no, the ReLU takes a pass of its
+/// own after the convolution (the activation node's is faster there).
 pub(crate) fn forward_node_relu<T: Float>(
     net: &Network<T>,
     l: usize,
@@ -864,18 +876,15 @@ pub(crate) fn forward_node_relu<T: Float>(
     pool: &mut Pool<T>,
 ) -> Mat<T> {
     let (w, b) = blocks(net, l, net.params());
-    let (g, m) = (geom_at(net, net.dense[l].node), mults(net, l));
+    let g = geom_at(net, net.dense[l].node);
     let mut z = pool.take(h.nrows(), g.p_out * g.c_out);
-    let wg = g.wino.as_ref().expect("a Winograd geometry (fuses_epilogue)");
-    let bias: Option<Vec<T>> = b.map(|b| b.iter().map(|&v| T::of(m.1 * v.wide())).collect());
-    let epi = Epilogue::Relu(slope.map(RawMat::of));
-    let pass = wg.forward_pass(h, (g.c_in, g.c_out), w, m.0, bias.as_deref()).with_epilogue(epi);
-    winograd::run(&mut z, Accum::Replace, &pass, simd_level());
+    conv_into(g, w, b, mults(net, l), h, &mut z, (Accum::Replace, Epilogue::Relu(slope.map(RawMat::of))));
     z
 }
 
 /// Reverse, input of Conv node l, times `slope` in the same stores: (w_mult delta W^T) ⊙ slope (delta one
-/// block of cotangents, slope its input's shape). Only where [`fuses_epilogue`] says so.
+/// block of cotangents, slope its input's shape). Where [`fuses_epilogue`] says no, the product takes a pass of
+/// its own (the activation node's is faster there).
 pub(crate) fn input_cotangent_node_scaled<T: Float>(
     net: &Network<T>,
     l: usize,
@@ -886,11 +895,8 @@ pub(crate) fn input_cotangent_node_scaled<T: Float>(
     let (w, _) = blocks(net, l, net.params());
     let g = geom_at(net, net.dense[l].node);
     let mut dh = pool.take(delta.nrows(), g.p_in * g.c_in);
-    let wg = g.wino.as_ref().expect("a Winograd geometry (fuses_epilogue)");
-    let pass = wg
-        .transpose_pass(delta.as_ref(), (g.c_in, g.c_out), w, net.dense[l].w_mult)
-        .with_epilogue(Epilogue::Scale(slope.as_ref()));
-    winograd::run(&mut dh, Accum::Replace, &pass, simd_level());
+    let epi = (Accum::Replace, Epilogue::Scale(slope.as_ref()));
+    input_cotangent_into(g, w, net.dense[l].w_mult, delta.as_ref(), &mut dh, epi);
     dh
 }
 
@@ -967,7 +973,7 @@ pub(crate) fn rop_node<T: Float>(
         let (vw, _) = blocks(net, l, v);
         let mut r = input_cotangent(g, vw, m.0, delta.as_ref(), pool);
         if let Some(rd) = rdelta {
-            input_cotangent_into(g, w, m.0, rd.as_ref(), &mut r, Accum::Add);
+            input_cotangent_into(g, w, m.0, rd.as_ref(), &mut r, (Accum::Add, Epilogue::None));
         }
         r
     })
